@@ -1,0 +1,63 @@
+"""Where lm-workbench keeps its data on disk.
+
+Everything lives under one directory, ``$LMWB_HOME`` (default: the platform's
+user data directory), so a user can back it up, move it or point tests at a
+temporary one. Directories are created readable by their owner only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+from engine.errors import StoreError
+
+APP_NAME = "lm-workbench"
+# The bundled datasets sit beside the packages in the repository checkout.
+SAMPLE_TEXTS_DIR = Path(__file__).resolve().parent.parent / "sample_texts"
+
+
+def workbench_home() -> Path:
+    """Return ``$LMWB_HOME`` (or the platform default), creating it if needed."""
+    raw = os.environ.get("LMWB_HOME")
+    home = Path(raw).expanduser() if raw else Path(platformdirs.user_data_dir(APP_NAME))
+    return ensure_private_dir(home)
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700) if missing; explain clearly when we cannot."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise StoreError(
+            f"Cannot create the data directory {path}: {exc.strerror}. "
+            "Set LMWB_HOME to a writable directory."
+        ) from exc
+    if not os.access(path, os.W_OK):
+        raise StoreError(
+            f"The data directory {path} is not writable. "
+            "Fix its permissions or set LMWB_HOME to a writable directory."
+        )
+    return path
+
+
+def database_path() -> Path:
+    """The SQLite file that records runs, metrics, samples and generations."""
+    return workbench_home() / "workbench.db"
+
+
+def run_dir(run_id: str) -> Path:
+    """The directory holding one run's checkpoints."""
+    return ensure_private_dir(workbench_home() / "runs" / run_id)
+
+
+def token_cache_dir() -> Path:
+    """Where tokenized datasets are cached, keyed by content hash and tokenizer."""
+    return ensure_private_dir(workbench_home() / "cache" / "tokens")
+
+
+def tokenizer_cache_dir() -> Path:
+    """Where byte-level BPE tokenizers trained for scratch models are cached."""
+    return ensure_private_dir(workbench_home() / "cache" / "tokenizers")
