@@ -1,0 +1,64 @@
+"""Shared fixtures: a private LMWB_HOME per test and small real models.
+
+Models are built here from a ``GPT2Config`` and saved with ``save_pretrained``,
+then loaded back through the engine exactly as a user's model would be: no
+hub access, no mocking of transformers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# Enough varied text for a byte-level BPE tokenizer to learn merges, with
+# accents, CJK and emoji so multi-byte UTF-8 handling is exercised.
+TOKENIZER_TEXTS = [
+    "The fox and the crow met by the old mill, and the fox spoke first.",
+    "Question: what is a language model? Answer: a model of text.",
+    "def add(a, b):\n    return a + b\n",
+    "Café au lait, naïve façade, über cool — ça va?",
+    "日本語のテキストと中文文本。",
+    "Emoji test: 🦊🐦🌾 and more 🎉!",
+] * 20
+
+
+@pytest.fixture(autouse=True)
+def lmwb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own empty data directory and no hub access."""
+    home = tmp_path / "lmwb-home"
+    monkeypatch.setenv("LMWB_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    return home
+
+
+def build_tiny_gpt2(directory: Path, *, n_positions: int = 64, vocab_size: int = 300, seed: int = 0) -> Path:
+    """Train a small byte-level BPE tokenizer, build a random 2-layer GPT-2, save both."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(TOKENIZER_TEXTS, vocab_size=vocab_size, min_frequency=1,
+                            special_tokens=["<|endoftext|>"], show_progress=False)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=n_positions, n_embd=32, n_layer=2, n_head=2,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    model = GPT2LMHeadModel(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local Hugging Face model directory: random 2-layer GPT-2 + BPE tokenizer."""
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
