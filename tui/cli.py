@@ -1,0 +1,893 @@
+"""The `lmwb` command line: the workbench without the terminal UI.
+
+Every command asks the engine and prints its answer: Rich tables for people,
+``--json`` for scripts. A user's mistake prints one line starting
+``lmwb: error:`` and exits with status 2; anything else is a bug, which prints
+one line saying where its traceback was written and exits with status 1.
+
+Heavy modules load late: ``lmwb --help`` imports neither torch nor textual,
+the store is opened only by commands that read or write runs, and torch is
+imported only by the commands that need a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import re
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from engine import __version__
+from engine.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from engine.store import RunStore
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+# Statuses of a run whose process is alive (after the stale-run sweep).
+LIVE_STATUSES = ("running", "paused")
+
+
+class CommandError(WorkbenchError):
+    """A mistake in how a command was called that argparse cannot see (a missing file, a bad combination)."""
+
+
+# ---------------------------------------------------------------------------
+# Argument types: a nonsense number is refused while parsing, with its flag named.
+
+
+def _parse_number(text: str, parse: Callable[[str], Any], noun: str) -> Any:
+    try:
+        value = parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (steps, sizes, counts)."""
+    value = _parse_number(text, int, "a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number of at least 0 (top-k, seeds, warmup steps)."""
+    value = _parse_number(text, int, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (learning rates, seconds, penalties)."""
+    value = _parse_number(text, float, "a number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number of at least 0 (temperature: 0 means greedy)."""
+    value = _parse_number(text, float, "a number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of at least 0, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in (0, 1], like top-p."""
+    value = _parse_number(text, float, "a number")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text!r}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """auto, cpu, mps, cuda or cuda:N; whether it exists here is the engine's question."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, mps, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def run_status(text: str) -> str:
+    """One of the store's run statuses (imported only when the flag is given)."""
+    from engine.store import RUN_STATUSES
+
+    if text not in RUN_STATUSES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(RUN_STATUSES)}, got {text!r}")
+    return text
+
+
+# ---------------------------------------------------------------------------
+# The parser.
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake in one line rather than usage plus message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"lmwb: error: {message} (see '{self.prog} --help')\n")
+
+
+# Sort keys for `lmwb runs --sort`, each with the order a person expects first
+# (newest, most trained, lowest loss, alphabetical).
+RUN_SORTS = {
+    "created_at": True, "steps": True, "tokens": True, "best_val_loss": False,
+    "name": False, "status": False, "model": False, "dataset": False,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command, flag and help text of `lmwb`."""
+    parser = _Parser(
+        prog="lmwb",
+        description="A terminal workbench for training and probing GPT-2-style language models. "
+        "Without a command, opens the app.",
+    )
+    parser.add_argument("--version", action="version", version=f"lmwb {__version__}")
+    parser.set_defaults(handler=open_app)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    datasets = commands.add_parser("datasets", help="list the bundled datasets, or inspect a file or folder")
+    datasets.add_argument("path", nargs="?", metavar="PATH", help="a dataset name, file or folder to inspect")
+    datasets.add_argument("--field", help="the .jsonl field or .csv column holding the text (default: text)")
+    datasets.add_argument("--model", metavar="SRC", help="count tokens with this model's tokenizer")
+    datasets.add_argument("--tokens", action="store_true", help="count tokens (needs --model)")
+    datasets.add_argument("--json", action="store_true", help="print JSON for scripts")
+    datasets.set_defaults(handler=cmd_datasets)
+
+    models = commands.add_parser("models", help="list model sources: presets, cached Hub models, run checkpoints")
+    models.add_argument("--json", action="store_true", help="print JSON for scripts")
+    models.set_defaults(handler=cmd_models)
+
+    _add_runs_parser(commands)
+    _add_generate_parser(commands)
+
+    history = commands.add_parser("history", help="past generations, with full-text search")
+    history.add_argument("--search", metavar="QUERY", help="full-text search over prompts and texts")
+    history.add_argument("--limit", type=positive_int, default=20, help="how many to show (default: 20)")
+    history.add_argument("--json", action="store_true", help="print JSON for scripts")
+    history.set_defaults(handler=cmd_history)
+
+    _add_train_parser(commands)
+
+    evaluate = commands.add_parser("eval", help="loss, perplexity and bits per byte of a model on a dataset")
+    evaluate.add_argument("--model", required=True, metavar="SRC", help="model source (see 'lmwb models')")
+    evaluate.add_argument("--dataset", required=True, metavar="PATH_OR_NAME", help="a bundled name, file or folder")
+    evaluate.add_argument("--field", help="the .jsonl field or .csv column holding the text")
+    evaluate.add_argument("--split", choices=("val", "all"), default="val",
+                          help="the validation split (default) or the whole dataset")
+    evaluate.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda[:N] or mps")
+    evaluate.add_argument("--json", action="store_true", help="print JSON for scripts")
+    evaluate.set_defaults(handler=cmd_eval)
+    return parser
+
+
+def _add_runs_parser(commands: argparse._SubParsersAction) -> None:
+    runs = commands.add_parser("runs", help="list, show, delete and export training runs")
+    runs.add_argument("--status", type=run_status, help="only runs with this status (running, completed, ...)")
+    runs.add_argument("--search", metavar="QUERY", help="only runs whose name, model, dataset or notes match")
+    runs.add_argument("--sort", choices=tuple(RUN_SORTS), default="created_at",
+                      help="sort field (default: created_at, newest first)")
+    runs.add_argument("--reverse", action="store_true", help="reverse the sort order")
+    runs.add_argument("--json", action="store_true", help="print JSON for scripts")
+    runs.set_defaults(handler=cmd_runs_list)
+    actions = runs.add_subparsers(title="actions", metavar="ACTION")
+
+    show = actions.add_parser("show", help="one run: config, metrics, samples, checkpoints")
+    show.add_argument("run_id", metavar="ID", help="run id (a unique prefix is enough)")
+    show.add_argument("--json", action="store_true", help="print JSON for scripts")
+    show.set_defaults(handler=cmd_runs_show)
+
+    delete = actions.add_parser("delete", help="delete a run with its metrics and checkpoints")
+    delete.add_argument("run_id", metavar="ID", help="run id (a unique prefix is enough)")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.set_defaults(handler=cmd_runs_delete)
+
+    export = actions.add_parser("export", help="a run's metrics as CSV or JSON")
+    export.add_argument("run_id", metavar="ID", help="run id (a unique prefix is enough)")
+    export.add_argument("--format", choices=("csv", "json"), default="json", help="csv or json (default: json)")
+    export.add_argument("--output", type=Path, metavar="FILE", help="write here instead of stdout")
+    export.set_defaults(handler=cmd_runs_export)
+
+
+def _add_generate_parser(commands: argparse._SubParsersAction) -> None:
+    generate = commands.add_parser(
+        "generate", help="stream text from a model, token by token",
+        description="Stream text from a model. Text goes to stdout as each token arrives; "
+        "a summary goes to stderr. Ctrl+C stops and still records the generation.",
+    )
+    generate.add_argument("--model", required=True, metavar="SRC", help="model source (see 'lmwb models')")
+    prompt = generate.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", metavar="TEXT", help="the prompt; '-' reads it from stdin (as does a pipe)")
+    prompt.add_argument("--prompt-file", type=Path, metavar="FILE", help="read the prompt from a UTF-8 file")
+    generate.add_argument("--max-new-tokens", type=positive_int, metavar="N", help="how many tokens at most")
+    generate.add_argument("--temperature", type=non_negative_float, metavar="X", help="0 is greedy; higher is more random")
+    generate.add_argument("--top-k", type=non_negative_int, metavar="N", help="sample from the k likeliest tokens (0: all)")
+    generate.add_argument("--top-p", type=probability, metavar="X", help="sample from the smallest set holding this probability")
+    generate.add_argument("--repetition-penalty", type=positive_float, metavar="X", help="above 1 discourages repeats")
+    generate.add_argument("--seed", type=non_negative_int, metavar="N", help="same seed, same text")
+    generate.add_argument("--stop", action="append", default=[], metavar="STR",
+                          help="stop when this text appears (repeatable)")
+    generate.add_argument("--alternatives", type=non_negative_int, metavar="N", help="top alternatives per token in --json")
+    generate.add_argument("--dataset", metavar="PATH_OR_NAME", help="for scratch: models, the tokenizer's dataset")
+    generate.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda[:N] or mps")
+    generate.add_argument("--json", action="store_true", help="one JSON object per token, then a summary")
+    generate.set_defaults(handler=cmd_generate)
+
+
+def _add_train_parser(commands: argparse._SubParsersAction) -> None:
+    # Each settings flag's dest is the TrainingConfig field it sets, so the
+    # dataclass stays the one place defaults live: a flag left out keeps the
+    # config's default, or on --resume the run's own value.
+    train = commands.add_parser(
+        "train", help="train or fine-tune a model; the run is recorded in the store",
+        description="Train or fine-tune a model headless. Ctrl+C or SIGTERM stops with a checkpoint; "
+        "'lmwb train --resume ID --steps N' continues to N steps in all.",
+    )
+    train.add_argument("--model", dest="model", metavar="SRC", help="model source, e.g. scratch:tiny or gpt2")
+    train.add_argument("--dataset", dest="dataset", metavar="PATH_OR_NAME", help="a bundled name, file or folder")
+    train.add_argument("--field", dest="dataset_field", metavar="FIELD", help="the .jsonl field or .csv column holding the text")
+    train.add_argument("--resume", metavar="RUN_ID", help="continue this run from its latest checkpoint")
+    settings = train.add_argument_group("training settings (defaults: the engine's TrainingConfig)")
+    settings.add_argument("--steps", dest="max_steps", type=positive_int, metavar="N",
+                          help="optimizer steps in all (with --resume: the new total)")
+    settings.add_argument("--max-time", dest="max_time", type=positive_float, metavar="SECONDS",
+                          help="stop with a checkpoint after this long")
+    settings.add_argument("--batch-size", dest="batch_size", type=positive_int, metavar="N", help="windows per micro-batch")
+    settings.add_argument("--block-size", dest="block_size", type=positive_int, metavar="N", help="tokens per window")
+    settings.add_argument("--grad-accum", dest="grad_accum", type=positive_int, metavar="N", help="micro-batches per step")
+    settings.add_argument("--lr", dest="learning_rate", type=positive_float, metavar="X", help="peak learning rate")
+    settings.add_argument("--min-lr", dest="min_learning_rate", type=non_negative_float, metavar="X",
+                          help="learning rate at the end of the cosine decay")
+    settings.add_argument("--warmup", dest="warmup_steps", type=non_negative_int, metavar="N", help="linear warmup steps")
+    settings.add_argument("--eval-every", dest="eval_every", type=positive_int, metavar="N", help="steps between evaluations")
+    settings.add_argument("--sample-every", dest="sample_every", type=positive_int, metavar="N", help="steps between samples")
+    settings.add_argument("--sample-prompt", dest="sample_prompt", metavar="TEXT", help="prompt for the samples")
+    settings.add_argument("--checkpoint-every", dest="checkpoint_every", type=positive_int, metavar="N",
+                          help="steps between checkpoints")
+    settings.add_argument("--vocab-size", dest="vocab_size", type=positive_int, metavar="N",
+                          help="tokenizer vocabulary for scratch: models")
+    settings.add_argument("--seed", dest="seed", type=non_negative_int, metavar="N", help="same seed, same run")
+    settings.add_argument("--device", dest="device", type=device_name, metavar="DEVICE", help="auto, cpu, cuda[:N] or mps")
+    settings.add_argument("--name", dest="name", help="a name for the run")
+    train.set_defaults(handler=cmd_train)
+
+
+# ---------------------------------------------------------------------------
+# Entry point and error handling.
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `lmwb` with ``argv`` (default: the process arguments) and return its exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:  # --help, --version, or a usage mistake already reported
+        return exit.code if isinstance(exit.code, int) else EXIT_USAGE
+    try:
+        return args.handler(args)
+    except WorkbenchError as error:
+        _print_error(str(error))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _print_error("interrupted", prefix="lmwb")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BUG
+    except Exception as error:  # a bug: one line here, the traceback in a log file
+        log = _write_traceback_log()
+        message = " ".join(f"{type(error).__name__}: {error}".split())
+        print(f"lmwb: internal error: {message} (full traceback in {log}; please report it)", file=sys.stderr)
+        return EXIT_BUG
+
+
+def _print_error(message: str, prefix: str = "lmwb: error") -> None:
+    one_line = " ".join(message.split())
+    print(f"{prefix}: {one_line}", file=sys.stderr)
+
+
+def _write_traceback_log() -> Path:
+    """Write the current exception's traceback under $LMWB_HOME/logs (or the temp dir if that fails)."""
+    text = traceback.format_exc()
+    name = f"lmwb-{datetime.now():%Y%m%d-%H%M%S}-{threading.get_native_id()}.log"
+    try:
+        from engine.home import ensure_private_dir, workbench_home
+
+        path = ensure_private_dir(workbench_home() / "logs") / name
+        path.write_text(text, encoding="utf-8")
+    except (OSError, WorkbenchError):
+        import tempfile
+
+        path = Path(tempfile.gettempdir()) / name
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``lmwb generate ... | head``), keep Python's exit flush from failing too."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: Callable[[], None], signals: Sequence[int] = (signal.SIGINT,)) -> Iterator[None]:
+    """Turn the first Ctrl+C (or other signal) into ``stop()``; a second Ctrl+C interrupts at once.
+
+    Stopping through the engine (cancel a stream, stop a job) lets it finish
+    cleanly: the generation is recorded, the run checkpointed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = {number: signal.getsignal(number) for number in signals}
+
+    def handle(number: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        stop()
+
+    for number in signals:
+        signal.signal(number, handle)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+# ---------------------------------------------------------------------------
+# Output helpers.
+
+
+def print_json(value: Any) -> None:
+    """Pretty JSON on stdout, for scripts (``jq`` and friends)."""
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _stdout() -> Console:
+    return Console(highlight=False)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _cell(value: Any, digits: int = 4) -> Text:
+    """A table cell: user text is never read as Rich markup; numbers are formatted, None is a dash."""
+    if value is None:
+        return Text("–", style="dim")
+    if isinstance(value, bool):
+        return Text("yes" if value else "no")
+    if isinstance(value, float):
+        return Text(f"{value:.{digits}f}")
+    if isinstance(value, int):
+        return Text(f"{value:,}")
+    return Text(str(value))
+
+
+def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(value) for value in row))
+    return table
+
+
+def _key_values(title: str, pairs: Sequence[tuple[str, Any]]) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 0))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in pairs:
+        table.add_row(key, _cell(value))
+    return table
+
+
+def _shorten(text: str, width: int = 60) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+@contextlib.contextmanager
+def _status_line(message: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr for people (nothing when stderr is a pipe); yields a function to update it."""
+    console = _stderr()
+    if not console.is_terminal:
+        yield lambda text: None
+        return
+    with console.status(message) as status:
+        yield lambda text: status.update(text)
+
+
+def _open_store() -> RunStore:
+    """The run store, with runs left 'running' by dead processes marked 'interrupted'."""
+    from engine.store import RunStore
+
+    store = RunStore()
+    store.mark_interrupted_runs()
+    return store
+
+
+# ---------------------------------------------------------------------------
+# lmwb (no command): the app.
+
+
+def open_app(args: argparse.Namespace) -> int:
+    """Open the Textual app; textual is imported only here."""
+    from tui.app import run_app
+
+    run_app()
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# lmwb datasets
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    """List the bundled datasets, or show one file's or folder's stats and preview."""
+    from engine.datasets import bundled_datasets, open_dataset
+
+    if args.tokens and not args.model:
+        raise CommandError("--tokens needs --model SRC: how many tokens depends on the tokenizer.")
+    if args.path is None:
+        if args.field:
+            raise CommandError("--field applies to a dataset PATH; give one, e.g. 'lmwb datasets data.jsonl --field body'.")
+        datasets = bundled_datasets()
+    else:
+        datasets = [open_dataset(args.path, field=args.field)]
+    summaries = [_dataset_summary(dataset, args.model) for dataset in datasets]
+    if args.path is not None:
+        summaries[0]["preview"] = datasets[0].preview()
+
+    if args.json:
+        print_json(summaries if args.path is None else summaries[0])
+        return EXIT_OK
+    columns = ["name", "files", "bytes", "documents", "characters"] + (["tokens"] if args.model else []) + ["path"]
+    console = _stdout()
+    title = "Bundled datasets" if args.path is None else None
+    console.print(_table(title, columns, [[s[c] for c in columns] for s in summaries]))
+    if args.path is None and not summaries:
+        console.print("No bundled datasets found; give a file or folder: lmwb datasets PATH")
+    if args.path is not None:
+        console.print(Text("Preview", style="bold"))
+        console.print(Text(summaries[0]["preview"]))
+    return EXIT_OK
+
+
+def _dataset_summary(dataset: Any, model: str | None) -> dict[str, Any]:
+    stats = dataset.stats()
+    summary: dict[str, Any] = {
+        "name": dataset.name, "path": str(dataset.path), "files": stats.files, "bytes": stats.bytes,
+        "documents": stats.documents, "characters": stats.characters,
+    }
+    if dataset.field is not None:
+        summary["field"] = dataset.field
+    if model:
+        summary["tokens"] = _count_tokens(dataset, model)
+        summary["tokenizer"] = model
+    return summary
+
+
+def _count_tokens(dataset: Any, model: str) -> int:
+    from engine.datasets import count_tokens
+
+    with _status_line(f"Counting tokens in {dataset.name}…") as update:
+        tokenizer = _tokenizer_for(model, dataset, update)
+
+        def progress(done: int, total: int) -> None:
+            update(f"Counting tokens in {dataset.name}: {done / max(total, 1):.0%}")
+
+        return count_tokens(dataset, tokenizer, progress=progress)
+
+
+def _tokenizer_for(model: str, dataset: Any, update: Callable[[str], None]) -> Any:
+    """A scratch: model's tokenizer is trained on the dataset itself; any other comes with its model."""
+    from engine.models import ModelSource, load_model, train_tokenizer
+
+    source = ModelSource.parse(model)
+    if source.kind == "scratch":
+        return train_tokenizer(dataset, vocab_size=8192, progress=update)
+    return load_model(source, store=_open_store() if source.kind == "run" else None, progress=update).tokenizer
+
+
+# ---------------------------------------------------------------------------
+# lmwb models
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Everything that can go after --model: presets, cached Hub models, run checkpoints."""
+    from engine.models import list_model_choices
+
+    choices = [_as_dict(choice) for choice in list_model_choices(_open_store())]
+    if args.json:
+        print_json(choices)
+        return EXIT_OK
+    rows = [[choice["source"], choice["kind"], choice["description"]] for choice in choices]
+    _stdout().print(_table("Model sources", ["source", "kind", "description"], rows))
+    return EXIT_OK
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    return dataclasses.asdict(value)
+
+
+# ---------------------------------------------------------------------------
+# lmwb runs
+
+
+RUN_COLUMNS = ("id", "name", "status", "model", "dataset", "steps", "best_val_loss", "created_at")
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    """Runs, filtered and sorted, newest first by default."""
+    descending = RUN_SORTS[args.sort] != args.reverse
+    runs = _open_store().list_runs(status=args.status, search=args.search, order_by=args.sort, descending=descending)
+    rows = [run.as_dict() for run in runs]
+    if args.json:
+        print_json(rows)
+        return EXIT_OK
+    if not rows:
+        _stdout().print("No runs yet. Start one with: lmwb train --model scratch:tiny --dataset NAME")
+        return EXIT_OK
+    _stdout().print(_table("Runs", RUN_COLUMNS, [[row[c] for c in RUN_COLUMNS] for row in rows]))
+    return EXIT_OK
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    """One run in full: config, metrics summary, samples, checkpoints."""
+    store = _open_store()
+    run = store.get_run(args.run_id)
+    detail = run.as_dict()
+    detail["metrics_summary"] = summarize_metrics(store.metrics(run.id))
+    detail["samples"] = store.samples(run.id)
+    detail["checkpoints"] = store.checkpoints(run.id)
+    if args.json:
+        print_json(detail)
+        return EXIT_OK
+
+    console = _stdout()
+    about = [(key, detail.get(key)) for key in (
+        "id", "name", "status", "model", "dataset", "steps", "tokens", "best_val_loss",
+        "created_at", "started_at", "finished_at", "error", "notes")]
+    console.print(_key_values(f"Run {run.id}", about))
+    console.print(_key_values("Config", sorted(run.config.items())))
+    console.print(_key_values("Metrics", list(detail["metrics_summary"].items())))
+    checkpoints = detail["checkpoints"]
+    if checkpoints:
+        rows = [[c["step"], c.get("val_loss"), c["path"]] for c in checkpoints]
+        console.print(_table("Checkpoints", ["step", "val_loss", "path"], rows))
+    for sample in detail["samples"][-3:]:
+        console.print(Text(f"Sample at step {sample['step']}", style="bold"))
+        console.print(Text(f"{sample['prompt']}{sample['text']}"))
+    return EXIT_OK
+
+
+def summarize_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What a person asks of a run's metrics: how far, where the loss started and ended, the best eval."""
+
+    def values(key: str) -> list[Any]:
+        return [row[key] for row in rows if row.get(key) is not None]
+
+    train_losses, val_losses = values("train_loss"), values("val_loss")
+    speeds = values("tokens_per_sec")
+    evaluated = [row for row in rows if row.get("val_loss") is not None]
+    last_eval = evaluated[-1] if evaluated else {}
+    return {
+        "logged_steps": len(rows),
+        "last_step": rows[-1]["step"] if rows else None,
+        "first_train_loss": train_losses[0] if train_losses else None,
+        "last_train_loss": train_losses[-1] if train_losses else None,
+        "best_val_loss": min(val_losses) if val_losses else None,
+        "last_val_loss": last_eval.get("val_loss"),
+        "last_val_ppl": last_eval.get("val_ppl"),
+        "last_val_bpb": last_eval.get("val_bpb"),
+        "tokens_per_sec": speeds[-1] if speeds else None,
+    }
+
+
+def cmd_runs_delete(args: argparse.Namespace) -> int:
+    """Delete a run that is not running, after asking (on a terminal) unless --yes."""
+    store = _open_store()
+    run = store.get_run(args.run_id)
+    if run.status in LIVE_STATUSES:
+        raise CommandError(
+            f"Run {run.id} is {run.status} (process {run.pid} on {run.host}); stop it first, then delete it.")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CommandError(f"Not deleting run {run.id} without confirmation; pass --yes to delete it.")
+        checkpoints = len(store.checkpoints(run.id))
+        answer = input(f"Delete run {run.id} ({run.name}, {run.steps} steps, {checkpoints} checkpoints)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing deleted.", file=sys.stderr)
+            return EXIT_OK
+    store.delete_run(run.id)
+    print(f"Deleted run {run.id}.", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_runs_export(args: argparse.Namespace) -> int:
+    """A run's metrics as CSV or JSON, to stdout or a file."""
+    store = _open_store()
+    run = store.get_run(args.run_id)
+    text = store.export_run(run.id, args.format)
+    if args.output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return EXIT_OK
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise CommandError(f"Cannot write {args.output}: {error.strerror}. Choose another --output path.") from None
+    print(f"Wrote run {run.id} as {args.format} to {args.output}.", file=sys.stderr)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# lmwb generate and lmwb history
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Stream a model's text token by token; record the generation, even when stopped by Ctrl+C."""
+    from engine.generation import GenerationSettings, TokenStream, record_generation
+
+    prompt = read_prompt(args)
+    settings = GenerationSettings(**_given(args, (
+        "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "alternatives")))
+    settings.stop = tuple(args.stop)
+    settings.validate()
+    store = _open_store()
+    loaded = _load_model(args.model, device=args.device, dataset_name=args.dataset, store=store)
+
+    stream = TokenStream(loaded.model, loaded.tokenizer, prompt, settings)
+    with stop_on_signals(stream.cancel):
+        for event in stream:
+            if args.json:
+                sys.stdout.write(json.dumps({"type": "token", **_as_dict(event)}, ensure_ascii=False) + "\n")
+            else:
+                sys.stdout.write(event.text)
+            sys.stdout.flush()
+    result = stream.result
+    generation_id = record_generation(store, str(loaded.source), result, settings)
+
+    if args.json:
+        summary = {
+            "type": "summary", "id": generation_id, "model": str(loaded.source), "prompt": result.prompt,
+            "text": result.text, "tokens": len(result.token_ids), "finish_reason": result.finish_reason,
+            "tokens_per_second": result.tokens_per_second, "time_to_first_token": result.time_to_first_token,
+            "elapsed": result.elapsed, "settings": settings.as_dict(),
+        }
+        sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
+    else:
+        if not result.text.endswith("\n"):
+            sys.stdout.write("\n")
+        print(f"{len(result.token_ids)} tokens · {result.tokens_per_second:.1f} tok/s · "
+              f"first token {result.time_to_first_token * 1000:.0f} ms · finish: {result.finish_reason} · "
+              f"saved as generation {generation_id}", file=sys.stderr)
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def read_prompt(args: argparse.Namespace) -> str:
+    """The prompt from --prompt, --prompt-file, or stdin ('-' or a pipe)."""
+    if args.prompt_file is not None:
+        try:
+            return args.prompt_file.read_text(encoding="utf-8")
+        except OSError as error:
+            raise CommandError(f"Cannot read the prompt file {args.prompt_file}: {error.strerror}.") from None
+        except UnicodeDecodeError:
+            raise CommandError(f"The prompt file {args.prompt_file} is not UTF-8 text; save it as UTF-8.") from None
+    if args.prompt == "-" or (args.prompt is None and not sys.stdin.isatty()):
+        return sys.stdin.read()
+    if args.prompt is None:
+        raise CommandError("Give a prompt: --prompt TEXT, --prompt-file FILE, or pipe it on stdin.")
+    return args.prompt
+
+
+def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The flags among ``names`` that the user gave, so the engine's defaults stay the only defaults."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _load_model(model: str, *, device: str, dataset_name: str | None, store: RunStore) -> Any:
+    from engine.datasets import open_dataset
+    from engine.models import ModelSource, load_model, quiet_transformers
+
+    source = ModelSource.parse(model)
+    if source.kind == "scratch" and dataset_name is None:
+        raise CommandError(f"{source} is a from-scratch model: its tokenizer is trained on a dataset, "
+                           "so give one with --dataset NAME_OR_PATH.")
+    dataset = open_dataset(dataset_name) if dataset_name is not None else None
+    quiet_transformers()
+    with _status_line(f"Loading {source}…") as update:
+        return load_model(source, device=device, dataset=dataset, store=store, progress=update)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Past generations, newest first, optionally searched."""
+    rows = _open_store().generations(search=args.search, limit=args.limit)
+    if args.json:
+        print_json(rows)
+        return EXIT_OK
+    if not rows:
+        found = "matching that search" if args.search else "yet"
+        _stdout().print(f"No generations {found}. Make one with: lmwb generate --model SRC --prompt TEXT")
+        return EXIT_OK
+    table_rows = [[row.get("id"), row.get("created_at"), row.get("model"), _shorten(row.get("prompt", ""), 30),
+                   _shorten(row.get("text", ""), 50), row.get("token_count")] for row in rows]
+    _stdout().print(_table("Generations", ["id", "created_at", "model", "prompt", "text", "tokens"], table_rows))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# lmwb train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train headless with live progress; stop cleanly on Ctrl+C, SIGTERM or --max-time."""
+    from engine.training import TrainingConfig, TrainingJob
+
+    store = _open_store()
+    settings = _given(args, [field.name for field in dataclasses.fields(TrainingConfig)])
+    if args.resume:
+        if "model" in settings or "dataset" in settings:
+            raise CommandError("--resume continues a run with its own model and dataset; leave out --model and --dataset.")
+        run = store.get_run(args.resume)
+        if run.status in LIVE_STATUSES:
+            raise CommandError(f"Run {run.id} is still {run.status} (process {run.pid}); it cannot be resumed twice.")
+        config = TrainingConfig.from_dict({**run.config, **settings})
+        if config.max_steps <= run.steps:
+            raise CommandError(f"Run {run.id} has already trained {run.steps} steps; "
+                               f"give a larger total, e.g. --steps {run.steps * 2}.")
+        resume_run = run.id
+    else:
+        missing = [flag for flag, field in (("--model", "model"), ("--dataset", "dataset")) if field not in settings]
+        if missing:
+            raise CommandError(f"lmwb train needs {' and '.join(missing)} (or --resume RUN_ID).")
+        config = TrainingConfig(**settings)
+        resume_run = None
+    config.validate()
+
+    job = TrainingJob(config, store=store, resume_run=resume_run)
+    with stop_on_signals(job.stop, (signal.SIGINT, signal.SIGTERM)):
+        run_id = job.start()
+        action = "Resuming" if resume_run else "Started"
+        print(f"{action} run {run_id}: {config.model} on {config.dataset}, {config.max_steps} steps.", flush=True)
+        follow_training(job)
+        job.join()
+    return _report_training(store.get_run(run_id), store)
+
+
+def follow_training(job: Any, interval: float = 0.25) -> None:
+    """Show the job's progress until its thread ends: live on a terminal, plain lines in a pipe."""
+    console = _stdout()
+    if console.is_terminal:
+        _follow_live(job, console, interval)
+    else:
+        _follow_lines(job, interval)
+
+
+def _job_running(job: Any, interval: float) -> bool:
+    job.join(timeout=interval)
+    return job.progress.status not in ("completed", "stopped", "failed")
+
+
+def _progress_fields(progress: Any) -> dict[str, str]:
+    def number(value: float | None, digits: int = 4) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    return {
+        "loss": number(progress.train_loss), "val": number(progress.val_loss),
+        "speed": f"{progress.tokens_per_sec:,.0f}" if progress.tokens_per_sec else "–",
+        "eta": _duration(progress.eta_seconds),
+    }
+
+
+def _follow_live(job: Any, console: Console, interval: float) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]} · val {task.fields[val]} · {task.fields[speed]} tok/s · "
+                   "ETA {task.fields[eta]}"),
+    )
+    with Progress(*columns, console=console, refresh_per_second=4) as display:
+        task = display.add_task("starting", total=job.progress.max_steps or None, **_progress_fields(job.progress))
+        while True:
+            running = _job_running(job, interval)
+            progress = job.progress
+            display.update(task, description=progress.status, completed=progress.step,
+                           total=progress.max_steps or None, **_progress_fields(progress))
+            if not running:
+                return
+
+
+def _follow_lines(job: Any, interval: float, every_seconds: float = 2.0) -> None:
+    last_step, last_val, last_time = -1, None, 0.0
+    while True:
+        running = _job_running(job, interval)
+        progress = job.progress
+        due = time.monotonic() - last_time >= every_seconds or progress.val_loss != last_val or not running
+        if progress.step != last_step and due:
+            fields = _progress_fields(progress)
+            print(f"step {progress.step}/{progress.max_steps} · loss {fields['loss']} · val {fields['val']} · "
+                  f"{fields['speed']} tok/s · ETA {fields['eta']}", flush=True)
+            last_step, last_val, last_time = progress.step, progress.val_loss, time.monotonic()
+        if not running:
+            return
+
+
+def _report_training(run: Any, store: RunStore) -> int:
+    checkpoints = store.checkpoints(run.id)
+    latest = checkpoints[-1]["path"] if checkpoints else None
+    print(f"Run {run.id} {run.status} at step {run.steps} · {run.tokens:,} tokens · "
+          f"best val loss {_cell(run.best_val_loss).plain}", flush=True)
+    if latest:
+        print(f"Latest checkpoint: {latest}", flush=True)
+    if run.status == "failed":
+        _print_error(f"run {run.id} failed: {run.error}")
+        return EXIT_BUG
+    if run.status == "stopped":
+        print(f"Resume with: lmwb train --resume {run.id} --steps {run.config.get('max_steps', run.steps)}",
+              flush=True)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# lmwb eval
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Loss, perplexity and bits per byte of a model on a dataset, recorded in the store."""
+    from engine.training import evaluate
+
+    store = _open_store()
+    with _status_line(f"Evaluating {args.model} on {args.dataset}…") as update:
+        result = evaluate(args.model, args.dataset, split=args.split, dataset_field=args.field,
+                          device=args.device, store=store, progress=update)
+    summary = {"model": args.model, "dataset": args.dataset, "split": args.split, **_as_dict(result)}
+    if args.json:
+        print_json(summary)
+        return EXIT_OK
+    _stdout().print(_key_values("Evaluation", list(summary.items())))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
