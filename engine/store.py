@@ -1,0 +1,655 @@
+"""The run store: one SQLite file that records every run, and the only code that speaks SQL.
+
+A training loop in the app's thread, a headless ``lmwb train`` in another
+terminal and the Runs screen all share ``$LMWB_HOME/workbench.db``. So the
+database is opened the way concurrent SQLite wants it: WAL (readers never wait
+for the writer), a busy timeout (writers queue instead of failing),
+``synchronous=NORMAL`` (safe under WAL, fast), foreign keys on, one connection
+per thread, and every write in a ``BEGIN IMMEDIATE`` transaction so a
+read-then-write never deadlocks with another writer.
+
+The schema grows through small migration functions, each applied once and
+recorded in ``_migrations``; see docs/schema.md for the tables and how to query
+them with ``sqlite-utils`` or ``sqlite3``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils.db import NotFoundError
+
+from engine.errors import StoreError
+from engine.home import database_path, ensure_private_dir, workbench_home
+
+RUN_STATUSES = ("running", "paused", "completed", "stopped", "failed", "interrupted")
+ACTIVE_STATUSES = ("running", "paused")
+FINISHED_STATUSES = ("completed", "stopped", "failed", "interrupted")
+RUN_ORDERINGS = ("created_at", "name", "status", "steps", "best_val_loss")
+# The metric columns, in the order exports show them; other keys go to `extra`.
+METRIC_FIELDS = ("train_loss", "val_loss", "val_ppl", "val_bpb", "lr", "tokens_per_sec",
+                 "grad_norm", "tokens", "elapsed")
+# What update_run may change; status, times, pid and host belong to set_status.
+UPDATABLE_RUN_FIELDS = ("name", "model", "dataset", "config", "notes", "tags", "steps", "tokens",
+                        "best_val_loss", "world_size", "lora")
+DEFAULT_BUSY_TIMEOUT = 10.0
+# A run recorded by another machine (a shared LMWB_HOME) cannot be checked by
+# pid; it counts as gone once its heartbeat is this old.
+STALE_HEARTBEAT = timedelta(minutes=10)
+LIST_RUNS_HINT = "Run `lmwb runs` to list run ids."
+
+
+# ---------------------------------------------------------------------------
+# Migrations: each is applied once, in the order written, and recorded by name.
+# Never edit one that has shipped; add a new one.
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(function: Migration) -> Migration:
+    """Register a schema change; `RunStore` applies it once per database."""
+    MIGRATIONS.append(function)
+    return function
+
+
+@migration
+def m001_runs(db: sqlite_utils.Database) -> None:
+    db.execute("""
+        CREATE TABLE runs (
+            id            TEXT PRIMARY KEY,
+            name          TEXT NOT NULL,
+            status        TEXT NOT NULL,
+            model         TEXT NOT NULL,
+            dataset       TEXT NOT NULL,
+            config        TEXT NOT NULL DEFAULT '{}',
+            created_at    TEXT NOT NULL,
+            started_at    TEXT,
+            finished_at   TEXT,
+            heartbeat_at  TEXT,
+            pid           INTEGER,
+            host          TEXT,
+            steps         INTEGER NOT NULL DEFAULT 0,
+            tokens        INTEGER NOT NULL DEFAULT 0,
+            best_val_loss REAL,
+            error         TEXT,
+            notes         TEXT NOT NULL DEFAULT '',
+            tags          TEXT NOT NULL DEFAULT '[]',
+            world_size    INTEGER NOT NULL DEFAULT 1,
+            lora          INTEGER NOT NULL DEFAULT 0
+        )""")
+
+
+@migration
+def m002_metrics_samples_checkpoints(db: sqlite_utils.Database) -> None:
+    db.execute("""
+        CREATE TABLE metrics (
+            run_id         TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            step           INTEGER NOT NULL,
+            train_loss     REAL,
+            val_loss       REAL,
+            val_ppl        REAL,
+            val_bpb        REAL,
+            lr             REAL,
+            tokens_per_sec REAL,
+            grad_norm      REAL,
+            tokens         INTEGER,
+            elapsed        REAL,
+            extra          TEXT,
+            created_at     TEXT NOT NULL,
+            PRIMARY KEY (run_id, step)
+        )""")
+    db.execute("""
+        CREATE TABLE samples (
+            id         INTEGER PRIMARY KEY,
+            run_id     TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            step       INTEGER NOT NULL,
+            prompt     TEXT NOT NULL,
+            text       TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX samples_run_step ON samples (run_id, step)")
+    db.execute("""
+        CREATE TABLE checkpoints (
+            run_id     TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            step       INTEGER NOT NULL,
+            path       TEXT NOT NULL,
+            val_loss   REAL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (run_id, step)
+        )""")
+
+
+@migration
+def m003_generations_with_search(db: sqlite_utils.Database) -> None:
+    db.execute("""
+        CREATE TABLE generations (
+            id                INTEGER PRIMARY KEY,
+            model             TEXT NOT NULL,
+            prompt            TEXT NOT NULL,
+            settings          TEXT NOT NULL DEFAULT '{}',
+            text              TEXT NOT NULL,
+            token_count       INTEGER NOT NULL,
+            tokens_per_second REAL,
+            finish_reason     TEXT,
+            created_at        TEXT NOT NULL
+        )""")
+    db["generations"].enable_fts(["prompt", "text"], create_triggers=True)
+
+
+@migration
+def m004_evaluations(db: sqlite_utils.Database) -> None:
+    db.execute("""
+        CREATE TABLE evaluations (
+            id            INTEGER PRIMARY KEY,
+            model         TEXT NOT NULL,
+            dataset       TEXT NOT NULL,
+            split         TEXT NOT NULL,
+            loss          REAL,
+            perplexity    REAL,
+            bits_per_byte REAL,
+            tokens        INTEGER,
+            created_at    TEXT NOT NULL
+        )""")
+
+
+# The schema version is the number of migrations; PRAGMA user_version holds it.
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# ---------------------------------------------------------------------------
+# Runs
+
+
+@dataclass
+class Run:
+    """One training run as the store records it: what, where, how far, how well."""
+
+    id: str
+    name: str
+    status: str
+    model: str
+    dataset: str
+    config: dict
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    heartbeat_at: str | None
+    pid: int | None
+    host: str | None
+    steps: int
+    tokens: int
+    best_val_loss: float | None
+    error: str | None
+    notes: str
+    tags: list[str]
+    world_size: int
+    lora: bool
+
+    def as_dict(self) -> dict:
+        """Plain JSON-ready data, for `lmwb runs --json` and exports."""
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict) -> Run:
+        """Decode a `runs` row: JSON columns become dict/list, lora a bool."""
+        return cls(**{**row, "config": json.loads(row["config"]), "tags": json.loads(row["tags"]),
+                      "lora": bool(row["lora"])})
+
+
+class RunStore:
+    """The run database: runs, metrics, samples, checkpoints, generations, evaluations.
+
+    Safe to share between threads (each gets its own connection) and between
+    processes (SQLite's WAL and locking do the rest). Rows come back as plain
+    dicts with JSON columns decoded; a run comes back as a `Run`.
+    """
+
+    def __init__(self, path: Path | None = None, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        self.path = Path(path) if path is not None else database_path()
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._create_private_file()
+        self._migrate()
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- runs ---------------------------------------------------------------
+
+    def create_run(self, *, name: str, model: str, dataset: str, config: dict, tags=(), notes: str = "",
+                   world_size: int = 1, lora: bool = False) -> Run:
+        """Record a new run, owned by this process and `running` from now."""
+        now = _now()
+        row = {
+            "name": name or f"{model} on {dataset}", "status": "running", "model": str(model),
+            "dataset": str(dataset), "config": json.dumps(config), "created_at": now,
+            "started_at": now, "heartbeat_at": now, "pid": os.getpid(), "host": socket.gethostname(),
+            "notes": notes, "tags": json.dumps(list(tags)), "world_size": world_size, "lora": int(lora),
+        }
+        while True:
+            row["id"] = uuid.uuid4().hex[:8]
+            try:
+                with self._write() as db:
+                    db["runs"].insert(row)
+                return self.get_run(row["id"])
+            except sqlite3.IntegrityError:
+                continue  # one id in four billion is taken: draw another
+
+    def get_run(self, run_id: str) -> Run:
+        """The run whose id is, or starts with, `run_id` (as users type short ids)."""
+        prefix = run_id.strip().lower()
+        if not prefix:
+            raise StoreError(f"No run id given. {LIST_RUNS_HINT}")
+        rows = self._query("SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY created_at",
+                           (len(prefix), prefix))
+        if not rows:
+            raise StoreError(f"No run has an id starting with {run_id!r}. {LIST_RUNS_HINT}")
+        if len(rows) > 1:
+            matches = ", ".join(row["id"] for row in rows[:5])
+            raise StoreError(f"{run_id!r} matches {len(rows)} runs ({matches}); type more of the id. "
+                             f"{LIST_RUNS_HINT}")
+        return Run.from_row(rows[0])
+
+    def list_runs(self, *, status: str | None = None, search: str | None = None,
+                  order_by: str = "created_at", descending: bool = True) -> list[Run]:
+        """Runs filtered by status and by text in name/model/dataset, sorted (missing values last)."""
+        if order_by not in RUN_ORDERINGS:
+            raise StoreError(f"Cannot sort runs by {order_by!r}; choose one of {', '.join(RUN_ORDERINGS)}.")
+        clauses, params = [], []
+        if status is not None:
+            _check_status(status)
+            clauses.append("status = ?")
+            params.append(status)
+        if search:
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            clauses.append("(name LIKE ? ESCAPE '\\' OR model LIKE ? ESCAPE '\\' OR dataset LIKE ? ESCAPE '\\')")
+            params += [pattern] * 3
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        direction = "DESC" if descending else "ASC"
+        rows = self._query(f"SELECT * FROM runs {where} "
+                           f"ORDER BY {order_by} {direction} NULLS LAST, rowid {direction}", params)
+        return [Run.from_row(row) for row in rows]
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Change a run's descriptive fields or progress (see UPDATABLE_RUN_FIELDS)."""
+        unknown = set(fields) - set(UPDATABLE_RUN_FIELDS)
+        if unknown:
+            raise TypeError(f"update_run() cannot change {', '.join(sorted(unknown))}; "
+                            "status goes through set_status()")
+        if "name" in fields and not str(fields["name"]).strip():
+            raise StoreError("A run's name cannot be empty; type a name.")
+        encoded = {key: _encode_run_field(key, value) for key, value in fields.items()}
+        with self._write(run_id) as db:
+            db["runs"].update(run_id, encoded)
+
+    def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
+        """Move a run to `status`: `running` claims it for this process, a finished status stamps the end."""
+        _check_status(status)
+        now = _now()
+        with self._write(run_id) as db:
+            run = db["runs"].get(run_id)
+            changes: dict[str, Any] = {"status": status, "error": error}
+            if status == "running":
+                changes |= {"started_at": run["started_at"] or now, "finished_at": None,
+                            "heartbeat_at": now, "pid": os.getpid(), "host": socket.gethostname()}
+            elif status in FINISHED_STATUSES:
+                changes["finished_at"] = now
+            db["runs"].update(run_id, changes)
+
+    def heartbeat(self, run_id: str, *, steps: int, tokens: int) -> None:
+        """Say the run is alive and how far it got; the stale-run sweep reads this."""
+        with self._write(run_id) as db:
+            db["runs"].update(run_id, {"heartbeat_at": _now(), "steps": int(steps), "tokens": int(tokens)})
+
+    def delete_run(self, run_id: str) -> None:
+        """Forget a run (id or prefix): its rows and its directory of checkpoints."""
+        run = self.get_run(run_id)
+        if run.status in ACTIVE_STATUSES and _process_alive(run):
+            raise StoreError(f"Run {run.id} is still {run.status} (pid {run.pid} on {run.host}); "
+                             "stop it before deleting it.")
+        with self._write(run.id) as db:
+            db["runs"].delete(run.id)  # metrics, samples and checkpoints cascade
+        directory = workbench_home() / "runs" / run.id
+        if not directory.exists():
+            return
+        try:
+            shutil.rmtree(directory)
+        except OSError as exc:
+            raise StoreError(f"Run {run.id} is deleted from the database but its files in {directory} "
+                             f"could not be removed ({exc.strerror}); delete that folder by hand.") from exc
+
+    def mark_interrupted_runs(self) -> list[str]:
+        """Mark `interrupted` every running/paused run whose process is gone; return their ids.
+
+        Called at start-up, so a run whose trainer crashed or was killed does
+        not stay `running` forever. On this host a run is gone when its pid is
+        not alive; a run from another host when its heartbeat is stale.
+        """
+        now = _now()
+        with self._write() as db:
+            active = db["runs"].rows_where("status IN (?, ?)", ACTIVE_STATUSES)
+            gone = [run for run in map(Run.from_row, active) if not _process_alive(run)]
+            for run in gone:
+                db["runs"].update(run.id, {
+                    "status": "interrupted", "finished_at": now,
+                    "error": f"The process that ran it (pid {run.pid} on {run.host}) ended without "
+                             "finishing; resume it from its last checkpoint.",
+                })
+        return [run.id for run in gone]
+
+    # -- metrics, samples, checkpoints ---------------------------------------
+
+    def add_metrics(self, run_id: str, rows: list[dict]) -> None:
+        """Write a batch of metric rows in one transaction.
+
+        One row per (run, step): writing a step again fills in or overwrites
+        the values given and keeps the others, so a resumed run re-logging the
+        steps after its last checkpoint leaves one clean curve. Keys that are
+        not metric columns are kept in the row's `extra` JSON.
+        """
+        if not rows:
+            return
+        now = _now()
+        records = [_metric_record(run_id, row, now) for row in rows]
+        columns = ("run_id", "step", *METRIC_FIELDS, "extra", "created_at")
+        merge = ",\n".join(f"{name} = coalesce(excluded.{name}, {name})" for name in METRIC_FIELDS)
+        sql = (f"INSERT INTO metrics ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})\n"
+               f"ON CONFLICT (run_id, step) DO UPDATE SET {merge},\n"
+               "extra = CASE WHEN excluded.extra IS NULL THEN extra "
+               "ELSE json_patch(coalesce(extra, '{}'), excluded.extra) END")
+        with self._write(run_id) as db:
+            db.conn.executemany(sql, records)
+
+    def metrics(self, run_id: str, after_step: int = -1) -> list[dict]:
+        """Metric rows with step > after_step, by step; cheap enough to poll a few times a second."""
+        rows = self._query(f"SELECT step, {', '.join(METRIC_FIELDS)}, created_at, extra FROM metrics "
+                           "WHERE run_id = ? AND step > ? ORDER BY step", (run_id, after_step))
+        for row in rows:
+            row.update(json.loads(row.pop("extra") or "{}"))
+        return rows
+
+    def add_sample(self, run_id: str, step: int, prompt: str, text: str) -> None:
+        """Record text the model wrote at `step`, to watch it learn."""
+        with self._write(run_id) as db:
+            db["samples"].insert({"run_id": run_id, "step": int(step), "prompt": prompt, "text": text,
+                                  "created_at": _now()})
+
+    def samples(self, run_id: str, after_step: int = -1) -> list[dict]:
+        """Samples with step > after_step, oldest first: step, prompt, text, created_at."""
+        return self._query("SELECT step, prompt, text, created_at FROM samples "
+                           "WHERE run_id = ? AND step > ? ORDER BY step, id", (run_id, after_step))
+
+    def add_checkpoint(self, run_id: str, step: int, path: Path | str, val_loss: float | None = None) -> None:
+        """Record a checkpoint already renamed into place (a re-save of a step replaces it)."""
+        with self._write(run_id) as db:
+            db["checkpoints"].insert({"run_id": run_id, "step": int(step), "path": str(path),
+                                      "val_loss": _as_float(val_loss), "created_at": _now()}, replace=True)
+
+    def checkpoints(self, run_id: str) -> list[dict]:
+        """The run's checkpoints, oldest first: step, path, val_loss, created_at."""
+        return self._query("SELECT step, path, val_loss, created_at FROM checkpoints "
+                           "WHERE run_id = ? ORDER BY step", (run_id,))
+
+    def remove_checkpoint(self, run_id: str, step: int) -> None:
+        """Forget a checkpoint whose files the trainer has rotated away."""
+        with self._write(run_id) as db:
+            db.execute("DELETE FROM checkpoints WHERE run_id = ? AND step = ?", (run_id, int(step)))
+
+    # -- generations and evaluations -----------------------------------------
+
+    def add_generation(self, *, model: str, prompt: str, settings: dict, text: str, token_count: int,
+                       tokens_per_second: float, finish_reason: str) -> int:
+        """Log one finished generation; returns its id."""
+        with self._write() as db:
+            table = db["generations"].insert({
+                "model": str(model), "prompt": prompt, "settings": json.dumps(settings), "text": text,
+                "token_count": int(token_count), "tokens_per_second": _as_float(tokens_per_second),
+                "finish_reason": finish_reason, "created_at": _now(),
+            })
+        return table.last_pk
+
+    def generations(self, *, search: str | None = None, limit: int = 100) -> list[dict]:
+        """Logged generations, newest first; `search` keeps those whose prompt or text has its words."""
+        limit = max(int(limit), 0)
+        if search is not None and search.strip():
+            # Each word typed must start a word of the prompt or text; FTS
+            # operators and punctuation in the search are not special.
+            words = re.findall(r"\w+", search)
+            if not words:
+                return []
+            query = " ".join(f'"{word}"*' for word in words)
+            with self._sqlite_errors():
+                rows = list(self._db["generations"].search(query, order_by="id DESC", limit=limit))
+        else:
+            rows = self._query("SELECT * FROM generations ORDER BY id DESC LIMIT ?", (limit,))
+        for row in rows:
+            row.pop("rowid", None)  # the full-text search adds it
+            row["settings"] = json.loads(row["settings"])
+        return rows
+
+    def add_evaluation(self, *, model: str, dataset: str, split: str, loss: float, perplexity: float,
+                       bits_per_byte: float, tokens: int) -> int:
+        """Log one evaluation of a model on a dataset split; returns its id."""
+        with self._write() as db:
+            table = db["evaluations"].insert({
+                "model": str(model), "dataset": str(dataset), "split": split, "loss": _as_float(loss),
+                "perplexity": _as_float(perplexity), "bits_per_byte": _as_float(bits_per_byte),
+                "tokens": int(tokens), "created_at": _now(),
+            })
+        return table.last_pk
+
+    def evaluations(self, *, limit: int = 100) -> list[dict]:
+        """Logged evaluations, newest first, to compare models on the same data."""
+        return self._query("SELECT * FROM evaluations ORDER BY id DESC LIMIT ?", (max(int(limit), 0),))
+
+    # -- export --------------------------------------------------------------
+
+    def export_run(self, run_id: str, fmt: str) -> str:
+        """A run as text: "json" (run, metrics, samples, checkpoints) or "csv" (metrics with a header)."""
+        if fmt not in ("json", "csv"):
+            raise StoreError(f"Cannot export as {fmt!r}; choose json or csv.")
+        run = self.get_run(run_id)
+        metrics = self.metrics(run.id)
+        if fmt == "json":
+            return json.dumps({"run": run.as_dict(), "metrics": metrics, "samples": self.samples(run.id),
+                               "checkpoints": self.checkpoints(run.id)}, indent=2)
+        extra_keys = sorted({key for row in metrics for key in row} - {"step", *METRIC_FIELDS, "created_at"})
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=["step", *METRIC_FIELDS, *extra_keys, "created_at"],
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(metrics)
+        return out.getvalue()
+
+    # -- connections, transactions, errors ------------------------------------
+
+    @property
+    def _db(self) -> sqlite_utils.Database:
+        """This thread's connection, opened on first use."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+        return db
+
+    def _connect(self) -> sqlite_utils.Database:
+        with self._sqlite_errors():
+            # The timeout is SQLite's busy_timeout: wait for a writer this long.
+            db = sqlite_utils.Database(sqlite3.connect(self.path, timeout=self.busy_timeout),
+                                       execute_plugins=False)
+            try:
+                db.enable_wal()
+                db.execute("PRAGMA synchronous = NORMAL")
+                db.execute("PRAGMA foreign_keys = ON")
+            except BaseException:
+                db.close()
+                raise
+        return db
+
+    def _create_private_file(self) -> None:
+        """Create the database file readable by its owner only, before SQLite opens it."""
+        if self.path.exists():
+            return
+        ensure_private_dir(self.path.parent)
+        try:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass  # another process created it a moment ago
+        except OSError as exc:
+            raise StoreError(f"Cannot create the database {self.path}: {exc.strerror}. "
+                             "Fix the folder's permissions or set LMWB_HOME to a writable directory.") from exc
+
+    def _migrate(self) -> None:
+        """Bring the schema up to date, or refuse a database from a newer lm-workbench."""
+        with self._sqlite_errors():
+            if not self._pending_migrations(self._db):
+                return
+        with self._write() as db:
+            # Check again under the write lock: another process may have just migrated.
+            for apply in self._pending_migrations(db):
+                apply(db)
+                db["_migrations"].insert({"name": apply.__name__, "applied_at": _now()})
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _pending_migrations(self, db: sqlite_utils.Database) -> list[Migration]:
+        db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        known = {apply.__name__ for apply in MIGRATIONS}
+        unknown = applied - known
+        if version > SCHEMA_VERSION or unknown:
+            found = f"migrations {', '.join(sorted(unknown))}" if unknown else f"schema version {version}"
+            raise StoreError(f"The database {self.path} was written by a newer version of lm-workbench "
+                             f"({found}; this version knows schema version {SCHEMA_VERSION}). "
+                             "Upgrade lm-workbench, or set LMWB_HOME to another directory.")
+        return [apply for apply in MIGRATIONS if apply.__name__ not in applied]
+
+    @contextmanager
+    def _write(self, run_id: str | None = None) -> Iterator[sqlite_utils.Database]:
+        """One write transaction that takes the write lock up front (BEGIN IMMEDIATE)."""
+        db = self._db
+        with self._sqlite_errors(run_id):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.commit()
+            except BaseException:
+                db.rollback()
+                raise
+
+    def _query(self, sql: str, params: tuple | list = ()) -> list[dict]:
+        with self._sqlite_errors():
+            cursor = self._db.execute(sql, params)
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    @contextmanager
+    def _sqlite_errors(self, run_id: str | None = None) -> Iterator[None]:
+        """Turn the SQLite failures a user can meet into StoreErrors that say what to do."""
+        try:
+            yield
+        except NotFoundError as exc:
+            raise StoreError(f"No run with id {run_id!r}. {LIST_RUNS_HINT}") from exc
+        except sqlite3.Error as exc:
+            explained = self._explain(exc, run_id)
+            if explained is None:
+                raise
+            raise explained from exc
+
+    def _explain(self, exc: sqlite3.Error, run_id: str | None) -> StoreError | None:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return StoreError(f"The database {self.path} is in use by another process: it stayed locked for "
+                              f"more than {self.busy_timeout:g} s. Wait for the other lm-workbench to "
+                              "finish writing (or close it), then try again.")
+        if "file is not a database" in text or "malformed" in text:
+            return StoreError(f"{self.path} is not a usable lm-workbench database (it is damaged or another "
+                              "kind of file). Move it aside, e.g. rename it to workbench.db.broken, and "
+                              "lm-workbench will start a new one.")
+        if "readonly" in text or "unable to open" in text:
+            return StoreError(f"Cannot write the database {self.path} ({text}). Fix the permissions of "
+                              f"{self.path.parent} or set LMWB_HOME to a writable directory.")
+        if "disk is full" in text:
+            return StoreError(f"The disk holding {self.path} is full; free some space and try again.")
+        if "FOREIGN KEY constraint failed" in text:
+            return StoreError(f"No run with id {run_id!r} (was it deleted?). {LIST_RUNS_HINT}")
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+
+def _now() -> str:
+    """Current time as ISO-8601 UTC with milliseconds: sorts as text, parses back."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _check_status(status: str) -> None:
+    if status not in RUN_STATUSES:
+        raise StoreError(f"Unknown run status {status!r}; use one of {', '.join(RUN_STATUSES)}.")
+
+
+def _as_float(value: Any) -> float | None:
+    """Plain float (numpy and torch scalars included) or None."""
+    return None if value is None else float(value)
+
+
+def _encode_run_field(key: str, value: Any) -> Any:
+    if key == "config":
+        return json.dumps(value)
+    if key == "tags":
+        return json.dumps(list(value))
+    if key in ("steps", "tokens", "world_size", "lora"):
+        return int(value)
+    if key == "best_val_loss":
+        return _as_float(value)
+    return str(value)
+
+
+def _metric_record(run_id: str, row: dict, now: str) -> dict:
+    if "step" not in row:
+        raise ValueError(f"a metrics row needs a 'step': {row!r}")
+    record = {"run_id": run_id, "step": int(row["step"]), "created_at": now}
+    for name in METRIC_FIELDS:
+        value = row.get(name)
+        record[name] = None if value is None else (int(value) if name == "tokens" else float(value))
+    extra = {key: value for key, value in row.items() if key != "step" and key not in METRIC_FIELDS}
+    record["extra"] = json.dumps(extra, default=str) if extra else None
+    return record
+
+
+def _process_alive(run: Run) -> bool:
+    """Whether the process that owns a running/paused run still exists."""
+    if run.host != socket.gethostname():
+        last_sign = datetime.fromisoformat(run.heartbeat_at or run.created_at)
+        return datetime.now(timezone.utc) - last_sign < STALE_HEARTBEAT
+    if run.pid is None:
+        return False
+    try:
+        os.kill(run.pid, 0)  # signal 0: only asks whether the pid exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
