@@ -1,0 +1,610 @@
+"""Where a model comes from, and loading it onto the right device.
+
+Every screen, command and run record names a model the same way, with a
+``ModelSource``:
+
+    gpt2, distilgpt2, org/name      a Hugging Face id (from the local HF cache, or downloaded)
+    ./dir, ../dir, /dir, ~/dir      a local Hugging Face model directory
+    run:<id>, run:<id>@<step>       a checkpoint of an earlier run (the latest, or that step)
+    scratch:nano|tiny|small         a fresh GPT-2 with a byte-level BPE tokenizer trained on a dataset
+
+``load_model`` turns any of them into a ``LoadedModel`` (model + tokenizer on
+a device, in eval mode). Weights load only from safetensors and remote code
+is never trusted: a model directory is data, never a program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import huggingface_hub
+import torch
+import transformers
+from huggingface_hub.errors import CacheNotFound, HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from safetensors import SafetensorError
+from tokenizers import ByteLevelBPETokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from engine.errors import ModelSourceError, SettingsError, StoreError
+from engine.home import tokenizer_cache_dir, workbench_home
+
+if TYPE_CHECKING:
+    from engine.datasets import Dataset
+    from engine.store import RunStore
+
+Progress = Callable[[str], None]
+
+# GPT-2 architecture, sized for a CPU. Counted with the default vocabulary of
+# 8192 tokens (the tied embedding is counted once):
+#   nano   1,146,720 parameters  (96 wide, 3 layers, 3 heads, context 256)
+#   tiny   5,322,240 parameters  (256 wide, 4 layers, 4 heads, context 256)
+#   small 29,676,544 parameters  (512 wide, 8 layers, 8 heads, context 512)
+# Head width is 32 or 64 as in GPT-2 itself. Dropout is off: these models see
+# small datasets for a few minutes, and nanoGPT's advice for short training
+# runs holds (a run can still set it in its config).
+_NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+SCRATCH_PRESETS: dict[str, dict] = {
+    "nano": {"n_embd": 96, "n_layer": 3, "n_head": 3, "n_positions": 256, **_NO_DROPOUT},
+    "tiny": {"n_embd": 256, "n_layer": 4, "n_head": 4, "n_positions": 256, **_NO_DROPOUT},
+    "small": {"n_embd": 512, "n_layer": 8, "n_head": 8, "n_positions": 512, **_NO_DROPOUT},
+}
+
+END_OF_TEXT = "<|endoftext|>"
+# 256 byte symbols plus <|endoftext|>: the smallest byte-level vocabulary.
+MIN_VOCAB_SIZE = 257
+
+_ACCEPTED_FORMS = (
+    "Use one of:\n"
+    "  a Hugging Face id             gpt2, distilgpt2, org/name\n"
+    "  a local model directory       ./path/to/model, ../model, /abs/path, ~/models/name\n"
+    "  an earlier run's checkpoint   run:<id> (its latest) or run:<id>@<step>\n"
+    f"  a from-scratch preset         {', '.join('scratch:' + name for name in SCRATCH_PRESETS)}"
+)
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+_SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def _not_a_source(text: str, reason: str) -> ModelSourceError:
+    return ModelSourceError(f"{text!r} is not a model source: {reason}.\n{_ACCEPTED_FORMS}")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from, in the one spelling the CLI, TUI and store share.
+
+    ``str(source)`` is the canonical text and ``ModelSource.parse`` reads it
+    back, so a run records its model as text and can reload it later.
+    """
+
+    kind: Literal["hub", "local", "run", "scratch"]
+    value: str  # hub id, directory, run id, or preset name
+    step: int | None = None  # run:<id>@<step>
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSource:
+        """Read a model source; ``ModelSourceError`` (listing the accepted forms) on nonsense."""
+        stripped = text.strip()
+        if not stripped:
+            raise _not_a_source(text, "it is empty")
+        if _CONTROL_CHARACTERS.search(stripped):
+            raise _not_a_source(text, "it contains control characters")
+        if stripped.startswith("run:"):
+            return cls._parse_run(stripped)
+        if stripped.startswith("scratch:"):
+            preset = stripped.removeprefix("scratch:").lower()
+            if preset not in SCRATCH_PRESETS:
+                raise _not_a_source(text, f"there is no preset {preset!r}")
+            return cls("scratch", preset)
+        if _looks_like_path(stripped):
+            return cls("local", _canonical_path(stripped))
+        try:
+            validate_repo_id(stripped)
+        except HFValidationError:
+            raise _not_a_source(
+                text,
+                "it is no existing directory, and no Hugging Face id "
+                "('name' or 'org/name' in letters, digits, '-', '_' and '.')",
+            ) from None
+        return cls("hub", stripped)
+
+    @classmethod
+    def _parse_run(cls, text: str) -> ModelSource:
+        run_id, at, step_text = text.removeprefix("run:").partition("@")
+        if not _RUN_ID.fullmatch(run_id):
+            raise _not_a_source(text, "after 'run:' comes a run id (letters, digits, '-' and '_')")
+        if not at:
+            return cls("run", run_id)
+        if not step_text.isascii() or not step_text.isdigit():
+            raise _not_a_source(text, "after '@' comes a step number, like run:ab12cd34@200")
+        return cls("run", run_id, int(step_text))
+
+    def __str__(self) -> str:
+        if self.kind == "run":
+            return f"run:{self.value}" if self.step is None else f"run:{self.value}@{self.step}"
+        if self.kind == "scratch":
+            return f"scratch:{self.value}"
+        return self.value
+
+
+def _looks_like_path(text: str) -> bool:
+    if text in (".", "..") or text.startswith(("./", "../", "/", "~")):
+        return True
+    return os.path.isdir(text)
+
+
+def _canonical_path(text: str) -> str:
+    """``models/x/`` and ``./models/x`` are the same directory: spell it ``./models/x``."""
+    if text.startswith("~"):
+        return text.rstrip("/") or text
+    path = os.path.normpath(text)
+    if os.path.isabs(path) or path in (".", "..") or path.startswith("../"):
+        return path
+    return "./" + path
+
+
+@dataclass
+class ModelInfo:
+    """What a user wants to know about a loaded model before probing or training it."""
+
+    source: str
+    parameters: int
+    layers: int
+    heads: int
+    context_length: int
+    vocab_size: int
+    dtype: str
+    device: str
+    memory_bytes: int  # weights and buffers; on CUDA, at least what this process holds
+
+    def as_dict(self) -> dict:
+        """Plain values, for JSON output and the store."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    """A model and its tokenizer, on one device, in eval mode."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    source: ModelSource
+    device: torch.device
+
+    def info(self) -> ModelInfo:
+        """Size, shape and memory of the model, read from the model itself."""
+        config = self.model.config
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        memory = sum(t.numel() * t.element_size() for t in tensors)
+        if self.device.type == "cuda":
+            memory = max(memory, torch.cuda.memory_allocated(self.device))
+        return ModelInfo(
+            source=str(self.source),
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            layers=config.num_hidden_layers,
+            heads=config.num_attention_heads,
+            context_length=_context_length(config),
+            vocab_size=config.vocab_size,
+            dtype=str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            device=str(self.device),
+            memory_bytes=memory,
+        )
+
+
+def _context_length(config: transformers.PretrainedConfig) -> int:
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One model the user can pick, as listed by ``lmwb models`` and the Models screen."""
+
+    source: str
+    kind: str
+    description: str
+
+    def as_dict(self) -> dict:
+        """Plain values, for JSON output."""
+        return dataclasses.asdict(self)
+
+
+def quiet_transformers() -> None:
+    """Keep transformers' and the hub's progress bars and warnings off the terminal.
+
+    Their tqdm bars ("Loading weights: 100%", "Writing model shards") and log
+    lines would tear through the TUI; the engine reports progress itself.
+    """
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.logging.set_verbosity_error()
+    huggingface_hub.utils.disable_progress_bars()
+    for package in ("transformers", "huggingface_hub", "tokenizers"):
+        warnings.filterwarnings("ignore", module=rf"{package}(\.|$)")
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """The device to run on: CUDA, then Apple MPS, then the CPU, unless the user names one."""
+    wanted = preference.strip().lower()
+    if wanted == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if wanted == "cpu":
+        return torch.device("cpu")
+    if wanted == "mps":
+        if not torch.backends.mps.is_available():
+            raise ModelSourceError("Device 'mps' is not available on this machine (no Apple GPU). Use 'auto' or 'cpu'.")
+        return torch.device("mps")
+    match = re.fullmatch(r"cuda(?::(\d+))?", wanted)
+    if match:
+        if not torch.cuda.is_available():
+            raise ModelSourceError(
+                f"Device {preference!r} is not available: this machine (or this torch build) has no CUDA. "
+                "Use 'auto' or 'cpu', or install the CUDA build of torch (see the README)."
+            )
+        index = int(match.group(1) or 0)
+        if index >= torch.cuda.device_count():
+            raise ModelSourceError(
+                f"Device {preference!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}."
+            )
+        return torch.device("cuda", index)
+    raise ModelSourceError(f"Unknown device {preference!r}. Use auto, cpu, cuda, cuda:<n> or mps.")
+
+
+def load_model(
+    source: ModelSource | str,
+    *,
+    device: str = "auto",
+    dataset: Dataset | None = None,
+    vocab_size: int = 8192,
+    store: RunStore | None = None,
+    progress: Progress | None = None,
+) -> LoadedModel:
+    """Load a model and its tokenizer from any source, onto a device, in eval mode.
+
+    A scratch preset needs ``dataset`` (its tokenizer is trained there, with
+    ``vocab_size`` tokens) and draws its weights from torch's global RNG: seed
+    first for a reproducible start. A ``run:`` source looks its checkpoint up
+    in ``store`` (default: the workbench's own database). Weights are float32;
+    training decides on mixed precision.
+    """
+    report = progress or (lambda message: None)
+    quiet_transformers()
+    if isinstance(source, str):
+        source = ModelSource.parse(source)
+    target = pick_device(device)
+    if source.kind == "scratch":
+        model, tokenizer = _build_scratch_model(source, dataset, vocab_size, report)
+    else:
+        location = _locate(source, store)
+        report("Loading tokenizer…")
+        tokenizer = _load_tokenizer(source, location)
+        report("Loading weights…")
+        model = _load_weights(source, location)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    report(f"Moving the model to {target}…")
+    model.to(target)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, source=source, device=target)
+
+
+def _locate(source: ModelSource, store: RunStore | None) -> str:
+    """The hub id or directory that ``from_pretrained`` should read."""
+    if source.kind == "hub":
+        return source.value
+    if source.kind == "run":
+        if store is None:
+            from engine.store import RunStore
+
+            store = RunStore()
+        directory = resolve_checkpoint(source, store)
+    else:
+        directory = Path(source.value).expanduser()
+    _check_model_directory(source, directory)
+    return str(directory)
+
+
+def _check_model_directory(source: ModelSource, directory: Path) -> None:
+    """Refuse, with a reason, a directory that is missing, not a model, or holds only pickles."""
+    if not directory.is_dir():
+        raise ModelSourceError(f"{source}: no such directory ({directory}). Check the path.")
+    if not (directory / "config.json").is_file():
+        raise ModelSourceError(
+            f"{source}: {directory} is not a Hugging Face model directory (it has no config.json). "
+            "Point at a folder written by save_pretrained, or a run checkpoint."
+        )
+    if not any((directory / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelSourceError(
+            f"{source}: {directory} has no tokenizer files ({', '.join(_TOKENIZER_FILES)}). "
+            "Save the tokenizer beside the model with tokenizer.save_pretrained(directory)."
+        )
+    if any((directory / name).is_file() for name in _SAFETENSORS_FILES):
+        return
+    pickles = sorted(p.name for p in directory.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelSourceError(
+            f"{source}: {directory} holds only pickle weights ({', '.join(pickles)}). lm-workbench loads "
+            "weights only from safetensors, because unpickling a file can run any code it contains. "
+            "Convert it once where you trust the file: "
+            "AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)."
+        )
+    raise ModelSourceError(
+        f"{source}: {directory} has a config.json but no model.safetensors. Save the weights there with "
+        "save_pretrained, or point at the directory that holds them."
+    )
+
+
+def _hub_options() -> dict:
+    """``from_pretrained`` options that read HF_HOME and HF_HUB_OFFLINE now, not at import time."""
+    return {"cache_dir": str(_hub_cache_dir()), "local_files_only": _hub_offline(), "trust_remote_code": False}
+
+
+def _hub_cache_dir() -> Path:
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    hf_home = os.environ.get("HF_HOME") or os.path.join(xdg_cache, "huggingface")
+    return Path(hf_home).expanduser() / "hub"
+
+
+def _hub_offline() -> bool:
+    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return flag.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _how_to_get(hub_id: str) -> str:
+    cache = _hub_cache_dir()
+    why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the Hugging Face Hub could not be reached"
+    return (
+        f"{hub_id!r} is not in the Hugging Face cache ({cache}) and {why}. To get it: on a machine with "
+        f"network access run `hf download {hub_id}` (or `huggingface-cli download {hub_id}`), then copy the "
+        f"models--{hub_id.replace('/', '--')} folder from that machine's Hugging Face cache "
+        f"(~/.cache/huggingface/hub by default) into {cache}, or point HF_HOME at a copied Hugging Face home. "
+        "Or pass a local model directory, such as ./my-model, instead."
+    )
+
+
+def _load_tokenizer(source: ModelSource, location: str) -> PreTrainedTokenizerBase:
+    options = _hub_options() if source.kind == "hub" else {"trust_remote_code": False}
+    try:
+        return AutoTokenizer.from_pretrained(location, **options)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise _loading_failed(source, location, "tokenizer", exc) from exc
+
+
+def _load_weights(source: ModelSource, location: str) -> PreTrainedModel:
+    options = _hub_options() if source.kind == "hub" else {"trust_remote_code": False}
+    try:
+        return AutoModelForCausalLM.from_pretrained(location, use_safetensors=True, dtype=torch.float32, **options)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
+        raise _loading_failed(source, location, "weights", exc) from exc
+
+
+def _loading_failed(source: ModelSource, location: str, part: str, exc: Exception) -> ModelSourceError:
+    """Turn transformers' loading errors into one that says what to do."""
+    lines = str(exc).strip().splitlines()
+    reason = lines[0].rstrip(".") if lines else type(exc).__name__
+    if source.kind == "hub":
+        cached_files = _cached_files(source.value)
+        if not cached_files:
+            return ModelSourceError(_how_to_get(source.value))
+        if part == "weights" and not cached_files & set(_SAFETENSORS_FILES):
+            return ModelSourceError(
+                f"{source}: this Hugging Face model has no safetensors weights in the cache. lm-workbench "
+                "loads weights only from safetensors, because unpickling a file can run any code it contains. "
+                "Use a version of the model that ships model.safetensors."
+            )
+    if "Unrecognized configuration class" in str(exc) or "does not recognize this architecture" in str(exc):
+        return ModelSourceError(f"{source}: this is not a causal language model that transformers can load ({reason}).")
+    return ModelSourceError(
+        f"{source}: cannot load the {part} from {location}: {reason}. "
+        "The files may be truncated or corrupt: save the model again, or pick another checkpoint."
+    )
+
+
+def _cached_files(hub_id: str) -> set[str]:
+    """Names of the files any cached revision of ``hub_id`` holds (empty when it is not cached)."""
+    snapshots = _hub_cache_dir() / f"models--{hub_id.replace('/', '--')}" / "snapshots"
+    return {path.name for path in snapshots.glob("*/*")}
+
+
+def resolve_checkpoint(source: ModelSource, store: RunStore) -> Path:
+    """The directory of a run's checkpoint: the step asked for, or the latest one."""
+    if source.kind != "run":
+        raise ModelSourceError(f"{source} is not a run checkpoint (those are spelled run:<id> or run:<id>@<step>).")
+    try:
+        run = store.get_run(source.value)
+    except StoreError as exc:
+        raise ModelSourceError(f"{source}: {exc} `lmwb runs` lists the runs there are.") from exc
+    checkpoints = store.checkpoints(run.id)
+    if not checkpoints:
+        raise ModelSourceError(
+            f"{source}: run {run.id} ({run.name}) has no checkpoints yet. Wait for its first checkpoint, "
+            "or train with a smaller checkpoint_every."
+        )
+    if source.step is None:
+        chosen = max(checkpoints, key=lambda row: row["step"])
+    else:
+        matching = [row for row in checkpoints if row["step"] == source.step]
+        if not matching:
+            steps = ", ".join(str(row["step"]) for row in checkpoints)
+            raise ModelSourceError(f"{source}: run {run.id} has no checkpoint at step {source.step}; it has steps {steps}.")
+        chosen = matching[0]
+    path = Path(chosen["path"])
+    # A relative path is read as relative to the workbench home, where runs live.
+    return path if path.is_absolute() else workbench_home() / path
+
+
+def _build_scratch_model(
+    source: ModelSource, dataset: Dataset | None, vocab_size: int, report: Progress
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    if dataset is None:
+        raise ModelSourceError(
+            f"{source} is trained from scratch, so it needs a dataset to train its tokenizer on. Choose a dataset."
+        )
+    tokenizer = train_tokenizer(dataset, vocab_size, report)
+    report(f"Building a fresh {source.value} GPT-2…")
+    config = GPT2Config(
+        **SCRATCH_PRESETS[source.value],
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+    )
+    return GPT2LMHeadModel(config), tokenizer
+
+
+def train_tokenizer(dataset: Dataset, vocab_size: int, progress: Progress | None = None) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``dataset``: any text encodes, and decodes back exactly.
+
+    It is cached by the dataset's content hash and the vocabulary size, so
+    the second scratch model on a dataset starts at once. The vocabulary may
+    come out smaller than asked when the dataset has few distinct merges.
+    """
+    from engine.datasets import iter_texts
+
+    report = progress or (lambda message: None)
+    if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
+        raise SettingsError(
+            "vocab_size", f"must be a whole number of at least {MIN_VOCAB_SIZE} (256 bytes + {END_OF_TEXT}), not {vocab_size!r}"
+        )
+    quiet_transformers()
+    cached = tokenizer_cache_dir() / f"{dataset.content_hash()[:16]}-{vocab_size}"
+    if cached.is_dir():
+        try:
+            return PreTrainedTokenizerFast.from_pretrained(str(cached))
+        except Exception:  # a damaged cache entry is rebuilt, never fatal
+            shutil.rmtree(cached, ignore_errors=True)
+    report(f"Training a {vocab_size}-token BPE tokenizer on {dataset.name}…")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        iter_texts(dataset), vocab_size=vocab_size, min_frequency=2, special_tokens=[END_OF_TEXT], show_progress=False
+    )
+    tokenizer = _wrap_tokenizer(bpe)
+    _save_atomically(tokenizer, cached)
+    report(f"Tokenizer ready: {len(tokenizer)} tokens.")
+    return tokenizer
+
+
+def _wrap_tokenizer(bpe) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token=END_OF_TEXT,
+        eos_token=END_OF_TEXT,
+        unk_token=END_OF_TEXT,
+        pad_token=END_OF_TEXT,
+        clean_up_tokenization_spaces=False,  # " ." must decode as " .", not "."
+    )
+
+
+def _save_atomically(tokenizer: PreTrainedTokenizerFast, target: Path) -> None:
+    """Write to a temporary folder and rename it into place, so no reader sees half a tokenizer."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        tokenizer.save_pretrained(str(staging))
+        os.rename(staging, target)
+    except OSError:
+        # Another process finished the same tokenizer first: theirs is as good as ours.
+        shutil.rmtree(staging, ignore_errors=True)
+        if not target.is_dir():
+            raise
+
+
+def list_model_choices(store: RunStore | None) -> list[ModelChoice]:
+    """Every model the user can pick now: presets, the Hugging Face cache, and runs' checkpoints.
+
+    With ``store`` None, runs are not listed.
+    """
+    choices = [
+        ModelChoice(f"scratch:{name}", "scratch", _describe_preset(name)) for name in SCRATCH_PRESETS
+    ]
+    choices += _cached_hub_models()
+    if store is not None:
+        for run in store.list_runs():
+            for row in store.checkpoints(run.id):
+                loss = "" if row.get("val_loss") is None else f", val loss {row['val_loss']:.3f}"
+                choices.append(
+                    ModelChoice(f"run:{run.id}@{row['step']}", "run", f"{run.name} at step {row['step']}{loss}")
+                )
+    return choices
+
+
+def scratch_parameter_count(name: str, vocab_size: int = 8192) -> int:
+    """Parameters of a scratch preset with that vocabulary (GPT-2 ties input and output embeddings)."""
+    preset = SCRATCH_PRESETS[name]
+    width, layers, context = preset["n_embd"], preset["n_layer"], preset["n_positions"]
+    per_layer = 12 * width * width + 13 * width  # attention 4d²+4d, MLP 8d²+5d, two layer norms 4d
+    return vocab_size * width + context * width + layers * per_layer + 2 * width
+
+
+def _describe_preset(name: str) -> str:
+    preset = SCRATCH_PRESETS[name]
+    millions = scratch_parameter_count(name) / 1e6
+    return (
+        f"≈{millions:.0f}M params, trained from scratch (GPT-2, {preset['n_layer']} layers, "
+        f"{preset['n_embd']} wide, context {preset['n_positions']})"
+    )
+
+
+def _cached_hub_models() -> list[ModelChoice]:
+    """Causal language models in the Hugging Face cache; none if there is no cache."""
+    try:
+        cache = huggingface_hub.scan_cache_dir(_hub_cache_dir())
+    except (CacheNotFound, ValueError, OSError):
+        return []
+    choices = []
+    for repo in sorted(cache.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model" or not repo.revisions:
+            continue
+        revision = max(repo.revisions, key=lambda r: r.last_modified)
+        files = {f.file_name for f in revision.files}
+        model_type = _model_type(revision.snapshot_path / "config.json")
+        if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            continue
+        note = "" if files & set(_SAFETENSORS_FILES) else "; no safetensors weights, cannot be loaded"
+        choices.append(
+            ModelChoice(repo.repo_id, "hub", f"Hugging Face cache, {model_type}, {repo.size_on_disk_str}{note}")
+        )
+    return choices
+
+
+def _model_type(config_path: Path) -> str | None:
+    try:
+        value = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
