@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import re
 import signal
 import sys
@@ -42,10 +43,6 @@ EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-# Statuses of a run whose process is alive (after the stale-run sweep).
-LIVE_STATUSES = ("running", "paused")
-
 
 class CommandError(WorkbenchError):
     """A mistake in how a command was called that argparse cannot see (a missing file, a bad combination)."""
@@ -134,10 +131,7 @@ class _Parser(argparse.ArgumentParser):
 
 # Sort keys for `lmwb runs --sort`, each with the order a person expects first
 # (newest, most trained, lowest loss, alphabetical).
-RUN_SORTS = {
-    "created_at": True, "steps": True, "tokens": True, "best_val_loss": False,
-    "name": False, "status": False, "model": False, "dataset": False,
-}
+RUN_SORTS = {"created_at": True, "steps": True, "best_val_loss": False, "name": False, "status": False}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_runs_parser(commands: argparse._SubParsersAction) -> None:
     runs = commands.add_parser("runs", help="list, show, delete and export training runs")
     runs.add_argument("--status", type=run_status, help="only runs with this status (running, completed, ...)")
-    runs.add_argument("--search", metavar="QUERY", help="only runs whose name, model, dataset or notes match")
+    runs.add_argument("--search", metavar="QUERY", help="only runs whose name, model or dataset contains this")
     runs.add_argument("--sort", choices=tuple(RUN_SORTS), default="created_at",
                       help="sort field (default: created_at, newest first)")
     runs.add_argument("--reverse", action="store_true", help="reverse the sort order")
@@ -330,8 +324,6 @@ def _write_traceback_log() -> Path:
 
 def _silence_stdout() -> None:
     """After a closed pipe (``lmwb generate ... | head``), keep Python's exit flush from failing too."""
-    import os
-
     with contextlib.suppress(OSError, ValueError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -365,6 +357,10 @@ def stop_on_signals(stop: Callable[[], None], signals: Sequence[int] = (signal.S
 # ---------------------------------------------------------------------------
 # Output helpers.
 
+# Tables sent to a pipe or file are laid out this wide (Rich's default there is
+# 80 columns, which folds ids and dates).
+PIPE_WIDTH = 160
+
 
 def print_json(value: Any) -> None:
     """Pretty JSON on stdout, for scripts (``jq`` and friends)."""
@@ -372,7 +368,10 @@ def print_json(value: Any) -> None:
 
 
 def _stdout() -> Console:
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
+    return console
 
 
 def _stderr() -> Console:
@@ -413,6 +412,13 @@ def _key_values(title: str, pairs: Sequence[tuple[str, Any]]) -> Table:
 def _shorten(text: str, width: int = 60) -> str:
     flat = " ".join(str(text).split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _local_time(iso: str | None) -> str | None:
+    """A store timestamp (ISO-8601 UTC) as this machine's local time, to the minute."""
+    if iso is None:
+        return None
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _duration(seconds: float | None) -> str:
@@ -553,7 +559,6 @@ def _as_dict(value: Any) -> dict[str, Any]:
 # lmwb runs
 
 
-RUN_COLUMNS = ("id", "name", "status", "model", "dataset", "steps", "best_val_loss", "created_at")
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
@@ -567,7 +572,10 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
     if not rows:
         _stdout().print("No runs yet. Start one with: lmwb train --model scratch:tiny --dataset NAME")
         return EXIT_OK
-    _stdout().print(_table("Runs", RUN_COLUMNS, [[row[c] for c in RUN_COLUMNS] for row in rows]))
+    columns = ["id", "name", "status", "model", "dataset", "steps", "best val loss", "created"]
+    table_rows = [[row["id"], row["name"], row["status"], row["model"], row["dataset"], row["steps"],
+                   row["best_val_loss"], _local_time(row["created_at"])] for row in rows]
+    _stdout().print(_table("Runs", columns, table_rows))
     return EXIT_OK
 
 
@@ -583,21 +591,38 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         print_json(detail)
         return EXIT_OK
 
+    _print_run(detail)
+    return EXIT_OK
+
+
+def _print_run(detail: dict[str, Any]) -> None:
+    """A run for people: what it is, how far it got, its config, checkpoints and latest samples."""
     console = _stdout()
-    about = [(key, detail.get(key)) for key in (
-        "id", "name", "status", "model", "dataset", "steps", "tokens", "best_val_loss",
-        "created_at", "started_at", "finished_at", "error", "notes")]
-    console.print(_key_values(f"Run {run.id}", about))
-    console.print(_key_values("Config", sorted(run.config.items())))
-    console.print(_key_values("Metrics", list(detail["metrics_summary"].items())))
-    checkpoints = detail["checkpoints"]
-    if checkpoints:
-        rows = [[c["step"], c.get("val_loss"), c["path"]] for c in checkpoints]
-        console.print(_table("Checkpoints", ["step", "val_loss", "path"], rows))
+    summary = detail["metrics_summary"]
+    status = detail["status"] + (f": {detail['error']}" if detail["error"] else "")
+    about = [
+        ("name", detail["name"]), ("status", status), ("model", detail["model"]), ("dataset", detail["dataset"]),
+        ("steps", detail["steps"]), ("tokens", detail["tokens"]), ("best val loss", detail["best_val_loss"]),
+        ("created", _local_time(detail["created_at"])), ("finished", _local_time(detail["finished_at"])),
+    ] + ([("notes", detail["notes"])] if detail["notes"] else [])
+    console.print(_key_values(f"Run {detail['id']}", about))
+    console.print()
+    console.print(_key_values("Config", sorted(detail["config"].items())))
+    console.print()
+    console.print(_key_values("Metrics", [
+        ("logged steps", summary["logged_steps"]),
+        ("train loss", f"{_cell(summary['first_train_loss']).plain} → {_cell(summary['last_train_loss']).plain}"),
+        ("best val loss", summary["best_val_loss"]), ("last val loss", summary["last_val_loss"]),
+        ("last val perplexity", summary["last_val_ppl"]), ("last val bits/byte", summary["last_val_bpb"]),
+        ("tokens/s", summary["tokens_per_sec"]),
+    ]))
+    if detail["checkpoints"]:
+        rows = [[c["step"], c["val_loss"], c["path"]] for c in detail["checkpoints"]]
+        console.print(_table("Checkpoints", ["step", "val loss", "path"], rows))
     for sample in detail["samples"][-3:]:
+        console.print()
         console.print(Text(f"Sample at step {sample['step']}", style="bold"))
         console.print(Text(f"{sample['prompt']}{sample['text']}"))
-    return EXIT_OK
 
 
 def summarize_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -625,9 +650,11 @@ def summarize_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def cmd_runs_delete(args: argparse.Namespace) -> int:
     """Delete a run that is not running, after asking (on a terminal) unless --yes."""
+    from engine.store import ACTIVE_STATUSES
+
     store = _open_store()
     run = store.get_run(args.run_id)
-    if run.status in LIVE_STATUSES:
+    if run.status in ACTIVE_STATUSES:
         raise CommandError(
             f"Run {run.id} is {run.status} (process {run.pid} on {run.host}); stop it first, then delete it.")
     if not args.yes:
@@ -761,6 +788,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train headless with live progress; stop cleanly on Ctrl+C, SIGTERM or --max-time."""
+    from engine.store import ACTIVE_STATUSES
     from engine.training import TrainingConfig, TrainingJob
 
     store = _open_store()
@@ -769,7 +797,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if "model" in settings or "dataset" in settings:
             raise CommandError("--resume continues a run with its own model and dataset; leave out --model and --dataset.")
         run = store.get_run(args.resume)
-        if run.status in LIVE_STATUSES:
+        if run.status in ACTIVE_STATUSES:
             raise CommandError(f"Run {run.id} is still {run.status} (process {run.pid}); it cannot be resumed twice.")
         config = TrainingConfig.from_dict({**run.config, **settings})
         if config.max_steps <= run.steps:

@@ -1,0 +1,516 @@
+"""The `lmwb` command line, used the way a person at a shell or a script would use it.
+
+Most stories call ``main([...])`` in this process and read what it printed;
+a few run the real command in a child process (start-up, signals, pipes).
+Every test has its own empty LMWB_HOME (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import build_tiny_gpt2
+from tui.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def lmwb(*args: str, stdin: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run the real `lmwb` in a child process (same LMWB_HOME), as a shell would."""
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args], input=stdin, capture_output=True, text=True, cwd=REPO,
+        timeout=timeout, stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run `lmwb ARGS` in this process; return its exit status, stdout and stderr."""
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line_error(status: int, err: str, *words: str) -> None:
+    """A user's mistake: exit 2, one line on stderr naming the problem, no traceback."""
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("lmwb: error:"), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], err
+
+
+def write_fables(path: Path, count: int = 300) -> Path:
+    """A small made-up corpus: varied sentences, enough for a tokenizer and a few training windows."""
+    animals = ["fox", "crow", "hare", "tortoise", "owl", "wolf", "lamb", "mouse", "lion", "ant"]
+    places = ["old mill", "river bank", "dark wood", "barley field", "stone bridge", "hollow oak"]
+    morals = ["slow and steady wins", "pride comes before a fall", "a friend in need is a friend indeed",
+              "look before you leap", "honesty is the best policy"]
+    lines = []
+    for index, (first, second) in enumerate(itertools.islice(itertools.permutations(animals, 2), count)):
+        place, moral = places[index % len(places)], morals[index % len(morals)]
+        lines.append(f"The {first} met the {second} by the {place}, and the {first} said that {moral}.")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def fables(tmp_path: Path) -> Path:
+    return write_fables(tmp_path / "fables.txt")
+
+
+# --- starting up -----------------------------------------------------------------------------
+
+
+def test_version_and_help_work_without_loading_torch_or_textual() -> None:
+    version = lmwb("--version")
+    assert version.returncode == 0
+    assert version.stdout.strip().startswith("lmwb ")
+
+    overview = lmwb("--help")
+    assert overview.returncode == 0
+    for command in ("datasets", "models", "runs", "generate", "history", "train", "eval"):
+        assert command in overview.stdout
+
+    train_help = lmwb("train", "--help")
+    assert train_help.returncode == 0 and "--resume" in train_help.stdout and "--max-time" in train_help.stdout
+
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from tui.cli import main; main(['--help']); "
+         "print(sorted(m for m in ('torch', 'textual', 'transformers') if m in sys.modules))"],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )
+    assert probe.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["train", "--model", "scratch:nano", "--dataset", "fables", "--steps", "-3"], "--steps"),
+    (["train", "--model", "scratch:nano", "--dataset", "fables", "--batch-size", "2.5"], "--batch-size"),
+    (["train", "--model", "scratch:nano", "--dataset", "fables", "--lr", "0"], "--lr"),
+    (["train", "--model", "scratch:nano", "--dataset", "fables", "--max-time", "inf"], "--max-time"),
+    (["train", "--model", "scratch:nano", "--dataset", "fables", "--device", "gpu"], "--device"),
+    (["generate", "--model", "gpt2", "--prompt", "hi", "--temperature", "abc"], "--temperature"),
+    (["generate", "--model", "gpt2", "--prompt", "hi", "--temperature", "-1"], "--temperature"),
+    (["generate", "--model", "gpt2", "--prompt", "hi", "--top-p", "1.5"], "--top-p"),
+    (["generate", "--model", "gpt2", "--prompt", "hi", "--top-p", "0"], "--top-p"),
+    (["generate", "--model", "gpt2", "--prompt", "hi", "--top-k", "-1"], "--top-k"),
+    (["generate", "--model", "gpt2", "--prompt", "hi", "--repetition-penalty", "nan"], "--repetition-penalty"),
+    (["generate", "--model", "gpt2", "--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens"),
+    (["history", "--limit", "many"], "--limit"),
+    (["runs", "--status", "sleeping"], "--status"),
+    (["eval", "--model", "gpt2", "--dataset", "fables", "--split", "test"], "--split"),
+])
+def test_nonsense_numbers_and_choices_get_one_line_naming_the_flag(capsys, args, flag) -> None:
+    status, out, err = run_cli(capsys, *args)
+    assert_one_line_error(status, err, flag)
+    assert out == ""
+
+
+def test_a_mistake_in_a_real_process_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    result = lmwb("datasets", str(tmp_path / "no-such-file.txt"))
+    assert_one_line_error(result.returncode, result.stderr, "no-such-file.txt")
+
+    result = lmwb("train", "--steps", "-3")
+    assert_one_line_error(result.returncode, result.stderr, "--steps")
+
+
+# --- datasets and models ---------------------------------------------------------------------
+
+
+def test_datasets_lists_the_bundled_datasets_for_people_and_scripts(capsys) -> None:
+    from engine.datasets import bundled_datasets
+
+    bundled = bundled_datasets()
+    assert len(bundled) >= 3
+
+    status, out, _ = run_cli(capsys, "datasets", "--json")
+    assert status == 0
+    listed = json.loads(out)
+    assert [entry["name"] for entry in listed] == [dataset.name for dataset in bundled]
+    for entry, dataset in zip(listed, bundled):
+        stats = dataset.stats()
+        assert entry["path"] == str(dataset.path)
+        assert entry["bytes"] == stats.bytes and entry["bytes"] > 0
+        assert entry["documents"] == stats.documents and entry["documents"] > 0
+
+    status, out, _ = run_cli(capsys, "datasets")
+    assert status == 0
+    for dataset in bundled:
+        assert dataset.name in out
+
+
+def test_datasets_with_a_path_shows_its_stats_and_preview(capsys, fables: Path) -> None:
+    status, out, _ = run_cli(capsys, "datasets", str(fables), "--json")
+    assert status == 0
+    shown = json.loads(out)
+    assert shown["name"] == "fables.txt"
+    assert shown["bytes"] == fables.stat().st_size
+    assert shown["files"] == 1 and shown["documents"] == 1
+    assert shown["characters"] == len(fables.read_text(encoding="utf-8"))
+    first_line = fables.read_text(encoding="utf-8").splitlines()[0]
+    assert first_line in shown["preview"]
+
+    status, out, _ = run_cli(capsys, "datasets", str(fables))
+    assert status == 0
+    assert first_line in " ".join(out.split())
+
+
+def test_datasets_reads_a_named_jsonl_field(capsys, tmp_path: Path) -> None:
+    records = tmp_path / "qa.jsonl"
+    records.write_text("\n".join(json.dumps({"body": f"Question {n}? Answer {n}."}) for n in range(5)) + "\n",
+                       encoding="utf-8")
+    status, out, _ = run_cli(capsys, "datasets", str(records), "--field", "body", "--json")
+    assert status == 0
+    shown = json.loads(out)
+    assert shown["documents"] == 5
+    assert "Question 0? Answer 0." in shown["preview"]
+
+    status, _, err = run_cli(capsys, "datasets", str(records))  # no "text" field in these records
+    assert_one_line_error(status, err, "qa.jsonl")
+
+
+def test_datasets_counts_tokens_with_a_models_tokenizer(capsys, fables: Path, tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    status, out, _ = run_cli(capsys, "datasets", str(fables), "--tokens", "--model", str(tiny_model_dir), "--json")
+    assert status == 0
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    expected = len(tokenizer(fables.read_text(encoding="utf-8"))["input_ids"])
+    assert abs(json.loads(out)["tokens"] - expected) <= 1  # the engine may end the document with EOS
+
+    status, _, err = run_cli(capsys, "datasets", str(fables), "--tokens")
+    assert_one_line_error(status, err, "--model")
+
+
+def test_models_lists_presets_and_cached_models_as_json() -> None:
+    result = lmwb("models", "--json")
+    assert result.returncode == 0, result.stderr
+    choices = json.loads(result.stdout)
+    sources = {choice["source"] for choice in choices}
+    assert {"scratch:nano", "scratch:tiny", "scratch:small"} <= sources
+    assert all(set(choice) >= {"source", "kind", "description"} for choice in choices)
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+def record_run(store, name: str, status: str, losses: list[float]) -> str:
+    """A finished run as a training job would have written it: metrics, a sample, a checkpoint."""
+    run = store.create_run(name=name, model="scratch:nano", dataset="fables", config={"max_steps": len(losses)})
+    store.set_status(run.id, "running")
+    store.add_metrics(run.id, [
+        {"step": step, "train_loss": loss, "val_loss": loss + 0.1 if step % 2 == 0 else None, "lr": 1e-3,
+         "tokens_per_sec": 1000.0, "tokens": 64 * step, "elapsed": 0.1 * step}
+        for step, loss in enumerate(losses, start=1)
+    ])
+    store.add_sample(run.id, len(losses), "The fox", " ran to the mill.")
+    checkpoint = store_run_dir(run.id) / "checkpoints" / f"step-{len(losses)}"
+    checkpoint.mkdir(parents=True)
+    store.add_checkpoint(run.id, len(losses), str(checkpoint), val_loss=min(losses) + 0.1)
+    store.update_run(run.id, steps=len(losses), tokens=64 * len(losses), best_val_loss=min(losses) + 0.1)
+    store.set_status(run.id, status)
+    return run.id
+
+
+def store_run_dir(run_id: str) -> Path:
+    from engine.home import run_dir
+
+    return run_dir(run_id)
+
+
+@pytest.fixture
+def two_runs():
+    from engine.store import RunStore
+
+    store = RunStore()
+    fox = record_run(store, "fox-fables", "completed", [4.0, 3.5, 3.1, 2.9])
+    owl = record_run(store, "owl-sayings", "stopped", [4.2, 3.9])
+    return store, fox, owl
+
+
+def test_runs_lists_filters_and_sorts(capsys, two_runs) -> None:
+    _, fox, owl = two_runs
+    status, out, _ = run_cli(capsys, "runs", "--json")
+    assert status == 0
+    runs = json.loads(out)
+    assert [run["id"] for run in runs] == [owl, fox]  # newest first
+    for run in runs:
+        assert set(run) >= {"id", "name", "status", "model", "dataset", "steps", "best_val_loss", "created_at"}
+
+    status, out, _ = run_cli(capsys, "runs", "--status", "completed", "--json")
+    assert [run["id"] for run in json.loads(out)] == [fox]
+
+    status, out, _ = run_cli(capsys, "runs", "--search", "owl", "--json")
+    assert [run["id"] for run in json.loads(out)] == [owl]
+
+    status, out, _ = run_cli(capsys, "runs", "--sort", "steps", "--json")
+    assert [run["id"] for run in json.loads(out)] == [fox, owl]  # most trained first
+
+    status, out, _ = run_cli(capsys, "runs")
+    assert status == 0 and "fox-fables" in out and "owl-sayings" in out
+
+
+def test_runs_show_gives_config_metrics_samples_and_checkpoints(capsys, two_runs) -> None:
+    _, fox, _ = two_runs
+    status, out, _ = run_cli(capsys, "runs", "show", fox[:6], "--json")  # a unique prefix is enough
+    assert status == 0
+    shown = json.loads(out)
+    assert shown["id"] == fox and shown["status"] == "completed" and shown["steps"] == 4
+    assert shown["config"] == {"max_steps": 4}
+    summary = shown["metrics_summary"]
+    assert summary["first_train_loss"] == 4.0 and summary["last_train_loss"] == 2.9
+    assert summary["best_val_loss"] == pytest.approx(3.0)  # evaluated at steps 2 and 4: 3.6, then 3.0
+    assert [sample["text"] for sample in shown["samples"]] == [" ran to the mill."]
+    assert [checkpoint["step"] for checkpoint in shown["checkpoints"]] == [4]
+
+    status, out, _ = run_cli(capsys, "runs", "show", fox)
+    assert status == 0
+    assert "fox-fables" in out and "ran to the mill." in out
+
+
+def test_runs_export_writes_csv_and_json(capsys, two_runs, tmp_path: Path) -> None:
+    _, fox, _ = two_runs
+    target = tmp_path / "fox.csv"
+    status, _, err = run_cli(capsys, "runs", "export", fox, "--format", "csv", "--output", str(target))
+    assert status == 0 and str(target) in err
+    rows = list(csv.DictReader(io.StringIO(target.read_text(encoding="utf-8"))))
+    assert [float(row["train_loss"]) for row in rows] == [4.0, 3.5, 3.1, 2.9]
+
+    status, out, _ = run_cli(capsys, "runs", "export", fox, "--format", "json")
+    assert status == 0
+    assert "3.1" in out
+    json.loads(out)
+
+
+def test_runs_delete_asks_refuses_live_runs_and_deletes_with_yes(capsys, two_runs) -> None:
+    store, fox, owl = two_runs
+    checkpoint_dir = store_run_dir(owl)
+
+    # Not on a terminal and no --yes: nothing is deleted.
+    result = lmwb("runs", "delete", owl)
+    assert_one_line_error(result.returncode, result.stderr, "--yes")
+    assert store.get_run(owl).id == owl
+
+    # A run that is training right now (this process is alive) cannot be deleted.
+    store.set_status(fox, "running")
+    status, _, err = run_cli(capsys, "runs", "delete", fox, "--yes")
+    assert_one_line_error(status, err, fox, "running")
+
+    status, _, err = run_cli(capsys, "runs", "delete", owl, "--yes")
+    assert status == 0, err
+    assert not checkpoint_dir.exists()
+    status, out, _ = run_cli(capsys, "runs", "--json")
+    assert [run["id"] for run in json.loads(out)] == [fox]
+
+
+def test_an_unknown_run_id_is_one_line(capsys, two_runs) -> None:
+    for args in (["runs", "show", "zz-not-a-run"], ["runs", "export", "zz-not-a-run"],
+                 ["runs", "delete", "zz-not-a-run", "--yes"], ["train", "--resume", "zz-not-a-run"]):
+        status, _, err = run_cli(capsys, *args)
+        assert_one_line_error(status, err, "zz-not-a-run")
+
+
+# --- generate and history --------------------------------------------------------------------
+
+
+class FlushCountingStdout(io.StringIO):
+    """A stdout that remembers what had been written at each flush, to see text stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed: list[str] = []
+
+    def flush(self) -> None:
+        self.flushed.append(self.getvalue())
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_generate_streams_each_token_as_it_arrives(monkeypatch, tiny_model_dir: Path) -> None:
+    stdout = FlushCountingStdout()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    status = main(["generate", "--model", str(tiny_model_dir), "--prompt", "The fox", "--max-new-tokens", "12",
+                   "--seed", "3", "--json"])
+    assert status == 0
+    events = [json.loads(line) for line in stdout.getvalue().splitlines()]
+    tokens, summary = events[:-1], events[-1]
+    assert summary["type"] == "summary" and summary["tokens"] == len(tokens) > 0
+    assert "".join(event["text"] for event in tokens) == summary["text"]
+    assert all(event["type"] == "token" and 0 < event["probability"] <= 1 for event in tokens)
+    # Every token reached the pipe on its own flush, before the next one was made.
+    for count in range(1, len(tokens) + 1):
+        assert any(snapshot.count('"type": "token"') == count for snapshot in stdout.flushed)
+
+
+def test_generate_prints_text_and_records_it_in_history(capsys, tiny_model_dir: Path) -> None:
+    status, out, err = run_cli(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Question: what",
+                               "--max-new-tokens", "10", "--temperature", "0")
+    assert status == 0, err
+    assert "tokens" in err and "tok/s" in err and "finish" in err
+
+    status, again, _ = run_cli(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Question: what",
+                               "--max-new-tokens", "10", "--temperature", "0")
+    assert again == out  # greedy decoding: same text
+
+    status, out, _ = run_cli(capsys, "history", "--json")
+    assert status == 0
+    history = json.loads(out)
+    assert len(history) == 2 and all(row["prompt"] == "Question: what" for row in history)
+
+    status, out, _ = run_cli(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Emoji test",
+                             "--max-new-tokens", "3")
+    status, out, _ = run_cli(capsys, "history", "--search", "Emoji", "--json")
+    assert [row["prompt"] for row in json.loads(out)] == ["Emoji test"]
+    status, out, _ = run_cli(capsys, "history", "--limit", "1", "--json")
+    assert len(json.loads(out)) == 1
+    status, out, _ = run_cli(capsys, "history")
+    assert status == 0 and "Emoji test" in out
+
+
+def test_generate_reads_the_prompt_from_a_pipe_or_a_file(tmp_path: Path, tiny_model_dir: Path) -> None:
+    piped = lmwb("generate", "--model", str(tiny_model_dir), "--max-new-tokens", "4", "--json", stdin="Once upon")
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout.splitlines()[-1])["prompt"] == "Once upon"
+
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text("Café au lait", encoding="utf-8")
+    from_file = lmwb("generate", "--model", str(tiny_model_dir), "--prompt-file", str(prompt_file),
+                     "--max-new-tokens", "4", "--json")
+    assert from_file.returncode == 0, from_file.stderr
+    assert json.loads(from_file.stdout.splitlines()[-1])["prompt"] == "Café au lait"
+
+    missing = lmwb("generate", "--model", str(tiny_model_dir), "--prompt-file", str(tmp_path / "nope.txt"))
+    assert_one_line_error(missing.returncode, missing.stderr, "nope.txt")
+
+
+def test_generate_mistakes_are_one_line(capsys, tmp_path: Path, fables: Path) -> None:
+    status, _, err = run_cli(capsys, "generate", "--model", "scratch:nano", "--prompt", "hi")
+    assert_one_line_error(status, err, "--dataset")
+    status, _, err = run_cli(capsys, "generate", "--model", str(tmp_path), "--prompt", "hi")
+    assert_one_line_error(status, err)
+    status, _, err = run_cli(capsys, "generate", "--model", "scratch:huge", "--prompt", "hi")
+    assert_one_line_error(status, err, "huge")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_generation_cleanly_and_records_it(tmp_path: Path) -> None:
+    long_context = build_tiny_gpt2(tmp_path / "long-context", n_positions=4096)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "generate", "--model", str(long_context), "--prompt", "The fox",
+         "--max-new-tokens", "4000", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=REPO,
+    )
+    first = child.stdout.readline()
+    assert json.loads(first)["type"] == "token"
+    child.send_signal(signal.SIGINT)
+    rest, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    summary = json.loads(rest.splitlines()[-1])
+    assert summary["finish_reason"] == "cancelled" and 0 < summary["tokens"] < 4000
+    assert "Traceback" not in err
+
+    history = json.loads(lmwb("history", "--json").stdout)
+    assert [row["finish_reason"] for row in history] == ["cancelled"]
+
+
+# --- train and eval --------------------------------------------------------------------------
+
+NANO_RUN = ("--model", "scratch:nano", "--batch-size", "2", "--block-size", "16", "--vocab-size", "300",
+            "--eval-every", "3", "--sample-every", "3", "--checkpoint-every", "3", "--warmup", "1")
+
+
+def started_run_id(out: str) -> str:
+    """The run id from the 'Started run ID: ...' line `lmwb train` prints first."""
+    first = out.splitlines()[0]
+    assert first.startswith(("Started run ", "Resuming run ")), out
+    return first.split()[2].rstrip(":")
+
+
+def test_train_records_a_run_that_resumes_and_evaluates(capsys, fables: Path) -> None:
+    status, out, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--steps", "6",
+                               "--name", "fable-nano")
+    assert status == 0, err
+    run_id = started_run_id(out)
+    assert "step 6/6" in out  # plain progress lines when stdout is not a terminal
+    assert f"Run {run_id} completed at step 6" in out
+
+    status, out, _ = run_cli(capsys, "runs", "show", run_id, "--json")
+    shown = json.loads(out)
+    assert shown["status"] == "completed" and shown["steps"] == 6 and shown["name"] == "fable-nano"
+    assert shown["metrics_summary"]["last_step"] == 6 and shown["metrics_summary"]["best_val_loss"] is not None
+    assert [checkpoint["step"] for checkpoint in shown["checkpoints"]][-1] == 6
+    assert shown["samples"]
+
+    status, out, err = run_cli(capsys, "train", "--resume", run_id, "--steps", "9")
+    assert status == 0, err
+    assert started_run_id(out) == run_id
+    status, out, _ = run_cli(capsys, "runs", "show", run_id, "--json")
+    shown = json.loads(out)
+    assert shown["status"] == "completed" and shown["steps"] == 9
+
+    status, _, err = run_cli(capsys, "train", "--resume", run_id, "--steps", "9")
+    assert_one_line_error(status, err, "--steps")
+
+    status, out, err = run_cli(capsys, "eval", "--model", f"run:{run_id}", "--dataset", str(fables), "--json")
+    assert status == 0, err
+    evaluation = json.loads(out)
+    assert evaluation["loss"] > 0 and evaluation["bits_per_byte"] > 0
+    assert evaluation["perplexity"] == pytest.approx(2.718281828 ** evaluation["loss"], rel=1e-3)
+
+    status, out, _ = run_cli(capsys, "models", "--json")
+    assert f"run:{run_id}@9" in {choice["source"] for choice in json.loads(out)}
+
+
+def test_train_mistakes_are_one_line(capsys, fables: Path, tmp_path: Path) -> None:
+    status, _, err = run_cli(capsys, "train", "--dataset", str(fables))
+    assert_one_line_error(status, err, "--model")
+    status, _, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(tmp_path / "missing.txt"))
+    assert_one_line_error(status, err, "missing.txt")
+    status, _, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--block-size", "100000")
+    assert_one_line_error(status, err, "block")
+    status, out, _ = run_cli(capsys, "runs", "--json")
+    assert json.loads(out) == []  # no run left behind by a refused configuration
+
+
+def test_max_time_stops_with_a_checkpoint_and_says_how_to_resume(capsys, fables: Path) -> None:
+    status, out, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--steps", "100000",
+                               "--max-time", "2")
+    assert status == 0, err
+    run_id = started_run_id(out)
+    assert f"lmwb train --resume {run_id} --steps 100000" in out
+    status, out, _ = run_cli(capsys, "runs", "show", run_id, "--json")
+    shown = json.loads(out)
+    assert shown["status"] == "stopped" and 0 < shown["steps"] < 100000
+    assert shown["checkpoints"][-1]["step"] == shown["steps"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_headless_run_cleanly(fables: Path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "train", *NANO_RUN, "--dataset", str(fables), "--steps", "100000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=REPO,
+    )
+    started = child.stdout.readline()
+    progress = child.stdout.readline()
+    assert progress.startswith("step "), progress
+    child.send_signal(signal.SIGTERM)
+    rest, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err
+    run_id = started_run_id(started)
+    assert f"Resume with: lmwb train --resume {run_id} --steps 100000" in rest
+
+    shown = json.loads(lmwb("runs", "show", run_id, "--json").stdout)
+    assert shown["status"] == "stopped"
+    assert shown["checkpoints"][-1]["step"] == shown["steps"] > 0
