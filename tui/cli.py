@@ -218,57 +218,72 @@ def _add_generate_parser(commands: argparse._SubParsersAction) -> None:
     prompt = generate.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", metavar="TEXT", help="the prompt; '-' reads it from stdin (as does a pipe)")
     prompt.add_argument("--prompt-file", type=Path, metavar="FILE", help="read the prompt from a UTF-8 file")
-    generate.add_argument("--max-new-tokens", type=positive_int, metavar="N", help="how many tokens at most")
-    generate.add_argument("--temperature", type=non_negative_float, metavar="X", help="0 is greedy; higher is more random")
-    generate.add_argument("--top-k", type=non_negative_int, metavar="N", help="sample from the k likeliest tokens (0: all)")
-    generate.add_argument("--top-p", type=probability, metavar="X", help="sample from the smallest set holding this probability")
-    generate.add_argument("--repetition-penalty", type=positive_float, metavar="X", help="above 1 discourages repeats")
-    generate.add_argument("--seed", type=non_negative_int, metavar="N", help="same seed, same text")
-    generate.add_argument("--stop", action="append", default=[], metavar="STR",
+    sampling = generate.add_argument_group("sampling settings (defaults: the engine's GenerationSettings)")
+    _add_flags(sampling, (
+        ("--max-new-tokens", "max_new_tokens", positive_int, "how many tokens at most"),
+        ("--temperature", "temperature", non_negative_float, "0 is greedy; higher is more random"),
+        ("--top-k", "top_k", non_negative_int, "sample from the k likeliest tokens (0: all)"),
+        ("--top-p", "top_p", probability, "sample from the smallest set of tokens holding this probability"),
+        ("--repetition-penalty", "repetition_penalty", positive_float, "above 1 discourages repeats"),
+        ("--seed", "seed", non_negative_int, "same seed, same text"),
+        ("--alternatives", "alternatives", non_negative_int, "top alternatives per token in --json"),
+    ))
+    sampling.add_argument("--stop", action="append", default=[], metavar="TEXT",
                           help="stop when this text appears (repeatable)")
-    generate.add_argument("--alternatives", type=non_negative_int, metavar="N", help="top alternatives per token in --json")
     generate.add_argument("--dataset", metavar="PATH_OR_NAME", help="for scratch: models, the tokenizer's dataset")
-    generate.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda[:N] or mps")
+    generate.add_argument("--device", type=device_name, default="auto", metavar="DEVICE",
+                          help="auto (default), cpu, cuda[:N] or mps")
     generate.add_argument("--json", action="store_true", help="one JSON object per token, then a summary")
     generate.set_defaults(handler=cmd_generate)
 
 
+# Training flags: (flag, the TrainingConfig field it sets, type, help). A flag
+# left out keeps the config's default, or on --resume the run's own value, so
+# the dataclass stays the one place defaults live.
+TRAINING_FLAGS = (
+    ("--steps", "max_steps", positive_int, "optimizer steps in all (with --resume: the new total)"),
+    ("--max-time", "max_time", positive_float, "seconds; then stop with a checkpoint"),
+    ("--batch-size", "batch_size", positive_int, "windows per micro-batch"),
+    ("--block-size", "block_size", positive_int, "tokens per window"),
+    ("--grad-accum", "grad_accum", positive_int, "micro-batches per optimizer step"),
+    ("--lr", "learning_rate", positive_float, "peak learning rate"),
+    ("--min-lr", "min_learning_rate", non_negative_float, "learning rate at the end of the cosine decay"),
+    ("--warmup", "warmup_steps", non_negative_int, "steps of linear warmup"),
+    ("--eval-every", "eval_every", positive_int, "steps between evaluations"),
+    ("--sample-every", "sample_every", positive_int, "steps between samples"),
+    ("--sample-prompt", "sample_prompt", str, "prompt for the samples"),
+    ("--checkpoint-every", "checkpoint_every", positive_int, "steps between checkpoints"),
+    ("--vocab-size", "vocab_size", positive_int, "tokenizer vocabulary of a scratch: model"),
+    ("--seed", "seed", non_negative_int, "same seed, same run"),
+    ("--device", "device", device_name, "auto, cpu, cuda[:N] or mps"),
+    ("--name", "name", str, "a name for the run"),
+)
+
+
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
-    # Each settings flag's dest is the TrainingConfig field it sets, so the
-    # dataclass stays the one place defaults live: a flag left out keeps the
-    # config's default, or on --resume the run's own value.
     train = commands.add_parser(
         "train", help="train or fine-tune a model; the run is recorded in the store",
         description="Train or fine-tune a model headless. Ctrl+C or SIGTERM stops with a checkpoint; "
         "'lmwb train --resume ID --steps N' continues to N steps in all.",
     )
-    train.add_argument("--model", dest="model", metavar="SRC", help="model source, e.g. scratch:tiny or gpt2")
-    train.add_argument("--dataset", dest="dataset", metavar="PATH_OR_NAME", help="a bundled name, file or folder")
-    train.add_argument("--field", dest="dataset_field", metavar="FIELD", help="the .jsonl field or .csv column holding the text")
+    train.add_argument("--model", metavar="SRC", help="model source, e.g. scratch:tiny or gpt2")
+    train.add_argument("--dataset", metavar="PATH_OR_NAME", help="a bundled name, file or folder")
+    train.add_argument("--field", dest="dataset_field", metavar="FIELD",
+                       help="the .jsonl field or .csv column holding the text")
     train.add_argument("--resume", metavar="RUN_ID", help="continue this run from its latest checkpoint")
-    settings = train.add_argument_group("training settings (defaults: the engine's TrainingConfig)")
-    settings.add_argument("--steps", dest="max_steps", type=positive_int, metavar="N",
-                          help="optimizer steps in all (with --resume: the new total)")
-    settings.add_argument("--max-time", dest="max_time", type=positive_float, metavar="SECONDS",
-                          help="stop with a checkpoint after this long")
-    settings.add_argument("--batch-size", dest="batch_size", type=positive_int, metavar="N", help="windows per micro-batch")
-    settings.add_argument("--block-size", dest="block_size", type=positive_int, metavar="N", help="tokens per window")
-    settings.add_argument("--grad-accum", dest="grad_accum", type=positive_int, metavar="N", help="micro-batches per step")
-    settings.add_argument("--lr", dest="learning_rate", type=positive_float, metavar="X", help="peak learning rate")
-    settings.add_argument("--min-lr", dest="min_learning_rate", type=non_negative_float, metavar="X",
-                          help="learning rate at the end of the cosine decay")
-    settings.add_argument("--warmup", dest="warmup_steps", type=non_negative_int, metavar="N", help="linear warmup steps")
-    settings.add_argument("--eval-every", dest="eval_every", type=positive_int, metavar="N", help="steps between evaluations")
-    settings.add_argument("--sample-every", dest="sample_every", type=positive_int, metavar="N", help="steps between samples")
-    settings.add_argument("--sample-prompt", dest="sample_prompt", metavar="TEXT", help="prompt for the samples")
-    settings.add_argument("--checkpoint-every", dest="checkpoint_every", type=positive_int, metavar="N",
-                          help="steps between checkpoints")
-    settings.add_argument("--vocab-size", dest="vocab_size", type=positive_int, metavar="N",
-                          help="tokenizer vocabulary for scratch: models")
-    settings.add_argument("--seed", dest="seed", type=non_negative_int, metavar="N", help="same seed, same run")
-    settings.add_argument("--device", dest="device", type=device_name, metavar="DEVICE", help="auto, cpu, cuda[:N] or mps")
-    settings.add_argument("--name", dest="name", help="a name for the run")
+    _add_flags(train.add_argument_group("training settings (defaults: the engine's TrainingConfig)"), TRAINING_FLAGS)
     train.set_defaults(handler=cmd_train)
+
+
+# How each argument type shows in --help.
+METAVARS = {positive_int: "N", non_negative_int: "N", positive_float: "X", non_negative_float: "X",
+            probability: "P", device_name: "DEVICE", str: "TEXT"}
+
+
+def _add_flags(group: argparse._ActionsContainer, flags: Sequence[tuple[str, str, Callable, str]]) -> None:
+    """Add settings flags whose dest is the settings field they set (left out: None, the engine's default)."""
+    for flag, field, kind, text in flags:
+        group.add_argument(flag, dest=field, type=kind, metavar=METAVARS[kind], help=text)
 
 
 # ---------------------------------------------------------------------------
@@ -473,7 +488,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         raise CommandError("--tokens needs --model SRC: how many tokens depends on the tokenizer.")
     if args.path is None:
         if args.field:
-            raise CommandError("--field applies to a dataset PATH; give one, e.g. 'lmwb datasets data.jsonl --field body'.")
+            raise CommandError("--field applies to a dataset PATH, e.g. 'lmwb datasets data.jsonl --field body'.")
         datasets = bundled_datasets()
     else:
         datasets = [open_dataset(args.path, field=args.field)]
@@ -695,9 +710,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from engine.generation import GenerationSettings, TokenStream, record_generation
 
     prompt = read_prompt(args)
-    settings = GenerationSettings(**_given(args, (
-        "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "alternatives")))
-    settings.stop = tuple(args.stop)
+    given = _given(args, ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed",
+                          "alternatives"))
+    settings = GenerationSettings(**given, stop=tuple(args.stop))
     settings.validate()
     store = _open_store()
     loaded = _load_model(args.model, device=args.device, dataset_name=args.dataset, store=store)
@@ -795,7 +810,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = _given(args, [field.name for field in dataclasses.fields(TrainingConfig)])
     if args.resume:
         if "model" in settings or "dataset" in settings:
-            raise CommandError("--resume continues a run with its own model and dataset; leave out --model and --dataset.")
+            raise CommandError("--resume continues a run with its own model and dataset; "
+                               "leave out --model and --dataset.")
         run = store.get_run(args.resume)
         if run.status in ACTIVE_STATUSES:
             raise CommandError(f"Run {run.id} is still {run.status} (process {run.pid}); it cannot be resumed twice.")
