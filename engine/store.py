@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -239,12 +240,12 @@ class RunStore:
 
     def create_run(self, *, name: str, model: str, dataset: str, config: dict, tags=(), notes: str = "",
                    world_size: int = 1, lora: bool = False) -> Run:
-        """Record a new run, owned by this process and `running` from now."""
+        """Record a new run, owned by this process and `running`; set_status("running") stamps its start."""
         now = _now()
         row = {
             "name": name or f"{model} on {dataset}", "status": "running", "model": str(model),
             "dataset": str(dataset), "config": json.dumps(config), "created_at": now,
-            "started_at": now, "heartbeat_at": now, "pid": os.getpid(), "host": socket.gethostname(),
+            "heartbeat_at": now, "pid": os.getpid(), "host": socket.gethostname(),
             "notes": notes, "tags": json.dumps(list(tags)), "world_size": world_size, "lora": int(lora),
         }
         while True:
@@ -253,8 +254,10 @@ class RunStore:
                 with self._write() as db:
                     db["runs"].insert(row)
                 return self.get_run(row["id"])
-            except sqlite3.IntegrityError:
-                continue  # one id in four billion is taken: draw another
+            except sqlite3.IntegrityError as exc:
+                if "runs.id" not in str(exc):
+                    raise
+                # one id in four billion is taken: draw another
 
     def get_run(self, run_id: str) -> Run:
         """The run whose id is, or starts with, `run_id` (as users type short ids)."""
@@ -582,7 +585,7 @@ class RunStore:
             return StoreError(f"The database {self.path} is in use by another process: it stayed locked for "
                               f"more than {self.busy_timeout:g} s. Wait for the other lm-workbench to "
                               "finish writing (or close it), then try again.")
-        if "file is not a database" in text or "malformed" in text:
+        if "file is not a database" in text or "disk image is malformed" in text:
             return StoreError(f"{self.path} is not a usable lm-workbench database (it is damaged or another "
                               "kind of file). Move it aside, e.g. rename it to workbench.db.broken, and "
                               "lm-workbench will start a new one.")
@@ -634,9 +637,20 @@ def _metric_record(run_id: str, row: dict, now: str) -> dict:
     for name in METRIC_FIELDS:
         value = row.get(name)
         record[name] = None if value is None else (int(value) if name == "tokens" else float(value))
-    extra = {key: value for key, value in row.items() if key != "step" and key not in METRIC_FIELDS}
+    extra = {key: _json_safe(value) for key, value in row.items() if key != "step" and key not in METRIC_FIELDS}
     record["extra"] = json.dumps(extra, default=str) if extra else None
     return record
+
+
+def _json_safe(value: Any) -> Any:
+    """A value SQLite's JSON functions accept: scalars (numpy, torch too) as numbers, NaN/inf as text."""
+    if value is None or isinstance(value, (str, int, list, dict)):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return number if math.isfinite(number) else str(number)
 
 
 def _process_alive(run: Run) -> bool:
