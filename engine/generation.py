@@ -1,0 +1,566 @@
+"""Streaming generation: one event per token, with its probability and alternatives.
+
+A user watches a model write and sees how sure it was of each token. The
+``TokenStream`` below does that for any Hugging Face causal language model:
+
+1. the prompt is encoded once and run through the model once (the prefill);
+2. each step picks one token from the last logits (greedy or sampled, after
+   the repetition penalty, temperature, top-k and top-p), turns it into text,
+   and runs that single token through the model with the key/value cache.
+
+GPT-2 models on the CPU take a shorter road through step 2 (``_GPT2Decoder``):
+the very same arithmetic as ``GPT2LMHeadModel`` on a preallocated key/value
+buffer, without the per-module Python overhead that dominates small models.
+Every other model takes the general road (``_CachedForward``). Both are exact:
+greedy decoding gives the tokens ``model.generate`` gives.
+
+Text is released incrementally: a piece is held back while it ends in an
+incomplete UTF-8 character or could be the start of a stop string, so the
+pieces always join to ``tokenizer.decode`` of the generated ids (cut at the
+stop string).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from engine.errors import SettingsError
+
+if TYPE_CHECKING:
+    from engine.store import RunStore
+
+FINISH_REASONS = ("length", "stop", "eos", "context", "cancelled")
+MAX_ALTERNATIVES = 20
+
+
+@dataclass
+class GenerationSettings:
+    """How to pick each token, and when to stop: what the user sets in the Generate form or on the command line."""
+
+    max_new_tokens: int = 200
+    temperature: float = 0.8      # 0 means greedy: always the most likely token
+    top_k: int = 50               # sample among the k likeliest tokens; 0 turns it off
+    top_p: float = 1.0            # sample among the fewest tokens holding this much probability
+    repetition_penalty: float = 1.0
+    seed: int | None = None       # same seed, same text; None draws a fresh one
+    stop: tuple[str, ...] = ()    # generation ends when one appears; it is cut from the text
+    alternatives: int = 5         # how many likeliest tokens each event lists
+
+    def validate(self) -> None:
+        """Raise ``SettingsError`` naming the first field outside its allowed range."""
+        _check_int("max_new_tokens", self.max_new_tokens, "1 or more", lambda n: n >= 1)
+        _check_float("temperature", self.temperature, "0 or more (0 means greedy)", lambda x: x >= 0)
+        _check_int("top_k", self.top_k, "0 or more (0 turns top-k off)", lambda n: n >= 0)
+        _check_float("top_p", self.top_p, "more than 0 and at most 1 (1 turns top-p off)", lambda x: 0 < x <= 1)
+        _check_float("repetition_penalty", self.repetition_penalty,
+                     "more than 0 (1 means no penalty, above 1 discourages repeats)", lambda x: x > 0)
+        _check_int("alternatives", self.alternatives, f"0 to {MAX_ALTERNATIVES}",
+                   lambda n: 0 <= n <= MAX_ALTERNATIVES)
+        if self.seed is not None:
+            _check_int("seed", self.seed, "a whole number, or none for a fresh random seed", lambda n: True)
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise SettingsError("stop", "each stop string must be a non-empty piece of text; "
+                                        "give a list of strings such as ['\\n\\n']")
+
+    def as_dict(self) -> dict:
+        """Plain values for JSON and the generation log."""
+        values = dataclasses.asdict(self)
+        values["stop"] = list(self.stop)
+        return values
+
+
+def _check_int(name: str, value: Any, allowed: str, ok) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not ok(value):
+        raise SettingsError(name, f"got {value!r}; allowed: {allowed}")
+
+
+def _check_float(name: str, value: Any, allowed: str, ok) -> None:
+    # `not ok(...)` rather than a negated comparison, so NaN is refused too.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise SettingsError(name, f"got {value!r}; allowed: {allowed}")
+
+
+@dataclass
+class TokenAlternative:
+    """One of the likeliest tokens at a step, under the distribution the token was drawn from."""
+
+    token_id: int
+    text: str
+    probability: float
+
+
+@dataclass
+class TokenEvent:
+    """One generated token.
+
+    ``text`` is the text this token releases. It may be empty (half of a
+    UTF-8 character, a possible stop string, the end-of-text token) and may
+    carry text held back from earlier tokens; joined, the pieces are the text.
+    """
+
+    index: int
+    token_id: int
+    text: str
+    probability: float
+    alternatives: list[TokenAlternative]
+    elapsed: float              # seconds since the stream started
+
+
+@dataclass
+class GenerationResult:
+    """What a finished stream produced; ``text`` is exactly the events' pieces joined."""
+
+    prompt: str
+    text: str
+    token_ids: list[int]        # every generated token, an end-of-text or stop-string token included
+    finish_reason: str          # one of FINISH_REASONS
+    time_to_first_token: float
+    elapsed: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens over the whole stream's time, prompt processing included."""
+        return len(self.token_ids) / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class TokenStream:
+    """Iterate for TokenEvents; .result after the end; .cancel() from any thread.
+
+    The work happens in the iterating thread, one token per ``next()``, so an
+    exception raised by the model reaches the consumer at once. A cancel is
+    honoured before the next token is computed; text held back at that moment
+    (half a character, a possible stop string) is dropped, so ``result.text``
+    is always what the events delivered.
+    """
+
+    def __init__(self, model, tokenizer, prompt: str, settings: GenerationSettings) -> None:
+        settings.validate()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.settings = settings
+        self.result: GenerationResult | None = None
+        self._context_length = _context_length(model)
+        self._prompt_ids = _encode_prompt(tokenizer, prompt, self._context_length)
+        self._end_ids = _end_of_text_ids(model, tokenizer)
+        self._cancelled = threading.Event()
+        self._started = False
+        self._token_texts: dict[int, str] = {}
+
+    def cancel(self) -> None:
+        """Ask the stream to end before its next token; safe from any thread."""
+        self._cancelled.set()
+
+    def __iter__(self) -> Iterator[TokenEvent]:
+        if self._started:
+            raise RuntimeError("A TokenStream can be iterated only once; make a new one to generate again.")
+        self._started = True
+        return self._events()
+
+    def _events(self) -> Iterator[TokenEvent]:
+        settings = self.settings
+        start = time.perf_counter()
+        first_token_at = None
+        token_ids: list[int] = []
+        pieces: list[str] = []
+        detokenizer = _IncrementalText(self.tokenizer)
+        stop_strings = _StopStringFilter(settings.stop)
+        sequence_length = len(self._prompt_ids)
+        capacity = sequence_length + settings.max_new_tokens
+        if self._context_length is not None:
+            capacity = min(capacity, self._context_length)
+        chooser = _TokenChooser(settings, self._prompt_ids, capacity, self.model.device)
+        finish_reason = None
+        try:
+            with torch.inference_mode():
+                decoder = _decoder_for(self.model, capacity)
+            for index in range(settings.max_new_tokens):
+                if self._cancelled.is_set():
+                    finish_reason = "cancelled"
+                    break
+                with torch.inference_mode():
+                    logits = decoder.prefill(self._prompt_ids) if index == 0 else decoder.step(token_ids[-1])
+                    token_id, probability, alternatives = chooser.choose(logits)
+                token_ids.append(token_id)
+                sequence_length += 1
+                ends_text = token_id in self._end_ids
+                text, stopped = ("", False) if ends_text else stop_strings.feed(detokenizer.push(token_id))
+                if ends_text:
+                    finish_reason = "eos"
+                elif stopped:
+                    finish_reason = "stop"
+                elif index + 1 == settings.max_new_tokens:
+                    finish_reason = "length"
+                elif self._context_length is not None and sequence_length >= self._context_length:
+                    finish_reason = "context"
+                if finish_reason in ("eos", "length", "context"):
+                    # The end: release what was held back, unless it completes a stop string.
+                    tail, stopped = stop_strings.feed(detokenizer.flush())
+                    text += tail if stopped else tail + stop_strings.flush()
+                    finish_reason = "stop" if stopped else finish_reason
+                pieces.append(text)
+                now = time.perf_counter() - start
+                if first_token_at is None:
+                    first_token_at = now
+                yield TokenEvent(index, token_id, text, probability,
+                                 [TokenAlternative(i, self._token_text(i), p) for i, p in alternatives], now)
+                if finish_reason is not None:
+                    break
+        except GeneratorExit:
+            finish_reason = "cancelled"   # the consumer stopped iterating: keep what was generated
+            raise
+        finally:
+            if finish_reason is not None:   # None only when an exception is on its way to the consumer
+                elapsed = time.perf_counter() - start
+                self.result = GenerationResult(
+                    prompt=self.prompt, text="".join(pieces), token_ids=token_ids, finish_reason=finish_reason,
+                    time_to_first_token=first_token_at if first_token_at is not None else elapsed,
+                    elapsed=elapsed)
+
+    def _token_text(self, token_id: int) -> str:
+        """A token's text on its own, for the alternatives list (decoded once per stream)."""
+        text = self._token_texts.get(token_id)
+        if text is None:
+            text = self._token_texts[token_id] = self.tokenizer.decode([token_id])
+        return text
+
+
+def generate_text(model, tokenizer, prompt: str, settings: GenerationSettings) -> GenerationResult:
+    """Generate without watching: drain a TokenStream and return its result."""
+    stream = TokenStream(model, tokenizer, prompt, settings)
+    for _ in stream:
+        pass
+    return stream.result
+
+
+def record_generation(store: RunStore, source: str, result: GenerationResult, settings: GenerationSettings) -> int:
+    """Write a finished, stopped or cancelled generation to the store's log; returns its id."""
+    return store.add_generation(
+        model=source, prompt=result.prompt, settings=settings.as_dict(), text=result.text,
+        token_count=len(result.token_ids), tokens_per_second=result.tokens_per_second,
+        finish_reason=result.finish_reason,
+    )
+
+
+# ---------------------------------------------------------------------------
+# The prompt and the model's limits
+
+
+def _context_length(model) -> int | None:
+    """How many positions the model can read, or None when it has no fixed limit."""
+    config = model.config
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _encode_prompt(tokenizer, prompt: str, context_length: int | None) -> list[int]:
+    """The prompt's token ids; an empty prompt starts from the start (or end-of-text) token."""
+    ids = list(tokenizer(prompt)["input_ids"]) if prompt else []
+    if not ids:
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        if start is None:
+            raise SettingsError("prompt", "this model's tokenizer has no start token to begin from; "
+                                          "write a prompt for it to continue")
+        ids = [start]
+    if context_length is not None and len(ids) > context_length:
+        raise SettingsError("prompt", f"the prompt is {len(ids)} tokens but this model reads at most "
+                                      f"{context_length}; shorten the prompt")
+    return ids
+
+
+def _end_of_text_ids(model, tokenizer) -> frozenset[int]:
+    """The token ids that end generation, as ``model.generate`` sees them."""
+    generation_config = getattr(model, "generation_config", None)
+    for value in (getattr(generation_config, "eos_token_id", None), model.config.eos_token_id,
+                  tokenizer.eos_token_id):
+        if value is not None:
+            return frozenset([value] if isinstance(value, int) else value)
+    return frozenset()
+
+
+# ---------------------------------------------------------------------------
+# Choosing a token
+
+
+def apply_repetition_penalty(logits: torch.Tensor, previous_ids: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Make tokens already in the text less likely, as Hugging Face does.
+
+    A seen token's logit is divided by the penalty when positive and
+    multiplied by it when negative, so a penalty above 1 always lowers it.
+    """
+    seen = logits.gather(0, previous_ids)
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    return logits.scatter(0, previous_ids, seen)
+
+
+def sampling_distribution(logits: torch.Tensor, temperature: float, top_k: int,
+                          top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens sampling may draw and their probabilities, for temperature > 0.
+
+    Temperature divides the logits; top-k keeps the k likeliest tokens; top-p
+    then keeps the fewest likeliest tokens whose probability adds up to at
+    least ``top_p``; the kept tokens' probabilities are renormalised (the
+    order Hugging Face applies them in). Returns ``(token_ids, probabilities)``.
+    """
+    scores = logits / temperature
+    vocab_size = scores.shape[0]
+    if 0 < top_k < vocab_size:
+        scores, token_ids = torch.topk(scores, top_k)
+    elif top_p < 1.0:
+        scores, token_ids = torch.sort(scores, descending=True)
+    else:
+        return torch.arange(vocab_size, device=scores.device), torch.softmax(scores, dim=0)
+    probabilities = torch.softmax(scores, dim=0)
+    if top_p < 1.0:
+        # Token i is kept when the likelier tokens before it hold less than top_p.
+        kept = min(int((probabilities.cumsum(0) < top_p).sum()) + 1, token_ids.shape[0])
+        scores, token_ids = scores[:kept], token_ids[:kept]
+        probabilities = torch.softmax(scores, dim=0)
+    return token_ids, probabilities
+
+
+class _TokenChooser:
+    """Picks each token from the logits and reports its probability and the likeliest alternatives.
+
+    Greedy (temperature 0) takes the arg-max of the penalised logits, exactly
+    as ``generate`` does, and reports probabilities under their softmax.
+    """
+
+    def __init__(self, settings: GenerationSettings, prompt_ids: Sequence[int], capacity: int,
+                 device: torch.device) -> None:
+        self._settings = settings
+        self._alternatives = settings.alternatives
+        self._greedy = settings.temperature == 0
+        self._generator = torch.Generator(device=device)
+        self._generator.manual_seed(settings.seed if settings.seed is not None else random.randrange(2**63))
+        self._penalised = settings.repetition_penalty != 1.0
+        # Every id in the text so far, for the repetition penalty.
+        self._history = torch.empty(capacity + 1, dtype=torch.long, device=device)
+        self._history[:len(prompt_ids)] = torch.tensor(prompt_ids, dtype=torch.long)
+        self._length = len(prompt_ids)
+
+    def choose(self, logits: torch.Tensor) -> tuple[int, float, list[tuple[int, float]]]:
+        """(token id, its probability, [(alternative id, probability), ...] likeliest first)."""
+        settings = self._settings
+        scores = logits.float()
+        if self._penalised:
+            scores = apply_repetition_penalty(scores, self._history[:self._length], settings.repetition_penalty)
+        if self._greedy:
+            token_id = int(scores.argmax())
+            probabilities = torch.softmax(scores, dim=0)
+            probability = float(probabilities[token_id])
+            token_ids = None
+        else:
+            token_ids, probabilities = sampling_distribution(
+                scores, settings.temperature, settings.top_k, settings.top_p)
+            drawn = int(torch.multinomial(probabilities, 1, generator=self._generator))
+            token_id = int(token_ids[drawn])
+            probability = float(probabilities[drawn])
+        self._history[self._length] = token_id
+        self._length += 1
+        return token_id, probability, self._likeliest(token_ids, probabilities)
+
+    def _likeliest(self, token_ids: torch.Tensor | None, probabilities: torch.Tensor) -> list[tuple[int, float]]:
+        count = min(self._alternatives, probabilities.shape[0])
+        if count == 0:
+            return []
+        top_probabilities, positions = torch.topk(probabilities, count)
+        ids = positions if token_ids is None else token_ids[positions]
+        return [(i, p) for i, p in zip(ids.tolist(), top_probabilities.tolist()) if p > 0]
+
+
+# ---------------------------------------------------------------------------
+# Turning tokens into text
+
+
+class _IncrementalText:
+    """Token ids in, text pieces out; the pieces join to ``tokenizer.decode`` of all the ids.
+
+    Each push decodes a short window: the tokens released last time (so a
+    leading space or a merge with them comes out as the full decode has it)
+    plus the new ones. A window ending in U+FFFD holds an incomplete UTF-8
+    character, so nothing is released until a later token completes it.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        self._decode = tokenizer.decode
+        self._ids: list[int] = []
+        self._window_start = 0      # context tokens, already released
+        self._released = 0          # tokens before this index are in the text already
+
+    def push(self, token_id: int) -> str:
+        """Add a token; return the text it completes (may be empty)."""
+        self._ids.append(token_id)
+        return self._release(final=False)
+
+    def flush(self) -> str:
+        """At the end: whatever is held back, an incomplete character included."""
+        return self._release(final=True)
+
+    def _release(self, final: bool) -> str:
+        if self._released == len(self._ids):
+            return ""
+        context = self._decode(self._ids[self._window_start:self._released])
+        text = self._decode(self._ids[self._window_start:])
+        if not final and (text.endswith("\ufffd") or len(text) <= len(context)):
+            return ""
+        self._window_start, self._released = self._released, len(self._ids)
+        return text[len(context):]
+
+
+class _StopStringFilter:
+    """Holds back text that could be the start of a stop string; spots a stop string across tokens."""
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self._stop = tuple(stop)
+        self._pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Add text; return (text safe to show, whether a stop string was reached)."""
+        if not self._stop:
+            return text, False
+        pending = self._pending + text
+        found = [index for index in (pending.find(s) for s in self._stop) if index >= 0]
+        if found:
+            self._pending = ""
+            return pending[:min(found)], True
+        held = max(self._partial_match(pending, s) for s in self._stop)
+        self._pending = pending[len(pending) - held:]
+        return pending[:len(pending) - held], False
+
+    def flush(self) -> str:
+        """At the end without a stop string: the held-back text is ordinary text."""
+        text, self._pending = self._pending, ""
+        return text
+
+    @staticmethod
+    def _partial_match(text: str, stop: str) -> int:
+        """Length of the longest end of ``text`` that begins ``stop``."""
+        for length in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:length]):
+                return length
+        return 0
+
+
+# ---------------------------------------------------------------------------
+# Running the model one token at a time
+
+
+def _decoder_for(model, capacity: int):
+    """The fastest exact way to run this model: the GPT-2 road where it applies, else the general one."""
+    if _GPT2Decoder.supports(model):
+        return _GPT2Decoder(model, capacity)
+    return _CachedForward(model)
+
+
+class _CachedForward:
+    """Any Hugging Face causal LM: the model's own forward and its own key/value cache."""
+
+    def __init__(self, model) -> None:
+        self._model = model
+        parameters = inspect.signature(model.forward).parameters
+        # transformers 5 renamed `past_key_values` to `cache`; accept either.
+        self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+        self._cache = None
+
+    def prefill(self, prompt_ids: list[int]) -> torch.Tensor:
+        """Run the whole prompt once; return the logits for the first new token."""
+        return self._forward(prompt_ids)
+
+    def step(self, token_id: int) -> torch.Tensor:
+        """Run one token against the cache; return the logits for the next."""
+        return self._forward([token_id])
+
+    def _forward(self, ids: list[int]) -> torch.Tensor:
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self._model.device)
+        cache = {} if self._cache is None else {self._cache_argument: self._cache}
+        output = self._model(input_ids=input_ids, use_cache=True, **cache, **self._last_logits_only)
+        self._cache = output.get(self._cache_argument)
+        return output.logits[0, -1]
+
+
+class _GPT2Decoder:
+    """GPT-2 on the CPU: ``GPT2LMHeadModel``'s arithmetic without its per-module overhead.
+
+    On a small model a step is a few dozen tiny matrix products, and the
+    Python around them (module calls, cache objects, masks, output classes)
+    costs as much as the arithmetic. Here each layer is the same sequence of
+    torch calls on the model's own weights — fused QKV from the Conv1D weight,
+    layer norms, ``scaled_dot_product_attention``, the model's activation —
+    with keys and values written into one preallocated buffer. The prompt
+    goes through the model's own forward. The logits are bit-for-bit those of
+    the model (the tests compare the tokens with ``generate``).
+    """
+
+    @staticmethod
+    def supports(model) -> bool:
+        """Only plain GPT-2 in eval mode with SDPA attention on the CPU, where exactness is tested."""
+        from transformers import GPT2LMHeadModel
+
+        config = model.config
+        return (type(model) is GPT2LMHeadModel and not model.training and model.device.type == "cpu"
+                and config._attn_implementation == "sdpa" and not config.add_cross_attention
+                and getattr(model, "hf_device_map", None) is None and not getattr(model, "is_quantized", False))
+
+    def __init__(self, model, capacity: int) -> None:
+        self._model = model
+        transformer = model.transformer
+        self._width = model.config.n_embd
+        self._heads = model.config.n_head
+        head_size = self._width // self._heads
+        parameters = next(model.parameters())
+        self._layers = [
+            (block.ln_1, block.attn, block.ln_2, block.mlp,
+             # keys and values of every position: [2, heads, capacity, head size]
+             torch.empty(2, self._heads, capacity, head_size, dtype=parameters.dtype, device=parameters.device))
+            for block in transformer.h
+        ]
+        self._token_embedding = transformer.wte.weight
+        self._position_embedding = transformer.wpe.weight
+        self._final_norm = transformer.ln_f
+        self._head = model.lm_head
+        self._position = 0
+
+    def prefill(self, prompt_ids: list[int]) -> torch.Tensor:
+        """Run the prompt through the model's forward, keep its keys and values."""
+        input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self._model.device)
+        output = self._model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+        length = len(prompt_ids)
+        for (*_, buffer), cached in zip(self._layers, output.cache.layers):
+            buffer[0, :, :length] = cached.keys[0]
+            buffer[1, :, :length] = cached.values[0]
+        self._position = length
+        return output.logits[0, -1]
+
+    def step(self, token_id: int) -> torch.Tensor:
+        """One token through every block; the logits for the next token."""
+        width, heads, position = self._width, self._heads, self._position
+        seen = position + 1
+        hidden = (self._token_embedding[token_id] + self._position_embedding[position]).view(1, width)
+        for ln_1, attention, ln_2, mlp, buffer in self._layers:
+            x = F.layer_norm(hidden, (width,), ln_1.weight, ln_1.bias, ln_1.eps)
+            qkv = torch.addmm(attention.c_attn.bias, x, attention.c_attn.weight).view(3, heads, 1, -1)
+            buffer[:, :, position:seen] = qkv[1:]
+            attended = F.scaled_dot_product_attention(
+                qkv[0:1], buffer[0:1, :, :seen], buffer[1:2, :, :seen], scale=attention.scaling)
+            hidden = torch.addmm(attention.c_proj.bias, attended.reshape(1, width), attention.c_proj.weight) + hidden
+            x = F.layer_norm(hidden, (width,), ln_2.weight, ln_2.bias, ln_2.eps)
+            x = mlp.act(torch.addmm(mlp.c_fc.bias, x, mlp.c_fc.weight))
+            hidden = torch.addmm(mlp.c_proj.bias, x, mlp.c_proj.weight) + hidden
+        self._position = seen
+        hidden = F.layer_norm(hidden, (width,), self._final_norm.weight, self._final_norm.bias, self._final_norm.eps)
+        return F.linear(hidden, self._head.weight, self._head.bias)[0]
