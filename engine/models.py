@@ -368,8 +368,12 @@ def _check_model_directory(source: ModelSource, directory: Path) -> None:
 
 
 def _hub_options() -> dict:
-    """``from_pretrained`` options that read HF_HOME and HF_HUB_OFFLINE now, not at import time."""
-    return {"cache_dir": str(_hub_cache_dir()), "local_files_only": _hub_offline(), "trust_remote_code": False}
+    """``from_pretrained`` options that read HF_HOME and HF_HUB_OFFLINE now, not at import time.
+
+    huggingface_hub reads both once, when it is imported; a user (or a test)
+    who sets them later is still obeyed because every call passes them.
+    """
+    return {"cache_dir": str(_hub_cache_dir()), "local_files_only": _hub_offline()}
 
 
 def _hub_cache_dir() -> Path:
@@ -399,17 +403,22 @@ def _how_to_get(hub_id: str) -> str:
 
 
 def _load_tokenizer(source: ModelSource, location: str) -> PreTrainedTokenizerBase:
-    options = _hub_options() if source.kind == "hub" else {"trust_remote_code": False}
+    options = _hub_options() if source.kind == "hub" else {}
     try:
-        return AutoTokenizer.from_pretrained(location, **options)
+        return AutoTokenizer.from_pretrained(location, trust_remote_code=False, **options)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise _loading_failed(source, location, "tokenizer", exc) from exc
 
 
 def _load_weights(source: ModelSource, location: str) -> PreTrainedModel:
-    options = _hub_options() if source.kind == "hub" else {"trust_remote_code": False}
+    options = {}
+    if source.kind == "hub":
+        # transformers looks for a LoRA adapter config without the hub options unless given them twice.
+        options = {**_hub_options(), "adapter_kwargs": _hub_options()}
     try:
-        return AutoModelForCausalLM.from_pretrained(location, use_safetensors=True, dtype=torch.float32, **options)
+        return AutoModelForCausalLM.from_pretrained(
+            location, use_safetensors=True, trust_remote_code=False, dtype=torch.float32, **options
+        )
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
         raise _loading_failed(source, location, "weights", exc) from exc
 
