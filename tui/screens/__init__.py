@@ -1,0 +1,1 @@
+"""One module per screen of the workbench, plus the modal dialogs they open."""

@@ -1,0 +1,1 @@
+"""Widgets reused across screens: the loss chart, the token stream and the settings form."""

@@ -1,0 +1,276 @@
+"""The workbench app: one Textual app with a screen per task.
+
+The app owns what the screens share: the chosen dataset and model, the models
+already loaded, the run store, and the training job (so quitting can stop it
+cleanly). It paints its first frame before torch and transformers are
+imported; a thread worker imports them afterwards and the nav bar says
+"loading torch…" until they are ready.
+
+Threads follow one rule: only this (the UI) thread touches widgets. Engine
+calls run in thread workers that post messages back; one handler here shows
+any error a worker raises, in words, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections import OrderedDict
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.reactive import reactive
+from textual.worker import Worker, WorkerState
+
+from engine.errors import WorkbenchError
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.datasets import DatasetsScreen
+from tui.screens.generate import GenerateScreen
+from tui.screens.help import HelpScreen
+from tui.screens.models import ModelsScreen
+from tui.screens.runs import RunsScreen
+from tui.screens.train import TrainScreen
+
+if TYPE_CHECKING:
+    from engine.models import LoadedModel
+    from engine.store import RunStore
+    from engine.training import TrainingJob
+
+# Statuses after which a training job's thread has ended.
+FINISHED_STATUSES = ("completed", "stopped", "failed", "interrupted")
+
+
+class ScreenActions(Provider):
+    """Command palette entries for everything the current screen and the app can do.
+
+    Built from the active key bindings, so every action with a key is also a
+    command, and an action the screen cannot do right now is not offered.
+    """
+
+    def _commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
+        commands: dict[str, tuple[str, str, Callable[[], Any]]] = {}
+        for key, active in self.screen.active_bindings.items():
+            binding = active.binding
+            if not binding.description or not active.enabled or binding.action in commands:
+                continue
+            help_text = f"{binding.tooltip or binding.description}  (key: {self.app.get_key_display(binding)})"
+            callback = partial(self.app.run_action, binding.action, active.node)
+            commands[binding.action] = (binding.description, help_text, callback)
+        return list(commands.values())
+
+    async def discover(self) -> Hits:
+        for title, help_text, callback in self._commands():
+            yield DiscoveryHit(title, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help_text, callback in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), callback, help=help_text)
+
+
+class ModelCache:
+    """Models already loaded, by source, so screens share them and nothing loads twice.
+
+    Used from worker threads only. It keeps the few most recent models (A/B
+    generation needs two at once) and lets older ones be freed.
+    """
+
+    KEEP = 3
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: OrderedDict[tuple[str, str | None], LoadedModel] = OrderedDict()
+
+    def get(self, source: str, dataset: str | None, store: RunStore,
+            progress: Callable[[str], None] | None = None) -> LoadedModel:
+        """The loaded model for ``source`` (a scratch preset's tokenizer is trained on ``dataset``)."""
+        from engine.datasets import open_dataset
+        from engine.models import ModelSource, load_model
+
+        parsed = ModelSource.parse(source)
+        key = (str(parsed), dataset if parsed.kind == "scratch" else None)
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            opened = open_dataset(dataset) if parsed.kind == "scratch" and dataset else None
+            loaded = load_model(parsed, dataset=opened, store=store, progress=progress)
+            self._models[key] = loaded
+            while len(self._models) > self.KEEP:
+                self._models.popitem(last=False)
+            return loaded
+
+
+class WorkbenchApp(App):
+    """lm-workbench: datasets, models, generation, training and runs in one terminal app."""
+
+    TITLE = "lm-workbench"
+    CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {ScreenActions}
+
+    # (mode, key, title) in the order the nav bar shows them.
+    SCREEN_ORDER = (
+        ("datasets", "1", "Datasets"),
+        ("models", "2", "Models"),
+        ("generate", "3", "Generate"),
+        ("train", "4", "Train"),
+        ("runs", "5", "Runs"),
+    )
+    MODES = {
+        "datasets": DatasetsScreen,
+        "models": ModelsScreen,
+        "generate": GenerateScreen,
+        "train": TrainScreen,
+        "runs": RunsScreen,
+    }
+    DEFAULT_MODE = "datasets"
+
+    BINDINGS = [
+        *(
+            Binding(key, f"switch_mode('{mode}')", title, show=False, id=f"screen.{mode}",
+                    tooltip=f"Go to the {title} screen")
+            for mode, key, title in SCREEN_ORDER
+        ),
+        Binding("question_mark,f1", "help", "Help", id="app.help", tooltip="Keys and what each screen does"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True,
+                tooltip="Quit (asks first if a training run is in progress)"),
+    ]
+
+    engine_status: reactive[str] = reactive("loading torch…")
+    """What the nav bar says about the engine: loading, or the device once ready."""
+    engine_loaded: reactive[bool] = reactive(False)
+    dataset: reactive[str] = reactive("fables")
+    """The chosen dataset: a bundled name or a path."""
+    model: reactive[str] = reactive("scratch:nano")
+    """The chosen model source, as ModelSource text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.models = ModelCache()
+        self.training: TrainingJob | None = None
+        self.pending_resume: tuple[str, str, dict] | None = None
+        """(run id, name, config) of a run the Runs screen asked the Train screen to resume."""
+        self._store: RunStore | None = None
+        self._store_lock = threading.Lock()
+        self._engine_ready = threading.Event()
+        self._engine_error: BaseException | None = None
+
+    @property
+    def store(self) -> RunStore:
+        """The run store, opened on first use (from a worker: opening runs migrations)."""
+        with self._store_lock:
+            if self._store is None:
+                from engine.store import RunStore
+
+                self._store = RunStore()
+            return self._store
+
+    def on_mount(self) -> None:
+        self._load_engine()
+        self._mark_interrupted_runs()
+
+    @work(thread=True, group="engine", exit_on_error=False)
+    def _load_engine(self) -> None:
+        """Import torch and transformers after the first frame."""
+        try:
+            import engine.generation  # noqa: F401  (imported here so the first frame is fast)
+            import engine.training  # noqa: F401
+            from engine.models import pick_device, quiet_transformers
+
+            quiet_transformers()
+            device = str(pick_device())
+        except BaseException as exc:
+            self._engine_error = exc
+            self.call_from_thread(setattr, self, "engine_status", "torch failed to load")
+            raise
+        finally:
+            self._engine_ready.set()
+        self.call_from_thread(self._engine_is_ready, device)
+
+    def _engine_is_ready(self, device: str) -> None:
+        self.engine_status = f"torch ready · {device}"
+        self.engine_loaded = True
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def _mark_interrupted_runs(self) -> None:
+        """Runs left 'running' by a process that died are marked 'interrupted'."""
+        self.store.mark_interrupted_runs()
+
+    def wait_for_engine(self) -> None:
+        """Block a worker thread until torch and the engine modules are imported."""
+        self._engine_ready.wait()
+        if self._engine_error is not None:
+            raise WorkbenchError(
+                f"torch and transformers could not be loaded ({self._engine_error}); "
+                "check the installation with `make test` or reinstall with `make run`."
+            )
+
+    def load_model(self, source: str, progress: Callable[[str], None] | None = None) -> LoadedModel:
+        """Load (or reuse) a model from a worker thread; scratch presets use the chosen dataset."""
+        self.wait_for_engine()
+        return self.models.get(source, self.dataset, self.store, progress)
+
+    # -- errors -----------------------------------------------------------------
+
+    @on(Worker.StateChanged)
+    def _report_worker_error(self, event: Worker.StateChanged) -> None:
+        """The one place a failed worker is reported (screens may show theirs in place first)."""
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self.show_error(event.worker.error)
+
+    def show_error(self, error: BaseException) -> None:
+        """Tell the user what went wrong: a WorkbenchError's message, or a short bug notice."""
+        if isinstance(error, WorkbenchError):
+            self.notify(str(error), severity="error", timeout=10)
+            return
+        self.log.error("".join(traceback.format_exception(error)))
+        self.notify(f"{type(error).__name__}: {error}\n(This is a bug in lm-workbench.)",
+                    title="Internal error", severity="error", timeout=15)
+
+    # -- actions ----------------------------------------------------------------
+
+    def action_help(self) -> None:
+        """Show the keys of this screen and of the app."""
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    def training_in_progress(self) -> bool:
+        """True while the app's training job is running or paused."""
+        return self.training is not None and self.training.progress.status not in FINISHED_STATUSES
+
+    async def action_quit(self) -> None:
+        """Quit; with a run in progress, ask, then stop it cleanly (checkpoint, status stopped)."""
+        if not self.training_in_progress():
+            self.exit()
+            return
+
+        def confirmed(stop: bool | None) -> None:
+            if stop:
+                self.notify("Stopping the run: saving a checkpoint…", timeout=30)
+                self._stop_training_and_exit()
+
+        self.push_screen(
+            ConfirmScreen("A training run is in progress.",
+                          "Stop it (a checkpoint is saved, status 'stopped') and quit?",
+                          yes="Stop and quit", no="Keep training"),
+            confirmed,
+        )
+
+    @work(thread=True, group="quit", exit_on_error=False)
+    def _stop_training_and_exit(self) -> None:
+        job = self.training
+        if job is not None:
+            job.stop()
+            job.join()
+        self.call_from_thread(self.exit)
+
+
+def run_app() -> None:
+    """Start the workbench in this terminal (what `lmwb` with no arguments does)."""
+    WorkbenchApp().run()

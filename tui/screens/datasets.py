@@ -1,0 +1,362 @@
+"""Datasets: pick or open text to train on, see its size, its tokens and what it says.
+
+The list holds the bundled sample texts and the datasets earlier runs used; an
+input opens any file or folder and says what is wrong with it as you type.
+The highlighted dataset is the app's chosen dataset (the Train screen and the
+scratch tokenizers use it). Token counts and the tokenizer view use the chosen
+model's tokenizer, loaded in a worker once torch is ready.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.timer import Timer
+from textual.widgets import Input, Label, OptionList, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets.option_list import Option
+from textual.worker import Worker, WorkerState
+
+from tui.screens.base import WorkbenchScreen
+from tui.widgets.formatting import human_bytes, human_count
+from tui.widgets.token_stream import ShownToken, TokenStreamView
+
+if TYPE_CHECKING:
+    from engine.datasets import Dataset, DatasetStats
+
+# Typing pauses this long before the path is checked, so each keystroke stays instant.
+PATH_CHECK_DELAY = 0.25
+PREVIEW_LINES = 40
+
+
+def tokens_of(tokenizer: Any, text: str) -> list[ShownToken]:
+    """Split ``text`` with ``tokenizer`` into tokens as displayed (id and decoded piece)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [ShownToken(tokenizer.decode([token_id]), token_id) for token_id in ids]
+
+
+class DatasetsScreen(WorkbenchScreen):
+    """Datasets and the tokenizer view."""
+
+    MODE = "datasets"
+    TITLE = "Datasets"
+    HELP = ("Pick a bundled or recent dataset from the list, or type a path to a .txt/.md/.jsonl/.csv "
+            "file or a folder. The highlighted dataset is the one Train uses. 'c' counts its tokens "
+            "with the chosen model's tokenizer; the Tokenizer tab shows any text split into tokens. "
+            "In the preview, Enter sends a line to the tokenizer.")
+    CSS_PATH = "datasets.tcss"
+
+    BINDINGS = [
+        Binding("o", "open_path", "Open path", id="datasets.open", tooltip="Type a file or folder to open"),
+        Binding("c", "count_tokens", "Count tokens", id="datasets.count_tokens",
+                tooltip="Count the dataset's tokens with the chosen model's tokenizer"),
+        Binding("t", "show_tab('tokenizer')", "Tokenizer", id="datasets.tokenizer",
+                tooltip="Show text split into tokens"),
+        Binding("v", "show_tab('overview')", "Overview", id="datasets.overview",
+                tooltip="Show the dataset's stats and preview"),
+        Binding("escape", "focus_list", "Back to list", show=False, id="datasets.focus_list"),
+    ]
+
+    class Listed(Message):
+        """The datasets to offer: (value, label, kind) for bundled ones, then recent ones."""
+
+        def __init__(self, entries: list[tuple[str, str, str]]) -> None:
+            super().__init__()
+            self.entries = entries
+
+    class Opened(Message):
+        """A dataset was read: its stats and its first lines."""
+
+        def __init__(self, value: str, dataset: "Dataset", stats: "DatasetStats", preview: str) -> None:
+            super().__init__()
+            self.value, self.dataset, self.stats, self.preview = value, dataset, stats, preview
+
+    class PathChecked(Message):
+        """The typed path was checked: ``problem`` is '' when it opens fine."""
+
+        def __init__(self, text: str, problem: str, summary: str) -> None:
+            super().__init__()
+            self.text, self.problem, self.summary = text, problem, summary
+
+    class CountProgress(Message):
+        def __init__(self, done: int, total: int) -> None:
+            super().__init__()
+            self.done, self.total = done, total
+
+    class Counted(Message):
+        def __init__(self, value: str, model: str, tokens: int) -> None:
+            super().__init__()
+            self.value, self.model, self.tokens = value, model, tokens
+
+    class Tokenized(Message):
+        def __init__(self, text: str, model: str, tokens: list[ShownToken]) -> None:
+            super().__init__()
+            self.text, self.model, self.tokens = text, model, tokens
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._path_timer: Timer | None = None
+        self._opened: dict[str, str] = {}  # paths opened in this session: value -> label
+        self._token_counts: dict[tuple[str, str], int] = {}
+        self._stats: tuple[str, "DatasetStats", "Dataset"] | None = None
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="datasets-body"):
+            with Vertical(id="datasets-left"):
+                yield Input(placeholder="open a file or folder…", id="path-input")
+                yield Static("", id="path-status")
+                yield OptionList(id="dataset-list")
+            with TabbedContent(id="datasets-tabs", initial="overview"):
+                with TabPane("Overview", id="overview"):
+                    yield Static("", id="dataset-stats")
+                    with Horizontal(id="token-row"):
+                        yield Static("", id="token-count")
+                        yield ProgressBar(id="token-progress", show_eta=False)
+                    yield Label("Preview · Enter on a line shows its tokens", id="preview-label")
+                    yield OptionList(id="preview")
+                with TabPane("Tokenizer", id="tokenizer"):
+                    yield Input(placeholder="type text to see its tokens…", id="tokenize-input")
+                    yield Static("", id="tokenize-summary")
+                    yield TokenStreamView(placeholder="tokens appear here", show_ids=True, id="tokenize-view")
+
+    def on_mount(self) -> None:
+        self.query_one("#token-progress").display = False
+        self.query_one("#tokenize-view", TokenStreamView).colouring = "alternate"
+        self.query_one("#dataset-list").focus()
+        self._list_datasets()
+        self.watch(self.workbench, "model", self._model_changed, init=False)
+
+    # -- the list ---------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="list", exit_on_error=False)
+    def _list_datasets(self) -> None:
+        from engine.datasets import bundled_datasets
+
+        entries = [(dataset.name, dataset.name, "bundled") for dataset in bundled_datasets()]
+        known = {value for value, _, _ in entries}
+        for run in self.workbench.store.list_runs():
+            if run.dataset and run.dataset not in known:
+                known.add(run.dataset)
+                entries.append((run.dataset, run.dataset, "recent"))
+        self.post_message(self.Listed(entries))
+
+    @on(Listed)
+    def _show_list(self, message: Listed) -> None:
+        options = self.query_one("#dataset-list", OptionList)
+        entries = message.entries + [(value, label, "opened") for value, label in self._opened.items()
+                                     if value not in {v for v, _, _ in message.entries}]
+        highlighted = self.workbench.dataset
+        options.clear_options()
+        for value, label, kind in entries:
+            prompt = Text(no_wrap=True, overflow="ellipsis")
+            prompt.append(label)
+            prompt.append(f"  {kind}", style="dim")
+            options.add_option(Option(prompt, id=value))
+        values = [value for value, _, _ in entries]
+        if highlighted not in values and values:
+            highlighted = values[0]
+        if highlighted in values:
+            options.highlighted = values.index(highlighted)
+
+    @on(OptionList.OptionHighlighted, "#dataset-list")
+    def _dataset_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        value = event.option.id or ""
+        self.workbench.dataset = value
+        self._open_dataset(value)
+
+    @work(thread=True, exclusive=True, group="open", exit_on_error=False)
+    def _open_dataset(self, value: str) -> None:
+        from engine.datasets import open_dataset
+
+        dataset = open_dataset(value)
+        self.post_message(self.Opened(value, dataset, dataset.stats(), dataset.preview(PREVIEW_LINES)))
+
+    @on(Opened)
+    def _show_dataset(self, message: Opened) -> None:
+        if message.value != self.workbench.dataset:
+            return
+        self._stats = (message.value, message.stats, message.dataset)
+        self._show_stats()
+        preview = self.query_one("#preview", OptionList)
+        preview.clear_options()
+        for line in message.preview.splitlines():
+            if line.strip():
+                preview.add_option(Option(Text(line, no_wrap=True, overflow="ellipsis")))
+
+    def _show_stats(self) -> None:
+        if self._stats is None:
+            return
+        value, stats, dataset = self._stats
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("dataset", dataset.name)
+        table.add_row("path", str(dataset.path))
+        table.add_row("files", f"{stats.files:,}")
+        table.add_row("size", human_bytes(stats.bytes))
+        table.add_row("documents", f"{stats.documents:,}")
+        table.add_row("characters", human_count(stats.characters))
+        self.query_one("#dataset-stats", Static).update(table)
+        tokens = self._token_counts.get((value, self.workbench.model))
+        self.query_one("#token-count", Static).update(
+            f"tokens  {tokens:,} ({self.workbench.model} tokenizer)" if tokens is not None
+            else f"tokens  press c to count with {self.workbench.model}'s tokenizer"
+        )
+
+    # -- opening a path, checked as you type ------------------------------------
+
+    @on(Input.Changed, "#path-input")
+    def _path_typed(self, event: Input.Changed) -> None:
+        if self._path_timer is not None:
+            self._path_timer.stop()
+        status = self.query_one("#path-status", Static)
+        if not event.value.strip():
+            status.update("")
+            status.remove_class("-error")
+            return
+        status.update(Text("checking…", style="dim"))
+        self._path_timer = self.set_timer(PATH_CHECK_DELAY, lambda: self._check_path(event.value.strip()))
+
+    @work(thread=True, exclusive=True, group="check-path", exit_on_error=False)
+    def _check_path(self, text: str) -> None:
+        from engine.datasets import open_dataset
+        from engine.errors import DatasetError
+
+        try:
+            dataset = open_dataset(text)
+        except DatasetError as exc:
+            self.post_message(self.PathChecked(text, str(exc), ""))
+            return
+        files = len(dataset.files)
+        summary = f"✓ {dataset.name}: {files} file{'s' if files != 1 else ''} · Enter opens it"
+        self.post_message(self.PathChecked(text, "", summary))
+
+    @on(PathChecked)
+    def _show_path_check(self, message: PathChecked) -> None:
+        if message.text != self.query_one("#path-input", Input).value.strip():
+            return
+        status = self.query_one("#path-status", Static)
+        status.update(message.problem or message.summary)
+        status.set_class(bool(message.problem), "-error")
+
+    @on(Input.Submitted, "#path-input")
+    def _path_submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text or self.query_one("#path-status").has_class("-error"):
+            return
+        self._opened[text] = text
+        self.workbench.dataset = text
+        event.input.value = ""
+        self.query_one("#dataset-list").focus()
+        self._list_datasets()
+
+    # -- token counting ---------------------------------------------------------
+
+    def action_count_tokens(self) -> None:
+        if self._stats is None:
+            self.notify("Pick a dataset first.", severity="warning")
+            return
+        self.query_one("#token-count", Static).update(f"tokens  counting with {self.workbench.model}…")
+        bar = self.query_one("#token-progress", ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.display = True
+        self._count_tokens(self._stats[0], self.workbench.model)
+
+    @work(thread=True, exclusive=True, group="count", exit_on_error=False)
+    def _count_tokens(self, value: str, model: str) -> None:
+        from engine.datasets import count_tokens, open_dataset
+
+        loaded = self.workbench.load_model(model)
+        tokens = count_tokens(open_dataset(value), loaded.tokenizer,
+                              progress=lambda done, total: self.post_message(self.CountProgress(done, total)))
+        self.post_message(self.Counted(value, model, tokens))
+
+    @on(CountProgress)
+    def _show_count_progress(self, message: CountProgress) -> None:
+        self.query_one("#token-progress", ProgressBar).update(total=message.total, progress=message.done)
+
+    @on(Counted)
+    def _show_count(self, message: Counted) -> None:
+        self._token_counts[(message.value, message.model)] = message.tokens
+        self.query_one("#token-progress").display = False
+        self._show_stats()
+
+    # -- the tokenizer view -----------------------------------------------------
+
+    @on(Input.Changed, "#tokenize-input")
+    def _text_typed(self, event: Input.Changed) -> None:
+        self._tokenize(event.value, self.workbench.model)
+
+    @on(OptionList.OptionSelected, "#preview")
+    def _preview_line_chosen(self, event: OptionList.OptionSelected) -> None:
+        line = str(event.option.prompt.plain if isinstance(event.option.prompt, Text) else event.option.prompt)
+        self.action_show_tab("tokenizer")
+        self.query_one("#tokenize-input", Input).value = line
+
+    @work(thread=True, exclusive=True, group="tokenize", exit_on_error=False)
+    def _tokenize(self, text: str, model: str) -> None:
+        if not text:
+            self.post_message(self.Tokenized(text, model, []))
+            return
+        if not self.workbench.engine_loaded:
+            self.app.call_from_thread(self.query_one("#tokenize-summary", Static).update, "loading torch…")
+        tokenizer = self.workbench.load_model(model).tokenizer
+        self.post_message(self.Tokenized(text, model, tokens_of(tokenizer, text)))
+
+    @on(Tokenized)
+    def _show_tokens(self, message: Tokenized) -> None:
+        if message.text != self.query_one("#tokenize-input", Input).value:
+            return  # an older text's answer, arriving after a newer keystroke
+        self.query_one("#tokenize-view", TokenStreamView).set_tokens(message.tokens)
+        count = len(message.tokens)
+        self.query_one("#tokenize-summary", Static).update(
+            f"{count} token{'s' if count != 1 else ''} · {message.model} tokenizer" if count else "")
+
+    def _model_changed(self, model: str) -> None:
+        self._show_stats()
+        text = self.query_one("#tokenize-input", Input).value
+        if text:
+            self._tokenize(text, model)
+
+    # -- errors and keys --------------------------------------------------------
+
+    @on(Worker.StateChanged)
+    def _show_error_in_place(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        group = event.worker.group
+        if group == "open":
+            self.query_one("#dataset-stats", Static).update(Text(str(event.worker.error), style="bold red"))
+        elif group == "count":
+            self.query_one("#token-progress").display = False
+            self.query_one("#token-count", Static).update(Text(str(event.worker.error), style="bold red"))
+        elif group == "tokenize":
+            self.query_one("#tokenize-summary", Static).update(Text(str(event.worker.error), style="bold red"))
+        else:
+            return
+        from engine.errors import WorkbenchError
+
+        if isinstance(event.worker.error, WorkbenchError):
+            event.stop()  # shown in place; the app's handler reports only bugs
+
+    def action_open_path(self) -> None:
+        self.query_one("#path-input").focus()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one("#datasets-tabs", TabbedContent).active = tab
+        if tab == "tokenizer":
+            self.query_one("#tokenize-input").focus()
+
+    def action_focus_list(self) -> None:
+        self.query_one("#dataset-list").focus()
+
+    @on(OptionList.OptionSelected, "#dataset-list")
+    def _train_on_it(self) -> None:
+        """Enter on a dataset: it is already chosen, so go and train on it."""
+        self.app.switch_mode("train")

@@ -1,0 +1,183 @@
+"""One run in full: its curve, configuration, samples and checkpoints, live while it runs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.widgets import DataTable, Static, TabbedContent, TabPane
+
+from tui.screens.run_actions import ACTIVE_STATUSES, RunActionsScreen
+from tui.widgets.formatting import human_count, loss_text
+from tui.widgets.loss_chart import LossChart
+
+if TYPE_CHECKING:
+    from engine.store import Run
+
+POLL_INTERVAL = 0.5
+
+
+class RunDetailScreen(RunActionsScreen):
+    """The detail of one run, opened from Runs (or Train); Escape goes back."""
+
+    MODE = "runs"
+    TITLE = "Run detail"
+    HELP = ("One run: its loss curve, its full configuration, the samples it wrote and its "
+            "checkpoints. In the Checkpoints tab, g generates with the highlighted checkpoint "
+            "(elsewhere, the latest). r resumes the run, e exports it, x deletes it. Escape goes back.")
+    CSS_PATH = "run_detail.tcss"
+
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="run.back", tooltip="Back to the runs"),
+        Binding("c", "show_tab('curve')", "Curve", id="run.curve"),
+        Binding("o", "show_tab('config')", "Config", id="run.config", tooltip="The run's configuration"),
+        Binding("a", "show_tab('samples')", "Samples", id="run.samples"),
+        Binding("k", "show_tab('checkpoints')", "Checkpoints", id="run.checkpoints"),
+        Binding("g", "generate", "Generate", id="run.generate", tooltip="Generate with a checkpoint of this run"),
+        Binding("r", "resume", "Resume", id="run.resume", tooltip="Resume this run on the Train screen"),
+        Binding("e", "export", "Export", id="run.export", tooltip="Write the run as JSON and CSV here"),
+        Binding("x", "delete", "Delete", id="run.delete", tooltip="Delete this run (asks first)"),
+    ]
+
+    class Polled(Message):
+        def __init__(self, run: "Run", after: int, metrics: list[dict], samples: list[dict],
+                     checkpoints: list[dict]) -> None:
+            super().__init__()
+            self.run, self.after, self.metrics, self.samples, self.checkpoints = (
+                run, after, metrics, samples, checkpoints)
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.run: Run | None = None
+        self._after = -1
+        self._checkpoints: list[dict] = []
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("loading…", id="run-summary")
+        with TabbedContent(id="run-tabs", initial="curve"):
+            with TabPane("Curve", id="curve"):
+                yield LossChart(id="run-chart")
+            with TabPane("Config", id="config"):
+                yield VerticalScroll(Static("", id="run-config"))
+            with TabPane("Samples", id="samples"):
+                yield VerticalScroll(Static("", id="run-samples"))
+            with TabPane("Checkpoints", id="checkpoints"):
+                yield DataTable(id="run-checkpoints", cursor_type="row")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#run-checkpoints", DataTable)
+        for key, label in (("step", "step"), ("val_loss", "val loss"), ("created_at", "saved"), ("path", "path")):
+            table.add_column(label, key=key)
+        self.set_interval(POLL_INTERVAL, self._tick)
+        self._tick()
+
+    def _tick(self) -> None:
+        if self.run is None or self.run.status in ACTIVE_STATUSES:
+            self._poll(self._after)
+
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
+    def _poll(self, after: int) -> None:
+        store = self.workbench.store
+        run = store.get_run(self.run_id)
+        self.post_message(self.Polled(run, after, store.metrics(run.id, after_step=after),
+                                      store.samples(run.id), store.checkpoints(run.id)))
+
+    @on(Polled)
+    def _show(self, message: Polled) -> None:
+        if message.after != self._after:
+            return
+        self.run = message.run
+        self._show_summary(message.run)
+        self.query_one("#run-chart", LossChart).add_metrics(message.run.id, message.metrics, label=message.run.name)
+        if message.metrics:
+            self._after = message.metrics[-1]["step"]
+        self._show_config(message.run)
+        self._show_samples(message.samples)
+        self._show_checkpoints(message.checkpoints)
+
+    def _show_summary(self, run: "Run") -> None:
+        summary = Text()
+        summary.append(f"{run.name} ", style="bold")
+        summary.append(f"{run.id} · {run.status}\n", style="dim")
+        summary.append(f"{run.model} on {run.dataset} · step {run.steps:,} · {human_count(run.tokens)} tokens"
+                       f" · best val {loss_text(run.best_val_loss)} · created {run.created_at[:16].replace('T', ' ')}")
+        if run.finished_at:
+            summary.append(f" · finished {run.finished_at[:16].replace('T', ' ')}")
+        if run.error:
+            summary.append(f"\n{run.error}", style="bold red")
+        self.query_one("#run-summary", Static).update(summary)
+
+    def _show_config(self, run: "Run") -> None:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+        for key, value in run.config.items():
+            table.add_row(key, repr(value) if isinstance(value, str) else str(value))
+        self.query_one("#run-config", Static).update(table)
+
+    def _show_samples(self, samples: list[dict]) -> None:
+        text = Text()
+        for sample in reversed(samples):
+            text.append(f"step {sample['step']}\n", style="bold")
+            text.append(sample["prompt"], style="dim")
+            text.append(sample["text"] + "\n\n")
+        self.query_one("#run-samples", Static).update(text if samples else Text("no samples yet", style="dim"))
+
+    def _show_checkpoints(self, checkpoints: list[dict]) -> None:
+        if checkpoints == self._checkpoints:
+            return
+        self._checkpoints = checkpoints
+        table = self.query_one("#run-checkpoints", DataTable)
+        table.clear()
+        for checkpoint in checkpoints:
+            table.add_row(str(checkpoint["step"]), loss_text(checkpoint.get("val_loss")),
+                          str(checkpoint.get("created_at", ""))[:16].replace("T", " "), str(checkpoint["path"]),
+                          key=str(checkpoint["step"]))
+
+    # -- actions ----------------------------------------------------------------
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one("#run-tabs", TabbedContent).active = tab
+        if tab == "checkpoints":
+            self.query_one("#run-checkpoints").focus()
+
+    def action_generate(self) -> None:
+        if self.run is None:
+            return
+        if not self._checkpoints:
+            self.notify(f"{self.run.name} has no checkpoint yet.", severity="warning")
+            return
+        step = None
+        if self.query_one("#run-tabs", TabbedContent).active == "checkpoints":
+            table = self.query_one("#run-checkpoints", DataTable)
+            if table.cursor_row is not None and table.cursor_row < len(self._checkpoints):
+                step = self._checkpoints[table.cursor_row]["step"]
+        self.dismiss()
+        self.generate_with(self.run, step)
+
+    def action_resume(self) -> None:
+        if self.run is not None:
+            run = self.run
+            self.dismiss()
+            self.resume_run(run)
+
+    def action_export(self) -> None:
+        if self.run is not None:
+            self.export_run(self.run)
+
+    def action_delete(self) -> None:
+        if self.run is not None:
+            self.delete_run(self.run)
+
+    def after_delete(self, run_id: str) -> None:
+        self.dismiss()

@@ -1,0 +1,272 @@
+"""Runs: every run in the store, live, with its curve; overlay several to compare.
+
+The list is read again a few times a second by a worker, so runs started by
+``lmwb train`` in another terminal appear and move here as they go. Only
+changed cells are redrawn. The chart below shows the marked runs overlaid, or
+the highlighted run when none is marked; its metrics are fetched
+incrementally (``after_step``) like the Train screen's.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import DataTable, Input, Static
+
+from tui.screens.run_actions import RunActionsScreen
+from tui.screens.run_detail import RunDetailScreen
+from tui.widgets.formatting import loss_text
+from tui.widgets.loss_chart import LossChart
+
+if TYPE_CHECKING:
+    from engine.store import Run
+
+POLL_INTERVAL = 0.4
+COLUMNS = (("mark", ""), ("status", "status"), ("name", "name"), ("model", "model"), ("dataset", "dataset"),
+           ("steps", "steps"), ("best_val_loss", "best val"), ("created_at", "created"))
+SORTS = (("created_at", "created"), ("name", "name"), ("status", "status"), ("steps", "steps"),
+         ("best_val_loss", "best val"))
+STATUS_STYLES = {"running": "bold green", "paused": "bold yellow", "completed": "", "stopped": "yellow",
+                 "failed": "bold red", "interrupted": "red"}
+
+
+def run_cells(run: "Run", marked: bool) -> list[Text | str]:
+    """The table cells of one run, in COLUMNS order."""
+    return [
+        Text("●", style="bold") if marked else "",
+        Text(run.status, style=STATUS_STYLES.get(run.status, "")),
+        run.name,
+        run.model,
+        run.dataset,
+        f"{run.steps:,}",
+        loss_text(run.best_val_loss),
+        run.created_at[:16].replace("T", " "),
+    ]
+
+
+class RunsScreen(RunActionsScreen):
+    """The runs table, its filters, and the curves of the marked runs."""
+
+    MODE = "runs"
+    TITLE = "Runs"
+    HELP = ("Every run in the store, including those started by `lmwb train` elsewhere, updated live. "
+            "Type in the filter to search; f cycles the status shown, s the sort column, S the order. "
+            "Space marks runs: the chart overlays the marked runs (or shows the highlighted one). "
+            "Enter opens a run's detail; g generates with its latest checkpoint, r resumes it, "
+            "e exports it, x deletes it (after asking).")
+    CSS_PATH = "runs.tcss"
+
+    BINDINGS = [
+        Binding("enter", "open", "Open", id="runs.open", tooltip="Open the run's detail"),
+        Binding("space", "mark", "Mark", id="runs.mark", tooltip="Mark or unmark the run to overlay its curve"),
+        Binding("slash", "filter", "Filter", id="runs.filter", tooltip="Search runs by name, model or dataset"),
+        Binding("f", "cycle_status", "Status", id="runs.status", tooltip="Show only runs with one status"),
+        Binding("s", "cycle_sort", "Sort", id="runs.sort", tooltip="Sort by the next column"),
+        Binding("S", "reverse_sort", "Order", show=False, id="runs.order", tooltip="Reverse the sort order"),
+        Binding("g", "generate", "Generate", id="runs.generate", tooltip="Generate with the run's latest checkpoint"),
+        Binding("r", "resume", "Resume", id="runs.resume", tooltip="Resume the run on the Train screen"),
+        Binding("e", "export", "Export", id="runs.export", tooltip="Write the run as JSON and CSV here"),
+        Binding("x,delete", "delete", "Delete", id="runs.delete", tooltip="Delete the run (asks first)"),
+        Binding("escape", "focus_table", "Table", show=False, id="runs.table"),
+    ]
+
+    class Polled(Message):
+        """The runs to show, and new metrics per charted run since the cursors the poll started from."""
+
+        def __init__(self, runs: list["Run"], metrics: dict[str, tuple[int, list[dict]]]) -> None:
+            super().__init__()
+            self.runs, self.metrics = runs, metrics
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: dict[str, "Run"] = {}
+        self.marked: set[str] = set()
+        self._order: list[str] = []
+        self._status_filter: str | None = None
+        self._sort = 0
+        self._descending = True
+        self._cursors: dict[str, int] = {}
+        """Per charted run: the last step the chart holds (-1: none yet)."""
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="runs-bar"):
+            yield Input(placeholder="/ filter by name, model, dataset…", id="runs-filter")
+            yield Static("", id="runs-mode")
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield LossChart(id="runs-chart", empty_message="the highlighted run's loss, or the marked runs overlaid")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        table.focus()
+        self._show_mode()
+        self.set_interval(POLL_INTERVAL, self._tick)
+        self._tick()
+
+    # -- polling ----------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self.is_current:
+            order_by, _ = SORTS[self._sort]
+            search = self.query_one("#runs-filter", Input).value.strip() or None
+            self._poll(self._status_filter, search, order_by, self._descending, dict(self._cursors))
+
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
+    def _poll(self, status: str | None, search: str | None, order_by: str, descending: bool,
+              cursors: dict[str, int]) -> None:
+        store = self.workbench.store
+        runs = store.list_runs(status=status, search=search, order_by=order_by, descending=descending)
+        metrics = {run_id: (after, store.metrics(run_id, after_step=after)) for run_id, after in cursors.items()}
+        self.post_message(self.Polled(runs, metrics))
+
+    @on(Polled)
+    def _show_poll(self, message: Polled) -> None:
+        self._show_runs(message.runs)
+        chart = self.query_one("#runs-chart", LossChart)
+        for run_id, (after, rows) in message.metrics.items():
+            if self._cursors.get(run_id) != after:
+                continue  # the chart changed since this poll began; the next poll brings it
+            run = self.runs.get(run_id)
+            chart.add_metrics(run_id, rows, label=run.name if run else run_id)
+            if rows:
+                self._cursors[run_id] = rows[-1]["step"]
+
+    def _show_runs(self, runs: list["Run"]) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        order = [run.id for run in runs]
+        previous = self.runs
+        self.runs = {run.id: run for run in runs}
+        if order != self._order:
+            highlighted = self.highlighted_id()
+            table.clear()
+            for run in runs:
+                table.add_row(*run_cells(run, run.id in self.marked), key=run.id)
+            self._order = order
+            if highlighted in self.runs:
+                table.move_cursor(row=order.index(highlighted), animate=False)
+        else:
+            for run in runs:
+                if previous.get(run.id) != run:
+                    for (key, _), cell in zip(COLUMNS, run_cells(run, run.id in self.marked)):
+                        table.update_cell(run.id, key, cell)
+        self.marked &= set(self.runs)
+        self._chart_runs()
+
+    def highlighted_id(self) -> str | None:
+        """The id of the run under the table's cursor."""
+        table = self.query_one("#runs-table", DataTable)
+        if not self._order or table.cursor_row is None or table.cursor_row >= len(self._order):
+            return None
+        return self._order[table.cursor_row]
+
+    def highlighted_run(self) -> "Run | None":
+        run_id = self.highlighted_id()
+        return self.runs.get(run_id) if run_id else None
+
+    def _chart_runs(self) -> None:
+        """Chart the marked runs, or the highlighted one; fetch curves for newly charted runs."""
+        wanted = set(self.marked) or ({self.highlighted_id()} - {None})
+        for run_id in wanted - set(self._cursors):
+            self._cursors[run_id] = -1
+        for run_id in set(self._cursors) - wanted:
+            del self._cursors[run_id]
+        self.query_one("#runs-chart", LossChart).keep_only(wanted)
+
+    @on(DataTable.RowHighlighted, "#runs-table")
+    def _highlighted(self) -> None:
+        if not self.marked:
+            self._chart_runs()
+            self._tick()
+
+    @on(DataTable.RowSelected, "#runs-table")
+    def _selected(self) -> None:
+        self.action_open()
+
+    # -- filters and sorting ----------------------------------------------------
+
+    def _show_mode(self) -> None:
+        _, sort_label = SORTS[self._sort]
+        self.query_one("#runs-mode", Static).update(
+            f"status: {self._status_filter or 'all'} · sort: {sort_label} {'↓' if self._descending else '↑'}"
+            f" · marked: {len(self.marked)}")
+
+    @on(Input.Changed, "#runs-filter")
+    def _filter_changed(self) -> None:
+        self._tick()
+
+    @on(Input.Submitted, "#runs-filter")
+    def _filter_submitted(self) -> None:
+        self.action_focus_table()
+
+    def action_filter(self) -> None:
+        self.query_one("#runs-filter").focus()
+
+    def action_focus_table(self) -> None:
+        self.query_one("#runs-table").focus()
+
+    def action_cycle_status(self) -> None:
+        from engine.store import RUN_STATUSES
+
+        cycle = (None, *RUN_STATUSES)
+        self._status_filter = cycle[(cycle.index(self._status_filter) + 1) % len(cycle)]
+        self._show_mode()
+        self._tick()
+
+    def action_cycle_sort(self) -> None:
+        self._sort = (self._sort + 1) % len(SORTS)
+        self._show_mode()
+        self._tick()
+
+    def action_reverse_sort(self) -> None:
+        self._descending = not self._descending
+        self._show_mode()
+        self._tick()
+
+    # -- marking and acting on runs ---------------------------------------------
+
+    def action_mark(self) -> None:
+        run_id = self.highlighted_id()
+        if run_id is None:
+            return
+        self.marked ^= {run_id}
+        self.query_one("#runs-table", DataTable).update_cell(
+            run_id, "mark", Text("●", style="bold") if run_id in self.marked else "")
+        self._show_mode()
+        self._chart_runs()
+        self._tick()
+
+    def action_open(self) -> None:
+        run = self.highlighted_run()
+        if run is not None:
+            self.app.push_screen(RunDetailScreen(run.id))
+
+    def action_generate(self) -> None:
+        run = self.highlighted_run()
+        if run is not None:
+            self.generate_with(run)
+
+    def action_resume(self) -> None:
+        run = self.highlighted_run()
+        if run is not None:
+            self.resume_run(run)
+
+    def action_export(self) -> None:
+        run = self.highlighted_run()
+        if run is not None:
+            self.export_run(run)
+
+    def action_delete(self) -> None:
+        run = self.highlighted_run()
+        if run is not None:
+            self.delete_run(run)
+
+    def after_delete(self, run_id: str) -> None:
+        self.marked.discard(run_id)
+        self._tick()

@@ -1,0 +1,305 @@
+"""Train: configure a run, start, pause, resume or stop it, and watch it learn.
+
+The run itself is the engine's ``TrainingJob`` in its own thread, writing to
+the store. This screen only reads: a timer a few times a second asks a worker
+for the job's progress and for the store's metrics and samples newer than
+those already shown, and the chart grows by those rows.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import Label, ProgressBar, Static
+from textual.worker import Worker, WorkerState
+
+from engine.errors import WorkbenchError
+from tui.screens.base import WorkbenchScreen
+from tui.widgets.config_form import ConfigForm
+from tui.widgets.formatting import human_count, human_duration, loss_text
+from tui.widgets.loss_chart import LossChart
+
+if TYPE_CHECKING:
+    from engine.store import Run
+    from engine.training import TrainingJob, TrainingProgress
+
+POLL_INTERVAL = 0.25
+SAMPLES_SHOWN = 3
+
+
+class TrainScreen(WorkbenchScreen):
+    """The training form, the controls, and the live run."""
+
+    MODE = "train"
+    TITLE = "Train"
+    HELP = ("Every training setting is in the form on the left, checked as you type. Ctrl+R starts a "
+            "run on the chosen model and dataset (set them here or on the Models and Datasets "
+            "screens); Ctrl+T pauses and resumes; Ctrl+S stops cleanly, saving a checkpoint. The "
+            "chart shows train and validation loss as they arrive, with the learning rate, tokens/s, "
+            "progress and ETA above it and the latest samples below. Resuming a run from the Runs "
+            "screen fills the form with its settings; Ctrl+N starts over with a new run.")
+    CSS_PATH = "train.tcss"
+
+    BINDINGS = [
+        Binding("ctrl+r", "start", "Start", id="train.start", tooltip="Start a run with this configuration"),
+        Binding("ctrl+t", "pause_resume", "Pause/Resume", id="train.pause", tooltip="Pause or resume the run"),
+        Binding("ctrl+s", "stop", "Stop", id="train.stop", tooltip="Stop the run, saving a checkpoint"),
+        Binding("ctrl+n", "new_run", "New", id="train.new", tooltip="Reset the form for a new run"),
+        Binding("ctrl+g", "open_run", "Run detail", id="train.detail", tooltip="Open this run's detail"),
+    ]
+
+    run_id: reactive[str | None] = reactive(None)
+    status: reactive[str] = reactive("")
+
+    class Started(Message):
+        def __init__(self, job: "TrainingJob", run_id: str) -> None:
+            super().__init__()
+            self.job, self.run_id = job, run_id
+
+    class Polled(Message):
+        """What changed since the last poll: new metrics and samples, the run row, live progress."""
+
+        def __init__(self, run_id: str, metrics: list[dict], samples: list[dict], run: "Run",
+                     progress: "TrainingProgress | None") -> None:
+            super().__init__()
+            self.run_id, self.metrics, self.samples, self.run, self.progress = (
+                run_id, metrics, samples, run, progress)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._resume_run: str | None = None
+        self._poll_lock = threading.Lock()
+        self._after_metric = -1
+        self._after_sample = -1
+        self._samples: list[dict] = []
+        self._lr: float | None = None
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="train-body"):
+            with Vertical(id="train-left"):
+                yield Label("Configuration", classes="section")
+                yield Static("", id="resume-banner")
+                yield Vertical(Static("loading torch…", classes="placeholder"), id="config-box")
+            with Vertical(id="train-right"):
+                yield Static("No run yet: check the form and press Ctrl+R.", id="run-status")
+                with Horizontal(id="progress-row"):
+                    yield ProgressBar(id="train-progress", show_eta=False)
+                    yield Static("", id="eta")
+                yield LossChart(id="train-chart", empty_message="loss appears here as the run logs steps")
+                yield Label("Samples", classes="section")
+                yield VerticalScroll(Static("", id="samples"), id="samples-box")
+
+    def on_mount(self) -> None:
+        self.query_one("#resume-banner").display = False
+        self.watch(self.workbench, "engine_loaded", self._engine_loaded)
+        self.watch(self.workbench, "model", lambda model: self._follow_selection("model", model), init=False)
+        self.watch(self.workbench, "dataset", lambda name: self._follow_selection("dataset", name), init=False)
+        self.set_interval(POLL_INTERVAL, self._tick)
+
+    def _engine_loaded(self, loaded: bool) -> None:
+        if not loaded or self.query("#config-box ConfigForm"):
+            return
+        from engine.training import TrainingConfig
+
+        box = self.query_one("#config-box")
+        box.remove_children()
+        box.mount(ConfigForm(TrainingConfig, {"model": self.workbench.model, "dataset": self.workbench.dataset},
+                             id="config"))
+        self._take_pending_resume()
+
+    def _follow_selection(self, field: str, value: str) -> None:
+        if self._resume_run is None and self.query("#config"):
+            self.query_one("#config", ConfigForm).set_value(field, value)
+
+    def on_screen_resume(self) -> None:
+        self._take_pending_resume()
+
+    # -- resuming a run chosen on the Runs screen -------------------------------
+
+    def _take_pending_resume(self) -> None:
+        pending = self.workbench.pending_resume
+        if pending is None or not self.query("#config"):
+            return
+        self.workbench.pending_resume = None
+        run_id, name, config = pending
+        self._resume_run = run_id
+        self.query_one("#config", ConfigForm).set_values(config)
+        banner = self.query_one("#resume-banner", Static)
+        banner.update(f"Resuming {name} ({run_id}). Raise max steps if it had finished; "
+                      "Ctrl+R continues it, Ctrl+N starts a new run instead.")
+        banner.display = True
+
+    def action_new_run(self) -> None:
+        if not self.query("#config"):
+            return
+        from engine.training import TrainingConfig
+
+        self._resume_run = None
+        self.query_one("#resume-banner").display = False
+        defaults = TrainingConfig(model=self.workbench.model, dataset=self.workbench.dataset).as_dict()
+        self.query_one("#config", ConfigForm).set_values(defaults)
+
+    # -- controls ---------------------------------------------------------------
+
+    def action_start(self) -> None:
+        if self.workbench.training_in_progress():
+            self.notify("A run is already in progress; stop it first.", severity="warning")
+            return
+        if not self.query("#config"):
+            self.notify("torch is still loading; try again in a moment.", severity="warning")
+            return
+        config = self.query_one("#config", ConfigForm).settings()
+        if config is None:
+            self.notify("Fix the settings marked in red first.", severity="error")
+            return
+        self.query_one("#run-status", Static).update("starting: preparing the model and the data…")
+        self.query_one("#train-progress", ProgressBar).update(total=None, progress=0)
+        self._start(config, self._resume_run)
+
+    @work(thread=True, exclusive=True, group="start", exit_on_error=False)
+    def _start(self, config: Any, resume_run: str | None) -> None:
+        from engine.training import TrainingJob
+
+        job = TrainingJob(config, store=self.workbench.store, resume_run=resume_run)
+        run_id = job.start()
+        self.post_message(self.Started(job, run_id))
+
+    @on(Started)
+    def _started(self, message: Started) -> None:
+        self.workbench.training = message.job
+        self._resume_run = None
+        self.query_one("#resume-banner").display = False
+        self.watch_run(message.run_id)
+
+    def watch_run(self, run_id: str) -> None:
+        """Show ``run_id`` from its first step: chart, progress and samples."""
+        with self._poll_lock:
+            self._after_metric = -1
+            self._after_sample = -1
+        self._samples = []
+        self._lr = None
+        self.query_one("#train-chart", LossChart).clear()
+        self.query_one("#samples", Static).update("")
+        self.run_id = run_id
+
+    def action_pause_resume(self) -> None:
+        job = self.workbench.training
+        if job is None or not self.workbench.training_in_progress():
+            return
+        if job.progress.status == "paused":
+            job.resume()
+        else:
+            job.pause()
+        self.refresh_bindings()
+
+    def action_stop(self) -> None:
+        job = self.workbench.training
+        if job is not None and self.workbench.training_in_progress():
+            job.stop()
+            self.query_one("#run-status", Static).update("stopping: saving a checkpoint…")
+
+    def action_open_run(self) -> None:
+        if self.run_id is not None:
+            from tui.screens.run_detail import RunDetailScreen
+
+            self.app.push_screen(RunDetailScreen(self.run_id))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Grey out controls that do nothing in the current state."""
+        running = self.workbench.training_in_progress()
+        if action in ("pause_resume", "stop"):
+            return running or None
+        if action in ("start", "new_run"):
+            return (not running) or None
+        if action == "open_run":
+            return self.run_id is not None or None
+        return True
+
+    # -- watching the run -------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self.run_id is not None and self.is_current:
+            self._poll(self.run_id)
+
+    @work(thread=True, group="poll", exit_on_error=False)
+    def _poll(self, run_id: str) -> None:
+        if not self._poll_lock.acquire(blocking=False):
+            return  # the previous poll is still reading; skip this tick
+        try:
+            store = self.workbench.store
+            metrics = store.metrics(run_id, after_step=self._after_metric)
+            samples = store.samples(run_id, after_step=self._after_sample)
+            run = store.get_run(run_id)
+            job = self.workbench.training
+            progress = job.progress if job is not None and job.run_id == run_id else None
+            if metrics:
+                self._after_metric = metrics[-1]["step"]
+            if samples:
+                self._after_sample = samples[-1]["step"]
+        finally:
+            self._poll_lock.release()
+        self.post_message(self.Polled(run_id, metrics, samples, run, progress))
+
+    @on(Polled)
+    def _show_poll(self, message: Polled) -> None:
+        if message.run_id != self.run_id:
+            return
+        run, progress = message.run, message.progress
+        self.query_one("#train-chart", LossChart).add_metrics(run.id, message.metrics, label=run.name)
+        if message.metrics and message.metrics[-1].get("lr") is not None:
+            self._lr = message.metrics[-1]["lr"]
+        if message.samples:
+            self._samples = (self._samples + message.samples)[-SAMPLES_SHOWN:]
+            self._show_samples()
+        self._show_status(run, progress, message.metrics[-1] if message.metrics else None)
+        if run.status != self.status:
+            self.status = run.status
+            self.refresh_bindings()
+
+    def _show_status(self, run: "Run", progress: "TrainingProgress | None", latest: dict | None) -> None:
+        max_steps = progress.max_steps if progress is not None else run.config.get("max_steps", 0)
+        step = progress.step if progress is not None else run.steps
+        line = Text()
+        line.append(f"{run.name} ", style="bold")
+        line.append(f"{run.id} · ", style="dim")
+        line.append(run.status, style="bold red" if run.status == "failed" else "bold")
+        line.append(f" · step {step}/{max_steps}")
+        train_loss = progress.train_loss if progress is not None else (latest or {}).get("train_loss")
+        val_loss = progress.val_loss if progress is not None else run.best_val_loss
+        line.append(f" · loss {loss_text(train_loss)} · val {loss_text(val_loss)}")
+        if self._lr is not None:
+            line.append(f" · lr {self._lr:.2e}")
+        rate = progress.tokens_per_sec if progress is not None else (latest or {}).get("tokens_per_sec")
+        if rate:
+            line.append(f" · {human_count(int(rate))} tok/s")
+        if run.error:
+            line.append(f"\n{run.error}", style="red")
+        self.query_one("#run-status", Static).update(line)
+        self.query_one("#train-progress", ProgressBar).update(total=max(max_steps, 1), progress=step)
+        eta = progress.eta_seconds if progress is not None and run.status == "running" else None
+        self.query_one("#eta", Static).update(f"ETA {human_duration(eta)}" if eta is not None else "")
+
+    def _show_samples(self) -> None:
+        text = Text()
+        for sample in reversed(self._samples):
+            text.append(f"step {sample['step']}: ", style="bold")
+            text.append(sample["prompt"], style="dim")
+            text.append(" ".join(sample["text"].split()) + "\n")
+        self.query_one("#samples", Static).update(text)
+
+    @on(Worker.StateChanged)
+    def _show_error_in_place(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR or not isinstance(event.worker.error, WorkbenchError):
+            return
+        if event.worker.group == "start":
+            self.query_one("#run-status", Static).update(Text(str(event.worker.error), style="bold red"))
+            self.query_one("#train-progress", ProgressBar).update(total=1, progress=0)
+            event.stop()

@@ -1,0 +1,162 @@
+"""Text shown token by token: streamed generations and tokenizer views.
+
+One widget serves both places that show tokens. In a generation each token
+carries its probability and the alternatives the model considered; in the
+tokenizer view tokens have only an id and are shaded alternately so their
+boundaries show. A keyboard cursor selects one token; the screen shows its
+details (``TokenStreamView.Selected``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import Static
+
+Colouring = Literal["plain", "probability", "alternate"]
+
+
+@dataclass
+class ShownToken:
+    """A token as displayed: its text, id and, for generations, what the model thought."""
+
+    text: str
+    token_id: int
+    probability: float | None = None
+    alternatives: list[tuple[str, int, float]] = field(default_factory=list)  # (text, id, probability)
+
+
+def probability_colour(probability: float) -> str:
+    """Red for tokens the model found unlikely, through yellow, to green for likely ones."""
+    probability = min(max(probability, 0.0), 1.0)
+    if probability < 0.5:
+        red, green = 220, int(60 + 340 * probability)
+    else:
+        red, green = int(220 - 300 * (probability - 0.5)), 220
+    return f"rgb({red},{green},70)"
+
+
+_ALTERNATE_BACKGROUNDS = ("rgb(40,70,120)", "rgb(110,60,40)", "rgb(40,100,70)", "rgb(90,50,110)")
+
+
+def visible_text(text: str) -> str:
+    """Show a token's whitespace so a lone space or newline token is still visible."""
+    return text.replace("\n", "↵\n").replace("\t", "⇥")
+
+
+class TokenStreamView(VerticalScroll, can_focus=True):
+    """A scrolling view of tokens with an optional keyboard cursor over them."""
+
+    DEFAULT_CSS = (Path(__file__).with_suffix(".tcss")).read_text(encoding="utf-8")
+
+    BINDINGS = [
+        Binding("left", "move(-1)", "Prev token", show=False, id="tokens.previous"),
+        Binding("right", "move(1)", "Next token", show=False, id="tokens.next"),
+        Binding("home", "move_to(0)", "First token", show=False, id="tokens.first"),
+        Binding("end", "move_to(-1)", "Last token", show=False, id="tokens.last"),
+    ]
+
+    colouring: reactive[Colouring] = reactive("plain")
+    cursor: reactive[int | None] = reactive(None)
+
+    class Selected(Message):
+        """The keyboard cursor moved to a token (None when the view is empty)."""
+
+        def __init__(self, view: "TokenStreamView", index: int, token: ShownToken) -> None:
+            super().__init__()
+            self.view = view
+            self.index = index
+            self.token = token
+
+        @property
+        def control(self) -> "TokenStreamView":
+            return self.view
+
+    def __init__(self, *, placeholder: str = "", show_ids: bool = False, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self.tokens: list[ShownToken] = []
+        self.placeholder = placeholder
+        self.show_ids = show_ids
+        self._body = Static("", classes="token-body")
+
+    def compose(self):
+        yield self._body
+
+    def on_mount(self) -> None:
+        self._redraw()
+
+    def clear(self) -> None:
+        """Forget every token (a new generation or a new text to tokenize)."""
+        self.tokens = []
+        self.cursor = None
+        self._redraw()
+
+    def set_tokens(self, tokens: list[ShownToken]) -> None:
+        """Replace the whole text (the tokenizer view, or a generation from history)."""
+        self.tokens = list(tokens)
+        self.cursor = None
+        self._redraw()
+
+    def append(self, tokens: list[ShownToken]) -> None:
+        """Add a batch of streamed tokens, keeping the end in view if it was in view."""
+        following = self.scroll_y >= self.max_scroll_y - 1
+        self.tokens.extend(tokens)
+        self._redraw()
+        if following:
+            self.call_after_refresh(self.scroll_end, animate=False)
+
+    @property
+    def text(self) -> str:
+        """The plain text of all tokens."""
+        return "".join(token.text for token in self.tokens)
+
+    def _style_for(self, index: int, token: ShownToken) -> Style:
+        style = Style()
+        if self.colouring == "probability" and token.probability is not None:
+            style = Style(color=probability_colour(token.probability))
+        elif self.colouring == "alternate":
+            style = Style(bgcolor=_ALTERNATE_BACKGROUNDS[index % len(_ALTERNATE_BACKGROUNDS)], color="white")
+        if index == self.cursor:
+            style += Style(reverse=True, bold=True)
+        return style
+
+    def _redraw(self) -> None:
+        if not self.tokens:
+            self._body.update(Text(self.placeholder, style="dim italic"))
+            return
+        rendered = Text()
+        for index, token in enumerate(self.tokens):
+            shown = visible_text(token.text) if self.colouring == "alternate" else token.text
+            rendered.append(shown or "∅", self._style_for(index, token))
+        if self.show_ids:
+            rendered.append("\n\nids: ", style="dim")
+            rendered.append(" ".join(str(token.token_id) for token in self.tokens), style="dim")
+        self._body.update(rendered)
+
+    def watch_colouring(self) -> None:
+        self._redraw()
+
+    def watch_cursor(self, cursor: int | None) -> None:
+        self._redraw()
+        if cursor is not None and self.tokens:
+            self.post_message(self.Selected(self, cursor, self.tokens[cursor]))
+
+    def action_move(self, delta: int) -> None:
+        if not self.tokens:
+            return
+        if self.cursor is None:
+            self.cursor = 0 if delta > 0 else len(self.tokens) - 1
+        else:
+            self.cursor = min(max(self.cursor + delta, 0), len(self.tokens) - 1)
+
+    def action_move_to(self, index: int) -> None:
+        if self.tokens:
+            self.cursor = index % len(self.tokens)
