@@ -135,6 +135,7 @@ class ModelSource:
         run_id, at, step_text = text.removeprefix("run:").partition("@")
         if not _RUN_ID.fullmatch(run_id):
             raise _not_a_source(text, "after 'run:' comes a run id (letters, digits, '-' and '_')")
+        run_id = run_id.lower()  # run ids are lowercase hex; the store matches them so
         if not at:
             return cls("run", run_id)
         if not step_text.isascii() or not step_text.isdigit():
