@@ -94,6 +94,15 @@ def test_version_and_help_work_without_loading_torch_or_textual() -> None:
     assert probe.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_no_command_opens_the_app(monkeypatch) -> None:
+    import tui.app
+
+    opened = []
+    monkeypatch.setattr(tui.app, "run_app", lambda: opened.append(True))
+    assert main([]) == 0
+    assert opened == [True]
+
+
 @pytest.mark.parametrize("args, flag", [
     (["train", "--model", "scratch:nano", "--dataset", "fables", "--steps", "-3"], "--steps"),
     (["train", "--model", "scratch:nano", "--dataset", "fables", "--batch-size", "2.5"], "--batch-size"),
@@ -193,13 +202,16 @@ def test_datasets_counts_tokens_with_a_models_tokenizer(capsys, fables: Path, ti
     assert_one_line_error(status, err, "--model")
 
 
-def test_models_lists_presets_and_cached_models_as_json() -> None:
-    result = lmwb("models", "--json")
-    assert result.returncode == 0, result.stderr
-    choices = json.loads(result.stdout)
+def test_models_lists_presets_and_cached_models_as_json(capsys) -> None:
+    status, out, err = run_cli(capsys, "models", "--json")
+    assert status == 0, err
+    choices = json.loads(out)
     sources = {choice["source"] for choice in choices}
     assert {"scratch:nano", "scratch:tiny", "scratch:small"} <= sources
     assert all(set(choice) >= {"source", "kind", "description"} for choice in choices)
+
+    status, out, _ = run_cli(capsys, "models")
+    assert status == 0 and "scratch:nano" in out
 
 
 # --- runs ------------------------------------------------------------------------------------
@@ -379,20 +391,23 @@ def test_generate_prints_text_and_records_it_in_history(capsys, tiny_model_dir: 
     assert status == 0 and "Emoji test" in out
 
 
-def test_generate_reads_the_prompt_from_a_pipe_or_a_file(tmp_path: Path, tiny_model_dir: Path) -> None:
-    piped = lmwb("generate", "--model", str(tiny_model_dir), "--max-new-tokens", "4", "--json", stdin="Once upon")
-    assert piped.returncode == 0, piped.stderr
-    assert json.loads(piped.stdout.splitlines()[-1])["prompt"] == "Once upon"
+def test_generate_reads_the_prompt_from_a_pipe_or_a_file(capsys, monkeypatch, tmp_path: Path,
+                                                         tiny_model_dir: Path) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Once upon"))  # `echo Once upon | lmwb generate ...`
+    status, out, err = run_cli(capsys, "generate", "--model", str(tiny_model_dir), "--max-new-tokens", "4", "--json")
+    assert status == 0, err
+    assert json.loads(out.splitlines()[-1])["prompt"] == "Once upon"
 
     prompt_file = tmp_path / "prompt.txt"
     prompt_file.write_text("Café au lait", encoding="utf-8")
-    from_file = lmwb("generate", "--model", str(tiny_model_dir), "--prompt-file", str(prompt_file),
-                     "--max-new-tokens", "4", "--json")
-    assert from_file.returncode == 0, from_file.stderr
-    assert json.loads(from_file.stdout.splitlines()[-1])["prompt"] == "Café au lait"
+    status, out, err = run_cli(capsys, "generate", "--model", str(tiny_model_dir), "--prompt-file", str(prompt_file),
+                               "--max-new-tokens", "4", "--json")
+    assert status == 0, err
+    assert json.loads(out.splitlines()[-1])["prompt"] == "Café au lait"
 
-    missing = lmwb("generate", "--model", str(tiny_model_dir), "--prompt-file", str(tmp_path / "nope.txt"))
-    assert_one_line_error(missing.returncode, missing.stderr, "nope.txt")
+    status, _, err = run_cli(capsys, "generate", "--model", str(tiny_model_dir),
+                             "--prompt-file", str(tmp_path / "nope.txt"))
+    assert_one_line_error(status, err, "nope.txt")
 
 
 def test_generate_mistakes_are_one_line(capsys, tmp_path: Path, fables: Path) -> None:

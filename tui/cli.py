@@ -174,7 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--field", help="the .jsonl field or .csv column holding the text")
     evaluate.add_argument("--split", choices=("val", "all"), default="val",
                           help="the validation split (default) or the whole dataset")
-    evaluate.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda[:N] or mps")
+    _add_flags(evaluate, (
+        ("--block-size", "block_size", positive_int, "tokens per window (default: the model's context)"),
+        ("--batch-size", "batch_size", positive_int, "windows per batch"),
+        ("--max-batches", "max_batches", positive_int, "evaluate an even spread of this many batches only"),
+        ("--device", "device", device_name, "auto, cpu, cuda[:N] or mps"),
+    ))
     evaluate.add_argument("--json", action="store_true", help="print JSON for scripts")
     evaluate.set_defaults(handler=cmd_eval)
     return parser
@@ -345,28 +350,43 @@ def _silence_stdout() -> None:
 
 
 @contextlib.contextmanager
-def stop_on_signals(stop: Callable[[], None], signals: Sequence[int] = (signal.SIGINT,)) -> Iterator[None]:
-    """Turn the first Ctrl+C (or other signal) into ``stop()``; a second Ctrl+C interrupts at once.
+def stop_on_signals(stop: Callable[[], None], signals: Sequence[int] = (signal.SIGINT,)) -> Iterator[threading.Event]:
+    """While inside, Ctrl+C (and the other ``signals``) call ``stop()`` instead of raising KeyboardInterrupt.
 
-    Stopping through the engine (cancel a stream, stop a job) lets it finish
-    cleanly: the generation is recorded, the run checkpointed.
+    Stopping through the engine (cancel a stream, stop a job) lets it end
+    cleanly: the generation is recorded, the run checkpointed. The yielded
+    event is set once a signal came, so a progress display can say so.
     """
+    requested = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
+        yield requested  # signal handlers can only be set from the main thread
         return
     previous = {number: signal.getsignal(number) for number in signals}
 
     def handle(number: int, frame: object) -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        requested.set()
         stop()
 
     for number in signals:
         signal.signal(number, handle)
     try:
-        yield
+        yield requested
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def settings_named_by_flags(flags: dict[str, str]) -> Iterator[None]:
+    """Report a bad setting by the flag the user typed (``--block-size``), not the engine's field name."""
+    from engine.errors import SettingsError
+
+    try:
+        yield
+    except SettingsError as error:
+        if error.field not in flags:
+            raise
+        raise CommandError(f"{flags[error.field]}: {error.reason}") from error
 
 
 # ---------------------------------------------------------------------------
@@ -803,58 +823,58 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train headless with live progress; stop cleanly on Ctrl+C, SIGTERM or --max-time."""
-    from engine.store import ACTIVE_STATUSES
     from engine.training import TrainingConfig, TrainingJob
 
     store = _open_store()
     settings = _given(args, [field.name for field in dataclasses.fields(TrainingConfig)])
-    if args.resume:
-        if "model" in settings or "dataset" in settings:
-            raise CommandError("--resume continues a run with its own model and dataset; "
-                               "leave out --model and --dataset.")
-        run = store.get_run(args.resume)
-        if run.status in ACTIVE_STATUSES:
-            raise CommandError(f"Run {run.id} is still {run.status} (process {run.pid}); it cannot be resumed twice.")
-        config = TrainingConfig.from_dict({**run.config, **settings})
-        if config.max_steps <= run.steps:
-            raise CommandError(f"Run {run.id} has already trained {run.steps} steps; "
-                               f"give a larger total, e.g. --steps {run.steps * 2}.")
-        resume_run = run.id
-    else:
-        missing = [flag for flag, field in (("--model", "model"), ("--dataset", "dataset")) if field not in settings]
-        if missing:
-            raise CommandError(f"lmwb train needs {' and '.join(missing)} (or --resume RUN_ID).")
-        config = TrainingConfig(**settings)
-        resume_run = None
-    config.validate()
+    with settings_named_by_flags(TRAINING_FLAG_NAMES):
+        if args.resume:
+            if "model" in settings or "dataset" in settings:
+                raise CommandError("--resume continues a run with its own model and dataset; "
+                                   "leave out --model and --dataset.")
+            resumed = store.get_run(args.resume)
+            config = TrainingConfig.from_dict({**resumed.config, **settings})
+        else:
+            missing = [TRAINING_FLAG_NAMES[field] for field in ("model", "dataset") if field not in settings]
+            if missing:
+                raise CommandError(f"lmwb train needs {' and '.join(missing)} (or --resume RUN_ID).")
+            config = TrainingConfig(**settings)
+        job = TrainingJob(config, store=store, resume_run=resumed.id if args.resume else None)
+        with stop_on_signals(job.stop, (signal.SIGINT, signal.SIGTERM)) as stopping:
+            run_id = job.start()
+            print(f"{'Resuming' if args.resume else 'Started'} run {run_id}: {config.model} on {config.dataset}, "
+                  f"to step {config.max_steps}. Ctrl+C stops it with a checkpoint.", flush=True)
+            follow_training(job, stopping)
+        run = store.get_run(run_id)
+        print(f"Run {run.id} {run.status} at step {run.steps} · {run.tokens:,} tokens · "
+              f"best val loss {_cell(run.best_val_loss).plain}. {job.progress.message}", flush=True)
+        checkpoints = store.checkpoints(run.id)
+        if checkpoints:
+            print(f"Latest checkpoint: {checkpoints[-1]['path']} (model source run:{run.id})", flush=True)
+        if run.status == "stopped":
+            print(f"Resume with: lmwb train --resume {run.id} --steps {config.max_steps}", flush=True)
+        if job.error is not None:
+            raise job.error
+    return EXIT_OK
 
-    job = TrainingJob(config, store=store, resume_run=resume_run)
-    with stop_on_signals(job.stop, (signal.SIGINT, signal.SIGTERM)):
-        run_id = job.start()
-        action = "Resuming" if resume_run else "Started"
-        print(f"{action} run {run_id}: {config.model} on {config.dataset}, {config.max_steps} steps.", flush=True)
-        follow_training(job)
-        job.join()
-    return _report_training(store.get_run(run_id), store)
+
+# The flag that sets each TrainingConfig field, to name it in messages.
+TRAINING_FLAG_NAMES = {"model": "--model", "dataset": "--dataset", "dataset_field": "--field"} | {
+    field: flag for flag, field, _, _ in TRAINING_FLAGS}
 
 
-def follow_training(job: Any, interval: float = 0.25) -> None:
+def follow_training(job: Any, stopping: threading.Event, interval: float = 0.25) -> None:
     """Show the job's progress until its thread ends: live on a terminal, plain lines in a pipe."""
     console = _stdout()
     if console.is_terminal:
-        _follow_live(job, console, interval)
+        _follow_live(job, console, stopping, interval)
     else:
-        _follow_lines(job, interval)
-
-
-def _job_running(job: Any, interval: float) -> bool:
-    job.join(timeout=interval)
-    return job.progress.status not in ("completed", "stopped", "failed")
+        _follow_lines(job, stopping, interval)
 
 
 def _progress_fields(progress: Any) -> dict[str, str]:
-    def number(value: float | None, digits: int = 4) -> str:
-        return "–" if value is None else f"{value:.{digits}f}"
+    def number(value: float | None) -> str:
+        return "–" if value is None else f"{value:.4f}"
 
     return {
         "loss": number(progress.train_loss), "val": number(progress.val_loss),
@@ -863,7 +883,7 @@ def _progress_fields(progress: Any) -> dict[str, str]:
     }
 
 
-def _follow_live(job: Any, console: Console, interval: float) -> None:
+def _follow_live(job: Any, console: Console, stopping: threading.Event, interval: float) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     columns = (
@@ -872,45 +892,34 @@ def _follow_live(job: Any, console: Console, interval: float) -> None:
                    "ETA {task.fields[eta]}"),
     )
     with Progress(*columns, console=console, refresh_per_second=4) as display:
-        task = display.add_task("starting", total=job.progress.max_steps or None, **_progress_fields(job.progress))
-        while True:
-            running = _job_running(job, interval)
+        task = display.add_task("starting", total=job.progress.max_steps, **_progress_fields(job.progress))
+        ended = False
+        while not ended:
+            ended = job.join(timeout=interval)
             progress = job.progress
-            display.update(task, description=progress.status, completed=progress.step,
-                           total=progress.max_steps or None, **_progress_fields(progress))
-            if not running:
-                return
+            if stopping.is_set() and not ended:
+                description = "stopping: saving a checkpoint"
+            else:
+                description = progress.message if progress.status == "starting" else progress.status
+            display.update(task, description=description, completed=progress.step, total=progress.max_steps,
+                           **_progress_fields(progress))
 
 
-def _follow_lines(job: Any, interval: float, every_seconds: float = 2.0) -> None:
-    last_step, last_val, last_time = -1, None, 0.0
-    while True:
-        running = _job_running(job, interval)
+def _follow_lines(job: Any, stopping: threading.Event, interval: float, every_seconds: float = 2.0) -> None:
+    last_step, last_val, last_time, told_stopping = -1, None, 0.0, False
+    ended = False
+    while not ended:
+        ended = job.join(timeout=interval)
         progress = job.progress
-        due = time.monotonic() - last_time >= every_seconds or progress.val_loss != last_val or not running
+        due = time.monotonic() - last_time >= every_seconds or progress.val_loss != last_val or ended
         if progress.step != last_step and due:
             fields = _progress_fields(progress)
             print(f"step {progress.step}/{progress.max_steps} · loss {fields['loss']} · val {fields['val']} · "
                   f"{fields['speed']} tok/s · ETA {fields['eta']}", flush=True)
             last_step, last_val, last_time = progress.step, progress.val_loss, time.monotonic()
-        if not running:
-            return
-
-
-def _report_training(run: Any, store: RunStore) -> int:
-    checkpoints = store.checkpoints(run.id)
-    latest = checkpoints[-1]["path"] if checkpoints else None
-    print(f"Run {run.id} {run.status} at step {run.steps} · {run.tokens:,} tokens · "
-          f"best val loss {_cell(run.best_val_loss).plain}", flush=True)
-    if latest:
-        print(f"Latest checkpoint: {latest}", flush=True)
-    if run.status == "failed":
-        _print_error(f"run {run.id} failed: {run.error}")
-        return EXIT_BUG
-    if run.status == "stopped":
-        print(f"Resume with: lmwb train --resume {run.id} --steps {run.config.get('max_steps', run.steps)}",
-              flush=True)
-    return EXIT_OK
+        if stopping.is_set() and not told_stopping and not ended:
+            print("Stopping: finishing this step and saving a checkpoint…", flush=True)
+            told_stopping = True
 
 
 # ---------------------------------------------------------------------------
@@ -922,14 +931,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from engine.training import evaluate
 
     store = _open_store()
-    with _status_line(f"Evaluating {args.model} on {args.dataset}…") as update:
-        result = evaluate(args.model, args.dataset, split=args.split, dataset_field=args.field,
-                          device=args.device, store=store, progress=update)
-    summary = {"model": args.model, "dataset": args.dataset, "split": args.split, **_as_dict(result)}
+    options = _given(args, ("block_size", "batch_size", "max_batches", "device"))
+    flags = {"model": "--model", "dataset": "--dataset", "dataset_field": "--field", "split": "--split",
+             "block_size": "--block-size", "batch_size": "--batch-size", "max_batches": "--max-batches"}
+    with settings_named_by_flags(flags), _status_line(f"Evaluating {args.model} on {args.dataset}…") as update:
+        result = evaluate(args.model, args.dataset, split=args.split, dataset_field=args.field, store=store,
+                          progress=update, **options)
     if args.json:
-        print_json(summary)
+        print_json(result.as_dict())
         return EXIT_OK
-    _stdout().print(_key_values("Evaluation", list(summary.items())))
+    _stdout().print(_key_values(f"{result.model} on {result.dataset} ({result.split} split)", [
+        ("loss", result.loss), ("perplexity", result.perplexity), ("bits per byte", result.bits_per_byte),
+        ("tokens", result.tokens),
+    ]))
     return EXIT_OK
 
 
