@@ -506,28 +506,27 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
     if args.tokens and not args.model:
         raise CommandError("--tokens needs --model SRC: how many tokens depends on the tokenizer.")
-    if args.path is None:
-        if args.field:
-            raise CommandError("--field applies to a dataset PATH, e.g. 'lmwb datasets data.jsonl --field body'.")
-        datasets = bundled_datasets()
-    else:
-        datasets = [open_dataset(args.path, field=args.field)]
-    summaries = [_dataset_summary(dataset, args.model) for dataset in datasets]
     if args.path is not None:
-        summaries[0]["preview"] = datasets[0].preview()
+        dataset = open_dataset(args.path, field=args.field)
+        summary = _dataset_summary(dataset, args.model) | {"preview": dataset.preview()}
+        if args.json:
+            print_json(summary)
+            return EXIT_OK
+        console = _stdout()
+        console.print(_key_values(f"Dataset {dataset.name}", [item for item in summary.items() if item[0] != "preview"]))
+        console.print()
+        console.print(Text("Preview", style="bold"))
+        console.print(Text(summary["preview"]))
+        return EXIT_OK
 
+    if args.field:
+        raise CommandError("--field applies to a dataset PATH, e.g. 'lmwb datasets data.jsonl --field body'.")
+    summaries = [_dataset_summary(dataset, args.model) for dataset in bundled_datasets()]
     if args.json:
-        print_json(summaries if args.path is None else summaries[0])
+        print_json(summaries)
         return EXIT_OK
     columns = ["name", "files", "bytes", "documents", "characters"] + (["tokens"] if args.model else []) + ["path"]
-    console = _stdout()
-    title = "Bundled datasets" if args.path is None else None
-    console.print(_table(title, columns, [[s[c] for c in columns] for s in summaries]))
-    if args.path is None and not summaries:
-        console.print("No bundled datasets found; give a file or folder: lmwb datasets PATH")
-    if args.path is not None:
-        console.print(Text("Preview", style="bold"))
-        console.print(Text(summaries[0]["preview"]))
+    _stdout().print(_table("Bundled datasets", columns, [[row[c] for c in columns] for row in summaries]))
     return EXIT_OK
 
 
@@ -811,9 +810,10 @@ def cmd_history(args: argparse.Namespace) -> int:
         found = "matching that search" if args.search else "yet"
         _stdout().print(f"No generations {found}. Make one with: lmwb generate --model SRC --prompt TEXT")
         return EXIT_OK
-    table_rows = [[row.get("id"), row.get("created_at"), row.get("model"), _shorten(row.get("prompt", ""), 30),
-                   _shorten(row.get("text", ""), 50), row.get("token_count")] for row in rows]
-    _stdout().print(_table("Generations", ["id", "created_at", "model", "prompt", "text", "tokens"], table_rows))
+    table_rows = [[row["id"], _local_time(row["created_at"]), row["model"], _shorten(row["prompt"], 30),
+                   _shorten(row["text"], 50), row["token_count"], row["finish_reason"]] for row in rows]
+    columns = ["id", "created", "model", "prompt", "text", "tokens", "finish"]
+    _stdout().print(_table("Generations", columns, table_rows))
     return EXIT_OK
 
 
