@@ -1,0 +1,294 @@
+"""Reliability: a kill -9, a crash mid-write or a crowd of writers never loses a run.
+
+Every test here runs real processes against the real database in the test's
+private LMWB_HOME, and kills them with SIGKILL, which no code can catch or
+clean up after: what survives is what the design guarantees.
+
+The moments of a kill are made exact with SIGSTOP: the trainer is frozen,
+the test checks that it is where it should be (a checkpoint's temporary
+directory exists; the database's write lock is held), and only then is it
+killed. A freeze that lands elsewhere is thawed and tried again.
+
+What must hold after every kill:
+  1. the database passes ``PRAGMA integrity_check``;
+  2. the next ``lmwb`` start marks the run ``interrupted``;
+  3. every checkpoint the store lists loads (weights and trainer state), and
+     after the resume no temporary or unrecorded checkpoint directory is left;
+  4. ``lmwb train --resume ID --steps N`` continues from the last checkpoint
+     and the run's losses, step by step, are those of a run never killed.
+
+The killed trainers are real processes; the resume and the never-killed
+reference run the same command line code (``tui.cli.main``) in the test's
+process, which spares two torch start-ups per test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.store import RunStore
+from tui.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+FABLES = REPO / "sample_texts" / "fables.txt"
+TOTAL_STEPS = 60
+# One intra-op thread per trainer: several trainers share few cores here, and
+# the never-killed reference run must do its sums the same way.
+TRAINER_THREADS = "1"
+
+
+@pytest.fixture(scope="module")
+def fables_excerpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The user's own text file: the first 24 KB of the bundled fables."""
+    path = tmp_path_factory.mktemp("data") / "fables-excerpt.txt"
+    path.write_text(FABLES.read_text(encoding="utf-8")[:24_000], encoding="utf-8")
+    return path
+
+
+def training_flags(model: Path, dataset: Path, *, checkpoint_every: int) -> list[str]:
+    """`lmwb train` flags for a short run of the tiny model (which has dropout: random state matters)."""
+    return ["--model", str(model), "--dataset", str(dataset), "--steps", str(TOTAL_STEPS), "--batch-size", "4",
+            "--block-size", "32", "--lr", "3e-3", "--min-lr", "3e-4", "--warmup", "2", "--eval-every", "20",
+            "--checkpoint-every", str(checkpoint_every), "--seed", "7", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def never_killed(tmp_path_factory, tiny_model_dir, fables_excerpt) -> list[dict]:
+    """The metrics of the same run trained start to finish by `lmwb train` (in this process), never killed."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LMWB_HOME", str(tmp_path_factory.mktemp("never-killed-home")))
+        with one_torch_thread():
+            assert main(["train", *training_flags(tiny_model_dir, fables_excerpt, checkpoint_every=20)]) == 0
+        [run] = RunStore().list_runs()
+        assert run.status == "completed"
+        return RunStore().metrics(run.id)
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Train in this process with the trainers' thread count, so sums are done the same way."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(TRAINER_THREADS))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def lmwb_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tui.cli", *args]
+
+
+def start_training(*flags: str) -> tuple[subprocess.Popen, str]:
+    """Start a real `lmwb train` process; return it and the run id it prints first."""
+    process = subprocess.Popen(lmwb_command("train", *flags), cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": TRAINER_THREADS}, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first_line = process.stdout.readline()
+    if not first_line.startswith(("Started run", "Resuming run")):
+        process.kill()
+        raise AssertionError(f"lmwb train did not start: {first_line}{process.communicate()[1]}")
+    threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
+    return process, first_line.split()[2].rstrip(":")
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> str:
+    """Wait for a process; return what it wrote to stderr."""
+    process.wait(timeout=timeout)
+    return process.stderr.read()
+
+
+def wait_for(condition, timeout: float = 120.0, what: str = "it") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def database() -> Path:
+    return Path(os.environ["LMWB_HOME"]) / "workbench.db"
+
+
+def integrity() -> str:
+    connection = sqlite3.connect(database())
+    try:
+        return connection.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def write_lock_held() -> bool:
+    """Whether another process holds the database's write lock right now (never waits for it)."""
+    connection = sqlite3.connect(database(), timeout=0, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as error:
+        assert "locked" in str(error) or "busy" in str(error), error
+        return True
+    finally:
+        connection.close()
+
+
+def kill_when(process: subprocess.Popen, caught, tries: int = 20_000) -> None:
+    """Freeze the process, and kill it -9 if ``caught()`` holds while frozen; else thaw it and try again."""
+    rng = random.Random(0)
+    for _ in range(tries):
+        assert process.poll() is None, "the trainer finished before the moment came"
+        os.kill(process.pid, signal.SIGSTOP)
+        if caught():
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+            return
+        os.kill(process.pid, signal.SIGCONT)
+        time.sleep(rng.uniform(0, 0.004))
+    raise AssertionError("never caught the trainer at that moment")
+
+
+def checkpoints_dir(run_id: str) -> Path:
+    return Path(os.environ["LMWB_HOME"]) / "runs" / run_id / "checkpoints"
+
+
+def assert_recovers_like_a_run_never_killed(run_id: str, never_killed: list[dict], capsys) -> None:
+    """The four guarantees of this module's docstring, checked in the order a user meets them."""
+    from transformers import AutoModelForCausalLM
+
+    from engine.training import load_trainer_state
+
+    assert integrity() == "ok"
+    assert RunStore().get_run(run_id).status == "running"  # nobody has looked yet
+    assert main(["runs", "--json"]) == 0                     # the next lmwb start sweeps
+    capsys.readouterr()
+    interrupted = RunStore().get_run(run_id)
+    assert interrupted.status == "interrupted"
+    assert "ended without finishing" in interrupted.error
+
+    recorded = RunStore().checkpoints(run_id)
+    assert recorded, "the kill came before the first checkpoint; nothing to resume"
+    for checkpoint in recorded:
+        path = Path(checkpoint["path"])
+        assert AutoModelForCausalLM.from_pretrained(path, use_safetensors=True).num_parameters() > 0
+        assert load_trainer_state(path)["step"] == checkpoint["step"]
+
+    with one_torch_thread():  # the command line's own code, in this process: no second torch start-up
+        # (checkpoints every 20 steps from here: a resume may change how often it saves, not what it learns)
+        assert main(["train", "--resume", run_id, "--steps", str(TOTAL_STEPS), "--checkpoint-every", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert f"Resuming run {run_id}" in printed and "completed" in printed
+
+    run = RunStore().get_run(run_id)
+    assert (run.status, run.steps) == ("completed", TOTAL_STEPS)
+    on_disk = sorted(path.name for path in checkpoints_dir(run_id).iterdir())
+    assert on_disk == sorted(Path(row["path"]).name for row in RunStore().checkpoints(run_id))
+    assert integrity() == "ok"
+
+    got = RunStore().metrics(run_id)
+    assert [row["step"] for row in got] == list(range(1, TOTAL_STEPS + 1))
+    for column in ("train_loss", "lr", "grad_norm", "tokens"):
+        assert [row[column] for row in got] == pytest.approx([row[column] for row in never_killed], rel=1e-4), column
+    evaluated = [row["step"] for row in never_killed if row["val_loss"] is not None]
+    assert [got[step - 1]["val_loss"] for step in evaluated] == pytest.approx(
+        [never_killed[step - 1]["val_loss"] for step in evaluated], rel=1e-4)
+
+
+# -----------------------------------------------------------------------------
+# kill -9 of `lmwb train`
+
+
+@pytest.mark.slow
+def test_kill_9_between_steps_loses_nothing_but_the_steps_after_the_last_checkpoint(
+        tiny_model_dir, fables_excerpt, never_killed, capsys):
+    process, run_id = start_training(*training_flags(tiny_model_dir, fables_excerpt, checkpoint_every=10))
+    store = RunStore()
+    wait_for(lambda: len(store.metrics(run_id)) >= 25, what="25 steps")
+    process.kill()
+    process.wait(timeout=30)
+    assert len(store.metrics(run_id)) < TOTAL_STEPS
+    assert_recovers_like_a_run_never_killed(run_id, never_killed, capsys)
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_checkpoint_write_leaves_no_half_checkpoint(
+        tiny_model_dir, fables_excerpt, never_killed, capsys):
+    process, run_id = start_training(*training_flags(tiny_model_dir, fables_excerpt, checkpoint_every=3))
+    store = RunStore()
+    wait_for(lambda: store.checkpoints(run_id), what="the first checkpoint")
+    store.close()
+
+    def writing_a_checkpoint() -> bool:
+        return any(path.name.startswith(".tmp-") for path in checkpoints_dir(run_id).iterdir())
+
+    kill_when(process, writing_a_checkpoint)
+    assert writing_a_checkpoint()  # the half-written checkpoint is there, under its temporary name
+    assert all(not Path(row["path"]).name.startswith(".tmp-") for row in RunStore().checkpoints(run_id))
+    assert_recovers_like_a_run_never_killed(run_id, never_killed, capsys)
+    assert not any(path.name.startswith(".tmp-") for path in checkpoints_dir(run_id).iterdir())
+
+
+@pytest.mark.slow
+def test_kill_9_in_the_middle_of_a_database_write_loses_nothing_committed(
+        tiny_model_dir, fables_excerpt, never_killed, capsys):
+    # A checkpoint every step means a metrics flush, a heartbeat and a checkpoint record every step.
+    process, run_id = start_training(*training_flags(tiny_model_dir, fables_excerpt, checkpoint_every=1))
+    store = RunStore()
+    wait_for(lambda: len(store.metrics(run_id)) >= 5, what="5 steps")
+    store.close()
+    kill_when(process, write_lock_held)
+    assert not write_lock_held()  # the lock died with the process
+    assert_recovers_like_a_run_never_killed(run_id, never_killed, capsys)
+
+
+# -----------------------------------------------------------------------------
+# kill -9 of a process writing metric batches, many times over (no torch: fast)
+
+METRICS_WRITER = textwrap.dedent("""
+    import sys
+    from engine.store import RunStore
+
+    store = RunStore()
+    run_id, step, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    store.set_status(run_id, "running")
+    while True:
+        store.add_metrics(run_id, [{"step": step + i, "train_loss": 1 / (step + i), "lr": 1e-3}
+                                   for i in range(1, batch + 1)])
+        step += batch
+        store.heartbeat(run_id, steps=step, tokens=step * 128)
+        print(step, flush=True)
+""")
+
+
+def test_kill_9_mid_metrics_batch_keeps_every_committed_batch_whole():
+    """Kill a writer at random moments, many times: batches are all or nothing, committed ones all there."""
+    batch, rng = 40, random.Random(6)
+    store = RunStore()
+    run_id = store.create_run(name="killed often", model="scratch:nano", dataset="fables", config={}).id
+    last_step = 0
+    for _ in range(6):
+        writer = subprocess.Popen([sys.executable, "-c", METRICS_WRITER, run_id, str(last_step), str(batch)],
+                                  cwd=REPO, stdout=subprocess.PIPE, text=True)
+        acknowledged = [int(writer.stdout.readline()) for _ in range(rng.randint(1, 4))][-1]
+        time.sleep(rng.uniform(0, 0.003))
+        writer.kill()
+        writer.wait(timeout=30)
+
+        assert integrity() == "ok"
+        steps = [row["step"] for row in store.metrics(run_id)]
+        assert steps == list(range(1, len(steps) + 1))          # no gaps, no torn batch
+        assert len(steps) % batch == 0 and len(steps) >= acknowledged
+        assert RunStore().mark_interrupted_runs() == [run_id]
+        last_step = len(steps)
+    assert store.get_run(run_id).status == "interrupted"
