@@ -18,7 +18,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, DistilBertConfig, DistilBertModel, GPT2Config, GPT2LMHeadModel
 
 from engine.datasets import bundled_datasets, open_dataset
 from engine.errors import ModelSourceError, SettingsError
@@ -286,6 +286,16 @@ def test_a_cached_hub_model_loads_offline_and_is_listed(tiny_model_dir):
     hub_choices = [choice for choice in list_model_choices(None) if choice.kind == "hub"]
     assert [choice.source for choice in hub_choices] == ["lmwb-test/tiny-gpt2"]
     assert "gpt2" in hub_choices[0].description
+
+
+def test_cached_models_that_cannot_generate_text_are_not_offered(tmp_path):
+    encoder = DistilBertModel(DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, vocab_size=300))
+    encoder.save_pretrained(tmp_path / "encoder")
+    _put_in_hf_cache(tmp_path / "encoder", "lmwb-test/encoder")
+
+    assert [choice.kind for choice in list_model_choices(None)] == ["scratch"] * 3
+    with pytest.raises(ModelSourceError, match="not a causal language model"):
+        load_model("lmwb-test/encoder")
 
 
 def test_cached_hub_model_with_only_pickle_weights_is_refused(tmp_path, tiny_model_dir):
