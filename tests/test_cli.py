@@ -453,6 +453,7 @@ def started_run_id(out: str) -> str:
     return first.split()[2].rstrip(":")
 
 
+@pytest.mark.slow
 def test_train_records_a_run_that_resumes_and_evaluates(capsys, fables: Path) -> None:
     status, out, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--steps", "6",
                                "--name", "fable-nano")
@@ -493,10 +494,14 @@ def test_train_mistakes_are_one_line(capsys, fables: Path, tmp_path: Path) -> No
     assert_one_line_error(status, err, "--model")
     status, _, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(tmp_path / "missing.txt"))
     assert_one_line_error(status, err, "missing.txt")
-    status, _, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--block-size", "100000")
-    assert_one_line_error(status, err, "block")
     status, out, _ = run_cli(capsys, "runs", "--json")
     assert json.loads(out) == []  # no run left behind by a refused configuration
+
+    # Only the loaded model knows its context: the run starts, then fails saying why.
+    status, out, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--block-size", "100000")
+    assert_one_line_error(status, err, "--block-size", "context")
+    failed = json.loads(run_cli(capsys, "runs", "show", started_run_id(out), "--json")[1])
+    assert failed["status"] == "failed" and "context" in failed["error"]
 
 
 def test_max_time_stops_with_a_checkpoint_and_says_how_to_resume(capsys, fables: Path) -> None:

@@ -34,7 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine import __version__
-from engine.errors import WorkbenchError
+from engine.errors import SettingsError, WorkbenchError
 
 if TYPE_CHECKING:
     from engine.store import RunStore
@@ -43,6 +43,7 @@ EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
 
 class CommandError(WorkbenchError):
     """A mistake in how a command was called that argparse cannot see (a missing file, a bad combination)."""
@@ -213,6 +214,18 @@ def _add_runs_parser(commands: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=cmd_runs_export)
 
 
+# Sampling flags: (flag, the GenerationSettings field it sets, type, help).
+GENERATION_FLAGS = (
+    ("--max-new-tokens", "max_new_tokens", positive_int, "how many tokens at most"),
+    ("--temperature", "temperature", non_negative_float, "0 is greedy; higher is more random"),
+    ("--top-k", "top_k", non_negative_int, "sample from the k likeliest tokens (0: all)"),
+    ("--top-p", "top_p", probability, "sample from the smallest set of tokens holding this probability"),
+    ("--repetition-penalty", "repetition_penalty", positive_float, "above 1 discourages repeats"),
+    ("--seed", "seed", non_negative_int, "same seed, same text"),
+    ("--alternatives", "alternatives", non_negative_int, "top alternatives per token in --json"),
+)
+
+
 def _add_generate_parser(commands: argparse._SubParsersAction) -> None:
     generate = commands.add_parser(
         "generate", help="stream text from a model, token by token",
@@ -224,15 +237,7 @@ def _add_generate_parser(commands: argparse._SubParsersAction) -> None:
     prompt.add_argument("--prompt", metavar="TEXT", help="the prompt; '-' reads it from stdin (as does a pipe)")
     prompt.add_argument("--prompt-file", type=Path, metavar="FILE", help="read the prompt from a UTF-8 file")
     sampling = generate.add_argument_group("sampling settings (defaults: the engine's GenerationSettings)")
-    _add_flags(sampling, (
-        ("--max-new-tokens", "max_new_tokens", positive_int, "how many tokens at most"),
-        ("--temperature", "temperature", non_negative_float, "0 is greedy; higher is more random"),
-        ("--top-k", "top_k", non_negative_int, "sample from the k likeliest tokens (0: all)"),
-        ("--top-p", "top_p", probability, "sample from the smallest set of tokens holding this probability"),
-        ("--repetition-penalty", "repetition_penalty", positive_float, "above 1 discourages repeats"),
-        ("--seed", "seed", non_negative_int, "same seed, same text"),
-        ("--alternatives", "alternatives", non_negative_int, "top alternatives per token in --json"),
-    ))
+    _add_flags(sampling, GENERATION_FLAGS)
     sampling.add_argument("--stop", action="append", default=[], metavar="TEXT",
                           help="stop when this text appears (repeatable)")
     generate.add_argument("--dataset", metavar="PATH_OR_NAME", help="for scratch: models, the tokenizer's dataset")
@@ -379,8 +384,6 @@ def stop_on_signals(stop: Callable[[], None], signals: Sequence[int] = (signal.S
 @contextlib.contextmanager
 def settings_named_by_flags(flags: dict[str, str]) -> Iterator[None]:
     """Report a bad setting by the flag the user typed (``--block-size``), not the engine's field name."""
-    from engine.errors import SettingsError
-
     try:
         yield
     except SettingsError as error:
@@ -729,10 +732,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from engine.generation import GenerationSettings, TokenStream, record_generation
 
     prompt = read_prompt(args)
-    given = _given(args, ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed",
-                          "alternatives"))
+    given = _given(args, [field for _, field, _, _ in GENERATION_FLAGS])
     settings = GenerationSettings(**given, stop=tuple(args.stop))
-    settings.validate()
+    with settings_named_by_flags({field: flag for flag, field, _, _ in GENERATION_FLAGS} | {"stop": "--stop"}):
+        settings.validate()
     store = _open_store()
     loaded = _load_model(args.model, device=args.device, dataset_name=args.dataset, store=store)
 
@@ -788,14 +791,13 @@ def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
 
 def _load_model(model: str, *, device: str, dataset_name: str | None, store: RunStore) -> Any:
     from engine.datasets import open_dataset
-    from engine.models import ModelSource, load_model, quiet_transformers
+    from engine.models import ModelSource, load_model
 
     source = ModelSource.parse(model)
     if source.kind == "scratch" and dataset_name is None:
         raise CommandError(f"{source} is a from-scratch model: its tokenizer is trained on a dataset, "
                            "so give one with --dataset NAME_OR_PATH.")
     dataset = open_dataset(dataset_name) if dataset_name is not None else None
-    quiet_transformers()
     with _status_line(f"Loading {source}…") as update:
         return load_model(source, device=device, dataset=dataset, store=store, progress=update)
 
@@ -845,17 +847,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"{'Resuming' if args.resume else 'Started'} run {run_id}: {config.model} on {config.dataset}, "
                   f"to step {config.max_steps}. Ctrl+C stops it with a checkpoint.", flush=True)
             follow_training(job, stopping)
-        run = store.get_run(run_id)
-        print(f"Run {run.id} {run.status} at step {run.steps} · {run.tokens:,} tokens · "
-              f"best val loss {_cell(run.best_val_loss).plain}. {job.progress.message}", flush=True)
-        checkpoints = store.checkpoints(run.id)
-        if checkpoints:
-            print(f"Latest checkpoint: {checkpoints[-1]['path']} (model source run:{run.id})", flush=True)
-        if run.status == "stopped":
-            print(f"Resume with: lmwb train --resume {run.id} --steps {config.max_steps}", flush=True)
+        _print_training_summary(store, store.get_run(run_id), job.progress, config)
         if job.error is not None:
             raise job.error
     return EXIT_OK
+
+
+def _print_training_summary(store: RunStore, run: Any, progress: Any, config: Any) -> None:
+    """How the run ended, where its latest checkpoint is, and how to go on."""
+    print(f"Run {run.id} {run.status} at step {run.steps} · {run.tokens:,} tokens · "
+          f"best val loss {_cell(run.best_val_loss).plain} · {_duration(progress.elapsed)} of training", flush=True)
+    if run.status == "stopped":
+        print(progress.message, flush=True)
+    checkpoints = store.checkpoints(run.id)
+    if checkpoints:
+        print(f"Latest checkpoint: {checkpoints[-1]['path']} (model source: run:{run.id})", flush=True)
+    if run.status == "stopped":
+        print(f"Resume with: lmwb train --resume {run.id} --steps {config.max_steps}", flush=True)
 
 
 # The flag that sets each TrainingConfig field, to name it in messages.
@@ -906,20 +914,27 @@ def _follow_live(job: Any, console: Console, stopping: threading.Event, interval
 
 
 def _follow_lines(job: Any, stopping: threading.Event, interval: float, every_seconds: float = 2.0) -> None:
-    last_step, last_val, last_time, told_stopping = -1, None, 0.0, False
+    """One line per step (at most every few seconds, but every evaluation), for logs and pipes."""
+    last_shown, last_val, last_time, told_stopping = None, None, 0.0, False
     ended = False
     while not ended:
         ended = job.join(timeout=interval)
         progress = job.progress
+        preparing = progress.status == "starting"
+        shown = progress.message if preparing else progress.step
         due = time.monotonic() - last_time >= every_seconds or progress.val_loss != last_val or ended
-        if progress.step != last_step and due:
-            fields = _progress_fields(progress)
-            print(f"step {progress.step}/{progress.max_steps} · loss {fields['loss']} · val {fields['val']} · "
-                  f"{fields['speed']} tok/s · ETA {fields['eta']}", flush=True)
-            last_step, last_val, last_time = progress.step, progress.val_loss, time.monotonic()
+        if shown != last_shown and due:
+            print(progress.message if preparing else _progress_line(progress), flush=True)
+            last_shown, last_val, last_time = shown, progress.val_loss, time.monotonic()
         if stopping.is_set() and not told_stopping and not ended:
             print("Stopping: finishing this step and saving a checkpoint…", flush=True)
             told_stopping = True
+
+
+def _progress_line(progress: Any) -> str:
+    fields = _progress_fields(progress)
+    return (f"step {progress.step}/{progress.max_steps} · loss {fields['loss']} · val {fields['val']} · "
+            f"{fields['speed']} tok/s · ETA {fields['eta']}")
 
 
 # ---------------------------------------------------------------------------
