@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -16,6 +17,11 @@ if TYPE_CHECKING:
 
 class WorkbenchScreen(Screen):
     """A screen of the workbench: subclasses set MODE, TITLE, HELP and compose_body()."""
+
+    BINDINGS = [
+        Binding("escape", "leave_field", "Leave field", show=False, id="screen.leave_field",
+                tooltip="Leave the text field, so single keys (1-5, ?) act again"),
+    ]
 
     MODE = ""
     HELP = ""
@@ -34,3 +40,7 @@ class WorkbenchScreen(Screen):
     def compose_body(self) -> ComposeResult:
         """The screen's own widgets, between the nav bar and the footer."""
         yield from ()
+
+    def action_leave_field(self) -> None:
+        """Escape: stop typing in a field, so 1–5 and the screen's letter keys work again."""
+        self.set_focus(None)

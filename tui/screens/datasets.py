@@ -63,38 +63,38 @@ class DatasetsScreen(WorkbenchScreen):
         Binding("escape", "focus_list", "Back to list", show=False, id="datasets.focus_list"),
     ]
 
-    class Listed(Message):
+    class Listed(Message, bubble=False):
         """The datasets to offer: (value, label, kind) for bundled ones, then recent ones."""
 
         def __init__(self, entries: list[tuple[str, str, str]]) -> None:
             super().__init__()
             self.entries = entries
 
-    class Opened(Message):
+    class Opened(Message, bubble=False):
         """A dataset was read: its stats and its first lines."""
 
         def __init__(self, value: str, dataset: "Dataset", stats: "DatasetStats", preview: str) -> None:
             super().__init__()
             self.value, self.dataset, self.stats, self.preview = value, dataset, stats, preview
 
-    class PathChecked(Message):
+    class PathChecked(Message, bubble=False):
         """The typed path was checked: ``problem`` is '' when it opens fine."""
 
         def __init__(self, text: str, problem: str, summary: str) -> None:
             super().__init__()
             self.text, self.problem, self.summary = text, problem, summary
 
-    class CountProgress(Message):
+    class CountProgress(Message, bubble=False):
         def __init__(self, done: int, total: int) -> None:
             super().__init__()
             self.done, self.total = done, total
 
-    class Counted(Message):
+    class Counted(Message, bubble=False):
         def __init__(self, value: str, model: str, tokens: int) -> None:
             super().__init__()
             self.value, self.model, self.tokens = value, model, tokens
 
-    class Tokenized(Message):
+    class Tokenized(Message, bubble=False):
         def __init__(self, text: str, model: str, tokens: list[ShownToken]) -> None:
             super().__init__()
             self.text, self.model, self.tokens = text, model, tokens

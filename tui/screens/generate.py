@@ -67,30 +67,29 @@ class GenerateScreen(WorkbenchScreen):
                 tooltip="Select tokens with ←/→ to see their alternatives"),
         Binding("ctrl+o", "history", "History", id="generate.history",
                 tooltip="Browse and search past generations"),
-        Binding("escape", "focus_prompt", "Prompt", show=False, id="generate.prompt"),
     ]
 
     ab_mode: reactive[bool] = reactive(False)
     generating: reactive[bool] = reactive(False)
 
-    class Started(Message):
+    class Started(Message, bubble=False):
         def __init__(self, run: int, side: str, source: str, seed: int | None) -> None:
             super().__init__()
             self.run, self.side, self.source, self.seed = run, side, source, seed
 
-    class Tokens(Message):
+    class Tokens(Message, bubble=False):
         """A batch of new tokens for one side, with the stream's clock at its first and last token."""
 
         def __init__(self, run: int, side: str, tokens: list[ShownToken], first: float, last: float) -> None:
             super().__init__()
             self.run, self.side, self.tokens, self.first, self.last = run, side, tokens, first, last
 
-    class Finished(Message):
+    class Finished(Message, bubble=False):
         def __init__(self, run: int, side: str, result: "GenerationResult") -> None:
             super().__init__()
             self.run, self.side, self.result = run, side, result
 
-    class Done(Message):
+    class Done(Message, bubble=False):
         """The worker ended (normally, stopped, or failed)."""
 
         def __init__(self, run: int) -> None:
@@ -339,9 +338,6 @@ class GenerateScreen(WorkbenchScreen):
         self.query_one("#stats-a", Static).update(
             f"{generation.get('token_count', '?')} tokens · {generation.get('tokens_per_second') or 0:.1f} tok/s"
             f" · {generation.get('finish_reason', '')} · {generation.get('created_at', '')}")
-
-    def action_focus_prompt(self) -> None:
-        self.query_one("#prompt").focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Offer Stop only while generating, Generate only while not."""

@@ -24,7 +24,7 @@ class HistoryScreen(ModalScreen[dict | None]):
         Binding("down", "focus_list", "List", show=False, id="history.list"),
     ]
 
-    class Found(Message):
+    class Found(Message, bubble=False):
         def __init__(self, search: str, generations: list[dict]) -> None:
             super().__init__()
             self.search, self.generations = search, generations

@@ -53,22 +53,22 @@ class ModelsScreen(WorkbenchScreen):
         Binding("escape", "focus_list", "Back to list", show=False, id="models.focus_list"),
     ]
 
-    class Listed(Message):
+    class Listed(Message, bubble=False):
         def __init__(self, choices: list["ModelChoice"]) -> None:
             super().__init__()
             self.choices = choices
 
-    class SourceChecked(Message):
+    class SourceChecked(Message, bubble=False):
         def __init__(self, text: str, problem: str, canonical: str) -> None:
             super().__init__()
             self.text, self.problem, self.canonical = text, problem, canonical
 
-    class LoadProgress(Message):
+    class LoadProgress(Message, bubble=False):
         def __init__(self, source: str, stage: str) -> None:
             super().__init__()
             self.source, self.stage = source, stage
 
-    class Loaded(Message):
+    class Loaded(Message, bubble=False):
         def __init__(self, source: str, info: "ModelInfo") -> None:
             super().__init__()
             self.source, self.info = source, info

@@ -45,7 +45,7 @@ class RunDetailScreen(RunActionsScreen):
         Binding("x", "delete", "Delete", id="run.delete", tooltip="Delete this run (asks first)"),
     ]
 
-    class Polled(Message):
+    class Polled(Message, bubble=False):
         def __init__(self, run: "Run", after: int, metrics: list[dict], samples: list[dict],
                      checkpoints: list[dict]) -> None:
             super().__init__()

@@ -76,7 +76,7 @@ class RunsScreen(RunActionsScreen):
         Binding("escape", "focus_table", "Table", show=False, id="runs.table"),
     ]
 
-    class Polled(Message):
+    class Polled(Message, bubble=False):
         """The runs to show, and new metrics per charted run since the cursors the poll started from."""
 
         def __init__(self, runs: list["Run"], metrics: dict[str, tuple[int, list[dict]]]) -> None:

@@ -59,12 +59,12 @@ class TrainScreen(WorkbenchScreen):
     run_id: reactive[str | None] = reactive(None)
     status: reactive[str] = reactive("")
 
-    class Started(Message):
+    class Started(Message, bubble=False):
         def __init__(self, job: "TrainingJob", run_id: str) -> None:
             super().__init__()
             self.job, self.run_id = job, run_id
 
-    class Polled(Message):
+    class Polled(Message, bubble=False):
         """What changed since the last poll: new metrics and samples, the run row, live progress."""
 
         def __init__(self, run_id: str, metrics: list[dict], samples: list[dict], run: "Run",
@@ -99,6 +99,7 @@ class TrainScreen(WorkbenchScreen):
 
     def on_mount(self) -> None:
         self.query_one("#resume-banner").display = False
+        self.query_one("#progress-row").display = False
         self.watch(self.workbench, "engine_loaded", self._engine_loaded)
         self.watch(self.workbench, "model", lambda model: self._follow_selection("model", model), init=False)
         self.watch(self.workbench, "dataset", lambda name: self._follow_selection("dataset", name), init=False)
@@ -111,8 +112,10 @@ class TrainScreen(WorkbenchScreen):
 
         box = self.query_one("#config-box")
         box.remove_children()
-        box.mount(ConfigForm(TrainingConfig, {"model": self.workbench.model, "dataset": self.workbench.dataset},
-                             id="config"))
+        form = ConfigForm(TrainingConfig, {"model": self.workbench.model, "dataset": self.workbench.dataset},
+                          id="config")
+        box.mount(form)
+        form.call_after_refresh(form.focus_first)
         self._take_pending_resume()
 
     def _follow_selection(self, field: str, value: str) -> None:
@@ -161,6 +164,7 @@ class TrainScreen(WorkbenchScreen):
             self.notify("Fix the settings marked in red first.", severity="error")
             return
         self.query_one("#run-status", Static).update("starting: preparing the model and the data…")
+        self.query_one("#progress-row").display = True
         self.query_one("#train-progress", ProgressBar).update(total=None, progress=0)
         self._start(config, self._resume_run)
 
@@ -188,6 +192,7 @@ class TrainScreen(WorkbenchScreen):
         self._lr = None
         self.query_one("#train-chart", LossChart).clear()
         self.query_one("#samples", Static).update("")
+        self.query_one("#progress-row").display = True
         self.run_id = run_id
 
     def action_pause_resume(self) -> None:

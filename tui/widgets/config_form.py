@@ -133,6 +133,10 @@ class ConfigForm(VerticalScroll):
     def on_mount(self) -> None:
         self.validate_now()
 
+    def focus_first(self) -> None:
+        """Put the cursor in the first field, so the keyboard can start editing at once."""
+        self.query(".form-input").first().focus()
+
     def set_values(self, values: dict[str, Any]) -> None:
         """Fill the inputs from a dict (e.g. a run's saved configuration) and revalidate."""
         shown = {field.name for field in self._fields}

@@ -1,0 +1,219 @@
+"""The workbench app driven like a user would: keys, the real engine, real small models.
+
+Each story runs the whole app headless (``App.run_test``) in the test's own
+LMWB_HOME, presses keys, and checks what the screens show and what the store
+recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from typing import Any, Callable, Coroutine
+
+import pytest
+from textual.geometry import Region
+from textual.pilot import Pilot
+from textual.widget import Widget
+from textual.widgets import DataTable, Input, OptionList, Static, TextArea
+
+from tui.app import WorkbenchApp
+from tui.screens.datasets import DatasetsScreen
+from tui.screens.generate import GenerateScreen
+from tui.screens.help import HelpScreen
+from tui.screens.run_detail import RunDetailScreen
+from tui.widgets.config_form import ConfigForm
+from tui.widgets.loss_chart import LossChart
+from tui.widgets.token_stream import TokenStreamView
+
+SIZE = (100, 32)
+
+
+def story(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test body on a fresh event loop (no async pytest plugin needed)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+async def wait_until(pilot: Pilot, condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Let the app run until ``condition()`` holds (workers finish on their own threads)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {condition.__doc__ or condition}")
+        await pilot.pause(0.05)
+
+
+def shown_text(widget: Widget) -> str:
+    """The text a widget shows on screen right now, line by line."""
+    strips = widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
+    return "\n".join(strip.text.rstrip() for strip in strips)
+
+
+@story
+async def test_first_screen_lists_the_bundled_datasets_with_stats() -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        assert isinstance(app.screen, DatasetsScreen)
+        options = app.screen.query_one("#dataset-list", OptionList)
+        await wait_until(pilot, lambda: options.option_count > 0)
+        labels = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert any(label.startswith("fables") for label in labels)
+        stats = app.screen.query_one("#dataset-stats", Static)
+        await wait_until(pilot, lambda: "characters" in shown_text(stats))
+        assert "fables" in shown_text(stats)
+
+
+@story
+async def test_a_wrong_path_is_explained_under_the_input_as_you_type(tmp_path) -> None:
+    (tmp_path / "notes.txt").write_text("A fox met a crow.\nThe crow sang.\n", encoding="utf-8")
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("o")
+        path_input = app.screen.query_one("#path-input", Input)
+        assert path_input.has_focus
+        status = app.screen.query_one("#path-status", Static)
+        path_input.value = str(tmp_path / "missing.txt")
+        await wait_until(pilot, lambda: status.has_class("-error"))
+        assert "missing.txt" in shown_text(status)
+
+        path_input.value = str(tmp_path / "notes.txt")
+        await wait_until(pilot, lambda: "✓" in shown_text(status))
+        await pilot.press("enter")
+        assert app.dataset == str(tmp_path / "notes.txt")
+        stats = app.screen.query_one("#dataset-stats", Static)
+        await wait_until(pilot, lambda: "notes" in shown_text(stats))
+
+
+@story
+async def test_the_tokenizer_view_shows_typed_text_as_tokens_with_ids(tiny_model_dir) -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        app.model = str(tiny_model_dir)
+        await pilot.press("t")
+        await pilot.press(*"the fox")
+        view = app.screen.query_one("#tokenize-view", TokenStreamView)
+        await wait_until(pilot, lambda: view.text == "the fox")
+        assert all(token.token_id >= 0 for token in view.tokens)
+        summary = shown_text(app.screen.query_one("#tokenize-summary", Static))
+        assert f"{len(view.tokens)} token" in summary
+
+
+@story
+async def test_generate_streams_tokens_and_logs_the_generation(tiny_model_dir) -> None:
+    messages = []
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
+        await pilot.press("3")
+        assert isinstance(app.screen, GenerateScreen)
+        await wait_until(pilot, lambda: bool(app.screen.query("#settings")))
+        screen = app.screen
+        screen.query_one("#model-a", Input).value = str(tiny_model_dir)
+        screen.query_one("#prompt", TextArea).text = "The fox and the crow"
+        screen.query_one("#settings", ConfigForm).set_values({"max_new_tokens": 24, "seed": 7})
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: not screen.generating and "first token" in shown_text(screen.query_one("#stats-a", Static)))
+
+        batches = [m for m in messages if isinstance(m, GenerateScreen.Tokens)]
+        view = screen.query_one("#tokens-a", TokenStreamView)
+        assert batches and sum(len(batch.tokens) for batch in batches) == len(view.tokens) > 0
+        assert all(token.probability is not None and token.alternatives for token in view.tokens)
+        assert "tok/s" in shown_text(screen.query_one("#stats-a", Static))
+
+        await pilot.press("ctrl+g", "right")
+        detail = shown_text(screen.query_one("#token-detail", Static))
+        assert "alternatives" in detail and "p=" in detail
+
+        logged = app.store.generations()
+        assert len(logged) == 1 and logged[0]["model"] == str(tiny_model_dir)
+
+
+@story
+async def test_bad_sampling_settings_are_shown_beside_the_field(tiny_model_dir) -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await wait_until(pilot, lambda: bool(app.screen.query("#settings")))
+        form = app.screen.query_one("#settings", ConfigForm)
+        form.query_one("#field-temperature", Input).focus()
+        form.query_one("#field-temperature", Input).value = ""
+        await pilot.press(*"-1")
+        await pilot.pause()
+        assert "temperature" in form.errors
+        assert form.query_one("#error-temperature").display
+        form.query_one("#field-top_k", Input).value = "lots"
+        await pilot.pause()
+        assert form.errors["top_k"] == "needs a whole number"
+        await pilot.press("ctrl+r")
+        assert not app.screen.generating
+
+
+@story
+async def test_help_lists_the_screen_keys_and_the_palette_offers_them() -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        keys = shown_text(app.screen.query_one("#help-keys", Static))
+        assert "Count tokens" in keys or "datasets.count_tokens" in keys
+        await pilot.press("escape")
+        assert isinstance(app.screen, DatasetsScreen)
+
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Runs")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.current_mode == "runs")
+
+
+@pytest.mark.slow
+@story
+async def test_train_ten_steps_then_find_the_run_completed_in_runs() -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        # Datasets: the first bundled dataset is highlighted; pick fables.
+        options = app.screen.query_one("#dataset-list", OptionList)
+        await wait_until(pilot, lambda: options.option_count > 0)
+        while not str(options.get_option_at_index(options.highlighted).prompt).startswith("fables"):
+            await pilot.press("down")
+        assert app.dataset == "fables"
+
+        await pilot.press("4")
+        await wait_until(pilot, lambda: bool(app.screen.query("#config")))
+        train = app.screen
+        form = train.query_one("#config", ConfigForm)
+        assert form.query_one("#field-model", Input).value == "scratch:nano"
+        assert form.query_one("#field-dataset", Input).value == "fables"
+        form.set_values({"max_steps": 10, "batch_size": 2, "block_size": 32, "warmup_steps": 2,
+                         "eval_every": 5, "eval_batches": 2, "sample_every": 5, "sample_length": 8,
+                         "checkpoint_every": 0, "vocab_size": 512, "name": "ten steps"})
+        assert form.errors == {}
+        await pilot.press("ctrl+r")
+        chart = train.query_one("#train-chart", LossChart)
+        await wait_until(pilot, lambda: train.status == "completed", timeout=240)
+        await wait_until(pilot, lambda: chart.points >= 10)
+        assert "step 10/10" in shown_text(train.query_one("#run-status", Static))
+        assert "step 10:" in shown_text(train.query_one("#samples", Static))
+
+        await pilot.press("escape", "5")
+        table = app.screen.query_one("#runs-table", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1)
+        row = [str(cell) for cell in table.get_row_at(0)]
+        assert "completed" in row and "ten steps" in row and "10" in row
+
+        await pilot.press("enter")
+        assert isinstance(app.screen, RunDetailScreen)
+        detail = app.screen
+        await wait_until(pilot, lambda: detail.run is not None)
+        await wait_until(pilot, lambda: detail.query_one("#run-chart", LossChart).points >= 10)
+        await pilot.press("o")
+        assert "max_steps" in shown_text(detail.query_one("#run-config", Static))
+        await pilot.press("k")
+        await wait_until(pilot, lambda: detail.query_one("#run-checkpoints", DataTable).row_count >= 1)
+        await pilot.press("escape")
+        assert app.current_mode == "runs" and not isinstance(app.screen, RunDetailScreen)
