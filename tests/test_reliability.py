@@ -292,3 +292,78 @@ def test_kill_9_mid_metrics_batch_keeps_every_committed_batch_whole():
         assert RunStore().mark_interrupted_runs() == [run_id]
         last_step = len(steps)
     assert store.get_run(run_id).status == "interrupted"
+
+
+# -----------------------------------------------------------------------------
+# Many writers at once
+
+
+class RunsScreenReader(threading.Thread):
+    """Polls the store the way the Runs screen does: the list of runs, then each run's new metric rows."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.seen: dict[str, list[int]] = {}
+        self.errors: list[str] = []
+        self.polls = 0
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        store = RunStore()
+        try:
+            while not self._stopping.wait(self.interval):
+                for run in store.list_runs():
+                    steps = self.seen.setdefault(run.id, [])
+                    steps += [row["step"] for row in store.metrics(run.id, after_step=steps[-1] if steps else -1)]
+                self.polls += 1
+        except Exception as error:  # noqa: BLE001 - any failure of a reader is the finding
+            self.errors.append(f"{type(error).__name__}: {error}")
+        finally:
+            store.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=30)
+
+
+@pytest.mark.slow
+def test_two_headless_trainers_and_an_app_job_write_at_once_while_the_runs_screen_reads(
+        tiny_model_dir, fables_excerpt):
+    from engine.training import TrainingConfig, TrainingJob
+
+    reader = RunsScreenReader()
+    reader.start()
+    # The headless trainers are given more steps than they need: they train until the app's job is done.
+    flags = [*training_flags(tiny_model_dir, fables_excerpt, checkpoint_every=10), "--steps", "100000"]
+    headless = [start_training(*flags, "--name", f"headless {n}") for n in (1, 2)]
+    store = RunStore()
+    wait_for(lambda: all(store.metrics(run_id) for _, run_id in headless), what="both headless trainers")
+
+    app_config = TrainingConfig(model=str(tiny_model_dir), dataset=str(fables_excerpt), max_steps=20,
+                                batch_size=4, block_size=32, warmup_steps=2, eval_every=5, checkpoint_every=5,
+                                sample_every=10, sample_length=8, device="cpu", name="in the app")
+    with one_torch_thread():
+        job = TrainingJob(app_config, store=RunStore())
+        app_run_id = job.start()
+        assert job.join(timeout=600) and job.error is None
+    assert all(process.poll() is None for process, _ in headless), "a headless trainer stopped early"
+    for process, _ in headless:
+        process.send_signal(signal.SIGTERM)  # stops cleanly, with a checkpoint
+    errors = [finish(process) for process, _ in headless]
+    time.sleep(5 * reader.interval)  # one last poll sees the final rows
+    reader.stop()
+
+    assert reader.errors == [] and reader.polls > 10
+    assert not any("locked" in error for error in errors), errors
+    assert all(process.returncode == 0 for process, _ in headless), errors
+    runs = {run.id: run for run in store.list_runs()}
+    assert runs[app_run_id].status == "completed" and runs[app_run_id].steps == 20
+    for _, run_id in headless:
+        assert runs[run_id].status == "stopped"
+        # the two were training the whole time the app's job was
+        assert runs[run_id].started_at < runs[app_run_id].started_at < runs[app_run_id].finished_at < runs[run_id].finished_at
+    for run_id, run in runs.items():
+        every_step = list(range(1, run.steps + 1))
+        assert [row["step"] for row in store.metrics(run_id)] == every_step, run.name  # none lost
+        assert reader.seen[run_id] == every_step, run.name  # each seen once, in order, while it was written
