@@ -7,20 +7,23 @@ Every test has its own empty LMWB_HOME (see conftest.py).
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import itertools
 import json
-import os
+import math
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import build_tiny_gpt2
-from tui.cli import main
+from tui.cli import device_name, main, non_negative_float, non_negative_int, positive_float, positive_int, probability
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -124,6 +127,26 @@ def test_nonsense_numbers_and_choices_get_one_line_naming_the_flag(capsys, args,
     status, out, err = run_cli(capsys, *args)
     assert_one_line_error(status, err, flag)
     assert out == ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.integers().map(str), st.floats().map(str)))
+def test_any_text_for_a_number_flag_is_a_valid_number_or_a_clear_refusal(text: str) -> None:
+    checks = {
+        positive_int: lambda value: isinstance(value, int) and value >= 1,
+        non_negative_int: lambda value: isinstance(value, int) and value >= 0,
+        positive_float: lambda value: math.isfinite(value) and value > 0,
+        non_negative_float: lambda value: math.isfinite(value) and value >= 0,
+        probability: lambda value: 0 < value <= 1,
+        device_name: lambda value: value == text,
+    }
+    for parse, valid in checks.items():
+        try:
+            value = parse(text)
+        except argparse.ArgumentTypeError as error:
+            assert repr(text) in str(error)
+        else:
+            assert valid(value), (parse.__name__, text, value)
 
 
 def test_a_mistake_in_a_real_process_prints_one_line_and_exits_2(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
@@ -438,13 +438,14 @@ def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[An
     return table
 
 
-def _key_values(title: str, pairs: Sequence[tuple[str, Any]]) -> Table:
-    table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 0))
+def _key_values(title: str, pairs: Sequence[tuple[str, Any]]) -> Group:
+    """A titled list of ``name  value`` lines, for one thing's details."""
+    table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in pairs:
         table.add_row(key, _cell(value))
-    return table
+    return Group(Text(title, style="bold underline"), table)
 
 
 def _shorten(text: str, width: int = 60) -> str:
@@ -516,7 +517,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
             print_json(summary)
             return EXIT_OK
         console = _stdout()
-        console.print(_key_values(f"Dataset {dataset.name}", [item for item in summary.items() if item[0] != "preview"]))
+        details = [item for item in summary.items() if item[0] != "preview"]
+        console.print(_key_values(f"Dataset {dataset.name}", details))
         console.print()
         console.print(Text("Preview", style="bold"))
         console.print(Text(summary["preview"]))
@@ -644,14 +646,16 @@ def _print_run(detail: dict[str, Any]) -> None:
     ] + ([("notes", detail["notes"])] if detail["notes"] else [])
     console.print(_key_values(f"Run {detail['id']}", about))
     console.print()
-    console.print(_key_values("Config", sorted(detail["config"].items())))
+    # Config values as typed (a seed is 1337, not 1,337).
+    console.print(_key_values("Config", [(key, None if value is None else str(value))
+                                         for key, value in sorted(detail["config"].items())]))
     console.print()
     console.print(_key_values("Metrics", [
         ("logged steps", summary["logged_steps"]),
         ("train loss", f"{_cell(summary['first_train_loss']).plain} → {_cell(summary['last_train_loss']).plain}"),
         ("best val loss", summary["best_val_loss"]), ("last val loss", summary["last_val_loss"]),
         ("last val perplexity", summary["last_val_ppl"]), ("last val bits/byte", summary["last_val_bpb"]),
-        ("tokens/s", summary["tokens_per_sec"]),
+        ("tokens/s", None if summary["tokens_per_sec"] is None else round(summary["tokens_per_sec"])),
     ]))
     if detail["checkpoints"]:
         rows = [[c["step"], c["val_loss"], c["path"]] for c in detail["checkpoints"]]
