@@ -349,6 +349,42 @@ def test_runs_delete_asks_refuses_live_runs_and_deletes_with_yes(capsys, two_run
     assert [run["id"] for run in json.loads(out)] == [fox]
 
 
+class TerminalInput(io.StringIO):
+    """What a person types at a terminal, for commands that ask before acting."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_runs_delete_on_a_terminal_asks_first(capsys, monkeypatch, two_runs) -> None:
+    store, fox, _ = two_runs
+    monkeypatch.setattr(sys, "stdin", TerminalInput("n\n"))
+    status, out, err = run_cli(capsys, "runs", "delete", fox)
+    assert status == 0 and "Delete run" in out and "Nothing deleted" in err
+    assert store.get_run(fox).id == fox
+
+    monkeypatch.setattr(sys, "stdin", TerminalInput("y\n"))
+    status, _, err = run_cli(capsys, "runs", "delete", fox)
+    assert status == 0 and f"Deleted run {fox}" in err
+    assert fox not in [run.id for run in store.list_runs()]
+
+
+def test_a_bug_prints_one_line_and_keeps_the_traceback_in_a_log(capsys, monkeypatch, lmwb_home: Path) -> None:
+    from engine.store import RunStore
+
+    def broken_list_runs(self, **filters):
+        raise RuntimeError("the list fell over")
+
+    monkeypatch.setattr(RunStore, "list_runs", broken_list_runs)
+    status, out, err = run_cli(capsys, "runs")
+    assert status == 1 and out == ""
+    [line] = err.strip().splitlines()
+    assert line.startswith("lmwb: internal error: RuntimeError: the list fell over")
+    [log] = (lmwb_home / "logs").iterdir()
+    assert str(log) in line
+    assert "Traceback" in log.read_text() and "broken_list_runs" in log.read_text()
+
+
 def test_an_unknown_run_id_is_one_line(capsys, two_runs) -> None:
     for args in (["runs", "show", "zz-not-a-run"], ["runs", "export", "zz-not-a-run"],
                  ["runs", "delete", "zz-not-a-run", "--yes"], ["train", "--resume", "zz-not-a-run"]):
