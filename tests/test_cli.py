@@ -221,6 +221,12 @@ def test_datasets_counts_tokens_with_a_models_tokenizer(capsys, fables: Path, ti
     expected = len(tokenizer(fables.read_text(encoding="utf-8"))["input_ids"])
     assert abs(json.loads(out)["tokens"] - expected) <= 1  # the engine may end the document with EOS
 
+    # A scratch model's tokenizer is trained on the dataset itself: it packs the text tighter than bytes.
+    status, out, _ = run_cli(capsys, "datasets", str(fables), "--tokens", "--model", "scratch:nano",
+                             "--vocab-size", "400", "--json")
+    assert status == 0
+    assert 0 < json.loads(out)["tokens"] < fables.stat().st_size / 2
+
     status, _, err = run_cli(capsys, "datasets", str(fables), "--tokens")
     assert_one_line_error(status, err, "--model")
 

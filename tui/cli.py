@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_argument("--field", help="the .jsonl field or .csv column holding the text (default: text)")
     datasets.add_argument("--model", metavar="SRC", help="count tokens with this model's tokenizer")
     datasets.add_argument("--tokens", action="store_true", help="count tokens (needs --model)")
+    datasets.add_argument("--vocab-size", type=positive_int, metavar="N",
+                          help="with a scratch: model, the vocabulary of its tokenizer (default: as training)")
     datasets.add_argument("--json", action="store_true", help="print JSON for scripts")
     datasets.set_defaults(handler=cmd_datasets)
 
@@ -512,7 +514,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         raise CommandError("--tokens needs --model SRC: how many tokens depends on the tokenizer.")
     if args.path is not None:
         dataset = open_dataset(args.path, field=args.field)
-        summary = _dataset_summary(dataset, args.model) | {"preview": dataset.preview()}
+        summary = _dataset_summary(dataset, args.model, args.vocab_size) | {"preview": dataset.preview()}
         if args.json:
             print_json(summary)
             return EXIT_OK
@@ -526,7 +528,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
     if args.field:
         raise CommandError("--field applies to a dataset PATH, e.g. 'lmwb datasets data.jsonl --field body'.")
-    summaries = [_dataset_summary(dataset, args.model) for dataset in bundled_datasets()]
+    summaries = [_dataset_summary(dataset, args.model, args.vocab_size) for dataset in bundled_datasets()]
     if args.json:
         print_json(summaries)
         return EXIT_OK
@@ -535,7 +537,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _dataset_summary(dataset: Any, model: str | None) -> dict[str, Any]:
+def _dataset_summary(dataset: Any, model: str | None, vocab_size: int | None) -> dict[str, Any]:
     stats = dataset.stats()
     summary: dict[str, Any] = {
         "name": dataset.name, "path": str(dataset.path), "files": stats.files, "bytes": stats.bytes,
@@ -544,16 +546,16 @@ def _dataset_summary(dataset: Any, model: str | None) -> dict[str, Any]:
     if dataset.field is not None:
         summary["field"] = dataset.field
     if model:
-        summary["tokens"] = _count_tokens(dataset, model)
+        summary["tokens"] = _count_tokens(dataset, model, vocab_size)
         summary["tokenizer"] = model
     return summary
 
 
-def _count_tokens(dataset: Any, model: str) -> int:
+def _count_tokens(dataset: Any, model: str, vocab_size: int | None) -> int:
     from engine.datasets import count_tokens
 
     with _status_line(f"Counting tokens in {dataset.name}…") as update:
-        tokenizer = _tokenizer_for(model, dataset, update)
+        tokenizer = _tokenizer_for(model, dataset, vocab_size, update)
 
         def progress(done: int, total: int) -> None:
             update(f"Counting tokens in {dataset.name}: {done / max(total, 1):.0%}")
@@ -561,14 +563,16 @@ def _count_tokens(dataset: Any, model: str) -> int:
         return count_tokens(dataset, tokenizer, progress=progress)
 
 
-def _tokenizer_for(model: str, dataset: Any, update: Callable[[str], None]) -> Any:
+def _tokenizer_for(model: str, dataset: Any, vocab_size: int | None, update: Callable[[str], None]) -> Any:
     """A scratch: model's tokenizer is trained on the dataset itself; any other comes with its model."""
     from engine.models import ModelSource, load_model, train_tokenizer
+    from engine.training import TrainingConfig
 
     source = ModelSource.parse(model)
     if source.kind == "scratch":
-        return train_tokenizer(dataset, vocab_size=8192, progress=update)
-    return load_model(source, store=_open_store() if source.kind == "run" else None, progress=update).tokenizer
+        # The vocabulary a training run of this preset would use, unless asked otherwise.
+        return train_tokenizer(dataset, vocab_size=vocab_size or TrainingConfig.vocab_size, progress=update)
+    return load_model(source, progress=update).tokenizer
 
 
 # ---------------------------------------------------------------------------
