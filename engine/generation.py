@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import queue
 import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 FINISH_REASONS = ("length", "stop", "eos", "context", "cancelled")
 MAX_ALTERNATIVES = 20
+_END = object()   # the generation thread's last word when nothing went wrong
 
 
 @dataclass
@@ -136,11 +138,16 @@ class GenerationResult:
 class TokenStream:
     """Iterate for TokenEvents; .result after the end; .cancel() from any thread.
 
-    The work happens in the iterating thread, one token per ``next()``, so an
-    exception raised by the model reaches the consumer at once. A cancel is
-    honoured before the next token is computed; text held back at that moment
-    (half a character, a possible stop string) is dropped, so ``result.text``
-    is always what the events delivered.
+    The model runs in a thread of the stream's own, like ``generate`` with a
+    streamer but without its pitfalls: the consumer's iteration receives the
+    events, an exception raised while generating is raised again in the
+    consumer, and a consumer that stops iterating ends the generation. The
+    thread keeps computing the next token while the consumer shows the last.
+
+    A cancel is honoured before the next token is computed; events already
+    made still arrive. Text held back at a cancel (half a character, a
+    possible stop string) is dropped, so ``result.text`` is always exactly
+    what the events delivered.
     """
 
     def __init__(self, model, tokenizer, prompt: str, settings: GenerationSettings) -> None:
@@ -165,9 +172,34 @@ class TokenStream:
         if self._started:
             raise RuntimeError("A TokenStream can be iterated only once; make a new one to generate again.")
         self._started = True
-        return self._events()
+        return self._receive()
 
-    def _events(self) -> Iterator[TokenEvent]:
+    def _receive(self) -> Iterator[TokenEvent]:
+        """The consumer's side: events from the generation thread, then its end or its exception."""
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        producer = threading.Thread(target=self._produce, args=(events,), name="lmwb-generation", daemon=True)
+        producer.start()
+        try:
+            while (item := events.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._cancelled.set()   # a no-op after the end; ends the thread when the consumer left early
+            producer.join()
+
+    def _produce(self, events: queue.SimpleQueue) -> None:
+        """The generation thread: every event, then the end marker or the exception that stopped it."""
+        try:
+            with torch.inference_mode():
+                for event in self._generate():
+                    events.put(event)
+            events.put(_END)
+        except BaseException as error:   # whatever it is, the consumer must hear of it rather than wait
+            events.put(error)
+
+    def _generate(self) -> Iterator[TokenEvent]:
+        """The generation loop: prefill, then one token per step until a finish reason."""
         settings = self.settings
         start = time.perf_counter()
         first_token_at = None
@@ -180,52 +212,43 @@ class TokenStream:
         if self._context_length is not None:
             capacity = min(capacity, self._context_length)
         chooser = _TokenChooser(settings, self._prompt_ids, capacity, self.model.device)
+        decoder = _decoder_for(self.model, capacity)
         finish_reason = None
-        try:
-            with torch.inference_mode():
-                decoder = _decoder_for(self.model, capacity)
-            for index in range(settings.max_new_tokens):
-                if self._cancelled.is_set():
-                    finish_reason = "cancelled"
-                    break
-                with torch.inference_mode():
-                    logits = decoder.prefill(self._prompt_ids) if index == 0 else decoder.step(token_ids[-1])
-                    token_id, probability, alternatives = chooser.choose(logits)
-                token_ids.append(token_id)
-                sequence_length += 1
-                ends_text = token_id in self._end_ids
-                text, stopped = ("", False) if ends_text else stop_strings.feed(detokenizer.push(token_id))
-                if ends_text:
-                    finish_reason = "eos"
-                elif stopped:
-                    finish_reason = "stop"
-                elif index + 1 == settings.max_new_tokens:
-                    finish_reason = "length"
-                elif self._context_length is not None and sequence_length >= self._context_length:
-                    finish_reason = "context"
-                if finish_reason in ("eos", "length", "context"):
-                    # The end: release what was held back, unless it completes a stop string.
-                    tail, stopped = stop_strings.feed(detokenizer.flush())
-                    text += tail if stopped else tail + stop_strings.flush()
-                    finish_reason = "stop" if stopped else finish_reason
-                pieces.append(text)
-                now = time.perf_counter() - start
-                if first_token_at is None:
-                    first_token_at = now
-                yield TokenEvent(index, token_id, text, probability,
-                                 [TokenAlternative(i, self._token_text(i), p) for i, p in alternatives], now)
-                if finish_reason is not None:
-                    break
-        except GeneratorExit:
-            finish_reason = "cancelled"   # the consumer stopped iterating: keep what was generated
-            raise
-        finally:
-            if finish_reason is not None:   # None only when an exception is on its way to the consumer
-                elapsed = time.perf_counter() - start
-                self.result = GenerationResult(
-                    prompt=self.prompt, text="".join(pieces), token_ids=token_ids, finish_reason=finish_reason,
-                    time_to_first_token=first_token_at if first_token_at is not None else elapsed,
-                    elapsed=elapsed)
+        for index in range(settings.max_new_tokens):
+            if self._cancelled.is_set():
+                finish_reason = "cancelled"
+                break
+            logits = decoder.prefill(self._prompt_ids) if index == 0 else decoder.step(token_ids[-1])
+            token_id, probability, alternatives = chooser.choose(logits)
+            token_ids.append(token_id)
+            sequence_length += 1
+            ends_text = token_id in self._end_ids
+            text, stopped = ("", False) if ends_text else stop_strings.feed(detokenizer.push(token_id))
+            if ends_text:
+                finish_reason = "eos"
+            elif stopped:
+                finish_reason = "stop"
+            elif index + 1 == settings.max_new_tokens:
+                finish_reason = "length"
+            elif self._context_length is not None and sequence_length >= self._context_length:
+                finish_reason = "context"
+            if finish_reason in ("eos", "length", "context"):
+                # The end: release what was held back, unless it completes a stop string.
+                tail, stopped = stop_strings.feed(detokenizer.flush())
+                text += tail if stopped else tail + stop_strings.flush()
+                finish_reason = "stop" if stopped else finish_reason
+            pieces.append(text)
+            now = time.perf_counter() - start
+            if first_token_at is None:
+                first_token_at = now
+            yield TokenEvent(index, token_id, text, probability,
+                             [TokenAlternative(i, self._token_text(i), p) for i, p in alternatives], now)
+            if finish_reason is not None:
+                break
+        elapsed = time.perf_counter() - start
+        self.result = GenerationResult(
+            prompt=self.prompt, text="".join(pieces), token_ids=token_ids, finish_reason=finish_reason,
+            time_to_first_token=first_token_at if first_token_at is not None else elapsed, elapsed=elapsed)
 
     def _token_text(self, token_id: int) -> str:
         """A token's text on its own, for the alternatives list (decoded once per stream)."""
@@ -508,41 +531,41 @@ class _GPT2Decoder:
 
     @staticmethod
     def supports(model) -> bool:
-        """Only plain GPT-2 in eval mode with SDPA attention on the CPU, where exactness is tested."""
+        """Only plain GPT-2 in eval mode with SDPA attention on the CPU, where exactness is tested.
+
+        A model with forward hooks (someone is watching its activations) or
+        spread over devices or quantized takes the general road.
+        """
         from transformers import GPT2LMHeadModel
 
         config = model.config
         return (type(model) is GPT2LMHeadModel and not model.training and model.device.type == "cpu"
                 and config._attn_implementation == "sdpa" and not config.add_cross_attention
-                and getattr(model, "hf_device_map", None) is None and not getattr(model, "is_quantized", False))
+                and getattr(model, "hf_device_map", None) is None and not getattr(model, "is_quantized", False)
+                and not _has_hooks(model))
 
     def __init__(self, model, capacity: int) -> None:
         self._model = model
         transformer = model.transformer
         self._width = model.config.n_embd
         self._heads = model.config.n_head
-        head_size = self._width // self._heads
-        parameters = next(model.parameters())
-        self._layers = [
-            (block.ln_1, block.attn, block.ln_2, block.mlp,
-             # keys and values of every position: [2, heads, capacity, head size]
-             torch.empty(2, self._heads, capacity, head_size, dtype=parameters.dtype, device=parameters.device))
-            for block in transformer.h
-        ]
-        self._token_embedding = transformer.wte.weight
+        weight = transformer.wte.weight
+        self._layers = [_GPT2Layer.of(block, capacity, weight.dtype) for block in transformer.h]
+        self._token_embedding = weight
         self._position_embedding = transformer.wpe.weight
-        self._final_norm = transformer.ln_f
-        self._head = model.lm_head
+        final_norm = transformer.ln_f
+        self._final_norm = (final_norm.weight, final_norm.bias, final_norm.eps)
+        self._head = (model.lm_head.weight, model.lm_head.bias)
         self._position = 0
 
     def prefill(self, prompt_ids: list[int]) -> torch.Tensor:
         """Run the prompt through the model's forward, keep its keys and values."""
-        input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self._model.device)
+        input_ids = torch.tensor([prompt_ids], dtype=torch.long)
         output = self._model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
         length = len(prompt_ids)
-        for (*_, buffer), cached in zip(self._layers, output.cache.layers):
-            buffer[0, :, :length] = cached.keys[0]
-            buffer[1, :, :length] = cached.values[0]
+        for layer, cached in zip(self._layers, output.cache.layers):
+            layer.keys_values[0, :, :length] = cached.keys[0]
+            layer.keys_values[1, :, :length] = cached.values[0]
         self._position = length
         return output.logits[0, -1]
 
@@ -550,17 +573,57 @@ class _GPT2Decoder:
         """One token through every block; the logits for the next token."""
         width, heads, position = self._width, self._heads, self._position
         seen = position + 1
+        shape = (width,)
         hidden = (self._token_embedding[token_id] + self._position_embedding[position]).view(1, width)
-        for ln_1, attention, ln_2, mlp, buffer in self._layers:
-            x = F.layer_norm(hidden, (width,), ln_1.weight, ln_1.bias, ln_1.eps)
-            qkv = torch.addmm(attention.c_attn.bias, x, attention.c_attn.weight).view(3, heads, 1, -1)
-            buffer[:, :, position:seen] = qkv[1:]
+        for (norm_1, qkv_weight, qkv_bias, scale, out_weight, out_bias, norm_2, fc_weight, fc_bias, activation,
+             proj_weight, proj_bias, keys_values) in self._layers:
+            x = F.layer_norm(hidden, shape, *norm_1)
+            qkv = torch.addmm(qkv_bias, x, qkv_weight).view(3, heads, 1, -1)
+            keys_values[:, :, position:seen] = qkv[1:]
             attended = F.scaled_dot_product_attention(
-                qkv[0:1], buffer[0:1, :, :seen], buffer[1:2, :, :seen], scale=attention.scaling)
-            hidden = torch.addmm(attention.c_proj.bias, attended.reshape(1, width), attention.c_proj.weight) + hidden
-            x = F.layer_norm(hidden, (width,), ln_2.weight, ln_2.bias, ln_2.eps)
-            x = mlp.act(torch.addmm(mlp.c_fc.bias, x, mlp.c_fc.weight))
-            hidden = torch.addmm(mlp.c_proj.bias, x, mlp.c_proj.weight) + hidden
+                qkv[0:1], keys_values[0:1, :, :seen], keys_values[1:2, :, :seen], scale=scale)
+            hidden = torch.addmm(out_bias, attended.reshape(1, width), out_weight) + hidden
+            x = activation(torch.addmm(fc_bias, F.layer_norm(hidden, shape, *norm_2), fc_weight))
+            hidden = torch.addmm(proj_bias, x, proj_weight) + hidden
         self._position = seen
-        hidden = F.layer_norm(hidden, (width,), self._final_norm.weight, self._final_norm.bias, self._final_norm.eps)
-        return F.linear(hidden, self._head.weight, self._head.bias)[0]
+        hidden = F.layer_norm(hidden, shape, *self._final_norm)
+        return F.linear(hidden, *self._head)[0]
+
+
+def _has_hooks(model) -> bool:
+    """Whether anything would run around a module's forward (a road of our own would skip it)."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+class _GPT2Layer(NamedTuple):
+    """One GPT-2 block's tensors, fetched once (module attribute lookups cost more than tiny ops)."""
+
+    norm_1: tuple
+    qkv_weight: torch.Tensor      # the Conv1D weight [width, 3 * width]: q, k and v in one product
+    qkv_bias: torch.Tensor
+    scale: float
+    out_weight: torch.Tensor
+    out_bias: torch.Tensor
+    norm_2: tuple
+    fc_weight: torch.Tensor
+    fc_bias: torch.Tensor
+    activation: Any               # the model's own activation module, for the same arithmetic
+    proj_weight: torch.Tensor
+    proj_bias: torch.Tensor
+    keys_values: torch.Tensor     # [2, heads, capacity, head size], filled position by position
+
+    @classmethod
+    def of(cls, block, capacity: int, dtype: torch.dtype) -> _GPT2Layer:
+        attention, mlp = block.attn, block.mlp
+        heads = attention.num_heads
+        return cls(
+            (block.ln_1.weight, block.ln_1.bias, block.ln_1.eps),
+            attention.c_attn.weight, attention.c_attn.bias, attention.scaling,
+            attention.c_proj.weight, attention.c_proj.bias,
+            (block.ln_2.weight, block.ln_2.bias, block.ln_2.eps),
+            mlp.c_fc.weight, mlp.c_fc.bias, mlp.act, mlp.c_proj.weight, mlp.c_proj.bias,
+            torch.empty(2, heads, capacity, attention.head_dim, dtype=dtype))
