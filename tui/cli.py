@@ -833,32 +833,38 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train headless with live progress; stop cleanly on Ctrl+C, SIGTERM or --max-time."""
-    from engine.training import TrainingConfig, TrainingJob
+    from engine.training import TrainingJob
 
     store = _open_store()
-    settings = _given(args, [field.name for field in dataclasses.fields(TrainingConfig)])
     with settings_named_by_flags(TRAINING_FLAG_NAMES):
-        if args.resume:
-            if "model" in settings or "dataset" in settings:
-                raise CommandError("--resume continues a run with its own model and dataset; "
-                                   "leave out --model and --dataset.")
-            resumed = store.get_run(args.resume)
-            config = TrainingConfig.from_dict({**resumed.config, **settings})
-        else:
-            missing = [TRAINING_FLAG_NAMES[field] for field in ("model", "dataset") if field not in settings]
-            if missing:
-                raise CommandError(f"lmwb train needs {' and '.join(missing)} (or --resume RUN_ID).")
-            config = TrainingConfig(**settings)
-        job = TrainingJob(config, store=store, resume_run=resumed.id if args.resume else None)
+        config, resume_run = _training_config(args, store)
+        job = TrainingJob(config, store=store, resume_run=resume_run)
         with stop_on_signals(job.stop, (signal.SIGINT, signal.SIGTERM)) as stopping:
             run_id = job.start()
-            print(f"{'Resuming' if args.resume else 'Started'} run {run_id}: {config.model} on {config.dataset}, "
+            print(f"{'Resuming' if resume_run else 'Started'} run {run_id}: {config.model} on {config.dataset}, "
                   f"to step {config.max_steps}. Ctrl+C stops it with a checkpoint.", flush=True)
             follow_training(job, stopping)
         _print_training_summary(store, store.get_run(run_id), job.progress, config)
         if job.error is not None:
             raise job.error
     return EXIT_OK
+
+
+def _training_config(args: argparse.Namespace, store: RunStore) -> tuple[Any, str | None]:
+    """The run's TrainingConfig from the flags given (over the resumed run's own config), and the run to resume."""
+    from engine.training import TrainingConfig
+
+    settings = _given(args, [field.name for field in dataclasses.fields(TrainingConfig)])
+    if args.resume:
+        if "model" in settings or "dataset" in settings:
+            raise CommandError("--resume continues a run with its own model and dataset; "
+                               "leave out --model and --dataset.")
+        run = store.get_run(args.resume)
+        return TrainingConfig.from_dict({**run.config, **settings}), run.id
+    missing = [TRAINING_FLAG_NAMES[field] for field in ("model", "dataset") if field not in settings]
+    if missing:
+        raise CommandError(f"lmwb train needs {' and '.join(missing)} (or --resume RUN_ID).")
+    return TrainingConfig(**settings), None
 
 
 def _print_training_summary(store: RunStore, run: Any, progress: Any, config: Any) -> None:
