@@ -639,15 +639,17 @@ def _batches(dataset: Dataset) -> Iterator[tuple[list[_Piece], int]]:
 def _batch_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
     """A function from texts to their ids, with no special tokens added and no truncation.
 
-    The Rust backend encodes a batch in parallel. It is copied if transformers
-    left truncation or padding switched on, so the caller's tokenizer is untouched.
+    The Rust backend encodes a batch in parallel. It is copied (so the caller's
+    tokenizer is untouched) when transformers left truncation or padding on, or
+    when it is a ``tokenizers`` wrapper such as ``ByteLevelBPETokenizer``, which
+    a freshly trained scratch tokenizer holds until it is saved and loaded.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]
-    if backend.truncation is not None or backend.padding is not None:
-        from tokenizers import Tokenizer
+    from tokenizers import Tokenizer
 
+    if not isinstance(backend, Tokenizer) or backend.truncation is not None or backend.padding is not None:
         backend = Tokenizer.from_str(backend.to_str())
         backend.no_truncation()
         backend.no_padding()

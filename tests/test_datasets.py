@@ -383,10 +383,11 @@ def test_a_failed_tokenization_leaves_no_cache_entry_or_temporary_file(tmp_path:
     assert list(token_cache_dir().iterdir()) == []
 
 
-def test_the_fingerprint_follows_the_vocabulary_not_transformers_settings(tokenizer):
+def test_the_fingerprint_follows_the_vocabulary_not_transformers_settings(tiny_model_dir: Path):
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)   # its own copy: this test changes its settings
     fingerprint = tokenizer_fingerprint(tokenizer)
     tokenizer(["a long sentence about a fox"], truncation=True, max_length=3)   # leaves truncation on
     assert tokenizer_fingerprint(tokenizer) == fingerprint
@@ -397,7 +398,29 @@ def test_the_fingerprint_follows_the_vocabulary_not_transformers_settings(tokeni
     assert tokenizer_fingerprint(other) != fingerprint
 
 
-def test_tokenizing_ignores_truncation_left_on_by_transformers(tmp_path: Path, tokenizer):
+def test_a_fresh_scratch_tokenizer_and_its_saved_copy_share_one_cache_entry(tmp_path: Path):
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    dataset = open_dataset(str(write(tmp_path / "fox.txt", story_text(400))))
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(iter_texts(dataset), vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False)
+    fresh = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")   # as just trained
+    tokens = tokenize_dataset(dataset, fresh)
+    fresh.save_pretrained(tmp_path / "tokenizer")
+    reports: list[tuple[int, int]] = []
+
+    reloaded = tokenize_dataset(dataset, AutoTokenizer.from_pretrained(tmp_path / "tokenizer"),
+                                progress=lambda *r: reports.append(r))
+
+    assert reports == [] and np.array_equal(tokens.ids, reloaded.ids)
+    assert fresh.decode(tokens.ids.tolist()) == dataset.path.read_text()
+
+
+def test_tokenizing_ignores_truncation_left_on_by_transformers(tmp_path: Path, tiny_model_dir: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     tokenizer(["a long sentence about a fox"], truncation=True, max_length=3)
     text = story_text(50)
     tokens = tokenize_dataset(open_dataset(str(write(tmp_path / "t.txt", text))), tokenizer)
