@@ -627,7 +627,7 @@ def make_qa(rng: random.Random, target_bytes: int = 260_000) -> str:
 class Domain:
     """A record type the generated functions work on."""
 
-    module: str
+    module: str          # its name in CODE_MODULES
     record: str          # class name
     item: str            # variable name for one record
     items: str           # variable name for many
@@ -684,11 +684,16 @@ def records_literal(d: Domain, records: list[Record], indent: str = "    ") -> s
     return f"{indent}{d.items} = [\n{rows}{indent}]\n"
 
 
+def measure(d: Domain) -> str:
+    """'price in pounds', or just 'pages' where the unit would repeat the field's name."""
+    return d.number if d.number == d.unit else f"{d.number} in {d.unit}"
+
+
 def code_class(d: Domain) -> str:
     return (
         f"@dataclass\n"
         f"class {d.record}:\n"
-        f'    """One {d.item}: its {d.number} in {d.unit} and its {d.label}."""\n\n'
+        f'    """One {d.item}: its {measure(d)} and its {d.label}."""\n\n'
         f"    {d.number}: int\n"
         f"    {d.label}: str\n"
     )
@@ -710,7 +715,7 @@ def code_total(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
     else:
         body = f"    return sum({d.item}.{d.number} for {d.item} in {d.items})\n"
     function = (f"def {name}({d.items}):\n"
-                f'    """Return the sum of {d.number} over all {d.items}, in {d.unit}."""\n' + body)
+                f'    """Return the sum of {d.number} over all {d.items}{"" if d.number == d.unit else ", in " + d.unit}."""\n' + body)
 
     def test(rng: random.Random) -> str:
         records = sample_records(rng, d, rng.randint(2, 5))
@@ -924,29 +929,46 @@ CODE_PIECES = [code_total, code_filter, code_extreme, code_group, code_average, 
                code_sort, code_describe, code_clamp, code_running, code_find]
 
 
-def make_code_module(rng: random.Random, d: Domain) -> str:
-    """One module: a record class, its functions in shuffled order, then their tests."""
+# Each module works on three record types, and each trio appears in two
+# modules, so whichever module ends up in the validation split, the model has
+# trained on its record types elsewhere.
+CODE_MODULES = {
+    "almanac": ("orders", "trips", "scores"), "bakery": ("readings", "songs", "meals"),
+    "courier": ("books", "parcels", "rivers"), "depot": ("trees", "plants", "tasks"),
+    "estate": ("scores", "orders", "trips"), "harbour": ("meals", "readings", "songs"),
+    "inn": ("rivers", "books", "parcels"), "library": ("tasks", "trees", "plants"),
+}
+
+
+def make_code_module(rng: random.Random, name: str, domains: list[Domain]) -> str:
+    """One module: its record classes, their functions in shuffled order, then the tests."""
     functions, test_makers = [], []
-    for piece in CODE_PIECES:
-        function, test_maker = piece(rng, d)
-        functions.append(function)
-        test_makers.append(test_maker)
+    for d in domains:
+        for piece in CODE_PIECES:
+            function, test_maker = piece(rng, d)
+            functions.append(function)
+            test_makers.append(test_maker)
     rng.shuffle(functions)
-    # Each function's test once, then forty more with fresh data.
-    makers = test_makers + [pick(rng, test_makers) for _ in range(40)]
+    # Each function's test once, then thirty more with fresh data.
+    makers = test_makers + [pick(rng, test_makers) for _ in range(30)]
     tests = [maker(rng).replace("def test_", f"def test_{i:02d}_", 1) for i, maker in enumerate(makers)]
-    header = (f'"""Small helpers for working with {d.items}.\n\n'
-              f"Each {d.item} has a {d.number} (in {d.unit}) and a {d.label}. The functions below are\n"
-              f'plain Python so they can be read and tested one at a time.\n"""\n\n'
+    kinds = ", ".join(d.items for d in domains[:-1]) + f" and {domains[-1].items}"
+    fields = "".join(f"    {d.record}: {measure(d)}, and {article(d.label)}\n" for d in domains)
+    header = (f'"""The {name}: small helpers for working with {kinds}.\n\n'
+              f"Record types:\n{fields}\n"
+              f"The functions below are plain Python, so they can be read and tested one at a time.\n"
+              f'"""\n\n'
               f"from collections import defaultdict\n"
               f"from dataclasses import dataclass\n\n"
               f"import pytest\n")
-    return "\n\n".join([header, code_class(d), *functions, *tests])
+    return "\n\n".join([header, *(code_class(d) for d in domains), *functions, *tests])
 
 
 def make_code(rng: random.Random) -> dict[str, str]:
-    """One module per domain, keyed by file name."""
-    return {f"{d.module}.txt": make_code_module(rng, d) for d in DOMAINS}
+    """The modules, keyed by file name."""
+    by_name = {d.module: d for d in DOMAINS}
+    return {f"{name}.txt": make_code_module(rng, name, [by_name[m] for m in modules])
+            for name, modules in CODE_MODULES.items()}
 
 
 # --------------------------------------------------------------------------
