@@ -18,7 +18,9 @@ from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, OptionList, Static, TextArea
 
+from engine.store import RunStore
 from tui.app import WorkbenchApp
+from tui.screens.confirm import ConfirmScreen
 from tui.screens.datasets import DatasetsScreen
 from tui.screens.generate import GenerateScreen
 from tui.screens.help import HelpScreen
@@ -217,3 +219,46 @@ async def test_train_ten_steps_then_find_the_run_completed_in_runs() -> None:
         await wait_until(pilot, lambda: detail.query_one("#run-checkpoints", DataTable).row_count >= 1)
         await pilot.press("escape")
         assert app.current_mode == "runs" and not isinstance(app.screen, RunDetailScreen)
+
+
+async def start_small_run(pilot: Pilot, app: WorkbenchApp, **settings: object) -> None:
+    """From any screen: go to Train, fill the form for a quick scratch:nano run, start it."""
+    await pilot.press("escape", "4")
+    await wait_until(pilot, lambda: bool(app.screen.query("#config")))
+    form = app.screen.query_one("#config", ConfigForm)
+    form.set_values({"model": "scratch:nano", "dataset": "fables", "batch_size": 2, "block_size": 32,
+                     "warmup_steps": 2, "eval_every": 0, "sample_every": 0, "checkpoint_every": 0,
+                     "vocab_size": 512, **settings})
+    assert form.errors == {}
+    await pilot.press("ctrl+r")
+    await wait_until(pilot, lambda: app.training is not None)
+
+
+@pytest.mark.slow
+@story
+async def test_pause_resume_then_quit_asks_and_stops_the_run_cleanly() -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await start_small_run(pilot, app, max_steps=5000, name="long one")
+        job = app.training
+        await wait_until(pilot, lambda: job.progress.step >= 2, timeout=180)
+
+        await pilot.press("ctrl+t")
+        await wait_until(pilot, lambda: job.progress.status == "paused")
+        paused_at = job.progress.step
+        await pilot.pause(0.5)
+        assert job.progress.step == paused_at
+        await pilot.press("ctrl+t")
+        await wait_until(pilot, lambda: job.progress.step > paused_at)
+
+        await pilot.press("ctrl+q")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert not isinstance(app.screen, ConfirmScreen) and job.progress.status == "running"
+        await pilot.press("ctrl+q")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: not app.is_running, timeout=120)
+
+    run = RunStore().get_run(job.run_id)
+    assert run.status == "stopped"
+    assert RunStore().checkpoints(run.id)[-1]["step"] == run.steps

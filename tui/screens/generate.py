@@ -155,6 +155,7 @@ class GenerateScreen(WorkbenchScreen):
         settings = self.query_one("#settings", ConfigForm).settings()
         if settings is None:
             self.notify("Fix the sampling settings marked in red first.", severity="error")
+            self.query_one("#settings", ConfigForm).focus_first_error()
             return
         prompt = self.query_one("#prompt", TextArea).text
         sources = [("a", self.query_one("#model-a", Input).value.strip())]

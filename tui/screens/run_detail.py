@@ -35,10 +35,12 @@ class RunDetailScreen(RunActionsScreen):
 
     BINDINGS = [
         Binding("escape", "back", "Back", id="run.back", tooltip="Back to the runs"),
-        Binding("c", "show_tab('curve')", "Curve", id="run.curve"),
-        Binding("o", "show_tab('config')", "Config", id="run.config", tooltip="The run's configuration"),
-        Binding("a", "show_tab('samples')", "Samples", id="run.samples"),
-        Binding("k", "show_tab('checkpoints')", "Checkpoints", id="run.checkpoints"),
+        # The tab labels show these keys, so the footer need not.
+        Binding("c", "show_tab('curve')", "Curve", show=False, id="run.curve", tooltip="The loss curve"),
+        Binding("o", "show_tab('config')", "Config", show=False, id="run.config", tooltip="The run's configuration"),
+        Binding("a", "show_tab('samples')", "Samples", show=False, id="run.samples", tooltip="Text the run wrote"),
+        Binding("k", "show_tab('checkpoints')", "Checkpoints", show=False, id="run.checkpoints",
+                tooltip="The run's checkpoints"),
         Binding("g", "generate", "Generate", id="run.generate", tooltip="Generate with a checkpoint of this run"),
         Binding("r", "resume", "Resume", id="run.resume", tooltip="Resume this run on the Train screen"),
         Binding("e", "export", "Export", id="run.export", tooltip="Write the run as JSON and CSV here"),
@@ -62,13 +64,13 @@ class RunDetailScreen(RunActionsScreen):
     def compose_body(self) -> ComposeResult:
         yield Static("loading…", id="run-summary")
         with TabbedContent(id="run-tabs", initial="curve"):
-            with TabPane("Curve", id="curve"):
+            with TabPane("c Curve", id="curve"):
                 yield LossChart(id="run-chart")
-            with TabPane("Config", id="config"):
+            with TabPane("o Config", id="config"):
                 yield VerticalScroll(Static("", id="run-config"))
-            with TabPane("Samples", id="samples"):
+            with TabPane("a Samples", id="samples"):
                 yield VerticalScroll(Static("", id="run-samples"))
-            with TabPane("Checkpoints", id="checkpoints"):
+            with TabPane("k Checkpoints", id="checkpoints"):
                 yield DataTable(id="run-checkpoints", cursor_type="row")
 
     def on_mount(self) -> None:

@@ -66,8 +66,8 @@ class RunsScreen(RunActionsScreen):
         Binding("enter", "open", "Open", id="runs.open", tooltip="Open the run's detail"),
         Binding("space", "mark", "Mark", id="runs.mark", tooltip="Mark or unmark the run to overlay its curve"),
         Binding("slash", "filter", "Filter", id="runs.filter", tooltip="Search runs by name, model or dataset"),
-        Binding("f", "cycle_status", "Status", id="runs.status", tooltip="Show only runs with one status"),
-        Binding("s", "cycle_sort", "Sort", id="runs.sort", tooltip="Sort by the next column"),
+        Binding("f", "cycle_status", "Status", show=False, id="runs.status", tooltip="Show only runs with one status"),
+        Binding("s", "cycle_sort", "Sort", show=False, id="runs.sort", tooltip="Sort by the next column"),
         Binding("S", "reverse_sort", "Order", show=False, id="runs.order", tooltip="Reverse the sort order"),
         Binding("g", "generate", "Generate", id="runs.generate", tooltip="Generate with the run's latest checkpoint"),
         Binding("r", "resume", "Resume", id="runs.resume", tooltip="Resume the run on the Train screen"),
@@ -194,8 +194,8 @@ class RunsScreen(RunActionsScreen):
     def _show_mode(self) -> None:
         _, sort_label = SORTS[self._sort]
         self.query_one("#runs-mode", Static).update(
-            f"status: {self._status_filter or 'all'} · sort: {sort_label} {'↓' if self._descending else '↑'}"
-            f" · marked: {len(self.marked)}")
+            f"f status: {self._status_filter or 'all'} · s sort: {sort_label} {'↓' if self._descending else '↑'}"
+            f" · marked {len(self.marked)}")
 
     @on(Input.Changed, "#runs-filter")
     def _filter_changed(self) -> None:

@@ -50,10 +50,11 @@ class TrainScreen(WorkbenchScreen):
 
     BINDINGS = [
         Binding("ctrl+r", "start", "Start", id="train.start", tooltip="Start a run with this configuration"),
-        Binding("ctrl+t", "pause_resume", "Pause/Resume", id="train.pause", tooltip="Pause or resume the run"),
+        Binding("ctrl+t", "pause", "Pause", id="train.pause", tooltip="Pause the run (it keeps its place)"),
+        Binding("ctrl+t", "resume", "Resume", id="train.resume", tooltip="Resume the paused run"),
         Binding("ctrl+s", "stop", "Stop", id="train.stop", tooltip="Stop the run, saving a checkpoint"),
         Binding("ctrl+n", "new_run", "New", id="train.new", tooltip="Reset the form for a new run"),
-        Binding("ctrl+g", "open_run", "Run detail", id="train.detail", tooltip="Open this run's detail"),
+        Binding("ctrl+g", "open_run", "Detail", id="train.detail", tooltip="Open this run's detail"),
     ]
 
     run_id: reactive[str | None] = reactive(None)
@@ -90,16 +91,14 @@ class TrainScreen(WorkbenchScreen):
                 yield Vertical(Static("loading torch…", classes="placeholder"), id="config-box")
             with Vertical(id="train-right"):
                 yield Static("No run yet: check the form and press Ctrl+R.", id="run-status")
-                with Horizontal(id="progress-row"):
-                    yield ProgressBar(id="train-progress", show_eta=False)
-                    yield Static("", id="eta")
+                yield ProgressBar(id="train-progress", show_eta=False)
                 yield LossChart(id="train-chart", empty_message="loss appears here as the run logs steps")
                 yield Label("Samples", classes="section")
                 yield VerticalScroll(Static("", id="samples"), id="samples-box")
 
     def on_mount(self) -> None:
         self.query_one("#resume-banner").display = False
-        self.query_one("#progress-row").display = False
+        self.query_one("#train-progress").display = False
         self.watch(self.workbench, "engine_loaded", self._engine_loaded)
         self.watch(self.workbench, "model", lambda model: self._follow_selection("model", model), init=False)
         self.watch(self.workbench, "dataset", lambda name: self._follow_selection("dataset", name), init=False)
@@ -134,6 +133,7 @@ class TrainScreen(WorkbenchScreen):
         self.workbench.pending_resume = None
         run_id, name, config = pending
         self._resume_run = run_id
+        self.watch_run(run_id)
         self.query_one("#config", ConfigForm).set_values(config)
         banner = self.query_one("#resume-banner", Static)
         banner.update(f"Resuming {name} ({run_id}). Raise max steps if it had finished; "
@@ -162,9 +162,10 @@ class TrainScreen(WorkbenchScreen):
         config = self.query_one("#config", ConfigForm).settings()
         if config is None:
             self.notify("Fix the settings marked in red first.", severity="error")
+            self.query_one("#config", ConfigForm).focus_first_error()
             return
         self.query_one("#run-status", Static).update("starting: preparing the model and the data…")
-        self.query_one("#progress-row").display = True
+        self.query_one("#train-progress").display = True
         self.query_one("#train-progress", ProgressBar).update(total=None, progress=0)
         self._start(config, self._resume_run)
 
@@ -192,18 +193,18 @@ class TrainScreen(WorkbenchScreen):
         self._lr = None
         self.query_one("#train-chart", LossChart).clear()
         self.query_one("#samples", Static).update("")
-        self.query_one("#progress-row").display = True
+        self.query_one("#train-progress").display = True
         self.run_id = run_id
 
-    def action_pause_resume(self) -> None:
-        job = self.workbench.training
-        if job is None or not self.workbench.training_in_progress():
-            return
-        if job.progress.status == "paused":
-            job.resume()
-        else:
-            job.pause()
-        self.refresh_bindings()
+    def action_pause(self) -> None:
+        if self.workbench.training is not None:
+            self.workbench.training.pause()
+            self.refresh_bindings()
+
+    def action_resume(self) -> None:
+        if self.workbench.training is not None:
+            self.workbench.training.resume()
+            self.refresh_bindings()
 
     def action_stop(self) -> None:
         job = self.workbench.training
@@ -220,7 +221,11 @@ class TrainScreen(WorkbenchScreen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Grey out controls that do nothing in the current state."""
         running = self.workbench.training_in_progress()
-        if action in ("pause_resume", "stop"):
+        if action in ("pause", "resume"):
+            # One key, two actions: the footer shows the one that fits the run's state.
+            paused = running and self.workbench.training.progress.status == "paused"
+            return running and paused == (action == "resume")
+        if action == "stop":
             return running or None
         if action in ("start", "new_run"):
             return (not running) or None
@@ -267,30 +272,34 @@ class TrainScreen(WorkbenchScreen):
         self._show_status(run, progress, message.metrics[-1] if message.metrics else None)
         if run.status != self.status:
             self.status = run.status
-            self.refresh_bindings()
+        self.refresh_bindings()
 
     def _show_status(self, run: "Run", progress: "TrainingProgress | None", latest: dict | None) -> None:
-        max_steps = progress.max_steps if progress is not None else run.config.get("max_steps", 0)
-        step = progress.step if progress is not None else run.steps
+        """Two lines: where the run is (status, step, ETA), then how it is doing (loss, lr, speed)."""
+        live = progress is not None
+        max_steps = progress.max_steps if live else run.config.get("max_steps", 0)
+        step = progress.step if live else run.steps
         line = Text()
         line.append(f"{run.name} ", style="bold")
         line.append(f"{run.id} · ", style="dim")
         line.append(run.status, style="bold red" if run.status == "failed" else "bold")
         line.append(f" · step {step}/{max_steps}")
-        train_loss = progress.train_loss if progress is not None else (latest or {}).get("train_loss")
-        val_loss = progress.val_loss if progress is not None else run.best_val_loss
-        line.append(f" · loss {loss_text(train_loss)} · val {loss_text(val_loss)}")
+        if live and run.status == "running" and progress.eta_seconds is not None:
+            line.append(f" · ETA {human_duration(progress.eta_seconds)}")
+        if live and progress.message and run.status not in ("running", "paused"):
+            line.append(f" · {progress.message}", style="dim")
+        train_loss = progress.train_loss if live else (latest or {}).get("train_loss")
+        val_loss = progress.val_loss if live else run.best_val_loss
+        line.append(f"\nloss {loss_text(train_loss)} · val {loss_text(val_loss)}")
         if self._lr is not None:
             line.append(f" · lr {self._lr:.2e}")
-        rate = progress.tokens_per_sec if progress is not None else (latest or {}).get("tokens_per_sec")
+        rate = progress.tokens_per_sec if live else (latest or {}).get("tokens_per_sec")
         if rate:
             line.append(f" · {human_count(int(rate))} tok/s")
         if run.error:
             line.append(f"\n{run.error}", style="red")
         self.query_one("#run-status", Static).update(line)
         self.query_one("#train-progress", ProgressBar).update(total=max(max_steps, 1), progress=step)
-        eta = progress.eta_seconds if progress is not None and run.status == "running" else None
-        self.query_one("#eta", Static).update(f"ETA {human_duration(eta)}" if eta is not None else "")
 
     def _show_samples(self) -> None:
         text = Text()

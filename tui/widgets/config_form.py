@@ -18,7 +18,6 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.message import Message
 from textual.widgets import Input, Label, Static
 
 from engine.errors import SettingsError
@@ -80,37 +79,24 @@ class ConfigForm(VerticalScroll):
     """One labelled input per field of a settings dataclass, with errors shown in place.
 
     ``settings()`` returns the validated dataclass, or None while any field is
-    wrong (the reason is then visible beside that field).
+    wrong (the reason is then visible under that field). It runs after every
+    keystroke, so errors appear and clear as the user types.
     """
 
     DEFAULT_CSS = (Path(__file__).with_suffix(".tcss")).read_text(encoding="utf-8")
-
-    class Validated(Message):
-        """Posted after every edit: ``settings`` is None when the form is invalid."""
-
-        def __init__(self, form: "ConfigForm", settings: Any | None) -> None:
-            super().__init__()
-            self.form = form
-            self.settings = settings
-
-        @property
-        def control(self) -> "ConfigForm":
-            return self.form
 
     def __init__(
         self,
         settings_type: type,
         values: dict[str, Any] | None = None,
         *,
-        hidden: tuple[str, ...] = (),
         id: str | None = None,  # noqa: A002 - Textual's name for it
     ) -> None:
         super().__init__(id=id)
         self.settings_type = settings_type
         self._hints = typing.get_type_hints(settings_type)
-        self._fields = [f for f in dataclasses.fields(settings_type) if f.name not in hidden]
-        self._hidden_values: dict[str, Any] = {}
-        self._initial = dict(values or {})
+        self._fields = dataclasses.fields(settings_type)
+        self._initial = {name: value for name, value in (values or {}).items() if name in self._hints}
         self.errors: dict[str, str] = {}
         """What is wrong, by field name, as shown under each input."""
 
@@ -131,21 +117,34 @@ class ConfigForm(VerticalScroll):
         return ""
 
     def on_mount(self) -> None:
-        self.validate_now()
+        self.settings()
 
     def focus_first(self) -> None:
         """Put the cursor in the first field, so the keyboard can start editing at once."""
         self.query(".form-input").first().focus()
 
+    def focus_first_error(self) -> None:
+        """Put the cursor in the first field that shows an error (after a refused start)."""
+        for field in self._fields:
+            if field.name in self.errors:
+                self.query_one(f"#field-{field.name}", Input).focus()
+                return
+
     def set_values(self, values: dict[str, Any]) -> None:
-        """Fill the inputs from a dict (e.g. a run's saved configuration) and revalidate."""
-        shown = {field.name for field in self._fields}
+        """Fill the inputs from a dict (e.g. a run's saved configuration) and revalidate.
+
+        Keys that are not fields (say, from a run recorded by an older version) are ignored.
+        """
+        composed = bool(self.query(".form-input"))
         for name, value in values.items():
-            if name in shown:
+            if name not in self._hints:
+                continue
+            if composed:
                 self.query_one(f"#field-{name}", Input).value = format_value(value)
             else:
-                self._hidden_values[name] = value
-        self.validate_now()
+                self._initial[name] = value  # shown when the inputs are composed
+        if composed:
+            self.settings()
 
     def set_value(self, name: str, value: Any) -> None:
         """Set one field's input (e.g. the model chosen on the Models screen)."""
@@ -154,7 +153,7 @@ class ConfigForm(VerticalScroll):
     def settings(self) -> Any | None:
         """The validated settings object, or None with the errors shown in place."""
         errors: dict[str, str] = {}
-        values: dict[str, Any] = dict(self._hidden_values)
+        values: dict[str, Any] = {}
         for field in self._fields:
             text = self.query_one(f"#field-{field.name}", Input).value
             try:
@@ -172,25 +171,18 @@ class ConfigForm(VerticalScroll):
         self._show_errors(errors)
         return settings
 
-    def validate_now(self) -> Any | None:
-        """Validate, show errors, and tell the screen whether the form is usable."""
-        settings = self.settings()
-        self.post_message(self.Validated(self, settings))
-        return settings
-
     def _show_errors(self, errors: dict[str, str]) -> None:
         self.errors = errors
-        shown = {field.name for field in self._fields}
         for field in self._fields:
             message = errors.get(field.name, "")
             error = self.query_one(f"#error-{field.name}", Static)
             error.update(message)
             error.set_class(bool(message), "-visible")
             self.query_one(f"#row-{field.name}").set_class(bool(message), "-invalid")
-        stray = [f"{name}: {message}" for name, message in errors.items() if name not in shown]
+        stray = [f"{name}: {message}" for name, message in errors.items() if name not in self._hints]
         if stray:
-            # An error about a field this form does not show (e.g. the model is
-            # chosen elsewhere): show it on the first row so it is never lost.
+            # validate() named something that is not one field (a rule across
+            # fields, say): show it on the first row so it is never lost.
             first = self._fields[0].name
             error = self.query_one(f"#error-{first}", Static)
             error.update("; ".join(stray))
@@ -199,5 +191,5 @@ class ConfigForm(VerticalScroll):
     @on(Input.Changed, ".form-input")
     def _revalidate(self, event: Input.Changed) -> None:
         event.stop()
-        self.validate_now()
+        self.settings()
 

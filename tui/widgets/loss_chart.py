@@ -113,8 +113,8 @@ class LossChart(PlotextPlot):
                 drawn = True
             if series.val_steps:
                 xs, ys = _thin(series.val_steps, series.val_losses)
-                plt.plot(xs, ys, marker="dot", color=colour if overlay else "orange",
-                         label=f"{series.label} val" if overlay else "val")
+                plt.scatter(xs, ys, marker="dot", color=colour if overlay else "orange",
+                            label=f"{series.label} val" if overlay else "val")
                 drawn = True
         if not drawn:
             plt.title(self.empty_message)

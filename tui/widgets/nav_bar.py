@@ -37,11 +37,13 @@ class NavBar(Widget):
             bar.append(f"{title} ", style="bold reverse" if current else "")
             self._spans.append((start, len(bar), mode))
             bar.append(" ")
-        status = Text(f"{self.app.model} · {self.app.engine_status} ", style="dim")
-        gap = self.size.width - len(bar) - len(status)
-        if gap > 0:
-            bar.append(" " * gap)
-            bar.append_text(status)
+        # The chosen model and the engine's state, as much as fits.
+        for status in (f"{self.app.model} · {self.app.engine_status} ", f"{self.app.engine_status} "):
+            gap = self.size.width - len(bar) - len(status)
+            if gap > 0:
+                bar.append(" " * gap)
+                bar.append(status, style="dim")
+                break
         return bar
 
     def on_click(self, event: Click) -> None:
