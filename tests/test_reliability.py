@@ -25,6 +25,7 @@ process, which spares two torch start-ups per test.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -249,6 +250,53 @@ def test_kill_9_in_the_middle_of_a_database_write_loses_nothing_committed(
     store.close()
     kill_when(process, write_lock_held)
     assert not write_lock_held()  # the lock died with the process
+    assert_recovers_like_a_run_never_killed(run_id, never_killed, capsys)
+
+
+# A small script that runs the real app (headless, as its own tests do), starts a
+# run from the Train screen's form, and keeps the app running until it is killed.
+APP_WITH_A_RUN_GOING = textwrap.dedent("""
+    import asyncio, json, sys
+    from tui.app import WorkbenchApp
+    from tui.widgets.config_form import ConfigForm
+
+    async def main(settings):
+        app = WorkbenchApp()
+        async with app.run_test(size=(100, 32)) as pilot:
+            await pilot.press("4")
+            while not app.screen.query("#config"):
+                await pilot.pause(0.05)
+            form = app.screen.query_one("#config", ConfigForm)
+            form.set_values(settings)
+            assert form.errors == {}, form.errors
+            await pilot.press("ctrl+r")
+            while app.training is None or app.training.run_id is None:
+                await pilot.pause(0.05)
+            print("Started run", app.training.run_id, flush=True)
+            while True:
+                await pilot.pause(0.1)
+
+    asyncio.run(main(json.loads(sys.argv[1])))
+""")
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_app_with_a_run_going(tiny_model_dir, fables_excerpt, never_killed, capsys):
+    # The form holds what training_flags() gives `lmwb train`; every other field keeps its default.
+    form = {"model": str(tiny_model_dir), "dataset": str(fables_excerpt), "max_steps": TOTAL_STEPS, "batch_size": 4,
+            "block_size": 32, "learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_steps": 2,
+            "eval_every": 20, "checkpoint_every": 10, "seed": 7, "device": "cpu"}
+    app = subprocess.Popen([sys.executable, "-c", APP_WITH_A_RUN_GOING, json.dumps(form)], cwd=REPO, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": TRAINER_THREADS},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first_line = app.stdout.readline()
+    assert first_line.startswith("Started run"), first_line + app.communicate()[1]
+    run_id = first_line.split()[2]
+    store = RunStore()
+    wait_for(lambda: len(store.metrics(run_id)) >= 25, what="25 steps in the app")
+    app.kill()
+    app.wait(timeout=30)
+    assert len(store.metrics(run_id)) < TOTAL_STEPS
     assert_recovers_like_a_run_never_killed(run_id, never_killed, capsys)
 
 
