@@ -40,13 +40,14 @@ import torch.nn.functional as F
 from engine.datasets import Dataset, TokenSplit, WindowSampler, open_dataset, tokenize_dataset
 from engine.errors import SettingsError, TrainingError, WorkbenchError
 from engine.generation import GenerationSettings, generate_text
-from engine.home import ensure_private_dir, run_dir
+from engine.home import ensure_private_dir, run_dir, workbench_home
 from engine.models import ModelSource, load_model, quiet_transformers
 from engine.store import Run, RunStore
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRAINER_STATE_FILE = "trainer_state.pt"
 TRAINER_STATE_FORMAT = 1
+_TEMPORARY_PREFIX = ".tmp-step-"     # + "<step>-<pid>": a checkpoint being written
 VALIDATION_FRACTION = 0.1
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -140,7 +141,8 @@ class TrainingConfig:
         if not isinstance(self.device, str) or not _DEVICE_PATTERN.match(self.device):
             raise SettingsError("device", f"{self.device!r} is not a device; use auto, cpu, cuda, cuda:N or mps.")
         if self.precision not in PRECISIONS:
-            raise SettingsError("precision", f"{self.precision!r} is not a precision; use one of {', '.join(PRECISIONS)}.")
+            raise SettingsError("precision",
+                                f"{self.precision!r} is not a precision; use one of {', '.join(PRECISIONS)}.")
         _check_int("vocab_size", self.vocab_size, 257, 1_000_000,
                    hint=" (a byte-level tokenizer needs 256 byte tokens plus end-of-text)")
         if not isinstance(self.name, str) or len(self.name) > 200:
@@ -358,10 +360,10 @@ def save_checkpoint(checkpoints_dir: Path, step: int, model: torch.nn.Module, to
     Everything goes into a temporary sibling first and is renamed into place
     in one step, so a crash or a full disk never leaves a half-written
     checkpoint where anyone looks; a temporary left by a killed process is
-    removed at the run's next start.
+    removed when the next training job starts.
     """
     final = checkpoints_dir / f"step-{step}"
-    temporary = checkpoints_dir / f".tmp-step-{step}-{os.getpid()}"
+    temporary = checkpoints_dir / f"{_TEMPORARY_PREFIX}{step}-{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)
     try:
         model.save_pretrained(temporary)
@@ -414,11 +416,36 @@ def checkpoints_to_remove(checkpoints: list[dict], kept: int) -> list[int]:
     return [row["step"] for row in by_step if row["step"] not in keep]
 
 
-def _remove_unrecorded_checkpoint_dirs(checkpoints_dir: Path, recorded: list[dict]) -> None:
-    """Remove temporaries and checkpoints that a killed process wrote but never recorded in the store."""
+def remove_abandoned_temporaries() -> list[Path]:
+    """Remove checkpoint temporaries (any run's) whose writing process is gone; return what was removed.
+
+    A temporary is named ``.tmp-step-N-<pid>``: while that process lives it
+    may still be writing, so only the dead ones go.
+    """
+    removed = []
+    for temporary in (workbench_home() / "runs").glob(f"*/checkpoints/{_TEMPORARY_PREFIX}*"):
+        pid = temporary.name.rpartition("-")[2]
+        if not pid.isdigit() or not _process_alive(int(pid)):
+            shutil.rmtree(temporary, ignore_errors=True)
+            removed.append(temporary)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True
+
+
+def _remove_unrecorded_checkpoints(checkpoints_dir: Path, recorded: list[dict]) -> None:
+    """Remove checkpoints that a killed process renamed into place but never recorded in the store."""
     recorded_paths = {Path(row["path"]).resolve() for row in recorded}
-    for path in checkpoints_dir.iterdir():
-        if path.name.startswith(".tmp-") or (path.name.startswith("step-") and path.resolve() not in recorded_paths):
+    for path in checkpoints_dir.glob("step-*"):
+        if path.resolve() not in recorded_paths:
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -617,6 +644,7 @@ class TrainingJob:
             )
         config = self.config
         self.dataset: Dataset = open_dataset(config.dataset, config.dataset_field)
+        remove_abandoned_temporaries()
         self.resume_state: dict[str, Any] | None = None
         if self.resume_run is None:
             run = self.store.create_run(name=config.name, model=config.model, dataset=config.dataset,
@@ -640,7 +668,7 @@ class TrainingJob:
             )
         self.checkpoints_dir = ensure_private_dir(run_dir(run.id) / "checkpoints")
         recorded = self.store.checkpoints(run.id)
-        _remove_unrecorded_checkpoint_dirs(self.checkpoints_dir, recorded)
+        _remove_unrecorded_checkpoints(self.checkpoints_dir, recorded)
         on_disk = [row for row in recorded if Path(row["path"]).is_dir()]
         if not on_disk:
             raise TrainingError(f"Run {run.id} has no checkpoint to resume from; start a new run instead.")
@@ -789,7 +817,9 @@ class TrainingJob:
                      elapsed=self.elapsed_before)
 
         while self.step < self.max_steps:
-            paused_seconds += self._wait_while_paused()
+            paused = self._wait_while_paused()
+            paused_seconds += paused
+            last_step_end += paused
             stop_reason = self._stop_reason(time.perf_counter() - session_start - paused_seconds)
             if stop_reason:
                 break
@@ -812,9 +842,10 @@ class TrainingJob:
             # bookkeeping: metrics row, evaluation, sample, checkpoint
             now = time.perf_counter()
             session_seconds = now - session_start - paused_seconds
-            iteration_seconds = max(now - last_step_end, step_seconds)
-            seconds_per_step = iteration_seconds if seconds_per_step is None else 0.9 * seconds_per_step + 0.1 * iteration_seconds
+            iteration_seconds = now - last_step_end   # the step and the bookkeeping after the last one
             last_step_end = now
+            seconds_per_step = (iteration_seconds if seconds_per_step is None
+                                else 0.9 * seconds_per_step + 0.1 * iteration_seconds)
             stop_reason = self._stop_reason(session_seconds)
             ending = bool(stop_reason) or self.step >= self.max_steps
             checkpoint_due = ending or (config.checkpoint_every > 0 and self.step % config.checkpoint_every == 0)
@@ -902,7 +933,8 @@ class TrainingJob:
         if self.best_val_loss is None or val_loss < self.best_val_loss:
             self.best_val_loss = val_loss
             self.recorder.set_best_val_loss(val_loss)
-        return {"val_loss": val_loss, "val_ppl": perplexity(val_loss), "val_bpb": bits_per_byte(val_loss, self.val_split)}
+        return {"val_loss": val_loss, "val_ppl": perplexity(val_loss),
+                "val_bpb": bits_per_byte(val_loss, self.val_split)}
 
     def _sample(self) -> None:
         """Generate a short text with the generation engine and store it with the step."""
@@ -937,7 +969,7 @@ class TrainingJob:
 
 @dataclass
 class EvaluationResult:
-    """How well a model predicts a dataset's text: loss, perplexity, and bits per byte (comparable across tokenizers)."""
+    """How well a model predicts a dataset's text: loss, perplexity, bits per byte (comparable across tokenizers)."""
 
     model: str
     dataset: str
@@ -981,7 +1013,10 @@ def evaluate(model_source: str, dataset: str, split: str = "val", *, dataset_fie
     loaded = load_model(model_source, device=device, dataset=data, store=store, progress=report)
     tokens = tokenize_dataset(data, loaded.tokenizer,
                               progress=lambda done, total: report(f"Tokenizing {data.name}: {_percent(done, total)}%"))
-    text = tokens.split(VALIDATION_FRACTION)[1] if split == "val" else TokenSplit(ids=tokens.ids, num_bytes=tokens.num_bytes)
+    if split == "val":
+        text = tokens.split(VALIDATION_FRACTION)[1]
+    else:
+        text = TokenSplit(tokens.ids, tokens.num_bytes, f"all of '{data.name}'")
     if len(text.ids) < 2:
         raise SettingsError("dataset", f"{dataset!r} gives fewer than 2 {split} tokens; use more text.")
     context = loaded.info().context_length

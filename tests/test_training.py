@@ -8,7 +8,9 @@ in the test's private LMWB_HOME. Runs are a few dozen steps of a 2-layer,
 from __future__ import annotations
 
 import math
-import threading
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -228,8 +230,7 @@ def test_resume_refuses_a_corrupt_trainer_state_and_cleans_up_leftovers(tiny_mod
     config = settings(tiny_model_dir, fables_excerpt, max_steps=4)
     run = TrainingJob(config, store).run()
     checkpoints_dir = run_dir(run.id) / "checkpoints"
-    (checkpoints_dir / ".tmp-step-9-12345").mkdir()    # a checkpoint write that was killed
-    (checkpoints_dir / "step-9").mkdir()              # renamed, but never recorded
+    (checkpoints_dir / "step-9").mkdir()   # renamed into place by a process killed before recording it
     state_file = checkpoints_dir / "step-4" / TRAINER_STATE_FILE
     state_file.write_bytes(state_file.read_bytes()[:200])
 
@@ -237,6 +238,20 @@ def test_resume_refuses_a_corrupt_trainer_state_and_cleans_up_leftovers(tiny_mod
         TrainingJob(settings(tiny_model_dir, fables_excerpt, max_steps=8), store, resume_run=run.id).run()
     assert str(checkpoints_dir / "step-4") in str(caught.value)
     assert sorted(p.name for p in checkpoints_dir.iterdir()) == ["step-4"]
+
+
+def test_a_new_run_sweeps_away_checkpoint_writes_of_killed_processes(tiny_model_dir, fables_excerpt, store):
+    earlier = TrainingJob(settings(tiny_model_dir, fables_excerpt, max_steps=2), store).run()
+    checkpoints_dir = run_dir(earlier.id) / "checkpoints"
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    abandoned = checkpoints_dir / f".tmp-step-9-{dead_pid}"
+    being_written = checkpoints_dir / f".tmp-step-9-{os.getpid()}"
+    abandoned.mkdir()
+    being_written.mkdir()
+
+    TrainingJob(settings(tiny_model_dir, fables_excerpt, max_steps=2), store).run()
+    assert not abandoned.exists() and being_written.exists()
 
 
 def test_resume_needs_a_total_beyond_the_checkpoint(tiny_model_dir, fables_excerpt, store):
