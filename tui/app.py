@@ -143,7 +143,7 @@ class WorkbenchApp(App):
     ]
 
     engine_status: reactive[str] = reactive("loading torch…")
-    """What the nav bar says about the engine: loading, or the device once ready."""
+    """What the nav bar says about the engine: loading, ready, or failed (the Models screen shows the device)."""
     engine_loaded: reactive[bool] = reactive(False)
     dataset: reactive[str] = reactive("fables")
     """The chosen dataset: a bundled name or a path."""
@@ -181,20 +181,19 @@ class WorkbenchApp(App):
         try:
             import engine.generation  # noqa: F401  (imported here so the first frame is fast)
             import engine.training  # noqa: F401
-            from engine.models import pick_device, quiet_transformers
+            from engine.models import quiet_transformers
 
             quiet_transformers()
-            device = str(pick_device())
         except BaseException as exc:
             self._engine_error = exc
             self.call_from_thread(setattr, self, "engine_status", "torch failed to load")
             raise
         finally:
             self._engine_ready.set()
-        self.call_from_thread(self._engine_is_ready, device)
+        self.call_from_thread(self._engine_is_ready)
 
-    def _engine_is_ready(self, device: str) -> None:
-        self.engine_status = f"torch ready · {device}"
+    def _engine_is_ready(self) -> None:
+        self.engine_status = "torch ready"
         self.engine_loaded = True
 
     @work(thread=True, group="store", exit_on_error=False)

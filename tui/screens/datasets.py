@@ -9,6 +9,7 @@ model's tokenizer, loaded in a worker once torch is ready.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
@@ -33,6 +34,14 @@ if TYPE_CHECKING:
 # Typing pauses this long before the path is checked, so each keystroke stays instant.
 PATH_CHECK_DELAY = 0.25
 PREVIEW_LINES = 40
+
+
+def shown_path(path: Path) -> str:
+    """A path as short as it can be read: relative to the current directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def tokens_of(tokenizer: Any, text: str) -> list[ShownToken]:
@@ -197,7 +206,7 @@ class DatasetsScreen(WorkbenchScreen):
         table.add_column(style="bold")
         table.add_column()
         table.add_row("dataset", dataset.name)
-        table.add_row("path", str(dataset.path))
+        table.add_row("path", shown_path(dataset.path))
         table.add_row("files", f"{stats.files:,}")
         table.add_row("size", human_bytes(stats.bytes))
         table.add_row("documents", f"{stats.documents:,}")

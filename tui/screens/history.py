@@ -68,12 +68,14 @@ class HistoryScreen(ModalScreen[dict | None]):
                                            style="dim"), disabled=True))
         for index, generation in enumerate(message.generations):
             line = Text(no_wrap=True, overflow="ellipsis")
-            line.append(f"{str(generation.get('created_at', ''))[:16]}  ", style="dim")
+            line.append(f"{str(generation.get('created_at', ''))[:16].replace('T', ' ')}  ", style="dim")
             line.append(f"{generation['model']}  ", style="bold")
             line.append(" ".join(generation["prompt"].split())[:60] or "(empty prompt)")
             line.append(" → ", style="dim")
             line.append(" ".join(generation["text"].split())[:80])
             options.add_option(Option(line, id=str(index)))
+        if message.generations:
+            options.highlighted = 0
 
     @on(OptionList.OptionSelected, "#history-list")
     def _chosen(self, event: OptionList.OptionSelected) -> None:

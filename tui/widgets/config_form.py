@@ -43,7 +43,7 @@ def format_value(value: Any) -> str:
     """The text an input shows for a field value (the inverse of parse_value)."""
     if value is None:
         return ""
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):  # a list: a tuple that went through JSON
         return ", ".join(item.replace("\n", "\\n") for item in value)
     return str(value)
 

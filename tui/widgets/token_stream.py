@@ -9,6 +9,7 @@ details (``TokenStreamView.Selected``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -35,12 +36,16 @@ class ShownToken:
 
 
 def probability_colour(probability: float) -> str:
-    """Red for tokens the model found unlikely, through yellow, to green for likely ones."""
-    probability = min(max(probability, 0.0), 1.0)
-    if probability < 0.5:
-        red, green = 220, int(60 + 340 * probability)
+    """Red for unlikely tokens (p ≤ 0.001), through yellow (p ≈ 0.03), to green (p = 1).
+
+    The scale is logarithmic: a small model rarely gives any token p > 0.5, and
+    what matters to the eye is 1 in 10 against 1 in 1000.
+    """
+    position = (math.log10(min(max(probability, 1e-3), 1.0)) + 3) / 3
+    if position < 0.5:
+        red, green = 220, int(60 + 320 * position)
     else:
-        red, green = int(220 - 300 * (probability - 0.5)), 220
+        red, green = int(220 - 300 * (position - 0.5)), 220
     return f"rgb({red},{green},70)"
 
 
@@ -134,8 +139,13 @@ class TokenStreamView(VerticalScroll, can_focus=True):
             return
         rendered = Text()
         for index, token in enumerate(self.tokens):
-            shown = visible_text(token.text) if self.colouring == "alternate" else token.text
-            rendered.append(shown or "∅", self._style_for(index, token))
+            if self.colouring == "alternate":
+                # Tokenizer view: every token must be seen, even a newline or a
+                # piece of a character that only shows with the next token.
+                shown = visible_text(token.text) or "∅"
+            else:
+                shown = token.text or ("∅" if index == self.cursor else "")
+            rendered.append(shown, self._style_for(index, token))
         if self.show_ids:
             rendered.append("\n\nids: ", style="dim")
             rendered.append(" ".join(str(token.token_id) for token in self.tokens), style="dim")
