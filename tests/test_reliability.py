@@ -90,14 +90,34 @@ def one_torch_thread():
         torch.set_num_threads(threads)
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind():
+    """Whatever a test started is killed when it ends, even when it fails half way (frozen ones too)."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def started(process: subprocess.Popen) -> subprocess.Popen:
+    STARTED.append(process)
+    return process
+
+
 def lmwb_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "tui.cli", *args]
 
 
 def start_training(*flags: str) -> tuple[subprocess.Popen, str]:
     """Start a real `lmwb train` process; return it and the run id it prints first."""
-    process = subprocess.Popen(lmwb_command("train", *flags), cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": TRAINER_THREADS}, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = started(subprocess.Popen(lmwb_command("train", *flags), cwd=REPO, text=True,
+                                       env={**os.environ, "OMP_NUM_THREADS": TRAINER_THREADS},
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     first_line = process.stdout.readline()
     if not first_line.startswith(("Started run", "Resuming run")):
         process.kill()
@@ -286,9 +306,9 @@ def test_kill_9_of_the_app_with_a_run_going(tiny_model_dir, fables_excerpt, neve
     form = {"model": str(tiny_model_dir), "dataset": str(fables_excerpt), "max_steps": TOTAL_STEPS, "batch_size": 4,
             "block_size": 32, "learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_steps": 2,
             "eval_every": 20, "checkpoint_every": 10, "seed": 7, "device": "cpu"}
-    app = subprocess.Popen([sys.executable, "-c", APP_WITH_A_RUN_GOING, json.dumps(form)], cwd=REPO, text=True,
-                           env={**os.environ, "OMP_NUM_THREADS": TRAINER_THREADS},
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    app = started(subprocess.Popen([sys.executable, "-c", APP_WITH_A_RUN_GOING, json.dumps(form)], cwd=REPO,
+                                   text=True, env={**os.environ, "OMP_NUM_THREADS": TRAINER_THREADS},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     first_line = app.stdout.readline()
     assert first_line.startswith("Started run"), first_line + app.communicate()[1]
     run_id = first_line.split()[2]
@@ -326,8 +346,8 @@ def test_kill_9_mid_metrics_batch_keeps_every_committed_batch_whole():
     run_id = store.create_run(name="killed often", model="scratch:nano", dataset="fables", config={}).id
     last_step = 0
     for _ in range(6):
-        writer = subprocess.Popen([sys.executable, "-c", METRICS_WRITER, run_id, str(last_step), str(batch)],
-                                  cwd=REPO, stdout=subprocess.PIPE, text=True)
+        writer = started(subprocess.Popen([sys.executable, "-c", METRICS_WRITER, run_id, str(last_step), str(batch)],
+                                          cwd=REPO, stdout=subprocess.PIPE, text=True))
         acknowledged = [int(writer.stdout.readline()) for _ in range(rng.randint(1, 4))][-1]
         time.sleep(rng.uniform(0, 0.003))
         writer.kill()
