@@ -8,11 +8,13 @@ A user watches a model write and sees how sure it was of each token. The
    the repetition penalty, temperature, top-k and top-p), turns it into text,
    and runs that single token through the model with the key/value cache.
 
-GPT-2 models on the CPU take a shorter road through step 2 (``_GPT2Decoder``):
-the very same arithmetic as ``GPT2LMHeadModel`` on a preallocated key/value
-buffer, without the per-module Python overhead that dominates small models.
-Every other model takes the general road (``_CachedForward``). Both are exact:
-greedy decoding gives the tokens ``model.generate`` gives.
+The model runs in a thread of the stream's own; the consumer iterates the
+events. GPT-2 models on the CPU take a shorter road through step 2
+(``_GPT2Decoder``): the very same arithmetic as ``GPT2LMHeadModel`` on a
+preallocated key/value buffer, without the per-module Python overhead that
+dominates small models. Every other model takes the general road
+(``_CachedForward``). Both are exact: greedy decoding gives the tokens
+``model.generate`` gives.
 
 Text is released incrementally: a piece is held back while it ends in an
 incomplete UTF-8 character or could be the start of a stop string, so the
@@ -29,7 +31,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -69,7 +71,8 @@ class GenerationSettings:
         _check_int("alternatives", self.alternatives, f"0 to {MAX_ALTERNATIVES}",
                    lambda n: 0 <= n <= MAX_ALTERNATIVES)
         if self.seed is not None:
-            _check_int("seed", self.seed, "a whole number, or none for a fresh random seed", lambda n: True)
+            _check_int("seed", self.seed, "a whole number from 0 to 2**63 - 1, or none for a fresh random seed",
+                       lambda n: 0 <= n < 2**63)
         if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
             raise SettingsError("stop", "each stop string must be a non-empty piece of text; "
                                         "give a list of strings such as ['\\n\\n']")
@@ -205,10 +208,8 @@ class TokenStream:
         first_token_at = None
         token_ids: list[int] = []
         pieces: list[str] = []
-        detokenizer = _IncrementalText(self.tokenizer)
-        stop_strings = _StopStringFilter(settings.stop)
-        sequence_length = len(self._prompt_ids)
-        capacity = sequence_length + settings.max_new_tokens
+        text_out = _TextPieces(self.tokenizer, settings.stop)
+        capacity = len(self._prompt_ids) + settings.max_new_tokens
         if self._context_length is not None:
             capacity = min(capacity, self._context_length)
         chooser = _TokenChooser(settings, self._prompt_ids, capacity, self.model.device)
@@ -221,21 +222,12 @@ class TokenStream:
             logits = decoder.prefill(self._prompt_ids) if index == 0 else decoder.step(token_ids[-1])
             token_id, probability, alternatives = chooser.choose(logits)
             token_ids.append(token_id)
-            sequence_length += 1
             ends_text = token_id in self._end_ids
-            text, stopped = ("", False) if ends_text else stop_strings.feed(detokenizer.push(token_id))
-            if ends_text:
-                finish_reason = "eos"
-            elif stopped:
-                finish_reason = "stop"
-            elif index + 1 == settings.max_new_tokens:
-                finish_reason = "length"
-            elif self._context_length is not None and sequence_length >= self._context_length:
-                finish_reason = "context"
+            text, stopped = ("", False) if ends_text else text_out.add(token_id)
+            finish_reason = self._finish_reason(len(token_ids), ends_text, stopped)
             if finish_reason in ("eos", "length", "context"):
-                # The end: release what was held back, unless it completes a stop string.
-                tail, stopped = stop_strings.feed(detokenizer.flush())
-                text += tail if stopped else tail + stop_strings.flush()
+                tail, stopped = text_out.finish()
+                text += tail
                 finish_reason = "stop" if stopped else finish_reason
             pieces.append(text)
             now = time.perf_counter() - start
@@ -249,6 +241,18 @@ class TokenStream:
         self.result = GenerationResult(
             prompt=self.prompt, text="".join(pieces), token_ids=token_ids, finish_reason=finish_reason,
             time_to_first_token=first_token_at if first_token_at is not None else elapsed, elapsed=elapsed)
+
+    def _finish_reason(self, generated: int, ends_text: bool, stopped: bool) -> str | None:
+        """Why generation ends after this token, or None to go on."""
+        if ends_text:
+            return "eos"
+        if stopped:
+            return "stop"
+        if generated == self.settings.max_new_tokens:
+            return "length"
+        if self._context_length is not None and len(self._prompt_ids) + generated >= self._context_length:
+            return "context"   # no position left to feed this token back in
+        return None
 
     def _token_text(self, token_id: int) -> str:
         """A token's text on its own, for the alternatives list (decoded once per stream)."""
@@ -444,6 +448,23 @@ class _IncrementalText:
         return text[len(context):]
 
 
+class _TextPieces:
+    """The text each token releases: only complete characters, never a part of a stop string."""
+
+    def __init__(self, tokenizer, stop: Sequence[str]) -> None:
+        self._characters = _IncrementalText(tokenizer)
+        self._stop_strings = _StopStringFilter(stop)
+
+    def add(self, token_id: int) -> tuple[str, bool]:
+        """(text to show now, whether a stop string was reached)."""
+        return self._stop_strings.feed(self._characters.push(token_id))
+
+    def finish(self) -> tuple[str, bool]:
+        """At the end: the held-back text, unless it completes a stop string after all."""
+        tail, stopped = self._stop_strings.feed(self._characters.flush())
+        return (tail, True) if stopped else (tail + self._stop_strings.flush(), False)
+
+
 class _StopStringFilter:
     """Holds back text that could be the start of a stop string; spots a stop string across tokens."""
 
@@ -522,11 +543,15 @@ class _GPT2Decoder:
     On a small model a step is a few dozen tiny matrix products, and the
     Python around them (module calls, cache objects, masks, output classes)
     costs as much as the arithmetic. Here each layer is the same sequence of
-    torch calls on the model's own weights — fused QKV from the Conv1D weight,
-    layer norms, ``scaled_dot_product_attention``, the model's activation —
-    with keys and values written into one preallocated buffer. The prompt
-    goes through the model's own forward. The logits are bit-for-bit those of
-    the model (the tests compare the tokens with ``generate``).
+    torch calls on the model's own weights — layer norms, the fused QKV
+    product of the Conv1D weight, ``scaled_dot_product_attention``, the
+    model's own activation module — so the logits are bit-for-bit the
+    model's (the tests check them, and the tokens against ``generate``).
+
+    The QKV product of each position is written straight into a preallocated
+    buffer, ``[capacity, 3, heads, head size]``; the keys and values that
+    attention reads are strided views of it, so nothing is copied or
+    concatenated per step. The prompt goes through the model's own forward.
     """
 
     @staticmethod
@@ -548,10 +573,8 @@ class _GPT2Decoder:
         self._model = model
         transformer = model.transformer
         self._width = model.config.n_embd
-        self._heads = model.config.n_head
-        weight = transformer.wte.weight
-        self._layers = [_GPT2Layer.of(block, capacity, weight.dtype) for block in transformer.h]
-        self._token_embedding = weight
+        self._layers = [_GPT2Layer.of(block, capacity) for block in transformer.h]
+        self._token_embedding = transformer.wte.weight
         self._position_embedding = transformer.wpe.weight
         final_norm = transformer.ln_f
         self._final_norm = (final_norm.weight, final_norm.bias, final_norm.eps)
@@ -564,25 +587,23 @@ class _GPT2Decoder:
         output = self._model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
         length = len(prompt_ids)
         for layer, cached in zip(self._layers, output.cache.layers):
-            layer.keys_values[0, :, :length] = cached.keys[0]
-            layer.keys_values[1, :, :length] = cached.values[0]
+            layer.keys[:, :, :length] = cached.keys
+            layer.values[:, :, :length] = cached.values
         self._position = length
         return output.logits[0, -1]
 
     def step(self, token_id: int) -> torch.Tensor:
         """One token through every block; the logits for the next token."""
-        width, heads, position = self._width, self._heads, self._position
+        position = self._position
         seen = position + 1
-        shape = (width,)
-        hidden = (self._token_embedding[token_id] + self._position_embedding[position]).view(1, width)
-        for (norm_1, qkv_weight, qkv_bias, scale, out_weight, out_bias, norm_2, fc_weight, fc_bias, activation,
-             proj_weight, proj_bias, keys_values) in self._layers:
-            x = F.layer_norm(hidden, shape, *norm_1)
-            qkv = torch.addmm(qkv_bias, x, qkv_weight).view(3, heads, 1, -1)
-            keys_values[:, :, position:seen] = qkv[1:]
+        shape = (self._width,)
+        hidden = (self._token_embedding[token_id] + self._position_embedding[position]).view(1, -1)
+        for (norm_1, qkv_weight, qkv_bias, qkv_rows, queries, keys, values, scale, out_weight, out_bias,
+             norm_2, fc_weight, fc_bias, activation, proj_weight, proj_bias) in self._layers:
+            torch.addmm(qkv_bias, F.layer_norm(hidden, shape, *norm_1), qkv_weight, out=qkv_rows[position:seen])
             attended = F.scaled_dot_product_attention(
-                qkv[0:1], keys_values[0:1, :, :seen], keys_values[1:2, :, :seen], scale=scale)
-            hidden = torch.addmm(out_bias, attended.reshape(1, width), out_weight) + hidden
+                queries[position:seen], keys[:, :, :seen], values[:, :, :seen], scale=scale)
+            hidden = torch.addmm(out_bias, attended.view(1, -1), out_weight) + hidden
             x = activation(torch.addmm(fc_bias, F.layer_norm(hidden, shape, *norm_2), fc_weight))
             hidden = torch.addmm(proj_bias, x, proj_weight) + hidden
         self._position = seen
@@ -605,6 +626,10 @@ class _GPT2Layer(NamedTuple):
     norm_1: tuple
     qkv_weight: torch.Tensor      # the Conv1D weight [width, 3 * width]: q, k and v in one product
     qkv_bias: torch.Tensor
+    qkv_rows: torch.Tensor        # [capacity, 3 * width]: row p is position p's q, k and v
+    queries: torch.Tensor         # views of qkv_rows: [capacity, heads, 1, head size]
+    keys: torch.Tensor            # [1, heads, capacity, head size]
+    values: torch.Tensor          # [1, heads, capacity, head size]
     scale: float
     out_weight: torch.Tensor
     out_bias: torch.Tensor
@@ -614,16 +639,16 @@ class _GPT2Layer(NamedTuple):
     activation: Any               # the model's own activation module, for the same arithmetic
     proj_weight: torch.Tensor
     proj_bias: torch.Tensor
-    keys_values: torch.Tensor     # [2, heads, capacity, head size], filled position by position
 
     @classmethod
-    def of(cls, block, capacity: int, dtype: torch.dtype) -> _GPT2Layer:
+    def of(cls, block, capacity: int) -> _GPT2Layer:
         attention, mlp = block.attn, block.mlp
-        heads = attention.num_heads
+        weight = attention.c_attn.weight
+        qkv = torch.empty(capacity, 3, attention.num_heads, attention.head_dim, dtype=weight.dtype)
         return cls(
-            (block.ln_1.weight, block.ln_1.bias, block.ln_1.eps),
-            attention.c_attn.weight, attention.c_attn.bias, attention.scaling,
-            attention.c_proj.weight, attention.c_proj.bias,
+            (block.ln_1.weight, block.ln_1.bias, block.ln_1.eps), weight, attention.c_attn.bias,
+            qkv.view(capacity, -1), qkv[:, 0].unsqueeze(2),
+            qkv[:, 1].transpose(0, 1).unsqueeze(0), qkv[:, 2].transpose(0, 1).unsqueeze(0),
+            attention.scaling, attention.c_proj.weight, attention.c_proj.bias,
             (block.ln_2.weight, block.ln_2.bias, block.ln_2.eps),
-            mlp.c_fc.weight, mlp.c_fc.bias, mlp.act, mlp.c_proj.weight, mlp.c_proj.bias,
-            torch.empty(2, heads, capacity, attention.head_dim, dtype=dtype))
+            mlp.c_fc.weight, mlp.c_fc.bias, mlp.act, mlp.c_proj.weight, mlp.c_proj.bias)

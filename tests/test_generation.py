@@ -142,6 +142,25 @@ def test_greedy_on_the_gpt2_fast_road_is_token_for_token_generate(tokenizer, pro
     assert [event.token_id for event in events] == result.token_ids
 
 
+@pytest.mark.parametrize("config", [
+    {},
+    {"activation_function": "relu", "n_inner": 48},
+    {"scale_attn_by_inverse_layer_idx": True, "layer_norm_epsilon": 1e-3},
+], ids=["default", "relu-activation", "scaled-attention"])
+def test_the_gpt2_fast_road_computes_the_models_logits_bit_for_bit(tokenizer, config):
+    model = gpt2(tokenizer, **config)
+    prompt_ids = tokenizer("The fox and the crow", return_tensors="pt").input_ids
+    with torch.inference_mode():
+        decoder = _GPT2Decoder(model, capacity=40)
+        ours = decoder.prefill(prompt_ids[0].tolist())
+        output = model(prompt_ids, use_cache=True, logits_to_keep=1)
+        for _ in range(20):
+            assert torch.equal(ours, output.logits[0, -1])
+            token = torch.tensor([[int(ours.argmax())]])
+            ours = decoder.step(token.item())
+            output = model(token, cache=output.cache, use_cache=True)
+
+
 @pytest.mark.parametrize("build", [llama, gpt_neox, lambda t: gpt2(t, attn_implementation="eager")],
                          ids=["llama", "gpt-neox", "gpt2-eager-attention"])
 def test_greedy_on_the_general_road_is_token_for_token_generate(tokenizer, build):
@@ -452,6 +471,7 @@ def test_an_empty_prompt_starts_from_the_start_token(tokenizer):
     ("alternatives", 21, "0 to 20"),
     ("alternatives", -1, "0 to 20"),
     ("seed", "seven", "a whole number"),
+    ("seed", -1, "from 0 to 2**63 - 1"),
     ("stop", ("",), "non-empty"),
     ("stop", "\n", "list of strings"),
 ])
