@@ -47,8 +47,8 @@ from engine.store import Run, RunStore
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRAINER_STATE_FILE = "trainer_state.pt"
 TRAINER_STATE_FORMAT = 1
+VALIDATION_FRACTION = 0.1            # the last tenth of a dataset's tokens is held out for validation
 _TEMPORARY_PREFIX = ".tmp-step-"     # + "<step>-<pid>": a checkpoint being written
-VALIDATION_FRACTION = 0.1
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -540,7 +540,7 @@ class _RunRecorder:
         self.store.add_sample(self.run_id, step, prompt, text)
 
     def add_checkpoint(self, step: int, path: Path, val_loss: float | None, kept: int) -> None:
-        """Record a checkpoint, then delete (record first, then files) those retention lets go."""
+        """Record a checkpoint, then delete those retention lets go (the record goes first, then the files)."""
         self.store.add_checkpoint(self.run_id, step, str(path), val_loss=val_loss)
         checkpoints = self.store.checkpoints(self.run_id)
         for old_step in checkpoints_to_remove(checkpoints, kept):
