@@ -200,9 +200,10 @@ def numeric_flags() -> list[tuple[str, str, object]]:
 
 
 NUMERIC_FLAGS = numeric_flags()
-# What a user might mistype: words, signs, special floats, overflow, fractions where whole numbers go.
+# What a user might mistype: words, signs, special floats, overflow; fractions and zero where counts go.
 NONSENSE = ("abc", "-1", "nan", "inf", "1e999", "", "0x1g")
-NONSENSE_FOR_INTEGERS = ("1.5", "0")
+MORE_NONSENSE = {cli.positive_int: ("1.5", "0"), cli.non_negative_int: ("1.5",), cli.positive_float: ("0",),
+                 cli.probability: ("0", "1.5")}
 
 
 def required_arguments(command: str, tmp_path: Path) -> list[str]:
@@ -221,12 +222,9 @@ def test_the_flag_list_covers_train_generate_and_eval():
 
 @pytest.mark.parametrize(("command", "flag", "kind"), NUMERIC_FLAGS, ids=[f"{c}{f}" for c, f, _ in NUMERIC_FLAGS])
 def test_nonsense_in_every_flag(capsys, tmp_path, command, flag, kind):
-    values = NONSENSE + (NONSENSE_FOR_INTEGERS if kind in (cli.positive_int, cli.non_negative_int) else ())
-    for value in values:
-        if kind is not None and value in ("0",) and kind is cli.non_negative_int:
-            continue  # 0 is a fine top-k, seed or warmup
+    for value in NONSENSE + MORE_NONSENSE.get(kind, ()):
         code, stderr = lmwb(capsys, command, *required_arguments(command, tmp_path), f"{flag}={value}")
-        assert_one_clear_line(code, stderr, flag, repr(value) if value else "")
+        assert_one_clear_line(code, stderr, flag, repr(value))
 
 
 @pytest.mark.parametrize(("args", "message"), [
