@@ -6,7 +6,7 @@ them, through ``lmwb`` (``tui.cli.main`` in this process, so stderr is
 captured): exit status 2 and exactly one line, ``lmwb: error: ...``, that names
 the file, line, flag or field and says what to do. The TUI shows the same
 engine messages. The rows about forms check the engine validators the forms
-call. The last section fuzzes the readers and validators with hypothesis.
+call. The last section fuzzes the settings validators with hypothesis.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.datasets import open_dataset, tokenize_dataset
-from engine.errors import DatasetError, SettingsError, StoreError, TrainingError
+from engine.errors import SettingsError, StoreError, TrainingError
 from engine.generation import GenerationSettings
 from engine.store import RunStore
 from engine.training import TrainingConfig
@@ -533,55 +532,10 @@ def test_a_second_lmwb_on_the_same_home_works_beside_the_first(capsys, tiny_mode
 
 
 # -----------------------------------------------------------------------------
-# Fuzzing: any input gives a result or one of our errors, never another exception
+# Fuzzing: any input gives a result or one of our errors, never another exception.
+# (The dataset readers are fuzzed in test_datasets.py, model sources in test_models.py.)
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def read_everything(path: Path, field: str | None = None) -> None:
-    """What the Datasets screen and a training run do with a file."""
-    try:
-        dataset = open_dataset(str(path), field)
-        list(dataset.documents())
-        dataset.stats()
-        dataset.preview()
-        dataset.content_hash()
-    except DatasetError as error:
-        assert str(error)
-
-
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                                          max_size=3), max_leaves=8)
-
-
-@FUZZ
-@given(content=st.binary(max_size=2000), suffix=st.sampled_from([".txt", ".md", ".jsonl", ".csv"]))
-def test_fuzz_any_bytes_in_any_supported_file(tmp_path, content, suffix):
-    path = tmp_path / f"fuzz{suffix}"
-    path.write_bytes(content)
-    read_everything(path)
-
-
-@FUZZ
-@given(lines=st.lists(st.one_of(json_values.map(json.dumps), st.text(max_size=40)), max_size=8),
-       field=st.sampled_from([None, "text", "body", "ü"]))
-def test_fuzz_jsonl_records(tmp_path, lines, field):
-    path = tmp_path / "fuzz.jsonl"
-    path.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
-    read_everything(path, field)
-
-
-@FUZZ
-@given(rows=st.lists(st.lists(st.text(max_size=12), max_size=4), max_size=6),
-       field=st.sampled_from([None, "text", "body"]))
-def test_fuzz_csv_tables(tmp_path, rows, field):
-    import csv
-
-    path = tmp_path / "fuzz.csv"
-    with path.open("w", encoding="utf-8", newline="", errors="surrogatepass") as out:
-        csv.writer(out).writerows(rows)
-    read_everything(path, field)
 
 
 anything = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),

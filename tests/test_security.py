@@ -11,6 +11,7 @@ create a marker file if it were ever unpickled, and watch that it never is.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import stat
@@ -20,6 +21,7 @@ import pytest
 import torch
 
 from engine.errors import ModelSourceError, TrainingError
+from engine.models import load_model
 from tui.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,10 +97,12 @@ def test_nothing_unpickles_files_by_any_other_road(modules):
 
 
 def test_model_weights_are_loaded_from_safetensors_only(modules):
+    # peft's PeftModel.from_pretrained takes no such flag; the adapter directory is checked for
+    # safetensors first, which test_lora_adapters_with_only_a_booby_trapped_pickle_are_refused_unopened proves.
     model_loads, unsafe = [], []
     for path, tree in modules:
         for call, name in calls(tree):
-            if not name.endswith(".from_pretrained") or any(word in name for word in ("Tokenizer", "Config")):
+            if not name.endswith(".from_pretrained") or any(word in name for word in ("Tokenizer", "Config", "Peft")):
                 continue
             model_loads.append(where(path, call))
             if keyword_value(call, "use_safetensors") is not True:
@@ -177,8 +181,6 @@ def test_a_model_with_only_a_booby_trapped_pickle_is_refused_unopened(tmp_path, 
 
 
 def test_beside_safetensors_a_booby_trapped_pickle_is_ignored(tmp_path, tiny_model_dir):
-    from engine.models import load_model
-
     model = tmp_path / "downloaded-model"
     shutil.copytree(tiny_model_dir, model)
     marker = tmp_path / "pwned"
@@ -187,6 +189,24 @@ def test_beside_safetensors_a_booby_trapped_pickle_is_ignored(tmp_path, tiny_mod
 
     loaded = load_model(str(model), device="cpu")
     assert loaded.info().parameters > 0
+    assert not marker.exists()
+
+
+def test_lora_adapters_with_only_a_booby_trapped_pickle_are_refused_unopened(tmp_path, tiny_model_dir, capsys):
+    adapters = tmp_path / "downloaded-adapters"
+    adapters.mkdir()
+    (adapters / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "base_model_name_or_path": str(tiny_model_dir), "r": 4, "lora_alpha": 8,
+        "target_modules": ["c_attn"], "task_type": "CAUSAL_LM"}), encoding="utf-8")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_model_dir / name, adapters / name)
+    marker = tmp_path / "pwned"
+    trapped_pickle(adapters / "adapter_model.bin", marker)
+
+    with pytest.raises(ModelSourceError, match="only from safetensors"):
+        load_model(str(adapters), device="cpu")
+    assert main(["generate", "--model", str(adapters), "--prompt", "Once"]) == 2
+    assert "only from safetensors" in capsys.readouterr().err
     assert not marker.exists()
 
 
