@@ -749,9 +749,15 @@ class WindowSampler:
     Each batch is ``batch_size`` windows starting at random offsets; a window
     may cross document boundaries (the EOS ids between them teach the model
     where documents end). The offsets come from a torch generator seeded with
-    ``seed + rank``, so each rank of a distributed run draws its own stream, and
-    ``state_dict()`` captures the stream's position so a resumed run sees the
-    same batches as one that never stopped.
+    ``seed``, and ``state_dict()`` captures the stream's position so a resumed
+    run sees the same batches as one that never stopped.
+
+    In a distributed run every rank draws the same global batch of
+    ``batch_size * world_size`` offsets and keeps its own slice of it (rank r
+    takes windows r*batch_size up to (r+1)*batch_size). So the ranks never
+    train on the same windows, and together they see exactly the windows one
+    process with ``batch_size * world_size`` would: the same run, spread over
+    more devices.
     """
 
     def __init__(self, split: TokenSplit, block_size: int, batch_size: int, seed: int,
@@ -775,14 +781,16 @@ class WindowSampler:
         self.rank = rank
         self.world_size = world_size
         self.batches_drawn = 0
-        self._generator = torch.Generator().manual_seed(seed + rank)
+        self._generator = torch.Generator().manual_seed(seed)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y), both int64 [batch_size, block_size]; y is x shifted one token on."""
         import torch
 
         highest_start = len(self.split.ids) - self.block_size - 1
-        starts = torch.randint(highest_start + 1, (self.batch_size,), generator=self._generator).tolist()
+        global_starts = torch.randint(highest_start + 1, (self.batch_size * self.world_size,),
+                                      generator=self._generator)
+        starts = global_starts[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].tolist()
         windows = np.stack([self.split.ids[start:start + self.block_size + 1] for start in starts])
         windows = torch.from_numpy(windows.astype(np.int64))
         self.batches_drawn += 1
