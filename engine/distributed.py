@@ -1,0 +1,197 @@
+"""Several processes training one model: the plumbing between torchrun and the training loop.
+
+PyTorch's own launcher does the hard part. ``torchrun --nproc-per-node N``
+(``python -m torch.distributed.run``) starts N copies of a command and tells
+each, in environment variables, its ``RANK``, ``LOCAL_RANK`` (which GPU of
+this machine) and ``WORLD_SIZE``, and where to meet the others. Each copy
+then joins one process group (NCCL between GPUs, gloo between CPU
+processes) and the loop wraps its model in ``DistributedDataParallel``, which
+averages the gradients of all ranks after every backward pass.
+
+Rank 0 is the writer: it alone writes the run store, samples and
+checkpoints. The others train and stay silent. This module holds what the
+loop needs for that: where this process stands (``this_process``), its
+device, the process group's start and end, the few collectives the loop uses,
+and the relaunch of ``lmwb train --nproc N`` under torchrun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from engine.errors import SettingsError, TrainingError
+
+# How long a rank waits for the others at a collective before giving up:
+# rank 0 alone evaluates, samples and writes checkpoints while the rest wait.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
+# After Ctrl+C or SIGTERM, how long torchrun lets its workers finish the step
+# and write the checkpoint before it kills them.
+STOP_GRACE_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class ProcessRank:
+    """Where this process stands among the processes training one model: (0, 0, 1) when it is alone."""
+
+    rank: int = 0          # 0 .. world_size - 1, across all machines
+    local_rank: int = 0    # on this machine: the GPU this process takes
+    world_size: int = 1
+
+    @property
+    def writes(self) -> bool:
+        """Rank 0 writes the store, samples and checkpoints; the other ranks only train."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """True when this process is one of several training one model."""
+        return self.world_size > 1
+
+
+def this_process() -> ProcessRank:
+    """This process's rank, local rank and world size, as torchrun set them in the environment."""
+    values = {}
+    for name, default in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)):
+        text = os.environ.get(name, "").strip()
+        if not text:
+            values[name] = default
+        elif text.isdigit():
+            values[name] = int(text)
+        else:
+            raise TrainingError(f"The environment variable {name}={text!r} is not a whole number; torchrun sets "
+                                "it. Start several processes with lmwb train --nproc N, or unset it.")
+    place = ProcessRank(rank=values["RANK"], local_rank=values["LOCAL_RANK"], world_size=values["WORLD_SIZE"])
+    if not 0 <= place.rank < max(place.world_size, 1):
+        raise TrainingError(f"RANK={place.rank} does not fit WORLD_SIZE={place.world_size}; torchrun sets both. "
+                            "Start several processes with lmwb train --nproc N, or unset them.")
+    return place
+
+
+def launched_by_torchrun() -> bool:
+    """True inside a process that torchrun started (even a world of one)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def training_device(preference: str, place: ProcessRank) -> str:
+    """The device a rank trains on: its own GPU (``cuda:<local rank>``) when there are GPUs, else the CPU.
+
+    A single process keeps whatever the user asked for (``engine.models``
+    checks it when it loads the model).
+    """
+    if not place.distributed:
+        return preference
+    wanted = preference.strip().lower()
+    if wanted in ("auto", "cuda") and torch.cuda.is_available():
+        if place.local_rank >= torch.cuda.device_count():
+            raise SettingsError("device", f"this machine has {torch.cuda.device_count()} GPU(s) but local rank "
+                                f"{place.local_rank} needs one of its own; start at most "
+                                f"{torch.cuda.device_count()} processes per machine (--nproc).")
+        return f"cuda:{place.local_rank}"
+    if wanted in ("auto", "cpu"):
+        return "cpu"
+    if wanted == "cuda":
+        raise SettingsError("device", "several processes were asked to train on CUDA, but there is no CUDA here; "
+                            "use --device cpu (or auto) to train them on the CPU.")
+    raise SettingsError("device", f"{preference!r} cannot be shared by several processes: each takes the GPU of "
+                        "its local rank. Use auto, cuda or cpu.")
+
+
+def start_process_group(device: torch.device) -> None:
+    """Join the other ranks: NCCL between GPUs, gloo between CPU processes. Once per process."""
+    if dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL's collectives and object transfers use the current device
+        dist.init_process_group(backend="nccl", timeout=COLLECTIVE_TIMEOUT, device_id=device)
+    else:
+        dist.init_process_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
+
+
+def end_process_group() -> None:
+    """Leave the process group (if this process joined one), so the process exits cleanly."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_from_writer(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (any picklable value: a run id, an error message)."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_at_writer(value: Any) -> list[Any] | None:
+    """Every rank's ``value``, in rank order, at rank 0; None on the other ranks."""
+    gathered: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered
+
+
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of ``value`` over all ranks (a new tensor on every rank)."""
+    total = value.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / dist.get_world_size()
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any: ranks must agree when to stop, or they hang."""
+    vote = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+    return bool(vote.item())
+
+
+@contextlib.contextmanager
+def writer_first(place: ProcessRank) -> Iterator[None]:
+    """Rank 0 does the inside first (training a tokenizer, filling a cache); the others then find it done."""
+    if place.distributed and not place.writes:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if place.distributed and place.writes:
+            dist.barrier()
+
+
+def torchrun_command(module: str, arguments: Sequence[str], nproc: int) -> list[str]:
+    """The argv that runs ``python -m module arguments...`` as ``nproc`` ranks on this machine.
+
+    A list, never a shell string: no argument is ever read by a shell.
+    ``--standalone`` lets torchrun pick a free port, so several launches on
+    one machine do not collide.
+    """
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            f"--shutdown-timeout={STOP_GRACE_SECONDS}", "-m", module, *arguments]
+
+
+def run_under_torchrun(module: str, arguments: Sequence[str], nproc: int) -> int:
+    """Run ``module`` as ``nproc`` ranks under torchrun, wait for it, and return its exit status.
+
+    Ctrl+C reaches torchrun from the terminal itself, and torchrun passes it
+    on to the ranks as SIGTERM (they stop with a checkpoint), so here it is
+    ignored; a SIGTERM sent to this process alone is passed on to torchrun.
+    CPU ranks share the machine's cores unless ``OMP_NUM_THREADS`` says
+    otherwise.
+    """
+    environment = dict(os.environ)
+    environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    launcher = subprocess.Popen(torchrun_command(module, arguments, nproc), env=environment)
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda number, frame: launcher.send_signal(signal.SIGTERM))
+    try:
+        return launcher.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
