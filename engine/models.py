@@ -4,13 +4,16 @@ Every screen, command and run record names a model the same way, with a
 ``ModelSource``:
 
     gpt2, distilgpt2, org/name      a Hugging Face id (from the local HF cache, or downloaded)
-    ./dir, ../dir, /dir, ~/dir      a local Hugging Face model directory
+    ./dir, ../dir, /dir, ~/dir      a local Hugging Face model directory (or LoRA adapters on a base model)
     run:<id>, run:<id>@<step>       a checkpoint of an earlier run (the latest, or that step)
     scratch:nano|tiny|small         a fresh GPT-2 with a byte-level BPE tokenizer trained on a dataset
 
 ``load_model`` turns any of them into a ``LoadedModel`` (model + tokenizer on
 a device, in eval mode). Weights load only from safetensors and remote code
-is never trusted: a model directory is data, never a program.
+is never trusted: a model directory is data, never a program. A directory of
+LoRA adapters (a LoRA run's checkpoint) loads its base model, puts the
+adapters on it and merges them in, so it generates as fast as the base;
+``export_model`` writes any source out as a plain model directory.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from engine.errors import ModelSourceError, SettingsError, StoreError
 from engine.home import tokenizer_cache_dir, workbench_home
+from engine.lora import adapter_base, is_adapter_directory, load_adapters, merge_adapters
 
 if TYPE_CHECKING:
     from engine.datasets import Dataset
@@ -322,6 +326,40 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, device=target)
 
 
+def export_model(source: ModelSource | str, directory: Path, *, store: RunStore | None = None,
+                 progress: Progress | None = None) -> Path:
+    """Write any model source out as a plain Hugging Face model directory, LoRA adapters merged in.
+
+    What it writes loads with ``AutoModelForCausalLM.from_pretrained(directory)``
+    alone: no workbench, no peft, no base model to find. It is written to a
+    temporary sibling and renamed into place; an existing directory that is not
+    empty is refused, never overwritten.
+    """
+    report = progress or (lambda message: None)
+    target = Path(directory).expanduser()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ModelSourceError(f"{target} already exists and is not an empty directory; choose a new directory.")
+    loaded = load_model(source, device="cpu", store=store, progress=report)
+    report(f"Writing {target}…")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as exc:
+        raise ModelSourceError(f"Cannot write {target}: {exc.strerror or exc}. Choose another directory.") from exc
+    try:
+        loaded.model.save_pretrained(staging)
+        loaded.tokenizer.save_pretrained(staging)
+        if target.exists():
+            target.rmdir()  # empty, as checked above
+        os.rename(staging, target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ModelSourceError(
+            f"Cannot write {target}: {exc.strerror or exc}. Free disk space or choose another directory."
+        ) from exc
+    return target
+
+
 def _locate(source: ModelSource, store: RunStore | None) -> str:
     """The hub id or directory that ``from_pretrained`` should read."""
     if source.kind == "hub":
@@ -342,7 +380,8 @@ def _check_model_directory(source: ModelSource, directory: Path) -> None:
     """Refuse, with a reason, a directory that is missing, not a model, or holds only pickles."""
     if not directory.is_dir():
         raise ModelSourceError(f"{source}: no such directory ({directory}). Check the path.")
-    if not (directory / "config.json").is_file():
+    adapters = is_adapter_directory(directory)
+    if not adapters and not (directory / "config.json").is_file():
         raise ModelSourceError(
             f"{source}: {directory} is not a Hugging Face model directory (it has no config.json). "
             "Point at a folder written by save_pretrained, or a run checkpoint."
@@ -352,6 +391,9 @@ def _check_model_directory(source: ModelSource, directory: Path) -> None:
             f"{source}: {directory} has no tokenizer files ({', '.join(_TOKENIZER_FILES)}). "
             "Save the tokenizer beside the model with tokenizer.save_pretrained(directory)."
         )
+    if adapters:
+        adapter_base(directory)  # names its base, and holds safetensors weights
+        return
     if any((directory / name).is_file() for name in _SAFETENSORS_FILES):
         return
     pickles = sorted(p.name for p in directory.iterdir() if p.suffix in _PICKLE_SUFFIXES)
@@ -412,6 +454,8 @@ def _load_tokenizer(source: ModelSource, location: str) -> PreTrainedTokenizerBa
 
 
 def _load_weights(source: ModelSource, location: str) -> PreTrainedModel:
+    if source.kind != "hub" and is_adapter_directory(Path(location)):
+        return _load_merged_adapters(source, Path(location))
     options = {}
     if source.kind == "hub":
         # transformers looks for a LoRA adapter config without the hub options unless given them twice.
@@ -422,6 +466,26 @@ def _load_weights(source: ModelSource, location: str) -> PreTrainedModel:
         )
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
         raise _loading_failed(source, location, "weights", exc) from exc
+
+
+def _load_merged_adapters(source: ModelSource, directory: Path) -> PreTrainedModel:
+    """Base model + LoRA adapters from ``directory``, merged into one plain model of the base's architecture."""
+    base_text = adapter_base(directory)
+    try:
+        base = ModelSource.parse(base_text)
+    except ModelSourceError as exc:
+        raise ModelSourceError(f"{source}: the base model its adapter_config.json names cannot be used. {exc}") from exc
+    if base.kind not in ("hub", "local"):
+        raise ModelSourceError(f"{source}: its adapter_config.json names {base_text!r} as the base model; "
+                               "name a Hugging Face id or a model directory there.")
+    base_location = _locate(base, None)
+    if is_adapter_directory(Path(base_location)):
+        raise ModelSourceError(f"{source}: its base {base_text} holds adapters too; lm-workbench puts one set of "
+                               "adapters on a whole model. Export the base merged (lmwb runs export-model) first.")
+    model = merge_adapters(load_adapters(_load_weights(base, base_location), directory, trainable=False))
+    # The weights now come from here: adapters trained on top of them must not name the bare base.
+    model.name_or_path = model.config.name_or_path = str(directory.resolve())
+    return model
 
 
 def _loading_failed(source: ModelSource, location: str, part: str, exc: Exception) -> ModelSourceError:
