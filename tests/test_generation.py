@@ -22,7 +22,7 @@ from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsW
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from engine.errors import SettingsError
-from engine.generation import (GenerationResult, GenerationSettings, TokenStream, _GPT2Decoder,
+from engine.generation import (GenerationResult, GenerationSettings, TokenStream, _GPT2Decoder, _NewGELU,
                                apply_repetition_penalty, generate_text, record_generation, sampling_distribution)
 from engine.store import RunStore
 
@@ -159,6 +159,15 @@ def test_the_gpt2_fast_road_computes_the_models_logits_bit_for_bit(tokenizer, co
             token = torch.tensor([[int(ours.argmax())]])
             ours = decoder.step(token.item())
             output = model(token, cache=output.cache, use_cache=True)
+
+
+def test_the_fast_roads_gelu_is_bit_for_bit_the_models():
+    from transformers.activations import NewGELUActivation
+
+    torch.manual_seed(0)
+    for scale in (0.1, 1.0, 5.0, 30.0):
+        x = torch.randn(4, 3072) * scale
+        assert torch.equal(_NewGELU()(x), NewGELUActivation()(x))
 
 
 @pytest.mark.parametrize("build", [llama, gpt_neox, lambda t: gpt2(t, attn_implementation="eager")],
