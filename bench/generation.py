@@ -210,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side and decoding (default 3)")
     parser.add_argument("--new-tokens", type=int, help="tokens per generation (default: 200 tiny, 64 124M)")
     parser.add_argument("--quick", action="store_true", help="1 repeat, 32 new tokens: a smoke run")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads, for both sides (default 1; 0: torch's choice); see bench/README.md")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     transformers_logging.set_verbosity_error()
     repeats = 1 if args.quick else args.repeats
     sizes = [SIZES[name.strip()] for name in args.sizes.split(",")]
