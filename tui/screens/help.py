@@ -36,14 +36,21 @@ class HelpScreen(ModalScreen[None]):
         return summary
 
     def _keys(self) -> Table:
+        """The screen's own keys first, then the app's (those with an id: the workbench's own).
+
+        A focused field's editing keys and Textual's focus keys are left out.
+        """
         table = Table(box=None, expand=True, show_header=True, header_style="bold")
         table.add_column("key", no_wrap=True)
         table.add_column("action")
         table.add_column("id", style="dim", no_wrap=True)
+        active = [item for item in self.about.active_bindings.values()
+                  if item.node in (self.about, self.app) and item.binding.id and item.binding.description]
+        active.sort(key=lambda item: item.node is self.app)
         seen: set[str] = set()
-        for key, active in self.about.active_bindings.items():
-            binding = active.binding
-            if not binding.description or binding.system or (binding.id or binding.action) in seen:
+        for item in active:
+            binding = item.binding
+            if (binding.id or binding.action) in seen:
                 continue
             seen.add(binding.id or binding.action)
             table.add_row(self.app.get_key_display(binding), binding.tooltip or binding.description,

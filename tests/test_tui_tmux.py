@@ -1,0 +1,98 @@
+"""`lmwb` in a real terminal: tmux runs it, sends keys, and we read the screen.
+
+This is the closest test to a user at a keyboard: a real pseudo-terminal of a
+fixed size (100x30), the real entry point, no test harness inside the app.
+Skipped only where tmux is not installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.tmux,
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXITED = "LMWB-EXITED"
+
+
+class Terminal:
+    """One tmux session on a private server, running one command."""
+
+    def __init__(self, command: str, *, width: int = 100, height: int = 30) -> None:
+        self.socket = f"lmwb-test-{uuid.uuid4().hex[:8]}"
+        self.tmux("new-session", "-d", "-s", "app", "-x", str(width), "-y", str(height),
+                  f"{command}; echo {EXITED} $?; sleep 60")
+
+    def tmux(self, *args: str) -> str:
+        done = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30)
+        done.check_returncode()
+        return done.stdout
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "app")
+
+    def press(self, *keys: str) -> None:
+        """Send keys one at a time, as a person would (an Escape too close to a key reads as Alt+key)."""
+        for key in keys:
+            self.tmux("send-keys", "-t", "app", key)
+            time.sleep(0.3)
+
+    def wait_for(self, text: str, timeout: float = 120.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} did not appear within {timeout:.0f} s; the screen shows:\n{screen}")
+            time.sleep(0.25)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def terminal(lmwb_home: Path, tmp_path: Path):
+    command = (f"cd {REPO_ROOT} && LMWB_HOME={lmwb_home} HF_HUB_OFFLINE=1 HF_HOME={tmp_path / 'hf'} "
+               f"{sys.executable} -m tui.cli")
+    term = Terminal(command)
+    yield term
+    term.close()
+
+
+def test_lmwb_opens_switches_screens_and_quits_cleanly(terminal: Terminal) -> None:
+    screen = terminal.wait_for("fables", timeout=60)
+    assert "1 Datasets" in screen and "5 Runs" in screen
+    assert "Count tokens" in screen  # the footer shows this screen's keys
+
+    terminal.wait_for("torch ready")
+    terminal.press("2")
+    terminal.wait_for("scratch:tiny")
+
+    terminal.press("4")
+    screen = terminal.wait_for("learning rate")
+    assert "Start" in screen
+
+    terminal.press("Escape", "5")
+    screen = terminal.wait_for("best val")
+    assert "status" in screen and "created" in screen
+
+    terminal.press("?")
+    terminal.wait_for("runs.mark")
+    terminal.press("Escape", "1")
+    terminal.wait_for("Count tokens")
+
+    terminal.press("C-q")
+    screen = terminal.wait_for(EXITED, timeout=30)
+    assert f"{EXITED} 0" in screen
