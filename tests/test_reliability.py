@@ -231,18 +231,6 @@ def assert_recovers_like_a_run_never_killed(run_id: str, never_killed: list[dict
 
 
 @pytest.mark.slow
-def test_kill_9_between_steps_loses_nothing_but_the_steps_after_the_last_checkpoint(
-        tiny_model_dir, fables_excerpt, never_killed, capsys):
-    process, run_id = start_training(*training_flags(tiny_model_dir, fables_excerpt, checkpoint_every=10))
-    store = RunStore()
-    wait_for(lambda: len(store.metrics(run_id)) >= 25, what="25 steps")
-    process.kill()
-    process.wait(timeout=30)
-    assert len(store.metrics(run_id)) < TOTAL_STEPS
-    assert_recovers_like_a_run_never_killed(run_id, never_killed, capsys)
-
-
-@pytest.mark.slow
 def test_kill_9_during_a_checkpoint_write_leaves_no_half_checkpoint(
         tiny_model_dir, fables_excerpt, never_killed, capsys):
     process, run_id = start_training(*training_flags(tiny_model_dir, fables_excerpt, checkpoint_every=3))
