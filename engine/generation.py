@@ -603,14 +603,15 @@ class _GPT2Decoder:
         hidden = (self._token_embedding[token_id] + self._position_embedding[position]).view(1, -1)
         for (norm_1, qkv_weight, qkv_bias, qkv_rows, queries, keys, values, scale, out_weight, out_bias,
              norm_2, fc_weight, fc_bias, activation, proj_weight, proj_bias) in self._layers:
-            torch.addmm(qkv_bias, F.layer_norm(hidden, shape, *norm_1), qkv_weight, out=qkv_rows[position:seen])
+            x = torch.layer_norm(hidden, shape, *norm_1)
+            torch.addmm(qkv_bias, x, qkv_weight, out=qkv_rows[position:seen])   # this position's q, k and v
             attended = F.scaled_dot_product_attention(
                 queries[position:seen], keys[:, :, :seen], values[:, :, :seen], scale=scale)
             hidden = torch.addmm(out_bias, attended.view(1, -1), out_weight) + hidden
-            x = activation(torch.addmm(fc_bias, F.layer_norm(hidden, shape, *norm_2), fc_weight))
+            x = activation(torch.addmm(fc_bias, torch.layer_norm(hidden, shape, *norm_2), fc_weight))
             hidden = torch.addmm(proj_bias, x, proj_weight) + hidden
         self._position = seen
-        hidden = F.layer_norm(hidden, shape, *self._final_norm)
+        hidden = torch.layer_norm(hidden, shape, *self._final_norm)
         return F.linear(hidden, *self._head)[0]
 
 
