@@ -27,9 +27,20 @@ def workbench_home() -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (mode 0700) if missing; explain clearly when we cannot."""
+    """Create ``path`` and any missing parents with mode 0700; explain when we cannot.
+
+    Parents are created one by one so that none gets the umask's wider mode
+    (``mkdir(parents=True)`` would use it for every parent).
+    """
+    if path.exists() and not path.is_dir():
+        raise StoreError(
+            f"{path} is a file, not a directory, so lm-workbench cannot keep its data there. "
+            "Move the file aside or set LMWB_HOME to a directory."
+        )
+    missing = [p for p in (path, *path.parents) if not p.exists()]
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for directory in reversed(missing):
+            directory.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         raise StoreError(
             f"Cannot create the data directory {path}: {exc.strerror}. "

@@ -420,7 +420,7 @@ def unwritable_homes(tmp_path: Path) -> list[tuple[str, Path, str]]:
     """Places LMWB_HOME cannot be written, as far as this user can make them: (case, path, message)."""
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder", encoding="utf-8")
-    homes = [("a regular file", a_file, "Cannot create the data directory"),
+    homes = [("a regular file", a_file, "is a file, not a directory"),
              ("a folder that cannot be created", Path("/proc/lmwb-home"), "Cannot create the data directory"),
              ("an existing folder no one may write", Path("/proc/self"), "is not writable")]
     if os.geteuid() != 0:  # root writes through permissions; for anyone else a chmod is enough

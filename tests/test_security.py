@@ -271,9 +271,6 @@ def test_the_data_directory_and_database_are_private_even_with_an_open_umask(lmw
         assert mode(directory) == 0o700, directory
 
 
-@pytest.mark.xfail(strict=True, reason="engine/home.py ensure_private_dir: mkdir(parents=True) creates the missing "
-                                       "parents (runs/, cache/) with the umask's mode, not 0700; reported to the "
-                                       "integrator")
 def test_every_directory_the_workbench_creates_is_private(lmwb_home, trained_under_an_open_umask):
     # Matters when LMWB_HOME itself was made by the user with mode 0755.
     created = [path for path in lmwb_home.rglob("*") if path.is_dir() and not path.name.startswith("step-")]
