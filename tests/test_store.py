@@ -372,7 +372,7 @@ def test_an_unusable_data_directory_is_explained(tmp_path, monkeypatch):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("I am a file")
     monkeypatch.setenv("LMWB_HOME", str(not_a_folder))
-    with pytest.raises(StoreError, match="Set LMWB_HOME to a writable directory"):
+    with pytest.raises(StoreError, match="is a file, not a directory.*set LMWB_HOME to a directory"):
         RunStore()
 
 
