@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 FINISH_REASONS = ("length", "stop", "eos", "context", "cancelled")
 MAX_ALTERNATIVES = 20
+# Below these the float32 arithmetic overflows (logits / 1e-300 is inf); they are greedy and "no repeats" in effect.
+MIN_TEMPERATURE = 1e-4
+MIN_REPETITION_PENALTY = 0.01
 _END = object()   # the generation thread's last word when nothing went wrong
 
 
@@ -64,17 +67,19 @@ class GenerationSettings:
     def validate(self) -> None:
         """Raise ``SettingsError`` naming the first field outside its allowed range."""
         _check_int("max_new_tokens", self.max_new_tokens, "1 or more", lambda n: n >= 1)
-        _check_float("temperature", self.temperature, "0 or more (0 means greedy)", lambda x: x >= 0)
+        _check_float("temperature", self.temperature, f"0 (greedy) or at least {MIN_TEMPERATURE}",
+                     lambda x: x == 0 or x >= MIN_TEMPERATURE)
         _check_int("top_k", self.top_k, "0 or more (0 turns top-k off)", lambda n: n >= 0)
         _check_float("top_p", self.top_p, "more than 0 and at most 1 (1 turns top-p off)", lambda x: 0 < x <= 1)
         _check_float("repetition_penalty", self.repetition_penalty,
-                     "more than 0 (1 means no penalty, above 1 discourages repeats)", lambda x: x > 0)
+                     f"at least {MIN_REPETITION_PENALTY} (1 means no penalty, above 1 discourages repeats)",
+                     lambda x: x >= MIN_REPETITION_PENALTY)
         _check_int("alternatives", self.alternatives, f"0 to {MAX_ALTERNATIVES}",
                    lambda n: 0 <= n <= MAX_ALTERNATIVES)
         if self.seed is not None:
             _check_int("seed", self.seed, "a whole number from 0 to 2**63 - 1, or none for a fresh random seed",
                        lambda n: 0 <= n < 2**63)
-        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+        if not isinstance(self.stop, (tuple, list)) or not all(isinstance(s, str) and s for s in self.stop):
             raise SettingsError("stop", "each stop string must be a non-empty piece of text; "
                                         "give a list of strings such as ['\\n\\n']")
 

@@ -469,13 +469,15 @@ def test_an_empty_prompt_starts_from_the_start_token(tokenizer):
 
 
 @pytest.mark.parametrize(("field", "value", "allowed"), [
-    ("temperature", -0.1, "0 or more"),
-    ("temperature", math.nan, "0 or more"),
+    ("temperature", -0.1, "0 (greedy) or at least 0.0001"),
+    ("temperature", math.nan, "0 (greedy) or at least 0.0001"),
+    ("temperature", 5e-324, "0 (greedy) or at least 0.0001"),
     ("top_k", -1, "0 or more"),
     ("top_k", 2.5, "0 or more"),
     ("top_p", 0.0, "more than 0 and at most 1"),
     ("top_p", 1.5, "more than 0 and at most 1"),
-    ("repetition_penalty", 0.0, "more than 0"),
+    ("repetition_penalty", 0.0, "at least 0.01"),
+    ("repetition_penalty", 5e-324, "at least 0.01"),
     ("max_new_tokens", 0, "1 or more"),
     ("alternatives", 21, "0 to 20"),
     ("alternatives", -1, "0 to 20"),
@@ -483,6 +485,8 @@ def test_an_empty_prompt_starts_from_the_start_token(tokenizer):
     ("seed", -1, "from 0 to 2**63 - 1"),
     ("stop", ("",), "non-empty"),
     ("stop", "\n", "list of strings"),
+    ("stop", None, "list of strings"),
+    ("stop", 3, "list of strings"),
 ])
 def test_invalid_settings_name_the_field_and_the_allowed_range(field, value, allowed):
     settings = GenerationSettings(**{field: value})
