@@ -312,6 +312,36 @@ def test_split_utf8_characters_are_held_back_until_complete_and_pieces_join_to_d
     assert result.finish_reason == "eos"
 
 
+def sentencepiece_style_tokenizer():
+    """A Llama-style tokenizer: "▁" marks spaces, unknown characters fall back to one token per byte."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from tests.conftest import TOKENIZER_TEXTS
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+    byte_tokens = [f"<0x{byte:02X}>" for byte in range(256)]
+    backend.train_from_iterator(TOKENIZER_TEXTS, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "</s>", *byte_tokens], show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>")
+
+
+def test_pieces_join_to_decode_on_a_sentencepiece_style_tokenizer():
+    tokenizer = sentencepiece_style_tokenizer()
+    fox_bytes = tokenizer.convert_tokens_to_ids([f"<0x{byte:02X}>" for byte in "🐺".encode()])
+    words = tokenizer.convert_tokens_to_ids(["▁", "The", "▁fox", "▁"])
+    script = [words, fox_bytes, tokenizer.convert_tokens_to_ids(["▁and", "▁the", "▁c", "row"])]
+    events, result = stream(scripted(tokenizer, script), tokenizer, "x",
+                            GenerationSettings(temperature=0.0, max_new_tokens=100))
+    generated = [event.token_id for event in events if event.token_id != tokenizer.eos_token_id]
+    assert "".join(event.text for event in events) == result.text == tokenizer.decode(generated)
+    assert result.text == "The fox 🐺 and the crow"
+    assert [event.text for event in events[:3]] == ["", "The", " fox"], "the start's space is dropped, as decode does"
+
+
 def test_an_invalid_byte_comes_out_as_the_decoder_shows_it(tokenizer):
     lone_lead_byte = byte_token_ids(tokenizer, "é")[:1]
     script = [" a", lone_lead_byte, " b", lone_lead_byte]
