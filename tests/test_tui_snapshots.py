@@ -67,7 +67,8 @@ def test_train_screen(snap_compare, size) -> None:
     async def ready(pilot: Pilot) -> None:
         await pilot.press("4")
         # The form puts the cursor in its first field once it is mounted.
-        await settle(pilot, lambda: pilot.app.screen.query("#config Input") and pilot.app.focused is not None)
+        await settle(pilot, lambda: pilot.app.screen.query("#field-model")
+                     and pilot.app.focused is pilot.app.screen.query_one("#field-model"))
 
     assert snap_compare(WorkbenchApp(), terminal_size=size, run_before=ready)
 

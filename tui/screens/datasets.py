@@ -17,22 +17,20 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.message import Message
-from textual.timer import Timer
 from textual.widgets import Input, Label, OptionList, ProgressBar, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
 
 from tui.screens.base import WorkbenchScreen
+from tui.widgets.checked_input import CheckedInput
 from tui.widgets.formatting import human_bytes, human_count
 from tui.widgets.token_stream import ShownToken, TokenStreamView
 
 if TYPE_CHECKING:
     from engine.datasets import Dataset, DatasetStats
 
-# Typing pauses this long before the path is checked, so each keystroke stays instant.
-PATH_CHECK_DELAY = 0.25
 PREVIEW_LINES = 40
 
 
@@ -86,13 +84,6 @@ class DatasetsScreen(WorkbenchScreen):
             super().__init__()
             self.value, self.dataset, self.stats, self.preview = value, dataset, stats, preview
 
-    class PathChecked(Message, bubble=False):
-        """The typed path was checked: ``problem`` is '' when it opens fine."""
-
-        def __init__(self, text: str, problem: str, summary: str) -> None:
-            super().__init__()
-            self.text, self.problem, self.summary = text, problem, summary
-
     class CountProgress(Message, bubble=False):
         def __init__(self, done: int, total: int) -> None:
             super().__init__()
@@ -110,17 +101,14 @@ class DatasetsScreen(WorkbenchScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self._path_timer: Timer | None = None
         self._opened: dict[str, str] = {}  # paths opened in this session: value -> label
         self._token_counts: dict[tuple[str, str], int] = {}
         self._stats: tuple[str, "DatasetStats", "Dataset"] | None = None
 
     def compose_body(self) -> ComposeResult:
+        yield CheckedInput("open", "a .txt .md .jsonl .csv file or a folder (o)", self._describe_path, id="path")
         with Horizontal(id="datasets-body"):
-            with Vertical(id="datasets-left"):
-                yield Input(placeholder="open a file or folder…", id="path-input")
-                yield Static("", id="path-status")
-                yield OptionList(id="dataset-list")
+            yield OptionList(id="dataset-list")
             with TabbedContent(id="datasets-tabs", initial="overview"):
                 with TabPane("Overview", id="overview"):
                     yield Static("", id="dataset-stats")
@@ -130,7 +118,7 @@ class DatasetsScreen(WorkbenchScreen):
                     yield Label("Preview · Enter on a line shows its tokens", id="preview-label")
                     yield OptionList(id="preview")
                 with TabPane("Tokenizer", id="tokenizer"):
-                    yield Input(placeholder="type text to see its tokens…", id="tokenize-input")
+                    yield Input(placeholder="type text to see its tokens…", id="tokenize-input", compact=True)
                     yield Static("", id="tokenize-summary")
                     yield TokenStreamView(placeholder="tokens appear here", show_ids=True, id="tokenize-view")
 
@@ -220,48 +208,20 @@ class DatasetsScreen(WorkbenchScreen):
 
     # -- opening a path, checked as you type ------------------------------------
 
-    @on(Input.Changed, "#path-input")
-    def _path_typed(self, event: Input.Changed) -> None:
-        if self._path_timer is not None:
-            self._path_timer.stop()
-        status = self.query_one("#path-status", Static)
-        if not event.value.strip():
-            status.update("")
-            status.remove_class("-error")
-            return
-        status.update(Text("checking…", style="dim"))
-        self._path_timer = self.set_timer(PATH_CHECK_DELAY, lambda: self._check_path(event.value.strip()))
-
-    @work(thread=True, exclusive=True, group="check-path", exit_on_error=False)
-    def _check_path(self, text: str) -> None:
+    @staticmethod
+    def _describe_path(text: str) -> str:
+        """The path input's check (in a worker): what the dataset holds, or DatasetError."""
         from engine.datasets import open_dataset
-        from engine.errors import DatasetError
 
-        try:
-            dataset = open_dataset(text)
-        except DatasetError as exc:
-            self.post_message(self.PathChecked(text, str(exc), ""))
-            return
+        dataset = open_dataset(text)
         files = len(dataset.files)
-        summary = f"✓ {dataset.name}: {files} file{'s' if files != 1 else ''} · Enter opens it"
-        self.post_message(self.PathChecked(text, "", summary))
+        return f"✓ {dataset.name}: {files} file{'s' if files != 1 else ''} · Enter opens it"
 
-    @on(PathChecked)
-    def _show_path_check(self, message: PathChecked) -> None:
-        if message.text != self.query_one("#path-input", Input).value.strip():
-            return
-        status = self.query_one("#path-status", Static)
-        status.update(message.problem or message.summary)
-        status.set_class(bool(message.problem), "-error")
-
-    @on(Input.Submitted, "#path-input")
-    def _path_submitted(self, event: Input.Submitted) -> None:
-        text = event.value.strip()
-        if not text or self.query_one("#path-status").has_class("-error"):
-            return
-        self._opened[text] = text
-        self.workbench.dataset = text
-        event.input.value = ""
+    @on(CheckedInput.Accepted, "#path")
+    def _path_accepted(self, event: CheckedInput.Accepted) -> None:
+        self._opened[event.value] = event.value
+        self.workbench.dataset = event.value
+        event.checked_input.input.value = ""
         self.query_one("#dataset-list").focus()
         self._list_datasets()
 

@@ -111,10 +111,11 @@ class GenerateScreen(WorkbenchScreen):
                 yield TextArea(id="prompt", soft_wrap=True, show_line_numbers=False)
                 with Horizontal(classes="model-row"):
                     yield Label("model A", classes="model-label")
-                    yield Input(id="model-a", classes="model-input")
+                    yield Input(id="model-a", classes="model-input", compact=True)
                 with Horizontal(classes="model-row", id="model-b-row"):
                     yield Label("model B", classes="model-label")
-                    yield Input(placeholder="e.g. run:<id> or a directory", id="model-b", classes="model-input")
+                    yield Input(placeholder="e.g. run:<id> or a directory", id="model-b", classes="model-input",
+                                compact=True)
                 yield Label("Sampling", classes="section")
                 yield Vertical(Static("loading torch…", classes="placeholder"), id="settings-box")
             with Vertical(id="generate-right"):

@@ -36,7 +36,7 @@ class HistoryScreen(ModalScreen[dict | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="history"):
             yield Label("Generation history · type to search · Enter opens · Escape closes", id="history-title")
-            yield Input(placeholder="search prompts and outputs…", id="history-search")
+            yield Input(placeholder="search prompts and outputs…", id="history-search", compact=True)
             yield OptionList(id="history-list")
 
     def on_mount(self) -> None:

@@ -15,21 +15,20 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.timer import Timer
-from textual.widgets import Input, Label, OptionList, ProgressBar, Static
+from textual.widgets import Label, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
 
 from engine.errors import WorkbenchError
 from tui.screens.base import WorkbenchScreen
+from tui.widgets.checked_input import CheckedInput
 from tui.widgets.formatting import human_bytes, human_count
 
 if TYPE_CHECKING:
     from engine.models import ModelChoice, ModelInfo
 
-SOURCE_CHECK_DELAY = 0.25
 LOG_LINES = 8
 
 
@@ -58,11 +57,6 @@ class ModelsScreen(WorkbenchScreen):
             super().__init__()
             self.choices = choices
 
-    class SourceChecked(Message, bubble=False):
-        def __init__(self, text: str, problem: str, canonical: str) -> None:
-            super().__init__()
-            self.text, self.problem, self.canonical = text, problem, canonical
-
     class LoadProgress(Message, bubble=False):
         def __init__(self, source: str, stage: str) -> None:
             super().__init__()
@@ -75,17 +69,15 @@ class ModelsScreen(WorkbenchScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self._check_timer: Timer | None = None
         self._log: list[str] = []
         self._loading: str | None = None
         self._descriptions: dict[str, str] = {}
 
     def compose_body(self) -> ComposeResult:
+        yield CheckedInput("model", "a hub id, a directory, run:<id>@<step> or scratch:<preset> (i)",
+                           self._describe_source, id="source")
         with Horizontal(id="models-body"):
-            with Vertical(id="models-left"):
-                yield Input(placeholder="hub id, directory, run:<id>@<step>, scratch:<preset>", id="source-input")
-                yield Static("", id="source-status")
-                yield OptionList(id="model-list")
+            yield OptionList(id="model-list")
             with VerticalScroll(id="models-right"):
                 yield Label("", id="model-title")
                 yield ProgressBar(id="model-progress", show_eta=False, show_percentage=False)
@@ -142,44 +134,16 @@ class ModelsScreen(WorkbenchScreen):
 
     # -- typed sources, checked as you type -------------------------------------
 
-    @on(Input.Changed, "#source-input")
-    def _source_typed(self, event: Input.Changed) -> None:
-        if self._check_timer is not None:
-            self._check_timer.stop()
-        status = self.query_one("#source-status", Static)
-        text = event.value.strip()
-        if not text:
-            status.update("")
-            status.remove_class("-error")
-            return
-        status.update(Text("checking…" if self.workbench.engine_loaded else "loading torch…", style="dim"))
-        self._check_timer = self.set_timer(SOURCE_CHECK_DELAY, lambda: self._check_source(text))
-
-    @work(thread=True, exclusive=True, group="check-source", exit_on_error=False)
-    def _check_source(self, text: str) -> None:
+    def _describe_source(self, text: str) -> str:
+        """The source input's check (in a worker, once torch is loaded): the canonical source."""
         self.workbench.wait_for_engine()
         from engine.models import ModelSource
 
-        try:
-            canonical = str(ModelSource.parse(text))
-        except WorkbenchError as exc:
-            self.post_message(self.SourceChecked(text, str(exc), ""))
-            return
-        self.post_message(self.SourceChecked(text, "", canonical))
+        return f"✓ {ModelSource.parse(text)} · Enter loads it"
 
-    @on(SourceChecked)
-    def _show_source_check(self, message: SourceChecked) -> None:
-        if message.text != self.query_one("#source-input", Input).value.strip():
-            return
-        status = self.query_one("#source-status", Static)
-        status.update(message.problem or f"✓ {message.canonical} · Enter loads it")
-        status.set_class(bool(message.problem), "-error")
-
-    @on(Input.Submitted, "#source-input")
-    def _source_submitted(self, event: Input.Submitted) -> None:
-        text = event.value.strip()
-        if text and not self.query_one("#source-status").has_class("-error"):
-            self.load(text)
+    @on(CheckedInput.Accepted, "#source")
+    def _source_accepted(self, event: CheckedInput.Accepted) -> None:
+        self.load(event.value)
 
     # -- loading ----------------------------------------------------------------
 

@@ -96,7 +96,7 @@ class RunsScreen(RunActionsScreen):
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="runs-bar"):
-            yield Input(placeholder="/ filter by name, model, dataset…", id="runs-filter")
+            yield Input(placeholder="/ filter by name, model, dataset…", id="runs-filter", compact=True)
             yield Static("", id="runs-mode")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield LossChart(id="runs-chart", empty_message="the highlighted run's loss, or the marked runs overlaid")

@@ -105,7 +105,7 @@ class ConfigForm(VerticalScroll):
             value = self._initial.get(field.name, self._default(field))
             with Horizontal(classes="form-row", id=f"row-{field.name}"):
                 yield Label(field.name.replace("_", " "), classes="form-label")
-                yield Input(format_value(value), id=f"field-{field.name}", classes="form-input")
+                yield Input(format_value(value), id=f"field-{field.name}", classes="form-input", compact=True)
             yield Static("", id=f"error-{field.name}", classes="form-error")
 
     @staticmethod
