@@ -1,7 +1,9 @@
 """Streaming speed: lm-workbench's TokenStream against Hugging Face generate + TextIteratorStreamer.
 
-    .venv/bin/python -m bench.generation            # full run, a couple of minutes on 2 cores
-    .venv/bin/python -m bench.generation --quick    # a smoke run, well under a minute
+    .venv/bin/python -m bench.generation            # full run, about 2 minutes on 2 cores
+    .venv/bin/python -m bench.generation --quick    # a smoke run, under a minute
+
+See bench/README.md for what it measures, the thread setting and results.
 
 Both sides get the same model, prompt and settings, and the same definition
 of speed: generated tokens over the wall time from the prompt string to the
@@ -44,18 +46,19 @@ PROMPT = "Once upon a time, in a small village by the river, there lived an old 
 
 @dataclass(frozen=True)
 class ModelSize:
-    """A model to measure: its GPT2Config sizes and how many tokens to generate."""
+    """A model to measure: its GPT2Config sizes, how many tokens to generate and how many timed runs."""
 
     name: str
     config: dict
     vocab_size: int
     new_tokens: int
+    repeats: int
 
 
 SIZES = {
-    "tiny": ModelSize("scratch:tiny", SCRATCH_PRESETS["tiny"], vocab_size=8192, new_tokens=200),
+    "tiny": ModelSize("scratch:tiny", SCRATCH_PRESETS["tiny"], vocab_size=8192, new_tokens=200, repeats=5),
     "124m": ModelSize("GPT-2 124M", {"n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024},
-                      vocab_size=50257, new_tokens=64),
+                      vocab_size=50257, new_tokens=64, repeats=3),
 }
 DECODINGS = {
     "greedy": {"temperature": 0.0},
@@ -111,6 +114,7 @@ def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
 
 
 def build_model(size: ModelSize, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
+    """A randomly initialised GPT-2 of this size (the same weights every run), in eval mode."""
     torch.manual_seed(0)
     config = GPT2Config(**size.config, vocab_size=size.vocab_size,
                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -118,6 +122,7 @@ def build_model(size: ModelSize, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHe
 
 
 def time_token_stream(model, tokenizer, settings: GenerationSettings) -> Timing:
+    """Our side: iterate a TokenStream, as the CLI and the app do."""
     cpu, start = time.process_time(), time.perf_counter()
     first_token = None
     stream = TokenStream(model, tokenizer, PROMPT, settings)
@@ -129,10 +134,11 @@ def time_token_stream(model, tokenizer, settings: GenerationSettings) -> Timing:
 
 
 def time_hf_streamer(model, tokenizer, settings: GenerationSettings) -> Timing:
+    """Hugging Face's side: generate in a thread, iterate its TextIteratorStreamer (the documented way)."""
     cpu, start = time.process_time(), time.perf_counter()
     first_token = None
     inputs = tokenizer(PROMPT, return_tensors="pt")
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, timeout=600)   # no endless wait if it fails
     kwargs = dict(**inputs, streamer=streamer, max_new_tokens=settings.max_new_tokens,
                   pad_token_id=tokenizer.eos_token_id)
     if settings.temperature == 0:
@@ -187,6 +193,7 @@ def measure(size: ModelSize, new_tokens: int, repeats: int) -> list[dict]:
 
 
 def print_table(rows: list[dict], targets: dict[str, float]) -> None:
+    """The medians side by side, the ratio against the issue's target, and the greedy identity check."""
     print()
     print(f"{'model':<13} {'decoding':<8} {'ours tok/s':>10} {'HF tok/s':>9} {'ratio':>6} {'target':>7}"
           f" {'ours TTFT':>10} {'HF TTFT':>9} {'CPU ms/tok ours':>16} {'HF':>6}")
@@ -207,7 +214,7 @@ def print_table(rows: list[dict], targets: dict[str, float]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="tiny,124m", help="comma-separated: tiny, 124m (default: both)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side and decoding (default 3)")
+    parser.add_argument("--repeats", type=int, help="timed runs per side and decoding (default: 5 tiny, 3 124M)")
     parser.add_argument("--new-tokens", type=int, help="tokens per generation (default: 200 tiny, 64 124M)")
     parser.add_argument("--quick", action="store_true", help="1 repeat, 32 new tokens: a smoke run")
     parser.add_argument("--threads", type=int, default=1,
@@ -216,13 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     transformers_logging.set_verbosity_error()
-    repeats = 1 if args.quick else args.repeats
     sizes = [SIZES[name.strip()] for name in args.sizes.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; "
-          f"speed = generated tokens / wall time from prompt to last text, medians of {repeats}")
+          "speed = generated tokens / wall time from prompt to last text, medians over the repeats")
     rows = []
     for size in sizes:
         new_tokens = 32 if args.quick else (args.new_tokens or size.new_tokens)
+        repeats = 1 if args.quick else (args.repeats or size.repeats)
         rows += measure(size, new_tokens, repeats)
     print_table(rows, {"scratch:tiny": 2.0, "GPT-2 124M": 1.05})
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (other processes slow both sides alike)")
