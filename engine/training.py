@@ -467,6 +467,7 @@ class TrainingProgress:
     elapsed: float = 0.0                # seconds of training in the run so far, pauses not counted
     status: str = "starting"            # starting | running | paused | completed | stopped | failed | interrupted
     message: str = ""                   # what is happening now ("Tokenizing 40%") or how it ended
+    gpu_memory_bytes: int | None = None  # peak GPU memory the run has allocated (None off CUDA)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -863,7 +864,8 @@ class TrainingJob:
             self._report(step=self.step, tokens=self.tokens, train_loss=train_loss,
                          val_loss=row.get("val_loss", self.progress.val_loss),
                          tokens_per_sec=row["tokens_per_sec"], elapsed=row["elapsed"],
-                         eta_seconds=self._eta(seconds_per_step, session_seconds))
+                         eta_seconds=self._eta(seconds_per_step, session_seconds),
+                         gpu_memory_bytes=self._gpu_memory_bytes())
             if ending:
                 break
 
@@ -909,6 +911,9 @@ class TrainingJob:
             self.recorder.set_status("running")
             self._report(status="running", message="")
         return time.perf_counter() - started
+
+    def _gpu_memory_bytes(self) -> int | None:
+        return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
 
     def _stop_reason(self, session_seconds: float) -> str:
         if self._stop_requested:

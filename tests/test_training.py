@@ -98,6 +98,7 @@ def test_fine_tuning_lowers_the_loss_and_records_everything(tiny_model_dir, fabl
     assert run.status == "completed" and run.error is None
     assert run.steps == 50 and run.tokens == 50 * 4 * 32
     assert job.progress.status == "completed" and job.progress.step == 50
+    assert job.progress.gpu_memory_bytes is None  # trained on the CPU
 
     rows = store.metrics(run.id)
     assert [row["step"] for row in rows] == list(range(1, 51))
