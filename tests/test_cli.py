@@ -36,6 +36,12 @@ def lmwb(*args: str, stdin: str | None = None, timeout: float = 180) -> subproce
     )
 
 
+@pytest.fixture(autouse=True)
+def piped_output_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables go to a pipe here: lmwb picks its own width unless COLUMNS says otherwise."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """Run `lmwb ARGS` in this process; return its exit status, stdout and stderr."""
     status = main(list(args))
