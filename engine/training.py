@@ -11,10 +11,13 @@ Fine-tuning a Hugging Face model and training a ``scratch:`` preset are one
 code path: ``load_model`` hands back a model and a tokenizer either way (for a
 scratch preset it first trains the tokenizer on the dataset).
 
-Written with more than one process in mind (``torchrun``): the sampler takes
-this process's rank and world size, and only the process that owns the
-recorder writes the store, samples and checkpoints. Until the loop learns
-DistributedDataParallel, a multi-process launch is refused with a clear error.
+The same loop runs as several processes under ``torchrun`` (``lmwb train
+--nproc N``): each rank trains its slice of every global batch through
+``DistributedDataParallel``, the ranks agree every step on the loss and on
+whether to stop, and rank 0 alone evaluates, samples, checkpoints and writes
+the store (the others hold a ``_SilentRecorder``). ``engine.distributed``
+holds the plumbing. With ``lora`` the model is frozen and ``engine.lora``'s
+adapters train instead; its checkpoints hold only the adapters.
 """
 
 from __future__ import annotations
@@ -37,16 +40,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine import distributed
 from engine.datasets import Dataset, TokenSplit, WindowSampler, open_dataset, tokenize_dataset
 from engine.errors import SettingsError, TrainingError, WorkbenchError
 from engine.generation import GenerationSettings, generate_text
 from engine.home import ensure_private_dir, run_dir, workbench_home
+from engine.lora import LoraSettings, adapter_base, add_adapters, load_adapters
 from engine.models import ModelSource, load_model, quiet_transformers
 from engine.store import Run, RunStore
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRAINER_STATE_FILE = "trainer_state.pt"
-TRAINER_STATE_FORMAT = 1
+TRAINER_STATE_FORMAT = 2                 # 2: each rank's sampler and random state, under "ranks"
 VALIDATION_FRACTION = 0.1            # the last tenth of a dataset's tokens is held out for validation
 _TEMPORARY_PREFIX = ".tmp-step-"     # + "<step>-<pid>": a checkpoint being written
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -93,6 +98,12 @@ class TrainingConfig:
     seed: int = 1337
     device: str = "auto"                # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"             # auto (fp32 on CPU, bf16 autocast on CUDA) | fp32 | bf16 | fp16
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower
+    lora: bool = False                  # train LoRA adapters on the frozen model instead of all its weights
+    lora_rank: int = 8                  # the adapters' rank
+    lora_alpha: float = 16.0            # the adapters' update is scaled by lora_alpha / lora_rank
+    lora_dropout: float = 0.05          # dropout on the adapters' input
+    lora_targets: str = "auto"          # modules to adapt, comma-separated; auto: c_attn,c_proj on GPT-2
     vocab_size: int = 8192              # tokenizer size for scratch: presets
     name: str = ""                      # a name for the run ("" lets the store pick one)
 
@@ -143,6 +154,13 @@ class TrainingConfig:
         if self.precision not in PRECISIONS:
             raise SettingsError("precision",
                                 f"{self.precision!r} is not a precision; use one of {', '.join(PRECISIONS)}.")
+        for switch in ("gradient_checkpointing", "lora"):
+            if not isinstance(getattr(self, switch), bool):
+                raise SettingsError(switch, f"{getattr(self, switch)!r} is not true or false.")
+        self.lora_settings().validate()
+        if self.lora and ModelSource.parse(self.model).kind == "scratch":
+            raise SettingsError("lora", "a scratch: model starts from random weights, and LoRA adapts a trained "
+                                "model. Train the scratch model without LoRA, or pick a pretrained model.")
         _check_int("vocab_size", self.vocab_size, 257, 1_000_000,
                    hint=" (a byte-level tokenizer needs 256 byte tokens plus end-of-text)")
         if not isinstance(self.name, str) or len(self.name) > 200:
@@ -154,6 +172,11 @@ class TrainingConfig:
             return self.max_steps
         tokens_per_step = self.batch_size * self.block_size * self.grad_accum * world_size
         return max(1, math.ceil(self.epochs * train_tokens / tokens_per_step))
+
+    def lora_settings(self) -> LoraSettings:
+        """The LoRA fields as ``engine.lora`` takes them."""
+        return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout,
+                            targets=self.lora_targets)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, for the run record and the trainer state."""
@@ -397,7 +420,7 @@ def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
             f"Delete the directory {checkpoint} to resume from the checkpoint before it."
         ) from exc
     required = {"format", "step", "tokens", "elapsed", "best_val_loss", "optimizer", "grad_scaler",
-                "sampler", "rng", "dataset_hash"}
+                "ranks", "dataset_hash"}
     if not isinstance(state, dict) or state.get("format") != TRAINER_STATE_FORMAT or not required <= state.keys():
         raise TrainingError(
             f"The trainer state {path} is not one this version of lm-workbench wrote. "
@@ -487,6 +510,8 @@ def failure_message(error: BaseException, config: TrainingConfig, step: int) -> 
             f"grad_accum {config.grad_accum}). Lower batch_size or block_size; to keep the tokens per step, "
             f"raise grad_accum as you lower batch_size (e.g. batch_size {smaller_batch} with grad_accum "
             f"{config.grad_accum * config.batch_size // smaller_batch}). Then resume the run."
+            + ("" if config.gradient_checkpointing else
+               " Turning on gradient_checkpointing also saves memory, at about a third more time per step.")
         )
     text = str(error)
     if isinstance(error, WorkbenchError):
@@ -553,15 +578,30 @@ class _RunRecorder:
         self.store.update_run(self.run_id, best_val_loss=value)
 
 
+class _SilentRecorder(_RunRecorder):
+    """What ranks other than 0 hold: the recorder's calls, with nothing written, so every rank runs one loop."""
+
+    def __init__(self) -> None:
+        super().__init__(store=None, run_id="")
+
+    def flush(self) -> None:
+        self._rows = []
+
+    def set_status(self, status: str, error: str | None = None) -> None:
+        pass
+
+    def add_sample(self, step: int, prompt: str, text: str) -> None:
+        pass
+
+    def add_checkpoint(self, step: int, path: Path, val_loss: float | None, kept: int) -> None:
+        pass
+
+    def set_best_val_loss(self, value: float) -> None:
+        pass
+
+
 def _percent(done: int, total: int) -> int:
     return 100 * done // total if total else 100
-
-
-def _process_rank() -> tuple[int, int]:
-    """(rank, world size) of this process: (0, 1) unless torchrun started a process group."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 # -----------------------------------------------------------------------------
@@ -591,7 +631,8 @@ class TrainingJob:
         self.model: torch.nn.Module | None = None   # the model being trained, once loaded
         self.error: BaseException | None = None     # why the run failed, once it has
         self.progress = TrainingProgress(max_steps=config.max_steps)
-        self.rank, self.world_size = _process_rank()
+        self.place = distributed.this_process()   # rank and world size, from torchrun's environment
+        self.rank, self.world_size = self.place.rank, self.place.world_size
         self._stop_requested = False
         self._pause_requested = False
         self._thread: threading.Thread | None = None
@@ -635,29 +676,63 @@ class TrainingJob:
     # -- opening the run -----------------------------------------------------
 
     def _open_run(self) -> None:
-        """Check what can be checked quickly, then create the run (or reopen the one to resume)."""
+        """Check what can be checked quickly, then create the run (or reopen the one to resume).
+
+        Several ranks: each joins the process group first; rank 0 opens the
+        run and tells the others its id and checkpoint (or why it failed).
+        """
         if self.run_id is not None:
             raise TrainingError("This job has already run; create a new TrainingJob to train again.")
-        if self.world_size > 1:
-            raise TrainingError(
-                f"This run was started as {self.world_size} processes, but multi-process training is not "
-                "supported yet; start it as one process."
-            )
         config = self.config
-        self.dataset: Dataset = open_dataset(config.dataset, config.dataset_field)
-        remove_abandoned_temporaries()
-        self.resume_state: dict[str, Any] | None = None
-        if self.resume_run is None:
-            run = self.store.create_run(name=config.name, model=config.model, dataset=config.dataset,
-                                        config=config.as_dict(), world_size=self.world_size)
-            self.run_id = run.id
-            self.store.set_status(run.id, "running")  # stamps the start
-            self.checkpoints_dir = ensure_private_dir(run_dir(run.id) / "checkpoints")
-        else:
-            self._reopen_run_to_resume()
-        self.recorder = _RunRecorder(self.store, self.run_id)
+        self.device_name = distributed.training_device(config.device, self.place)
+        if self.place.distributed:
+            distributed.start_process_group(torch.device(self.device_name))
+        try:
+            self.dataset: Dataset = open_dataset(config.dataset, config.dataset_field)
+            if self.place.writes:
+                self._open_run_record()
+            else:
+                self._follow_run_record()
+        except BaseException:
+            distributed.end_process_group()
+            raise
         if self.resume_state is not None:
             self.recorder.set_position(self.resume_state["step"], self.resume_state["tokens"])
+
+    def _open_run_record(self) -> None:
+        """Rank 0: create the run in the store, or reopen the one to resume; tell the other ranks which."""
+        config = self.config
+        self.resume_state: dict[str, Any] | None = None
+        try:
+            remove_abandoned_temporaries()
+            if self.resume_run is None:
+                run = self.store.create_run(name=config.name, model=config.model, dataset=config.dataset,
+                                            config=config.as_dict(), world_size=self.world_size, lora=config.lora)
+                self.run_id = run.id
+                self.store.set_status(run.id, "running")  # stamps the start
+                self.checkpoints_dir = ensure_private_dir(run_dir(run.id) / "checkpoints")
+            else:
+                self._reopen_run_to_resume()
+        except Exception as exc:
+            if self.place.distributed:
+                distributed.broadcast_from_writer({"error": failure_message(exc, config, 0)})
+            raise
+        if self.place.distributed:
+            checkpoint = str(self.resume_checkpoint) if self.resume_state is not None else None
+            distributed.broadcast_from_writer({"run_id": self.run_id, "checkpoint": checkpoint})
+        self.recorder = _RunRecorder(self.store, self.run_id)
+
+    def _follow_run_record(self) -> None:
+        """Ranks other than 0: learn the run (and the checkpoint to resume) from rank 0; write nothing."""
+        opened = distributed.broadcast_from_writer(None)
+        if "error" in opened:
+            raise TrainingError(f"Rank 0 could not open the run: {opened['error']}")
+        self.run_id = opened["run_id"]
+        self.resume_state = None
+        if opened["checkpoint"] is not None:
+            self.resume_checkpoint = Path(opened["checkpoint"])
+            self.resume_state = load_trainer_state(self.resume_checkpoint)
+        self.recorder = _SilentRecorder()
 
     def _reopen_run_to_resume(self) -> None:
         config = self.config
@@ -667,6 +742,15 @@ class TrainingJob:
             raise TrainingError(
                 f"Run {run.id} is still {run.status} (process {run.pid} on {run.host}); stop it before resuming it."
             )
+        if run.world_size != self.world_size:
+            raise TrainingError(
+                f"Run {run.id} was trained as {run.world_size} process(es) and this is {self.world_size}; each "
+                f"process continues its own data order, so resume it as {run.world_size} "
+                f"(lmwb train --resume {run.id} --nproc {run.world_size})."
+            )
+        if config.lora != run.lora:
+            raise SettingsError("lora", f"run {run.id} was trained {'with' if run.lora else 'without'} LoRA; "
+                                "resume it the same way.")
         self.checkpoints_dir = ensure_private_dir(run_dir(run.id) / "checkpoints")
         recorded = self.store.checkpoints(run.id)
         _remove_unrecorded_checkpoints(self.checkpoints_dir, recorded)
@@ -697,6 +781,8 @@ class TrainingJob:
             self._record_ending(exc)
             if not isinstance(exc, Exception):
                 raise  # Ctrl+C or interpreter exit: recorded, and passed on
+        finally:
+            distributed.end_process_group()
 
     def _record_ending(self, exc: BaseException) -> None:
         if isinstance(exc, Exception):
@@ -729,12 +815,16 @@ class TrainingJob:
         if self.resume_state is None:
             seed_everything(config.seed)  # before loading, so a scratch model's initial weights repeat
             source: ModelSource | str = config.model
+        elif config.lora:
+            source = adapter_base(self.resume_checkpoint)  # the base; its adapters go back on below
         else:
             source = ModelSource(kind="local", value=str(self.resume_checkpoint))
         self._report_setup(f"Loading {source}")
-        loaded = load_model(source, device=config.device, dataset=self.dataset, vocab_size=config.vocab_size,
-                            store=self.store, progress=self._report_setup)
-        self.model, self.tokenizer, self.device = loaded.model, loaded.tokenizer, loaded.device
+        with distributed.writer_first(self.place):  # rank 0 trains a scratch tokenizer; the others find it cached
+            loaded = load_model(source, device=self.device_name, dataset=self.dataset,
+                                vocab_size=config.vocab_size, store=self.store, progress=self._report_setup)
+        self.tokenizer, self.device = loaded.tokenizer, loaded.device
+        self.model = self._trainable_model(loaded.model)
         context = loaded.info().context_length
         if config.block_size > context:
             raise SettingsError(
@@ -746,9 +836,11 @@ class TrainingJob:
             raise SettingsError("sample_prompt", f"is longer than the model's context of {context} tokens; shorten it.")
         self.precision = resolve_precision(config.precision, self.device)
         if self.device.type == "cuda":
-            torch.set_float32_matmul_precision("high")  # TF32 matmuls where autocast leaves fp32
+            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls and convolutions where autocast leaves fp32
+            torch.backends.cudnn.allow_tf32 = True
 
-        tokens = tokenize_dataset(self.dataset, self.tokenizer, progress=self._report_tokenizing)
+        with distributed.writer_first(self.place):  # rank 0 fills the token cache; the others read it
+            tokens = tokenize_dataset(self.dataset, self.tokenizer, progress=self._report_tokenizing)
         train_split, self.val_split = tokens.split(VALIDATION_FRACTION)
         for split, part in ((train_split, "training"), (self.val_split, "validation")):
             if len(split.ids) < config.block_size + 1:
@@ -761,11 +853,16 @@ class TrainingJob:
         _check_warmup(config.warmup_steps, self.max_steps)
         self.sampler = WindowSampler(train_split, config.block_size, config.batch_size, seed=config.seed,
                                      rank=self.rank, world_size=self.world_size)
+        # eval_batches global batches: rank 0 scores the windows one process with the global batch would.
         self.val_starts = evaluation_windows(self.val_split.ids, config.block_size,
-                                             config.eval_batches * config.batch_size)
+                                             config.eval_batches * config.batch_size * self.world_size)
         self.dataset_hash = self.dataset.content_hash()
 
         self.model.train()
+        # Several ranks: DDP averages the gradients of all ranks in the backward pass.
+        self.ddp_model = (torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            if self.place.distributed else None)
         self.optimizer = configure_optimizer(self.model, config, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step, self.tokens, self.elapsed_before, self.best_val_loss = 0, 0, 0.0, None
@@ -773,6 +870,20 @@ class TrainingJob:
         self.last_checkpoint_step: int | None = None
         if self.resume_state is not None:
             self._restore(self.resume_state)
+
+    def _trainable_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model as it trains: with fresh LoRA adapters (or a resumed run's), with gradient checkpointing."""
+        config = self.config
+        if config.lora and self.resume_state is None:
+            model = add_adapters(model, config.lora_settings())
+        elif config.lora:
+            model = load_adapters(model, self.resume_checkpoint, trainable=True, device=model.device)
+        if config.gradient_checkpointing:
+            if not getattr(model, "supports_gradient_checkpointing", False):
+                raise SettingsError("gradient_checkpointing", f"{config.model} does not support it; turn it off.")
+            # Non-reentrant checkpointing: gradients reach adapters behind frozen layers, and it works under DDP.
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return model
 
     def _report_setup(self, message: str) -> None:
         """Say what setup is doing; heartbeat, since training a tokenizer or tokenizing can take minutes."""
@@ -794,12 +905,13 @@ class TrainingJob:
         self.optimizer.load_state_dict(state["optimizer"])
         if state["grad_scaler"]:
             self.scaler.load_state_dict(state["grad_scaler"])
-        self.sampler.load_state_dict(state["sampler"])
+        mine = state["ranks"][self.rank]
+        self.sampler.load_state_dict(mine["sampler"])
         self.step, self.tokens = state["step"], state["tokens"]
         self.elapsed_before, self.best_val_loss = state["elapsed"], state["best_val_loss"]
         self.elapsed = self.elapsed_before
         self.last_checkpoint_step = self.step
-        restore_rng_state(state["rng"])  # last: loading may draw random numbers
+        restore_rng_state(mine["rng"])  # last: loading may draw random numbers
 
     # -- the loop ------------------------------------------------------------
 
@@ -881,14 +993,20 @@ class TrainingJob:
     def _optimizer_step(self) -> tuple[float, float]:
         """Forward and backward over grad_accum micro-batches, clip, step; return (loss, gradient norm)."""
         config = self.config
+        model = self.model if self.ddp_model is None else self.ddp_model
         loss_sum = torch.zeros((), device=self.device)
-        for _ in range(config.grad_accum):
+        for micro_step in range(config.grad_accum):
             x, y = (t.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else t
                     for t in self.sampler.next_batch())
-            with autocast_context(self.device, self.precision):
-                loss = next_token_loss(self.model, x, y) / config.grad_accum
-            self.scaler.scale(loss).backward()
+            # DDP averages gradients across ranks in the last micro-batch's backward pass only.
+            last = micro_step == config.grad_accum - 1
+            with contextlib.nullcontext() if self.ddp_model is None or last else self.ddp_model.no_sync():
+                with autocast_context(self.device, self.precision):
+                    loss = next_token_loss(model, x, y) / config.grad_accum
+                self.scaler.scale(loss).backward()
             loss_sum += loss.detach()
+        if self.ddp_model is not None:
+            loss_sum = distributed.mean_over_ranks(loss_sum)  # the loss of the global batch
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)
         self.scaler.step(self.optimizer)
@@ -916,11 +1034,15 @@ class TrainingJob:
         return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
 
     def _stop_reason(self, session_seconds: float) -> str:
+        """Why to stop now ("" to go on); several ranks agree, since a rank that stops alone leaves the rest waiting."""
+        reason = ""
         if self._stop_requested:
-            return "Stopped"
-        if self.config.max_time is not None and session_seconds >= self.config.max_time:
-            return f"Time limit of {self.config.max_time:g} s reached"
-        return ""
+            reason = "Stopped"
+        elif self.config.max_time is not None and session_seconds >= self.config.max_time:
+            reason = f"Time limit of {self.config.max_time:g} s reached"
+        if self.place.distributed and distributed.any_rank(bool(reason), self.device) and not reason:
+            reason = "Stopped by another process"
+        return reason
 
     def _eta(self, seconds_per_step: float, session_seconds: float) -> float:
         eta = (self.max_steps - self.step) * seconds_per_step
@@ -929,7 +1051,9 @@ class TrainingJob:
         return eta
 
     def _evaluate(self) -> dict[str, float]:
-        """Validation loss, perplexity and bits per byte on the fixed validation windows."""
+        """Validation loss, perplexity and bits per byte on the fixed validation windows (rank 0 alone)."""
+        if not self.place.writes:
+            return {}  # the others go on, and wait for rank 0 at the next step's gradient exchange
         self.recorder.flush()  # the TUI keeps up while the evaluation runs
         # In eval mode (no dropout) this draws no random numbers, so training's stream is untouched.
         val_loss, _ = estimate_loss(self.model, self.val_split.ids, self.val_starts,
@@ -942,8 +1066,10 @@ class TrainingJob:
                 "val_bpb": bits_per_byte(val_loss, self.val_split)}
 
     def _sample(self) -> None:
-        """Generate a short text with the generation engine and store it with the step."""
+        """Generate a short text with the generation engine and store it with the step (rank 0 alone)."""
         config = self.config
+        if not self.place.writes:
+            return
         # A seeded generator of its own: the same seed each time, and training's random stream untouched.
         settings = GenerationSettings(max_new_tokens=config.sample_length, seed=config.seed)
         self.model.eval()
@@ -952,19 +1078,27 @@ class TrainingJob:
         self.recorder.add_sample(self.step, config.sample_prompt, result.text)
 
     def _checkpoint(self, val_loss: float | None) -> None:
-        """Save step-N atomically, record it, and let retention remove what is no longer kept."""
+        """Save step-N atomically, record it, and let retention remove what is no longer kept.
+
+        Every rank takes part: rank 0 gathers each rank's data position and
+        random state and writes them all, so each rank continues its own on resume.
+        """
+        mine = {"sampler": self.sampler.state_dict(), "rng": capture_rng_state()}
+        ranks = distributed.gather_at_writer(mine) if self.place.distributed else [mine]
+        self.last_checkpoint_step = self.step
+        if not self.place.writes:
+            return
         self.recorder.flush()
         self._report(message=f"Saving checkpoint step-{self.step}")
         state = {
             "format": TRAINER_STATE_FORMAT, "step": self.step, "tokens": self.tokens,
             "elapsed": self.elapsed, "best_val_loss": self.best_val_loss,
             "optimizer": self.optimizer.state_dict(), "grad_scaler": self.scaler.state_dict(),
-            "sampler": self.sampler.state_dict(), "rng": capture_rng_state(),
+            "ranks": ranks,
             "dataset_hash": self.dataset_hash, "config": self.config.as_dict(),
         }
         path = save_checkpoint(self.checkpoints_dir, self.step, self.model, self.tokenizer, state)
         self.recorder.add_checkpoint(self.step, path, val_loss, self.config.checkpoints_kept)
-        self.last_checkpoint_step = self.step
         self._report(message="")
 
 
