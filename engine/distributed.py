@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -164,34 +162,39 @@ def writer_first(place: ProcessRank) -> Iterator[None]:
             dist.barrier()
 
 
-def torchrun_command(module: str, arguments: Sequence[str], nproc: int) -> list[str]:
-    """The argv that runs ``python -m module arguments...`` as ``nproc`` ranks on this machine.
+def torchrun_arguments(module: str, arguments: Sequence[str], nproc: int) -> list[str]:
+    """torchrun's own arguments for running ``python -m module arguments...`` as ``nproc`` ranks on this machine.
 
     A list, never a shell string: no argument is ever read by a shell.
     ``--standalone`` lets torchrun pick a free port, so several launches on
     one machine do not collide.
     """
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            f"--shutdown-timeout={STOP_GRACE_SECONDS}", "-m", module, *arguments]
+    return ["--standalone", f"--nproc-per-node={nproc}", f"--shutdown-timeout={STOP_GRACE_SECONDS}",
+            "-m", module, *arguments]
 
 
 def run_under_torchrun(module: str, arguments: Sequence[str], nproc: int) -> int:
-    """Run ``module`` as ``nproc`` ranks under torchrun, wait for it, and return its exit status.
+    """Do what ``torchrun ARGUMENTS`` does (in this process), wait for the ranks, and return an exit status.
 
-    Ctrl+C reaches torchrun from the terminal itself, and torchrun passes it
-    on to the ranks as SIGTERM (they stop with a checkpoint), so here it is
-    ignored; a SIGTERM sent to this process alone is passed on to torchrun.
-    CPU ranks share the machine's cores unless ``OMP_NUM_THREADS`` says
-    otherwise.
+    Ctrl+C or SIGTERM reach torchrun's launcher here, which passes them on
+    to the ranks: they stop together with a checkpoint. The launcher's own
+    traceback for that, and its report of a rank that failed (the rank has
+    said why itself), are left out; its errors still show. CPU ranks share
+    the machine's cores unless ``OMP_NUM_THREADS`` says otherwise.
     """
-    environment = dict(os.environ)
-    environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    launcher = subprocess.Popen(torchrun_command(module, arguments, nproc), env=environment)
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda number, frame: launcher.send_signal(signal.SIGTERM))
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    for name, logger in logging.root.manager.loggerDict.items():
+        if name.startswith("torch.distributed.elastic") and isinstance(logger, logging.Logger):
+            logger.setLevel(logging.ERROR)  # not its notes on shutting down, which a stop is
     try:
-        return launcher.wait()
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        run(get_args_parser().parse_args(torchrun_arguments(module, arguments, nproc)))
+    except SignalException as stopped:
+        return 128 + int(stopped.sigval)
+    except ChildFailedError as failed:
+        exit_code = failed.get_first_failure()[1].exitcode
+        return exit_code if exit_code > 0 else 1
+    return 0

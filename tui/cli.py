@@ -110,6 +110,13 @@ def device_name(text: str) -> str:
     return text
 
 
+def precision_name(text: str) -> str:
+    """auto, fp32, bf16 or fp16 (the engine's PRECISIONS; auto picks bf16 or fp16 on a GPU)."""
+    if text not in ("auto", "fp32", "bf16", "fp16"):
+        raise argparse.ArgumentTypeError(f"expected auto, fp32, bf16 or fp16, got {text!r}")
+    return text
+
+
 def run_status(text: str) -> str:
     """One of the store's run statuses (imported only when the flag is given)."""
     from engine.store import RUN_STATUSES
@@ -215,6 +222,14 @@ def _add_runs_parser(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--output", type=Path, metavar="FILE", help="write here instead of stdout")
     export.set_defaults(handler=cmd_runs_export)
 
+    export_model = actions.add_parser(
+        "export-model", help="a run's checkpoint as a plain Hugging Face model directory (LoRA adapters merged in)")
+    export_model.add_argument("run_id", metavar="ID", help="run id (a unique prefix is enough)")
+    export_model.add_argument("directory", type=Path, metavar="DIR", help="a new (or empty) directory to write")
+    export_model.add_argument("--step", type=non_negative_int, metavar="N", help="that step's checkpoint "
+                              "(default: the latest)")
+    export_model.set_defaults(handler=cmd_runs_export_model)
+
 
 # Sampling flags: (flag, the GenerationSettings field it sets, type, help).
 GENERATION_FLAGS = (
@@ -268,6 +283,15 @@ TRAINING_FLAGS = (
     ("--vocab-size", "vocab_size", positive_int, "tokenizer vocabulary of a scratch: model"),
     ("--seed", "seed", non_negative_int, "same seed, same run"),
     ("--device", "device", device_name, "auto, cpu, cuda[:N] or mps"),
+    ("--precision", "precision", precision_name, "auto (bf16 or fp16 autocast on a GPU, fp32 on the CPU), fp32, "
+     "bf16 or fp16"),
+    ("--gradient-checkpointing", "gradient_checkpointing", bool, "recompute activations in the backward pass: "
+     "less GPU memory for large models, about a third slower"),
+    ("--lora", "lora", bool, "train LoRA adapters on the frozen model instead of all its weights"),
+    ("--lora-rank", "lora_rank", positive_int, "rank of the LoRA adapters"),
+    ("--lora-alpha", "lora_alpha", positive_float, "LoRA scale (the update is scaled by alpha / rank)"),
+    ("--lora-dropout", "lora_dropout", non_negative_float, "dropout on the LoRA adapters' input"),
+    ("--lora-targets", "lora_targets", str, "modules to adapt, comma-separated (auto: c_attn,c_proj on GPT-2)"),
     ("--name", "name", str, "a name for the run"),
 )
 
@@ -283,19 +307,28 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--field", dest="dataset_field", metavar="FIELD",
                        help="the .jsonl field or .csv column holding the text")
     train.add_argument("--resume", metavar="RUN_ID", help="continue this run from its latest checkpoint")
+    train.add_argument("--nproc", type=positive_int, metavar="N",
+                       help="train as N processes under torchrun, one per GPU (global batch: batch size x "
+                       "grad accum x N)")
     _add_flags(train.add_argument_group("training settings (defaults: the engine's TrainingConfig)"), TRAINING_FLAGS)
     train.set_defaults(handler=cmd_train)
 
 
 # How each argument type shows in --help.
 METAVARS = {positive_int: "N", non_negative_int: "N", positive_float: "X", non_negative_float: "X",
-            probability: "P", device_name: "DEVICE", str: "TEXT"}
+            probability: "P", device_name: "DEVICE", precision_name: "PRECISION", str: "TEXT"}
 
 
 def _add_flags(group: argparse._ActionsContainer, flags: Sequence[tuple[str, str, Callable, str]]) -> None:
-    """Add settings flags whose dest is the settings field they set (left out: None, the engine's default)."""
+    """Add settings flags whose dest is the settings field they set (left out: None, the engine's default).
+
+    A flag of kind ``bool`` is a switch that takes no value and turns its setting on.
+    """
     for flag, field, kind, text in flags:
-        group.add_argument(flag, dest=field, type=kind, metavar=METAVARS[kind], help=text)
+        if kind is bool:
+            group.add_argument(flag, dest=field, action="store_const", const=True, help=text)
+        else:
+            group.add_argument(flag, dest=field, type=kind, metavar=METAVARS[kind], help=text)
 
 
 # ---------------------------------------------------------------------------
@@ -647,6 +680,7 @@ def _print_run(detail: dict[str, Any]) -> None:
         ("name", detail["name"]), ("status", status), ("model", detail["model"]), ("dataset", detail["dataset"]),
         ("steps", detail["steps"]), ("tokens", detail["tokens"]), ("best val loss", detail["best_val_loss"]),
         ("created", _local_time(detail["created_at"])), ("finished", _local_time(detail["finished_at"])),
+        ("LoRA", detail["lora"]), ("processes", detail["world_size"]),
     ] + ([("notes", detail["notes"])] if detail["notes"] else [])
     console.print(_key_values(f"Run {detail['id']}", about))
     console.print()
@@ -728,6 +762,19 @@ def cmd_runs_export(args: argparse.Namespace) -> int:
     except OSError as error:
         raise CommandError(f"Cannot write {args.output}: {error.strerror}. Choose another --output path.") from None
     print(f"Wrote run {run.id} as {args.format} to {args.output}.", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_runs_export_model(args: argparse.Namespace) -> int:
+    """A run's checkpoint written as a plain Hugging Face model directory, LoRA adapters merged in."""
+    from engine.models import ModelSource, export_model
+
+    store = _open_store()
+    source = ModelSource("run", store.get_run(args.run_id).id, args.step)
+    with _status_line(f"Exporting {source}…") as update:
+        path = export_model(source, args.directory, store=store, progress=update)
+    print(f"Wrote {source} to {path}; it loads with AutoModelForCausalLM.from_pretrained, or here as --model {path}.",
+          file=sys.stderr)
     return EXIT_OK
 
 
@@ -832,22 +879,70 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train headless with live progress; stop cleanly on Ctrl+C, SIGTERM or --max-time."""
+    """Train headless with live progress; stop cleanly on Ctrl+C, SIGTERM or --max-time.
+
+    With --nproc N, start N copies of this command under torchrun. Under
+    torchrun (ours or the user's own), rank 0 shows progress and the
+    summary; the other ranks train silently.
+    """
+    from engine.distributed import launched_by_torchrun, this_process
+    from engine.store import RunStore
     from engine.training import TrainingJob
 
-    store = _open_store()
+    if args.nproc is not None and launched_by_torchrun():
+        raise CommandError("--nproc starts torchrun itself; under torchrun, leave it out.")
+    if args.nproc is not None and args.nproc > 1:
+        return _train_under_torchrun(args)
+    place = this_process()
+    store = _open_store() if place.writes else RunStore()  # only rank 0 writes the store
     with settings_named_by_flags(TRAINING_FLAG_NAMES):
         config, resume_run = _training_config(args, store)
         job = TrainingJob(config, store=store, resume_run=resume_run)
         with stop_on_signals(job.stop, (signal.SIGINT, signal.SIGTERM)) as stopping:
             run_id = job.start()
-            print(f"{'Resuming' if resume_run else 'Started'} run {run_id}: {config.model} on {config.dataset}, "
-                  f"to step {config.max_steps}. Ctrl+C stops it with a checkpoint.", flush=True)
-            follow_training(job, stopping)
-        _print_training_summary(store, store.get_run(run_id), job.progress, config)
+            if place.writes:
+                processes = f" as {place.world_size} processes" if place.distributed else ""
+                print(f"{'Resuming' if resume_run else 'Started'} run {run_id}{processes}: {config.model} on "
+                      f"{config.dataset}, to step {config.max_steps}. Ctrl+C stops it with a checkpoint.", flush=True)
+                follow_training(job, stopping)
+            else:
+                while not job.join(timeout=0.5):
+                    pass
+        if place.writes:
+            _print_training_summary(store, store.get_run(run_id), job.progress, config)
         if job.error is not None:
             raise job.error
     return EXIT_OK
+
+
+def _train_under_torchrun(args: argparse.Namespace) -> int:
+    """Check the settings once, here, then run `lmwb train` (less --nproc) as N ranks under torchrun."""
+    from engine.datasets import open_dataset
+    from engine.distributed import run_under_torchrun
+
+    with settings_named_by_flags(TRAINING_FLAG_NAMES):
+        config, _ = _training_config(args, _open_store())
+        config.validate()
+        open_dataset(config.dataset, config.dataset_field)
+    print(f"Starting {args.nproc} processes with torchrun; global batch {config.batch_size} x {config.grad_accum} "
+          f"x {args.nproc} = {config.batch_size * config.grad_accum * args.nproc} windows per step.", flush=True)
+    return run_under_torchrun("tui.cli", _rank_arguments(args), args.nproc)
+
+
+def _rank_arguments(args: argparse.Namespace) -> list[str]:
+    """The `lmwb train` arguments the user gave, less --nproc: what every rank runs.
+
+    Rebuilt from the parsed flags as ``--flag=value`` (so a value starting
+    with '-' stays a value), never as a shell string.
+    """
+    arguments = ["train"]
+    for field, flag in (TRAINING_FLAG_NAMES | {"resume": "--resume"}).items():
+        value = getattr(args, field, None)
+        if value is True:
+            arguments.append(flag)
+        elif value is not None:
+            arguments.append(f"{flag}={value}")
+    return arguments
 
 
 def _training_config(args: argparse.Namespace, store: RunStore) -> tuple[Any, str | None]:
@@ -877,7 +972,8 @@ def _print_training_summary(store: RunStore, run: Any, progress: Any, config: An
     if checkpoints:
         print(f"Latest checkpoint: {checkpoints[-1]['path']} (model source: run:{run.id})", flush=True)
     if run.status == "stopped":
-        print(f"Resume with: lmwb train --resume {run.id} --steps {config.max_steps}", flush=True)
+        processes = f" --nproc {run.world_size}" if run.world_size > 1 else ""
+        print(f"Resume with: lmwb train --resume {run.id} --steps {config.max_steps}{processes}", flush=True)
 
 
 # The flag that sets each TrainingConfig field, to name it in messages.
@@ -902,6 +998,7 @@ def _progress_fields(progress: Any) -> dict[str, str]:
         "loss": number(progress.train_loss), "val": number(progress.val_loss),
         "speed": f"{progress.tokens_per_sec:,.0f}" if progress.tokens_per_sec else "–",
         "eta": _duration(progress.eta_seconds),
+        "gpu": "" if progress.gpu_memory_bytes is None else f" · GPU peak {progress.gpu_memory_bytes / 2**30:.1f} GiB",
     }
 
 
@@ -911,7 +1008,7 @@ def _follow_live(job: Any, console: Console, stopping: threading.Event, interval
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]} · val {task.fields[val]} · {task.fields[speed]} tok/s · "
-                   "ETA {task.fields[eta]}"),
+                   "ETA {task.fields[eta]}{task.fields[gpu]}"),
     )
     with Progress(*columns, console=console, refresh_per_second=4) as display:
         task = display.add_task("starting", total=job.progress.max_steps, **_progress_fields(job.progress))
@@ -948,7 +1045,7 @@ def _follow_lines(job: Any, stopping: threading.Event, interval: float, every_se
 def _progress_line(progress: Any) -> str:
     fields = _progress_fields(progress)
     return (f"step {progress.step}/{progress.max_steps} · loss {fields['loss']} · val {fields['val']} · "
-            f"{fields['speed']} tok/s · ETA {fields['eta']}")
+            f"{fields['speed']} tok/s · ETA {fields['eta']}{fields['gpu']}")
 
 
 # ---------------------------------------------------------------------------
