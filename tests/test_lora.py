@@ -136,3 +136,119 @@ def test_targets_that_match_no_layer_list_the_layers_there_are(tiny_model_dir: P
     with pytest.raises(SettingsError, match="c_attn") as caught:
         add_adapters(model, LoraSettings(targets="q_proj,v_proj"))
     assert caught.value.field == "lora_targets"
+
+
+# -----------------------------------------------------------------------------
+# A LoRA run: lmwb train --lora, as the user meets it
+
+FABLES = Path(__file__).resolve().parent.parent / "sample_texts" / "fables.txt"
+
+
+@pytest.fixture
+def fables_excerpt(tmp_path: Path) -> Path:
+    path = tmp_path / "fables-excerpt.txt"
+    path.write_text(FABLES.read_text(encoding="utf-8")[:24_000], encoding="utf-8")
+    return path
+
+
+def lora_settings(model: Path, dataset: Path, **overrides):
+    from engine.training import TrainingConfig
+
+    values = dict(model=str(model), dataset=str(dataset), lora=True, lora_rank=4, lora_alpha=8, lora_dropout=0.1,
+                  max_steps=6, batch_size=4, block_size=32, learning_rate=1e-2, min_learning_rate=1e-3,
+                  warmup_steps=1, eval_every=3, eval_batches=2, sample_every=3, sample_length=8,
+                  checkpoint_every=3, device="cpu", seed=5)
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+def test_a_lora_run_trains_adapters_only_and_its_checkpoint_is_base_plus_adapters(
+        tiny_model_dir: Path, fables_excerpt: Path, tmp_path: Path, capsys):
+    from engine.store import RunStore
+    from engine.training import TrainingJob
+    from tui.cli import main
+
+    store = RunStore()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    base_before = {name: parameter.clone() for name, parameter in base.named_parameters()}
+    job = TrainingJob(lora_settings(tiny_model_dir, fables_excerpt), store)
+    run = job.run()
+
+    assert run.lora and run.status == "completed" and run.steps == 6
+    losses = [row["train_loss"] for row in store.metrics(run.id)]
+    assert losses[-1] < losses[0]
+    assert [row["step"] for row in store.samples(run.id)] == [3, 6]  # samples come from base + adapters
+    checkpoint = Path(store.checkpoints(run.id)[-1]["path"])
+    assert is_adapter_directory(checkpoint) and (checkpoint / "tokenizer.json").is_file()
+    assert all("lora_" in key for key in load_file(checkpoint / "adapter_model.safetensors"))
+    for name, parameter in job.model.get_base_model().named_parameters():
+        if "lora_" not in name and "base_layer" not in name:
+            assert torch.equal(parameter, base_before[name]), name  # the base stayed frozen
+
+    trained = logits_of(job.model)
+    assert torch.allclose(logits_of(load_model(f"run:{run.id}", device="cpu").model), trained, atol=1e-5)
+
+    assert main(["runs", "export-model", run.id[:6], str(tmp_path / "merged")]) == 0
+    assert "from_pretrained" in capsys.readouterr().err
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert torch.allclose(logits_of(plain), trained, atol=1e-5)
+
+    assert main(["runs", "show", run.id]) == 0
+    assert "LoRA" in capsys.readouterr().out
+
+
+def test_a_resumed_lora_run_matches_one_that_was_never_stopped(tiny_model_dir: Path, fables_excerpt: Path):
+    from engine.store import RunStore
+    from engine.training import TrainingJob
+
+    store = RunStore()
+    config = lora_settings(tiny_model_dir, fables_excerpt, sample_every=0)  # adapter dropout on: RNG resumes too
+    whole = TrainingJob(config, store).run()
+
+    def stop_after_step_2(progress) -> None:
+        if progress.step == 2 and progress.status == "running":
+            first_part.stop()
+    first_part = TrainingJob(config, store, on_progress=stop_after_step_2)
+    first = first_part.run()
+    assert first.status == "stopped" and first.steps == 2
+    TrainingJob(config, store, resume_run=first.id).run()
+
+    expected, got = store.metrics(whole.id), store.metrics(first.id)
+    assert [row["train_loss"] for row in got] == pytest.approx([row["train_loss"] for row in expected], rel=1e-5)
+
+
+def test_lora_needs_a_pretrained_model_and_a_lora_run_resumes_as_lora(tiny_model_dir: Path, fables_excerpt: Path):
+    from engine.store import RunStore
+    from engine.training import TrainingConfig, TrainingJob
+
+    with pytest.raises(SettingsError, match="random weights") as caught:
+        lora_settings("scratch:nano", fables_excerpt).validate()
+    assert caught.value.field == "lora"
+
+    store = RunStore()
+    config = lora_settings(tiny_model_dir, fables_excerpt, max_steps=2, eval_every=0, sample_every=0)
+    run = TrainingJob(config, store).run()
+    without = TrainingConfig.from_dict({**config.as_dict(), "lora": False, "max_steps": 4})
+    with pytest.raises(SettingsError, match="trained with LoRA"):
+        TrainingJob(without, store, resume_run=run.id).run()
+
+
+def test_gradient_checkpointing_saves_memory_without_changing_the_run(tiny_model_dir: Path, fables_excerpt: Path):
+    from engine.store import RunStore
+    from engine.training import TrainingConfig, TrainingJob, failure_message
+
+    store = RunStore()
+    config = lora_settings(tiny_model_dir, fables_excerpt, max_steps=4, eval_every=0, sample_every=0)
+    plain = TrainingJob(config, store).run()
+    checkpointed_job = TrainingJob(TrainingConfig.from_dict({**config.as_dict(), "gradient_checkpointing": True}),
+                                   store)
+    checkpointed = checkpointed_job.run()
+
+    assert checkpointed_job.model.get_base_model().is_gradient_checkpointing
+    assert [row["train_loss"] for row in store.metrics(checkpointed.id)] == pytest.approx(
+        [row["train_loss"] for row in store.metrics(plain.id)], rel=1e-5)
+    assert checkpointed_job.progress.gpu_memory_bytes is None  # on the CPU there is no GPU memory to show
+
+    out_of_memory = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert "gradient_checkpointing" in failure_message(out_of_memory, config, 3)
+    assert "gradient_checkpointing" not in failure_message(out_of_memory, checkpointed_job.config, 3)
