@@ -197,6 +197,7 @@ def test_a_lora_run_trains_adapters_only_and_its_checkpoint_is_base_plus_adapter
     assert "LoRA" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_resumed_lora_run_matches_one_that_was_never_stopped(tiny_model_dir: Path, fables_excerpt: Path):
     from engine.store import RunStore
     from engine.training import TrainingJob
