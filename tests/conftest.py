@@ -7,7 +7,14 @@ hub access, no mocking of transformers.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# pytest-xdist runs one worker per core; a torch thread pool per worker on top
+# of that oversubscribes the cores and OpenMP's spin-waiting then slows small
+# models by an order of magnitude. Set before torch is imported (here or in a
+# subprocess a test starts, which inherits the environment).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
