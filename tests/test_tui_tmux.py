@@ -46,7 +46,8 @@ class Terminal:
         """Send keys one at a time, as a person would (an Escape too close to a key reads as Alt+key)."""
         for key in keys:
             self.tmux("send-keys", "-t", "app", key)
-            time.sleep(0.3)
+            # A loaded machine may read an Escape and the next key together as Alt+key.
+            time.sleep(1.0 if key == "Escape" else 0.3)
 
     def wait_for(self, text: str, timeout: float = 120.0) -> str:
         deadline = time.monotonic() + timeout
