@@ -308,6 +308,17 @@ def test_runs_lists_filters_and_sorts(capsys, two_runs) -> None:
     assert status == 0 and "fox-fables" in out and "owl-sayings" in out
 
 
+def test_runs_list_shows_lora_and_distributed_runs_beside_their_model(capsys) -> None:
+    from engine.store import RunStore
+
+    run = RunStore().create_run(name="adapters", model="gpt2", dataset="fables", config={}, lora=True, world_size=4)
+    status, out, _ = run_cli(capsys, "runs")
+    assert status == 0 and "gpt2 +LoRA ×4" in out
+    status, out, _ = run_cli(capsys, "runs", "--json")
+    assert json.loads(out)[0] | {"lora": True, "world_size": 4} == json.loads(out)[0]
+    assert json.loads(out)[0]["id"] == run.id
+
+
 def test_runs_show_gives_config_metrics_samples_and_checkpoints(capsys, two_runs) -> None:
     _, fox, _ = two_runs
     status, out, _ = run_cli(capsys, "runs", "show", fox[:6], "--json")  # a unique prefix is enough

@@ -262,3 +262,80 @@ async def test_pause_resume_then_quit_asks_and_stops_the_run_cleanly() -> None:
     run = RunStore().get_run(job.run_id)
     assert run.status == "stopped"
     assert RunStore().checkpoints(run.id)[-1]["step"] == run.steps
+
+
+def record_run(store: RunStore, name: str, losses: list[float], status: str = "completed", **setup: Any) -> str:
+    """Write a run into the store the way a trainer in another process would."""
+    run = store.create_run(name=name, model="scratch:nano", dataset="fables", config={"max_steps": len(losses)},
+                           **setup)
+    store.set_status(run.id, "running")
+    store.add_metrics(run.id, [{"step": step, "train_loss": loss} for step, loss in enumerate(losses, 1)])
+    store.heartbeat(run.id, steps=len(losses), tokens=64 * len(losses))
+    if status != "running":
+        store.set_status(run.id, status)
+    return run.id
+
+
+@story
+async def test_runs_update_live_overlay_marked_runs_export_and_delete(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = RunStore()
+    first = record_run(store, "first", [4.0, 3.5, 3.2])
+    live = record_run(store, "live", [4.2, 3.9], status="running", lora=True, world_size=2)
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("5")
+        runs = app.screen
+        table = runs.query_one("#runs-table", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 2)
+        # How each run was trained shows beside its model: LoRA, and the processes of a distributed run.
+        assert "scratch:nano +LoRA ×2" in [str(cell) for cell in table.get_row(live)]
+        assert "scratch:nano" in [str(cell) for cell in table.get_row(first)]
+
+        # A trainer elsewhere logs more steps: the row follows.
+        store.add_metrics(live, [{"step": 3, "train_loss": 3.7}, {"step": 4, "train_loss": 3.6}])
+        store.heartbeat(live, steps=4, tokens=256)
+        await wait_until(pilot, lambda: "4" in [str(cell) for cell in table.get_row(live)])
+
+        # Mark both: the chart overlays their curves.
+        await pilot.press("space", "down", "space")
+        chart = runs.query_one("#runs-chart", LossChart)
+        await wait_until(pilot, lambda: set(chart.series) == {first, live} and chart.points == 7)
+
+        # Filter by name.
+        await pilot.press("slash", *"fir")
+        await wait_until(pilot, lambda: table.row_count == 1)
+        await pilot.press("escape")
+        runs.query_one("#runs-filter", Input).value = ""
+        await wait_until(pilot, lambda: table.row_count == 2)
+
+        table.move_cursor(row=[str(key.value) for key in table.rows].index(first))
+        await pilot.press("e")
+        await wait_until(pilot, lambda: len(list(tmp_path.glob(f"lmwb-first-{first}.*"))) == 2)
+
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: table.row_count == 1)
+    assert [run.id for run in store.list_runs()] == [live]
+
+
+@story
+async def test_train_screen_shows_the_gpu_memory_a_run_reports() -> None:
+    from engine.training import TrainingProgress
+    from tui.screens.train import TrainScreen
+
+    store = RunStore()
+    run_id = record_run(store, "on a gpu", [4.0, 3.6], status="running")
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        await wait_until(pilot, lambda: bool(app.screen.query("#config")))
+        train = app.screen
+        train.watch_run(run_id)
+        status = train.query_one("#run-status", Static)
+        await wait_until(pilot, lambda: "on a gpu" in shown_text(status))
+        # What the follow thread posts for a job on CUDA (this machine has none to measure).
+        progress = TrainingProgress(step=2, max_steps=2, status="running", gpu_memory_bytes=3 * 2**30 // 2)
+        train.post_message(TrainScreen.Polled(run_id, [], [], store.get_run(run_id), progress))
+        await wait_until(pilot, lambda: "GPU 1.5 GB peak" in shown_text(status))

@@ -13,6 +13,7 @@ any error a worker raises, in words, never as a traceback.
 
 from __future__ import annotations
 
+import importlib
 import threading
 import traceback
 from collections import OrderedDict
@@ -24,25 +25,18 @@ from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.reactive import reactive
+from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from engine.errors import WorkbenchError
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.datasets import DatasetsScreen
-from tui.screens.generate import GenerateScreen
 from tui.screens.help import HelpScreen
-from tui.screens.models import ModelsScreen
-from tui.screens.runs import RunsScreen
-from tui.screens.train import TrainScreen
 
 if TYPE_CHECKING:
     from engine.models import LoadedModel
     from engine.store import RunStore
     from engine.training import TrainingJob
-
-# Statuses after which a training job's thread has ended.
-FINISHED_STATUSES = ("completed", "stopped", "failed", "interrupted")
-
 
 class ScreenActions(Provider):
     """Command palette entries for everything the current screen and the app can do.
@@ -72,6 +66,19 @@ class ScreenActions(Provider):
             score = matcher.match(title)
             if score > 0:
                 yield Hit(score, matcher.highlight(title), callback, help=help_text)
+
+
+def screen_made_on_first_visit(module: str, name: str) -> Callable[[], Screen]:
+    """A screen factory that imports the screen's module only when the screen is first shown.
+
+    Only the first screen is imported before the first frame; the others (and
+    what they import: the chart, plotext) load when the user goes to them.
+    """
+
+    def make() -> Screen:
+        return getattr(importlib.import_module(module), name)()
+
+    return make
 
 
 class ModelCache:
@@ -124,10 +131,10 @@ class WorkbenchApp(App):
     )
     MODES = {
         "datasets": DatasetsScreen,
-        "models": ModelsScreen,
-        "generate": GenerateScreen,
-        "train": TrainScreen,
-        "runs": RunsScreen,
+        "models": screen_made_on_first_visit("tui.screens.models", "ModelsScreen"),
+        "generate": screen_made_on_first_visit("tui.screens.generate", "GenerateScreen"),
+        "train": screen_made_on_first_visit("tui.screens.train", "TrainScreen"),
+        "runs": screen_made_on_first_visit("tui.screens.runs", "RunsScreen"),
     }
     DEFAULT_MODE = "datasets"
 
@@ -172,8 +179,10 @@ class WorkbenchApp(App):
             return self._store
 
     def on_mount(self) -> None:
-        self._load_engine()
-        self._mark_interrupted_runs()
+        # Importing torch holds the GIL for seconds: start only once the first
+        # frame is on the screen, or the frame would wait for torch.
+        self.call_after_refresh(self._load_engine)
+        self.call_after_refresh(self._mark_interrupted_runs)
 
     @work(thread=True, group="engine", exit_on_error=False)
     def _load_engine(self) -> None:
@@ -240,7 +249,9 @@ class WorkbenchApp(App):
             self.push_screen(HelpScreen(self.screen))
 
     def training_in_progress(self) -> bool:
-        """True while the app's training job is running or paused."""
+        """True while the app's training job is starting, running or paused."""
+        from engine.store import FINISHED_STATUSES
+
         return self.training is not None and self.training.progress.status not in FINISHED_STATUSES
 
     async def action_quit(self) -> None:

@@ -35,6 +35,7 @@ from rich.text import Text
 
 from engine import __version__
 from engine.errors import SettingsError, WorkbenchError
+from tui.widgets.formatting import model_label
 
 if TYPE_CHECKING:
     from engine.store import RunStore
@@ -649,8 +650,8 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
         _stdout().print("No runs yet. Start one with: lmwb train --model scratch:tiny --dataset NAME")
         return EXIT_OK
     columns = ["id", "name", "status", "model", "dataset", "steps", "best val loss", "created"]
-    table_rows = [[row["id"], row["name"], row["status"], row["model"], row["dataset"], row["steps"],
-                   row["best_val_loss"], _local_time(row["created_at"])] for row in rows]
+    table_rows = [[row["id"], row["name"], row["status"], model_label(row["model"], row["lora"], row["world_size"]),
+                   row["dataset"], row["steps"], row["best_val_loss"], _local_time(row["created_at"])] for row in rows]
     _stdout().print(_table("Runs", columns, table_rows))
     return EXIT_OK
 

@@ -1,13 +1,16 @@
-"""What every workbench screen shares: the nav bar on top, the footer of keys below."""
+"""What every workbench screen shares: the nav bar, the footer of keys, and following the store."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+import threading
+from typing import TYPE_CHECKING, Callable, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer
+from textual.worker import Worker, get_current_worker
 
 from tui.widgets.nav_bar import NavBar
 
@@ -27,6 +30,11 @@ class WorkbenchScreen(Screen):
     HELP = ""
     """A few sentences for the help screen: what this screen is for."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown = threading.Event()
+        self._wake = threading.Event()
+
     @property
     def workbench(self) -> "WorkbenchApp":
         """The app, typed: the shared selection, store, models and training job."""
@@ -44,3 +52,39 @@ class WorkbenchScreen(Screen):
     def action_leave_field(self) -> None:
         """Escape: stop typing in a field, so 1–5 and the screen's letter keys work again."""
         self.set_focus(None)
+
+    # -- following the store ----------------------------------------------------
+
+    def on_screen_resume(self) -> None:
+        self._shown.set()
+        self._wake.set()
+
+    def on_screen_suspend(self) -> None:
+        self._shown.clear()
+
+    def follow(self, read: Callable[[], Message | None], interval: float) -> Worker:
+        """Call ``read()`` every ``interval`` seconds in one thread, while this screen is shown.
+
+        ``read`` runs in that thread: it asks the store what changed and returns
+        a message for the screen, or None when nothing did (then nothing is
+        redrawn). One long-lived thread, not a worker per tick: a poll that
+        finds nothing costs a few SQL reads and no UI work at all, so a
+        training thread in this process keeps the GIL. Following something
+        else cancels the previous loop.
+        """
+
+        def loop() -> None:
+            worker = get_current_worker()
+            while not worker.is_cancelled:
+                if self._shown.is_set():
+                    message = read()
+                    if message is not None and not worker.is_cancelled:
+                        self.post_message(message)
+                self._wake.wait(interval)
+                self._wake.clear()
+
+        return self.run_worker(loop, thread=True, exclusive=True, group="follow", exit_on_error=False)
+
+    def poll_now(self) -> None:
+        """Wake the follow loop at once (the user changed what it should read)."""
+        self._wake.set()

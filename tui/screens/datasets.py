@@ -126,7 +126,7 @@ class DatasetsScreen(WorkbenchScreen):
         self.query_one("#token-progress").display = False
         self.query_one("#tokenize-view", TokenStreamView).colouring = "alternate"
         self.query_one("#dataset-list").focus()
-        self._list_datasets()
+        self.call_after_refresh(self._list_datasets)  # after the first frame: it imports numpy
         self.watch(self.workbench, "model", self._model_changed, init=False)
 
     # -- the list ---------------------------------------------------------------
@@ -223,7 +223,7 @@ class DatasetsScreen(WorkbenchScreen):
         self.workbench.dataset = event.value
         event.checked_input.input.value = ""
         self.query_one("#dataset-list").focus()
-        self._list_datasets()
+        self.call_after_refresh(self._list_datasets)  # after the first frame: it imports numpy
 
     # -- token counting ---------------------------------------------------------
 

@@ -11,13 +11,12 @@ from typing import TYPE_CHECKING
 
 from textual import work
 
+from engine.store import ACTIVE_STATUSES
 from tui.screens.base import WorkbenchScreen
 from tui.screens.confirm import ConfirmScreen
 
 if TYPE_CHECKING:
     from engine.store import Run
-
-ACTIVE_STATUSES = ("running", "paused")
 
 
 class RunActionsScreen(WorkbenchScreen):

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from rich.table import Table
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
-from tui.screens.run_actions import ACTIVE_STATUSES, RunActionsScreen
-from tui.widgets.formatting import human_count, loss_text
+from tui.screens.run_actions import RunActionsScreen
+from tui.widgets.formatting import human_count, loss_text, model_label
 from tui.widgets.loss_chart import LossChart
 
 if TYPE_CHECKING:
@@ -77,19 +77,25 @@ class RunDetailScreen(RunActionsScreen):
         table = self.query_one("#run-checkpoints", DataTable)
         for key, label in (("step", "step"), ("val_loss", "val loss"), ("created_at", "saved"), ("path", "path")):
             table.add_column(label, key=key)
-        self.set_interval(POLL_INTERVAL, self._tick)
-        self._tick()
+        self.follow(self._reader(), POLL_INTERVAL)
 
-    def _tick(self) -> None:
-        if self.run is None or self.run.status in ACTIVE_STATUSES:
-            self._poll(self._after)
-
-    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
-    def _poll(self, after: int) -> None:
+    def _reader(self) -> Callable[[], "RunDetailScreen.Polled | None"]:
+        """What the follow thread calls: the run and whatever of it changed since the last read."""
         store = self.workbench.store
-        run = store.get_run(self.run_id)
-        self.post_message(self.Polled(run, after, store.metrics(run.id, after_step=after),
-                                      store.samples(run.id), store.checkpoints(run.id)))
+        last = None
+
+        def read() -> RunDetailScreen.Polled | None:
+            nonlocal last
+            after = self._after  # the UI's cursor: rows it has not shown yet are asked for again
+            run = store.get_run(self.run_id)
+            metrics = store.metrics(run.id, after_step=after)
+            state = (run, store.samples(run.id), store.checkpoints(run.id))
+            if not metrics and state == last:
+                return None
+            last = state
+            return self.Polled(run, after, metrics, state[1], state[2])
+
+        return read
 
     @on(Polled)
     def _show(self, message: Polled) -> None:
@@ -108,8 +114,8 @@ class RunDetailScreen(RunActionsScreen):
         summary = Text()
         summary.append(f"{run.name} ", style="bold")
         summary.append(f"{run.id} · {run.status}\n", style="dim")
-        summary.append(f"{run.model} on {run.dataset} · step {run.steps:,} · {human_count(run.tokens)} tokens"
-                       f" · best val {loss_text(run.best_val_loss)} · created {run.created_at[:16].replace('T', ' ')}")
+        summary.append(f"{model_label(run.model, run.lora, run.world_size)} on {run.dataset}"
+                       f" · step {run.steps:,} · {human_count(run.tokens)} tokens · best val {loss_text(run.best_val_loss)} · created {run.created_at[:16].replace('T', ' ')}")
         if run.finished_at:
             summary.append(f" · finished {run.finished_at[:16].replace('T', ' ')}")
         if run.error:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Input, Static
 
 from tui.screens.run_actions import RunActionsScreen
 from tui.screens.run_detail import RunDetailScreen
-from tui.widgets.formatting import loss_text
+from tui.widgets.formatting import loss_text, model_label
 from tui.widgets.loss_chart import LossChart
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def run_cells(run: "Run", marked: bool) -> list[Text | str]:
         Text("●", style="bold") if marked else "",
         Text(run.status, style=STATUS_STYLES.get(run.status, "")),
         run.name,
-        run.model,
+        model_label(run.model, run.lora, run.world_size),
         run.dataset,
         f"{run.steps:,}",
         loss_text(run.best_val_loss),
@@ -93,6 +93,9 @@ class RunsScreen(RunActionsScreen):
         self._descending = True
         self._cursors: dict[str, int] = {}
         """Per charted run: the last step the chart holds (-1: none yet)."""
+        self._request: tuple = (None, None, "created_at", True, ())
+        self._last_read: list["Run"] | None = None
+        """Only the follow thread touches this: the runs it last posted."""
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="runs-bar"):
@@ -107,27 +110,34 @@ class RunsScreen(RunActionsScreen):
             table.add_column(label, key=key)
         table.focus()
         self._show_mode()
-        self.set_interval(POLL_INTERVAL, self._tick)
-        self._tick()
+        self._ask()
+        self.follow(self._read, POLL_INTERVAL)
 
     # -- polling ----------------------------------------------------------------
 
-    def _tick(self) -> None:
-        if self.is_current:
-            order_by, _ = SORTS[self._sort]
-            search = self.query_one("#runs-filter", Input).value.strip() or None
-            self._poll(self._status_filter, search, order_by, self._descending, dict(self._cursors))
+    def _ask(self, *, wake: bool = True) -> None:
+        """Tell the follow thread what to read (filters, sort, charted runs); wake it to read now."""
+        order_by, _ = SORTS[self._sort]
+        search = self.query_one("#runs-filter", Input).value.strip() or None
+        # One immutable tuple, replaced whole: the follow thread reads it without a lock.
+        self._request = (self._status_filter, search, order_by, self._descending, tuple(self._cursors.items()))
+        if wake:
+            self.poll_now()
 
-    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
-    def _poll(self, status: str | None, search: str | None, order_by: str, descending: bool,
-              cursors: dict[str, int]) -> None:
+    def _read(self) -> Polled | None:
+        """In the follow thread: the runs as asked, and new metrics of the charted runs, if anything changed."""
+        status, search, order_by, descending, cursors = self._request
         store = self.workbench.store
         runs = store.list_runs(status=status, search=search, order_by=order_by, descending=descending)
-        metrics = {run_id: (after, store.metrics(run_id, after_step=after)) for run_id, after in cursors.items()}
-        self.post_message(self.Polled(runs, metrics))
+        metrics = {run_id: (after, store.metrics(run_id, after_step=after)) for run_id, after in cursors}
+        if runs == self._last_read and not any(rows for _, rows in metrics.values()):
+            return None
+        self._last_read = runs
+        return self.Polled(runs, metrics)
 
     @on(Polled)
     def _show_poll(self, message: Polled) -> None:
+        charted = set(self._cursors)
         self._show_runs(message.runs)
         chart = self.query_one("#runs-chart", LossChart)
         for run_id, (after, rows) in message.metrics.items():
@@ -137,6 +147,8 @@ class RunsScreen(RunActionsScreen):
             chart.add_metrics(run_id, rows, label=run.name if run else run_id)
             if rows:
                 self._cursors[run_id] = rows[-1]["step"]
+        # Newly charted runs (a new highlight) need their curves now; new rows can wait a tick.
+        self._ask(wake=set(self._cursors) != charted)
 
     def _show_runs(self, runs: list["Run"]) -> None:
         table = self.query_one("#runs-table", DataTable)
@@ -152,9 +164,14 @@ class RunsScreen(RunActionsScreen):
             if highlighted in self.runs:
                 table.move_cursor(row=order.index(highlighted), animate=False)
         else:
+            # Only the cells that changed: the list is read 2-3 times a second.
             for run in runs:
-                if previous.get(run.id) != run:
-                    for (key, _), cell in zip(COLUMNS, run_cells(run, run.id in self.marked)):
+                before = previous.get(run.id)
+                if before is None or before == run:
+                    continue
+                old_cells = run_cells(before, run.id in self.marked)
+                for (key, _), old, cell in zip(COLUMNS, old_cells, run_cells(run, run.id in self.marked)):
+                    if old != cell:
                         table.update_cell(run.id, key, cell)
         self.marked &= set(self.runs)
         self._chart_runs()
@@ -183,7 +200,7 @@ class RunsScreen(RunActionsScreen):
     def _highlighted(self) -> None:
         if not self.marked:
             self._chart_runs()
-            self._tick()
+            self._ask()
 
     @on(DataTable.RowSelected, "#runs-table")
     def _selected(self) -> None:
@@ -199,7 +216,7 @@ class RunsScreen(RunActionsScreen):
 
     @on(Input.Changed, "#runs-filter")
     def _filter_changed(self) -> None:
-        self._tick()
+        self._ask()
 
     @on(Input.Submitted, "#runs-filter")
     def _filter_submitted(self) -> None:
@@ -217,17 +234,17 @@ class RunsScreen(RunActionsScreen):
         cycle = (None, *RUN_STATUSES)
         self._status_filter = cycle[(cycle.index(self._status_filter) + 1) % len(cycle)]
         self._show_mode()
-        self._tick()
+        self._ask()
 
     def action_cycle_sort(self) -> None:
         self._sort = (self._sort + 1) % len(SORTS)
         self._show_mode()
-        self._tick()
+        self._ask()
 
     def action_reverse_sort(self) -> None:
         self._descending = not self._descending
         self._show_mode()
-        self._tick()
+        self._ask()
 
     # -- marking and acting on runs ---------------------------------------------
 
@@ -240,7 +257,7 @@ class RunsScreen(RunActionsScreen):
             run_id, "mark", Text("●", style="bold") if run_id in self.marked else "")
         self._show_mode()
         self._chart_runs()
-        self._tick()
+        self._ask()
 
     def action_open(self) -> None:
         run = self.highlighted_run()
@@ -269,4 +286,4 @@ class RunsScreen(RunActionsScreen):
 
     def after_delete(self, run_id: str) -> None:
         self.marked.discard(run_id)
-        self._tick()
+        self._ask()

@@ -1,15 +1,15 @@
 """Train: configure a run, start, pause, resume or stop it, and watch it learn.
 
 The run itself is the engine's ``TrainingJob`` in its own thread, writing to
-the store. This screen only reads: a timer a few times a second asks a worker
-for the job's progress and for the store's metrics and samples newer than
-those already shown, and the chart grows by those rows.
+the store. This screen only reads: one follow thread, four times a second,
+asks for the job's progress and for the store's metrics and samples newer
+than those already shown, and posts them only when something changed; the
+chart grows by those rows.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
 from textual import on, work
@@ -24,7 +24,7 @@ from textual.worker import Worker, WorkerState
 from engine.errors import WorkbenchError
 from tui.screens.base import WorkbenchScreen
 from tui.widgets.config_form import ConfigForm
-from tui.widgets.formatting import human_count, human_duration, loss_text
+from tui.widgets.formatting import human_bytes, human_count, human_duration, loss_text
 from tui.widgets.loss_chart import LossChart
 
 if TYPE_CHECKING:
@@ -77,11 +77,11 @@ class TrainScreen(WorkbenchScreen):
     def __init__(self) -> None:
         super().__init__()
         self._resume_run: str | None = None
-        self._poll_lock = threading.Lock()
-        self._after_metric = -1
-        self._after_sample = -1
         self._samples: list[dict] = []
         self._lr: float | None = None
+        self._status_shown = Text()
+        self._controls: tuple[str, str | None] | None = None
+        """(run status, job status) the footer's keys were last checked for."""
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="train-body"):
@@ -102,7 +102,6 @@ class TrainScreen(WorkbenchScreen):
         self.watch(self.workbench, "engine_loaded", self._engine_loaded)
         self.watch(self.workbench, "model", lambda model: self._follow_selection("model", model), init=False)
         self.watch(self.workbench, "dataset", lambda name: self._follow_selection("dataset", name), init=False)
-        self.set_interval(POLL_INTERVAL, self._tick)
 
     def _engine_loaded(self, loaded: bool) -> None:
         if not loaded or self.query("#config-box ConfigForm"):
@@ -185,16 +184,14 @@ class TrainScreen(WorkbenchScreen):
         self.watch_run(message.run_id)
 
     def watch_run(self, run_id: str) -> None:
-        """Show ``run_id`` from its first step: chart, progress and samples."""
-        with self._poll_lock:
-            self._after_metric = -1
-            self._after_sample = -1
+        """Show ``run_id`` from its first step: chart, progress and samples, then follow it."""
         self._samples = []
         self._lr = None
         self.query_one("#train-chart", LossChart).clear()
         self.query_one("#samples", Static).update("")
         self.query_one("#train-progress").display = True
         self.run_id = run_id
+        self.follow(self._reader(run_id), POLL_INTERVAL)
 
     def action_pause(self) -> None:
         if self.workbench.training is not None:
@@ -235,28 +232,29 @@ class TrainScreen(WorkbenchScreen):
 
     # -- watching the run -------------------------------------------------------
 
-    def _tick(self) -> None:
-        if self.run_id is not None and self.is_current:
-            self._poll(self.run_id)
+    def _reader(self, run_id: str) -> Callable[[], "TrainScreen.Polled | None"]:
+        """What the follow thread calls: the run's new metrics and samples, its row, the job's progress.
 
-    @work(thread=True, group="poll", exit_on_error=False)
-    def _poll(self, run_id: str) -> None:
-        if not self._poll_lock.acquire(blocking=False):
-            return  # the previous poll is still reading; skip this tick
-        try:
-            store = self.workbench.store
-            metrics = store.metrics(run_id, after_step=self._after_metric)
-            samples = store.samples(run_id, after_step=self._after_sample)
+        The cursors live in this closure, so only the follow thread touches them.
+        """
+        store = self.workbench.store
+        after_metric, after_sample, last_state = -1, -1, None
+
+        def read() -> TrainScreen.Polled | None:
+            nonlocal after_metric, after_sample, last_state
+            metrics = store.metrics(run_id, after_step=after_metric)
+            samples = store.samples(run_id, after_step=after_sample)
             run = store.get_run(run_id)
             job = self.workbench.training
-            progress = job.progress if job is not None and job.run_id == run_id else None
-            if metrics:
-                self._after_metric = metrics[-1]["step"]
-            if samples:
-                self._after_sample = samples[-1]["step"]
-        finally:
-            self._poll_lock.release()
-        self.post_message(self.Polled(run_id, metrics, samples, run, progress))
+            progress = job.progress if job is not None and job.run_id == run_id else None  # frozen, replaced whole
+            if not metrics and not samples and (run, progress) == last_state:
+                return None
+            last_state = (run, progress)
+            after_metric = metrics[-1]["step"] if metrics else after_metric
+            after_sample = samples[-1]["step"] if samples else after_sample
+            return self.Polled(run_id, metrics, samples, run, progress)
+
+        return read
 
     @on(Polled)
     def _show_poll(self, message: Polled) -> None:
@@ -270,9 +268,13 @@ class TrainScreen(WorkbenchScreen):
             self._samples = (self._samples + message.samples)[-SAMPLES_SHOWN:]
             self._show_samples()
         self._show_status(run, progress, message.metrics[-1] if message.metrics else None)
-        if run.status != self.status:
+        # Redraw only what changed: a poll comes 4 times a second, and every
+        # repaint takes the GIL from the training thread.
+        controls = (run.status, progress.status if progress is not None else None)
+        if controls != self._controls:
+            self._controls = controls
             self.status = run.status
-        self.refresh_bindings()
+            self.refresh_bindings()
 
     def _show_status(self, run: "Run", progress: "TrainingProgress | None", latest: dict | None) -> None:
         """Two lines: where the run is (status, step, ETA), then how it is doing (loss, lr, speed)."""
@@ -296,10 +298,17 @@ class TrainScreen(WorkbenchScreen):
         rate = progress.tokens_per_sec if live else (latest or {}).get("tokens_per_sec")
         if rate:
             line.append(f" · {human_count(int(rate))} tok/s")
+        if live and progress.gpu_memory_bytes is not None:
+            line.append(f" · GPU {human_bytes(progress.gpu_memory_bytes)} peak")
         if run.error:
             line.append(f"\n{run.error}", style="red")
-        self.query_one("#run-status", Static).update(line)
-        self.query_one("#train-progress", ProgressBar).update(total=max(max_steps, 1), progress=step)
+        if line != self._status_shown:
+            self._status_shown = line
+            # Fixed height (see train.tcss): a repaint, not a relayout of the screen.
+            self.query_one("#run-status", Static).update(line, layout=False)
+        bar = self.query_one("#train-progress", ProgressBar)
+        if (bar.total, bar.progress) != (max(max_steps, 1), step):
+            bar.update(total=max(max_steps, 1), progress=step)
 
     def _show_samples(self) -> None:
         text = Text()

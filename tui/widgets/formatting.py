@@ -37,3 +37,13 @@ def human_duration(seconds: float | None) -> str:
 def loss_text(loss: float | None) -> str:
     """A loss with four significant digits, or '–' when there is none yet."""
     return "–" if loss is None else f"{loss:.4g}"
+
+
+def model_label(model: str, lora: bool, world_size: int) -> str:
+    """A run's model with how it was trained: 'gpt2', 'gpt2 +LoRA', 'gpt2 ×4' (4 processes).
+
+    Two runs of the same model differ most in these two; the runs list would
+    otherwise show them alike.
+    """
+    label = f"{model} +LoRA" if lora else model
+    return f"{label} ×{world_size}" if world_size > 1 else label

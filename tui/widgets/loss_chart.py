@@ -2,8 +2,8 @@
 
 Metrics rows come from the store (``RunStore.metrics``): one dict per logged
 step with ``train_loss`` and, on evaluation steps, ``val_loss``. The chart
-keeps them per series and redraws at most a few times a second, so a fast run
-never makes the screen spend its time plotting.
+keeps them per series and redraws at most once a second, so a fast run never
+makes the screen spend its time plotting (or take the GIL from the trainer).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from textual_plotext import PlotextPlot
 SERIES_COLOURS = ("cyan", "orange", "magenta", "green", "yellow", "blue", "red", "white")
 # More points than this per line only cost time: the chart is ~100 cells wide.
 MAX_POINTS = 400
-REDRAW_INTERVAL = 0.5
+# Plotting takes the GIL for tens of milliseconds, away from a training thread.
+REDRAW_INTERVAL = 1.0
 
 
 @dataclass
