@@ -72,7 +72,6 @@ def terminal(lmwb_home: Path, tmp_path: Path):
     term.close()
 
 
-@pytest.mark.skip(reason="failed on a clean checkout of this commit under load (passed with the TUI work in progress); see the closing note of session 1")
 def test_lmwb_opens_switches_screens_and_quits_cleanly(terminal: Terminal) -> None:
     screen = terminal.wait_for("fables", timeout=60)
     assert "1 Datasets" in screen and "5 Runs" in screen
