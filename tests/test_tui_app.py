@@ -339,3 +339,21 @@ async def test_train_screen_shows_the_gpu_memory_a_run_reports() -> None:
         progress = TrainingProgress(step=2, max_steps=2, status="running", gpu_memory_bytes=3 * 2**30 // 2)
         train.post_message(TrainScreen.Polled(run_id, [], [], store.get_run(run_id), progress))
         await wait_until(pilot, lambda: "GPU 1.5 GB peak" in shown_text(status))
+
+
+@story
+async def test_a_theme_chosen_on_one_screen_reaches_the_others() -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        await wait_until(pilot, lambda: bool(app.screen.query("#config")))
+        train = app.screen
+        dark = train.styles.background
+        await pilot.press("escape", "1")
+        app.theme = "textual-light"
+        await pilot.pause()
+        light = app.screen.styles.background
+        assert light != dark
+        # Train was suspended when the theme changed; it is restyled on the way back.
+        await pilot.press("4")
+        assert app.screen is train and train.styles.background == light

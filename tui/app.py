@@ -13,6 +13,7 @@ any error a worker raises, in words, never as a traceback.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import threading
 import traceback
@@ -202,6 +203,10 @@ class WorkbenchApp(App):
         self.call_from_thread(self._engine_is_ready)
 
     def _engine_is_ready(self) -> None:
+        # torch, transformers and Textual leave a few million long-lived objects;
+        # every full collection would walk them all, pausing the screen (and a
+        # training thread) for up to half a second. Frozen, they are skipped.
+        gc.freeze()
         self.engine_status = "torch ready"
         self.engine_loaded = True
 
