@@ -641,8 +641,8 @@ def _batch_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
 
     The Rust backend encodes a batch in parallel. It is copied (so the caller's
     tokenizer is untouched) when transformers left truncation or padding on, or
-    when it is a ``tokenizers`` wrapper such as ``ByteLevelBPETokenizer``, which
-    a freshly trained scratch tokenizer holds until it is saved and loaded.
+    when it is not a plain ``tokenizers.Tokenizer`` (a tokenizer built by other
+    code may hold a wrapper such as ``ByteLevelBPETokenizer``).
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:

@@ -595,8 +595,15 @@ def train_tokenizer(dataset: Dataset, vocab_size: int, progress: Progress | None
 
 
 def _wrap_tokenizer(bpe) -> PreTrainedTokenizerFast:
+    """The trained BPE as transformers' tokenizer, backed by a plain ``tokenizers.Tokenizer``.
+
+    Not the ``ByteLevelBPETokenizer`` wrapper itself: the backend must offer the
+    whole ``Tokenizer`` API (``encode_batch_fast`` among it) like a loaded one.
+    """
+    from tokenizers import Tokenizer
+
     return PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
+        tokenizer_object=Tokenizer.from_str(bpe.to_str()),
         bos_token=END_OF_TEXT,
         eos_token=END_OF_TEXT,
         unk_token=END_OF_TEXT,

@@ -535,6 +535,17 @@ def started_run_id(out: str) -> str:
     return first.split()[2].rstrip(":")
 
 
+def test_train_with_evaluation_samples_and_periodic_checkpoints_off(capsys, fables: Path) -> None:
+    status, out, err = run_cli(capsys, "train", "--model", "scratch:nano", "--batch-size", "2", "--block-size", "16",
+                               "--vocab-size", "300", "--warmup", "1", "--dataset", str(fables), "--steps", "4",
+                               "--eval-every", "0", "--sample-every", "0", "--checkpoint-every", "0")
+    assert status == 0, err
+    status, out, _ = run_cli(capsys, "runs", "show", started_run_id(out), "--json")
+    shown = json.loads(out)
+    assert shown["status"] == "completed" and shown["samples"] == []
+    assert [checkpoint["step"] for checkpoint in shown["checkpoints"]] == [4]  # only the final one
+
+
 @pytest.mark.slow
 def test_train_records_a_run_that_resumes_and_evaluates(capsys, fables: Path) -> None:
     status, out, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--steps", "6",
