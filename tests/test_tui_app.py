@@ -17,6 +17,7 @@ from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, OptionList, Static, TextArea
+from textual.widgets._footer import FooterKey
 
 from engine.store import RunStore
 from tui.app import WorkbenchApp
@@ -26,6 +27,7 @@ from tui.screens.generate import GenerateScreen
 from tui.screens.help import HelpScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.widgets.config_form import ConfigForm
+from tui.widgets.key_footer import KeyFooter
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.token_stream import TokenStreamView
 
@@ -243,13 +245,22 @@ async def test_pause_resume_then_quit_asks_and_stops_the_run_cleanly() -> None:
         job = app.training
         await wait_until(pilot, lambda: job.progress.step >= 2, timeout=180)
 
+        # The footer offers what fits the run's state: Pause while it runs, Resume once paused.
+        footer = app.screen.query_one(KeyFooter)
+
+        def footer_keys() -> list[str]:
+            return [key.description for key in footer.query(FooterKey)]
+
+        await wait_until(pilot, lambda: "Pause" in footer_keys() and "Resume" not in footer_keys())
         await pilot.press("ctrl+t")
         await wait_until(pilot, lambda: job.progress.status == "paused")
         paused_at = job.progress.step
         await pilot.pause(0.5)
         assert job.progress.step == paused_at
+        await wait_until(pilot, lambda: "Resume" in footer_keys() and "Pause" not in footer_keys())
         await pilot.press("ctrl+t")
         await wait_until(pilot, lambda: job.progress.step > paused_at)
+        await wait_until(pilot, lambda: "Pause" in footer_keys())
 
         await pilot.press("ctrl+q")
         assert isinstance(app.screen, ConfirmScreen)

@@ -10,9 +10,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer
 from textual.worker import Worker, get_current_worker
 
+from tui.widgets.key_footer import KeyFooter
 from tui.widgets.nav_bar import NavBar
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class WorkbenchScreen(Screen):
     def compose(self) -> ComposeResult:
         yield NavBar(self.MODE)
         yield from self.compose_body()
-        yield Footer(compact=True)
+        yield KeyFooter(compact=True)
 
     def compose_body(self) -> ComposeResult:
         """The screen's own widgets, between the nav bar and the footer."""

@@ -47,6 +47,10 @@ class TrainScreen(WorkbenchScreen):
             "progress and ETA above it and the latest samples below. Resuming a run from the Runs "
             "screen fills the form with its settings; Ctrl+N starts over with a new run.")
     CSS_PATH = "train.tcss"
+    # Nothing is focused for the user on a return here (the cursor stays where
+    # they left it, or nowhere after Escape): focusing the form would restyle
+    # its ~150 widgets, a tenth of a second, on every switch to this screen.
+    AUTO_FOCUS = ""
 
     BINDINGS = [
         Binding("ctrl+r", "start", "Start", id="train.start", tooltip="Start a run with this configuration"),
