@@ -253,6 +253,11 @@ class WorkbenchApp(App):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))
 
+    def delay_update(self, delay: float = 0.05) -> None:
+        """Paint at once: Textual holds back 50 ms after a screen switch (or a palette
+        command) to mask a screen being built. Ours are built once and kept, so
+        there is nothing to mask, and the wait was most of a switch's latency."""
+
     def training_in_progress(self) -> bool:
         """True while the app's training job is starting, running or paused."""
         from engine.store import FINISHED_STATUSES
