@@ -31,6 +31,7 @@ others; read the load average printed with the results.
 from __future__ import annotations
 
 import argparse
+import atexit
 import fcntl
 import json
 import os
@@ -89,6 +90,8 @@ class TerminalApp:
         self.process = subprocess.Popen([sys.executable, "-m", "tui.cli"], stdin=slave, stdout=slave,
                                         stderr=slave, env=env, cwd=REPO_ROOT, start_new_session=True)
         os.close(slave)
+        # If the bench fails half-way, the app must not outlive it, training.
+        atexit.register(lambda: self.process.poll() is None and self.process.kill())
         self.master = master
         self.output = bytearray()
         self.arrivals: list[tuple[int, float]] = []  # (length of output after a read, time of the read)
