@@ -84,6 +84,7 @@ class TrainScreen(WorkbenchScreen):
         self._samples: list[dict] = []
         self._lr: float | None = None
         self._status_shown = Text()
+        self._status_rows = 0
         self._controls: tuple[str, str | None] | None = None
         """(run status, job status) the footer's keys were last checked for."""
 
@@ -281,19 +282,16 @@ class TrainScreen(WorkbenchScreen):
             self.refresh_bindings()
 
     def _show_status(self, run: "Run", progress: "TrainingProgress | None", latest: dict | None) -> None:
-        """Two lines: where the run is (status, step, ETA), then how it is doing (loss, lr, speed)."""
+        """Where the run is (status, step, ETA), how it is doing (loss, lr, speed, GPU), then any message."""
         live = progress is not None
         max_steps = progress.max_steps if live else run.config.get("max_steps", 0)
         step = progress.step if live else run.steps
         line = Text()
-        line.append(f"{run.name} ", style="bold")
-        line.append(f"{run.id} · ", style="dim")
+        line.append(f"{run.name} · ", style="bold")
         line.append(run.status, style="bold red" if run.status == "failed" else "bold")
         line.append(f" · step {step}/{max_steps}")
         if live and run.status == "running" and progress.eta_seconds is not None:
             line.append(f" · ETA {human_duration(progress.eta_seconds)}")
-        if live and progress.message and run.status not in ("running", "paused"):
-            line.append(f" · {progress.message}", style="dim")
         train_loss = progress.train_loss if live else (latest or {}).get("train_loss")
         val_loss = progress.val_loss if live else run.best_val_loss
         line.append(f"\nloss {loss_text(train_loss)} · val {loss_text(val_loss)}")
@@ -306,10 +304,17 @@ class TrainScreen(WorkbenchScreen):
             line.append(f" · GPU {human_bytes(progress.gpu_memory_bytes)} peak")
         if run.error:
             line.append(f"\n{run.error}", style="red")
+        elif live and progress.message and run.status not in ("running", "paused"):
+            line.append(f"\n{progress.message}", style="dim")
         if line != self._status_shown:
             self._status_shown = line
-            # Fixed height (see train.tcss): a repaint, not a relayout of the screen.
-            self.query_one("#run-status", Static).update(line, layout=False)
+            status = self.query_one("#run-status", Static)
+            # A relayout only when the text needs another number of rows: most
+            # updates (4 a second) change a number in place, and a relayout of
+            # the screen takes the GIL from the training thread.
+            rows = len(line.wrap(self.app.console, max(status.content_size.width, 1)))
+            status.update(line, layout=rows != self._status_rows)
+            self._status_rows = rows
         bar = self.query_one("#train-progress", ProgressBar)
         if (bar.total, bar.progress) != (max(max_steps, 1), step):
             bar.update(total=max(max_steps, 1), progress=step)
