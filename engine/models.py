@@ -376,6 +376,25 @@ def _locate(source: ModelSource, store: RunStore | None) -> str:
     return str(directory)
 
 
+def context_length_on_disk(source: ModelSource | str, store: RunStore | None = None) -> int | None:
+    """The model's context from its configuration alone, before anything loads; None if it is not on disk.
+
+    So a run can refuse a block size too long for its model before it is
+    created, rather than fail once the weights are in. A source that cannot
+    be a model (a bad spelling, a missing directory) raises its usual error; a
+    hub model not in the cache yet gives None, and is checked once loaded.
+    """
+    source = ModelSource.parse(source) if isinstance(source, str) else source
+    if source.kind == "scratch":
+        return SCRATCH_PRESETS[source.value]["n_positions"]
+    location = _locate(source, store)
+    try:
+        config = transformers.AutoConfig.from_pretrained(location, **{**_hub_options(), "local_files_only": True})
+    except Exception:  # noqa: BLE001 - not at hand, or damaged: loading will say which
+        return None
+    return _context_length(config) or None
+
+
 def _check_model_directory(source: ModelSource, directory: Path) -> None:
     """Refuse, with a reason, a directory that is missing, not a model, or holds only pickles."""
     if not directory.is_dir():

@@ -46,7 +46,7 @@ from engine.errors import SettingsError, TrainingError, WorkbenchError
 from engine.generation import GenerationSettings, generate_text
 from engine.home import ensure_private_dir, run_dir, workbench_home
 from engine.lora import LoraSettings, adapter_base, add_adapters, load_adapters
-from engine.models import ModelSource, load_model, quiet_transformers
+from engine.models import ModelSource, context_length_on_disk, load_model, quiet_transformers
 from engine.store import Run, RunStore
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -67,9 +67,10 @@ class TrainingConfig:
 
     It is stored with the run, so a run can be inspected, repeated or resumed
     from its record alone. ``validate()`` checks every field before anything
-    heavy happens; the checks that need the model or the data (block size
-    against the model's context, a dataset too small for one window) run as
-    soon as those are loaded, and raise the same ``SettingsError``.
+    heavy happens; the checks that need the model or the data run as early as
+    they can and raise the same ``SettingsError``: the block size against the
+    model's context before the run is created (from the model's config on
+    disk), a dataset too small for one window once it is tokenized.
     """
 
     model: str                          # a model source: "gpt2", "./dir", "run:<id>@<step>", "scratch:tiny"
@@ -500,6 +501,15 @@ class TrainingProgress:
     gpu_memory_bytes: int | None = None  # peak GPU memory the run has allocated (None off CUDA)
 
 
+def check_block_size(block_size: int, context: int | None) -> None:
+    """Refuse windows longer than the model can attend to (``context`` None: not known yet)."""
+    if context is not None and block_size > context:
+        raise SettingsError(
+            "block_size",
+            f"{block_size} is more than the model's context of {context} tokens; use a block_size of at most {context}.",
+        )
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """True for a CUDA, MPS or CPU allocation failure, whichever way torch reports it."""
     text = str(error)
@@ -713,6 +723,7 @@ class TrainingJob:
         try:
             remove_abandoned_temporaries()
             if self.resume_run is None:
+                check_block_size(config.block_size, context_length_on_disk(config.model, self.store))
                 run = self.store.create_run(name=config.name, model=config.model, dataset=config.dataset,
                                             config=config.as_dict(), world_size=self.world_size, lora=config.lora)
                 self.run_id = run.id
@@ -833,12 +844,7 @@ class TrainingJob:
         self.tokenizer, self.device = loaded.tokenizer, loaded.device
         self.model = self._trainable_model(loaded.model)
         context = loaded.info().context_length
-        if config.block_size > context:
-            raise SettingsError(
-                "block_size",
-                f"{config.block_size} is more than the model's context of {context} tokens; "
-                f"use a block_size of at most {context}.",
-            )
+        check_block_size(config.block_size, context)
         if config.sample_every > 0 and len(self.tokenizer.encode(config.sample_prompt)) >= context:
             raise SettingsError("sample_prompt", f"is longer than the model's context of {context} tokens; shorten it.")
         self.precision = resolve_precision(config.precision, self.device)

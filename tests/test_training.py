@@ -282,13 +282,23 @@ def test_a_run_that_raises_is_failed_with_its_message(tiny_model_dir, fables_exc
 
 
 def test_a_failure_in_a_background_job_is_kept_on_the_job(tiny_model_dir, fables_excerpt, store):
-    job = TrainingJob(settings(tiny_model_dir, fables_excerpt, block_size=128), store)
+    job = TrainingJob(settings(tiny_model_dir, fables_excerpt, sample_every=1, sample_prompt="fox " * 80), store)
     run_id = job.start()
     assert job.join(timeout=60)
-    assert isinstance(job.error, SettingsError) and job.error.field == "block_size"
+    assert isinstance(job.error, SettingsError) and job.error.field == "sample_prompt"
     run = store.get_run(run_id)
     assert run.status == "failed"
-    assert run.error == "block_size: 128 is more than the model's context of 64 tokens; use a block_size of at most 64."
+    assert run.error == "sample_prompt: is longer than the model's context of 64 tokens; shorten it."
+
+
+@pytest.mark.parametrize("model", ["tiny_model_dir", "scratch:nano"])
+def test_a_block_size_beyond_the_context_is_refused_before_the_run_exists(request, model, fables_excerpt, store):
+    model = str(request.getfixturevalue(model)) if model == "tiny_model_dir" else model
+    context = 64 if model != "scratch:nano" else 256
+    job = TrainingJob(settings(model, fables_excerpt, block_size=context + 1), store)
+    with pytest.raises(SettingsError, match=f"block_size: {context + 1} is more than the model's context of {context}"):
+        job.start()
+    assert store.list_runs() == []
 
 
 def test_a_dataset_too_small_for_one_window_names_the_dataset(tiny_model_dir, tmp_path, store):

@@ -368,3 +368,19 @@ async def test_a_theme_chosen_on_one_screen_reaches_the_others() -> None:
         # Train was suspended when the theme changed; it is restyled on the way back.
         await pilot.press("4")
         assert app.screen is train and train.styles.background == light
+
+
+@story
+async def test_a_block_size_beyond_the_model_context_is_shown_beside_its_field() -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        await wait_until(pilot, lambda: bool(app.screen.query("#config")))
+        form = app.screen.query_one("#config", ConfigForm)
+        form.set_values({"model": "scratch:nano", "dataset": "fables", "block_size": 300})
+        assert form.errors == {}  # the form alone cannot know the model's context
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: "block_size" in form.errors)
+        assert form.errors["block_size"].startswith("300 is more than the model's context of 256 tokens")
+        assert app.focused is form.query_one("#field-block_size", Input)
+    assert RunStore().list_runs() == []  # refused before a run was created

@@ -21,7 +21,7 @@ from textual.reactive import reactive
 from textual.widgets import Label, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
-from engine.errors import WorkbenchError
+from engine.errors import SettingsError, WorkbenchError
 from tui.screens.base import WorkbenchScreen
 from tui.widgets.config_form import ConfigForm
 from tui.widgets.formatting import human_bytes, human_count, human_duration, loss_text
@@ -332,6 +332,9 @@ class TrainScreen(WorkbenchScreen):
         if event.state != WorkerState.ERROR or not isinstance(event.worker.error, WorkbenchError):
             return
         if event.worker.group == "start":
-            self.query_one("#run-status", Static).update(Text(str(event.worker.error), style="bold red"))
+            error = event.worker.error
+            self.query_one("#run-status", Static).update(Text(str(error), style="bold red"))
             self.query_one("#train-progress", ProgressBar).update(total=1, progress=0)
+            if isinstance(error, SettingsError):
+                self.query_one("#config", ConfigForm).show_refused(error.field, error.reason)
             event.stop()

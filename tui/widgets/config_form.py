@@ -134,6 +134,12 @@ class ConfigForm(VerticalScroll):
                 self.query_one(f"#field-{field.name}", Input).focus()
                 return
 
+    def show_refused(self, field: str, reason: str) -> None:
+        """Show beside its field a setting the engine refused on starting (one only it can check,
+        such as a block size beyond the model's context), and put the cursor there."""
+        self._show_errors({**self.errors, field: reason})
+        self.focus_first_error()
+
     def set_values(self, values: dict[str, Any]) -> None:
         """Fill the inputs from a dict (e.g. a run's saved configuration) and revalidate.
 
