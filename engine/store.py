@@ -27,6 +27,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+import contextlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
@@ -404,15 +405,25 @@ class RunStore:
                            "WHERE run_id = ? AND step > ? ORDER BY step, id", (run_id, after_step))
 
     def add_checkpoint(self, run_id: str, step: int, path: Path | str, val_loss: float | None = None) -> None:
-        """Record a checkpoint already renamed into place (a re-save of a step replaces it)."""
+        """Record a checkpoint already renamed into place (a re-save of a step replaces it).
+
+        A checkpoint beside the database is recorded relative to it, so a
+        workbench home copied or moved elsewhere (from a GPU box to a laptop,
+        say) keeps its checkpoints.
+        """
+        path = Path(path)
+        with contextlib.suppress(ValueError):
+            path = path.resolve().relative_to(self.path.parent.resolve())
         with self._write(run_id) as db:
             db["checkpoints"].insert({"run_id": run_id, "step": int(step), "path": str(path),
                                       "val_loss": _as_float(val_loss), "created_at": _now()}, replace=True)
 
     def checkpoints(self, run_id: str) -> list[dict]:
-        """The run's checkpoints, oldest first: step, path, val_loss, created_at."""
-        return self._query("SELECT step, path, val_loss, created_at FROM checkpoints "
+        """The run's checkpoints, oldest first: step, path (absolute), val_loss, created_at."""
+        rows = self._query("SELECT step, path, val_loss, created_at FROM checkpoints "
                            "WHERE run_id = ? ORDER BY step", (run_id,))
+        home = self.path.resolve().parent
+        return [{**row, "path": str(home / row["path"])} for row in rows]  # an absolute path stays as it is
 
     def remove_checkpoint(self, run_id: str, step: int) -> None:
         """Forget a checkpoint whose files the trainer has rotated away."""

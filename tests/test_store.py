@@ -210,6 +210,23 @@ def test_samples_and_checkpoints_are_kept_in_step_order(store, lmwb_home):
     assert [c["step"] for c in store.checkpoints(run_id)] == [200]
 
 
+def test_checkpoints_move_with_the_workbench_home(tmp_path):
+    before, after = tmp_path / "gpu-box", tmp_path / "laptop"
+    store = RunStore(before / "workbench.db")
+    run_id = new_run(store)
+    inside = before / "runs" / run_id / "checkpoints" / "step-10"
+    inside.mkdir(parents=True)
+    elsewhere = tmp_path / "exported" / "step-20"  # outside the home: kept as written
+    store.add_checkpoint(run_id, 10, inside)
+    store.add_checkpoint(run_id, 20, elsewhere)
+    store.close()
+
+    before.rename(after)  # rsync'd, moved, or a new LMWB_HOME
+    paths = [c["path"] for c in RunStore(after / "workbench.db").checkpoints(run_id)]
+    assert paths == [str(after / "runs" / run_id / "checkpoints" / "step-10"), str(elsewhere)]
+    assert Path(paths[0]).is_dir()
+
+
 # -- generations and evaluations --------------------------------------------------
 
 
