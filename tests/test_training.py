@@ -263,6 +263,19 @@ def test_resume_needs_a_total_beyond_the_checkpoint(tiny_model_dir, fables_excer
     assert caught.value.field == "max_steps" and "already at step 4" in str(caught.value)
 
 
+def test_a_run_resumes_from_a_workbench_home_that_was_moved(tiny_model_dir, fables_excerpt, lmwb_home, monkeypatch):
+    run = TrainingJob(settings(tiny_model_dir, fables_excerpt, max_steps=4), RunStore()).run()
+    moved = lmwb_home.with_name("moved-home")
+    lmwb_home.rename(moved)
+    monkeypatch.setenv("LMWB_HOME", str(moved))
+
+    store = RunStore()
+    resumed = TrainingJob(settings(tiny_model_dir, fables_excerpt, max_steps=6), store, resume_run=run.id).run()
+    assert resumed.status == "completed" and resumed.steps == 6
+    assert [c["step"] for c in store.checkpoints(run.id)] == [4, 6]
+    assert all(Path(c["path"]).is_dir() and Path(c["path"]).is_relative_to(moved) for c in store.checkpoints(run.id))
+
+
 # -----------------------------------------------------------------------------
 # Failures
 
