@@ -301,7 +301,9 @@ def test_kill_9_of_the_app_with_a_run_going(tiny_model_dir, fables_excerpt, neve
     assert first_line.startswith("Started run"), first_line + app.communicate()[1]
     run_id = first_line.split()[2]
     store = RunStore()
-    wait_for(lambda: len(store.metrics(run_id)) >= 25, what="25 steps in the app")
+    # The first checkpoint, not a count of metrics: those are flushed once a
+    # second, and on a quiet machine the whole run can finish inside one flush.
+    wait_for(lambda: store.checkpoints(run_id), what="the app's first checkpoint")
     app.kill()
     app.wait(timeout=30)
     assert len(store.metrics(run_id)) < TOTAL_STEPS
