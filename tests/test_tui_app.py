@@ -15,6 +15,7 @@ from typing import Any, Callable, Coroutine
 import pytest
 from textual.geometry import Region
 from textual.pilot import Pilot
+from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, OptionList, Static, TextArea
 from textual.widgets._footer import FooterKey
@@ -57,6 +58,13 @@ def shown_text(widget: Widget) -> str:
     """The text a widget shows on screen right now, line by line."""
     strips = widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
     return "\n".join(strip.text.rstrip() for strip in strips)
+
+
+async def open_train_screen(pilot: Pilot) -> Screen:
+    """From any screen (out of any field): go to Train and wait until its form, built once torch is in, is there."""
+    await pilot.press("escape", "4")
+    await wait_until(pilot, lambda: bool(pilot.app.screen.query("#config")))
+    return pilot.app.screen
 
 
 @story
@@ -187,9 +195,7 @@ async def test_train_ten_steps_then_find_the_run_completed_in_runs() -> None:
             await pilot.press("down")
         assert app.dataset == "fables"
 
-        await pilot.press("4")
-        await wait_until(pilot, lambda: bool(app.screen.query("#config")))
-        train = app.screen
+        train = await open_train_screen(pilot)
         form = train.query_one("#config", ConfigForm)
         assert form.query_one("#field-model", Input).value == "scratch:nano"
         assert form.query_one("#field-dataset", Input).value == "fables"
@@ -225,9 +231,7 @@ async def test_train_ten_steps_then_find_the_run_completed_in_runs() -> None:
 
 async def start_small_run(pilot: Pilot, app: WorkbenchApp, **settings: object) -> None:
     """From any screen: go to Train, fill the form for a quick scratch:nano run, start it."""
-    await pilot.press("escape", "4")
-    await wait_until(pilot, lambda: bool(app.screen.query("#config")))
-    form = app.screen.query_one("#config", ConfigForm)
+    form = (await open_train_screen(pilot)).query_one("#config", ConfigForm)
     form.set_values({"model": "scratch:nano", "dataset": "fables", "batch_size": 2, "block_size": 32,
                      "warmup_steps": 2, "eval_every": 0, "sample_every": 0, "checkpoint_every": 0,
                      "vocab_size": 512, **settings})
@@ -340,9 +344,7 @@ async def test_train_screen_shows_the_gpu_memory_a_run_reports() -> None:
     run_id = record_run(store, "on a gpu", [4.0, 3.6], status="running")
     app = WorkbenchApp()
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("4")
-        await wait_until(pilot, lambda: bool(app.screen.query("#config")))
-        train = app.screen
+        train = await open_train_screen(pilot)
         train.watch_run(run_id)
         status = train.query_one("#run-status", Static)
         await wait_until(pilot, lambda: "on a gpu" in shown_text(status))
@@ -356,9 +358,7 @@ async def test_train_screen_shows_the_gpu_memory_a_run_reports() -> None:
 async def test_a_theme_chosen_on_one_screen_reaches_the_others() -> None:
     app = WorkbenchApp()
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("4")
-        await wait_until(pilot, lambda: bool(app.screen.query("#config")))
-        train = app.screen
+        train = await open_train_screen(pilot)
         dark = train.styles.background
         await pilot.press("escape", "1")
         app.theme = "textual-light"
@@ -374,9 +374,7 @@ async def test_a_theme_chosen_on_one_screen_reaches_the_others() -> None:
 async def test_a_block_size_beyond_the_model_context_is_shown_beside_its_field() -> None:
     app = WorkbenchApp()
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("4")
-        await wait_until(pilot, lambda: bool(app.screen.query("#config")))
-        form = app.screen.query_one("#config", ConfigForm)
+        form = (await open_train_screen(pilot)).query_one("#config", ConfigForm)
         form.set_values({"model": "scratch:nano", "dataset": "fables", "block_size": 300})
         assert form.errors == {}  # the form alone cannot know the model's context
         await pilot.press("ctrl+r")
