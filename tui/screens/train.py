@@ -192,6 +192,7 @@ class TrainScreen(WorkbenchScreen):
         """Show ``run_id`` from its first step: chart, progress and samples, then follow it."""
         self._samples = []
         self._lr = None
+        self._status_rows = 0
         self.query_one("#train-chart", LossChart).clear()
         self.query_one("#samples", Static).update("")
         self.query_one("#train-progress").display = True
@@ -309,12 +310,14 @@ class TrainScreen(WorkbenchScreen):
         if line != self._status_shown:
             self._status_shown = line
             status = self.query_one("#run-status", Static)
-            # A relayout only when the text needs another number of rows: most
+            # A relayout only when the text needs more rows than it has: most
             # updates (4 a second) change a number in place, and a relayout of
-            # the screen takes the GIL from the training thread.
+            # the screen takes the GIL from the training thread. (A line that
+            # wraps as its numbers grow and shrink would otherwise relayout
+            # every time; a spare row until the next relayout costs nothing.)
             rows = len(line.wrap(self.app.console, max(status.content_size.width, 1)))
-            status.update(line, layout=rows != self._status_rows)
-            self._status_rows = rows
+            status.update(line, layout=rows > self._status_rows)
+            self._status_rows = max(rows, self._status_rows)
         bar = self.query_one("#train-progress", ProgressBar)
         if (bar.total, bar.progress) != (max(max_steps, 1), step):
             bar.update(total=max(max_steps, 1), progress=step)
