@@ -264,9 +264,18 @@ def test_kill_9_in_the_middle_of_a_database_write_loses_nothing_committed(
 # A small script that runs the real app (headless, as its own tests do), starts a
 # run from the Train screen's form, and keeps the app running until it is killed.
 APP_WITH_A_RUN_GOING = textwrap.dedent("""
-    import asyncio, json, sys
+    import asyncio, json, sys, time
+    import engine.training
     from tui.app import WorkbenchApp
     from tui.widgets.config_form import ConfigForm
+
+    # Each step takes at least 20 ms, so the kill lands mid-run however fast
+    # this machine trains the tiny model (all 60 steps can take half a second).
+    report = engine.training.TrainingJob._report
+    def report_slowly(job, **changes):
+        report(job, **changes)
+        time.sleep(0.02)
+    engine.training.TrainingJob._report = report_slowly
 
     async def main(settings):
         app = WorkbenchApp()
