@@ -504,9 +504,11 @@ def test_generate_mistakes_are_one_line(capsys, tmp_path: Path, fables: Path) ->
 @pytest.mark.slow
 def test_ctrl_c_stops_generation_cleanly_and_records_it(tmp_path: Path) -> None:
     long_context = build_tiny_gpt2(tmp_path / "long-context", n_positions=4096)
+    # Greedy: this random model's greedy path never reaches end-of-text (checked to 4000 tokens), while
+    # sampling drew it by chance now and then before the Ctrl+C landed.
     child = subprocess.Popen(
         [sys.executable, "-m", "tui.cli", "generate", "--model", str(long_context), "--prompt", "The fox",
-         "--max-new-tokens", "4000", "--json"],
+         "--max-new-tokens", "4000", "--temperature", "0", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=REPO,
     )
     first = child.stdout.readline()
