@@ -592,6 +592,9 @@ def test_train_mistakes_are_one_line(capsys, fables: Path, tmp_path: Path) -> No
     # The model's context is read from its config before the run is created.
     status, out, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--block-size", "100000")
     assert_one_line_error(status, err, "--block-size", "context of 256 tokens")
+    status, out, err = run_cli(capsys, "train", *NANO_RUN[2:], "--model", str(tmp_path / "nope"),
+                               "--dataset", str(fables))
+    assert_one_line_error(status, err, "nope", "no such directory")
     status, out, _ = run_cli(capsys, "runs", "--json")
     assert json.loads(out) == []  # no run left behind by a refused configuration
 

@@ -203,9 +203,9 @@ class WorkbenchApp(App):
         self.call_from_thread(self._engine_is_ready)
 
     def _engine_is_ready(self) -> None:
-        # torch, transformers and Textual leave a few million long-lived objects;
+        # torch, transformers and Textual leave some 400,000 long-lived objects;
         # every full collection would walk them all, pausing the screen (and a
-        # training thread) for up to half a second. Frozen, they are skipped.
+        # training thread) for up to 0.6 s here. Frozen, they are skipped.
         gc.freeze()
         self.engine_status = "torch ready"
         self.engine_loaded = True
