@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import time
 from typing import Any, Callable, Coroutine
 
@@ -21,7 +22,7 @@ from textual.widgets import DataTable, Input, OptionList, Static, TextArea
 from textual.widgets._footer import FooterKey
 
 from engine.store import RunStore
-from tui.app import WorkbenchApp
+from tui.app import FULL_COLLECTION_EVERY, WorkbenchApp
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.datasets import DatasetsScreen
 from tui.screens.generate import GenerateScreen
@@ -63,7 +64,8 @@ def shown_text(widget: Widget) -> str:
 async def open_train_screen(pilot: Pilot) -> Screen:
     """From any screen (out of any field): go to Train and wait until its form, built once torch is in, is there."""
     await pilot.press("escape", "4")
-    await wait_until(pilot, lambda: bool(pilot.app.screen.query("#config")))
+    await wait_until(pilot, lambda: bool(pilot.app.screen.query("#config"))
+                     and pilot.app.screen.query_one("#config").is_mounted)
     return pilot.app.screen
 
 
@@ -382,3 +384,45 @@ async def test_a_block_size_beyond_the_model_context_is_shown_beside_its_field()
         assert form.errors["block_size"].startswith("300 is more than the model's context of 256 tokens")
         assert app.focused is form.query_one("#field-block_size", Input)
     assert RunStore().list_runs() == []  # refused before a run was created
+
+
+@story
+async def test_a_screen_shown_first_after_a_theme_change_has_its_own_styles_and_the_theme() -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        app.theme = "textual-light"
+        await pilot.pause()
+        light = app.screen.styles.background
+        await pilot.press("5")  # Runs is made now, after the change
+        await wait_until(pilot, lambda: bool(app.screen.query("#runs-chart")))
+        runs = app.screen
+        assert runs.styles.background == light
+        assert runs.query_one("#runs-bar").styles.height.value == 1  # from runs.tcss, read with the app
+        assert runs.query_one("#runs-chart").styles.border_top[0] == "hkey"
+
+
+@story
+async def test_a_chart_on_a_hidden_screen_waits_to_be_shown_before_it_plots_again() -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        train = await open_train_screen(pilot)
+        chart = train.query_one("#train-chart", LossChart)
+        picture = chart.render()
+        assert chart.render() is picture  # nothing changed: the plot is not built again
+        await pilot.press("escape", "5")
+        chart.add_metrics("r1", [{"step": 1, "train_loss": 3.0}, {"step": 2, "train_loss": 2.5}])
+        chart._redraw_if_dirty()  # the once-a-second tick, while Runs is shown
+        assert chart.render() is picture
+        await pilot.press("4")
+        chart._redraw_if_dirty()
+        assert chart.render() is not picture and chart.points == 2
+
+
+@story
+async def test_the_garbage_collector_is_on_once_torch_is_in_and_collects_in_full_seldom() -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.engine_loaded)
+        assert gc.isenabled()
+        assert gc.get_threshold()[2] == FULL_COLLECTION_EVERY
+        assert gc.get_freeze_count() > 100_000  # torch and transformers, skipped by full collections

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from engine.store import RunStore
     from engine.training import TrainingJob
 
+# A full garbage collection comes after this many middle-generation ones (Python: 10).
+FULL_COLLECTION_EVERY = 100
+
+
 class ScreenActions(Provider):
     """Command palette entries for everything the current screen and the app can do.
 
@@ -77,7 +81,15 @@ def screen_made_on_first_visit(module: str, name: str) -> Callable[[], Screen]:
     """
 
     def make() -> Screen:
-        return getattr(importlib.import_module(module), name)()
+        screen = getattr(importlib.import_module(module), name)()
+        # Textual restyles every widget of every screen on a mode screen's first
+        # showing (twice: a fifth of a second each with a run training), in case
+        # it brought CSS of its own. Ours bring none (the app reads all its CSS
+        # at start-up) and a widget is styled as it mounts, so the screen is as
+        # current as the app's CSS. A later theme change still reaches it:
+        # switch_mode compares these two counts.
+        screen._css_update_count = screen.app._css_update_count
+        return screen
 
     return make
 
@@ -119,7 +131,10 @@ class WorkbenchApp(App):
     """lm-workbench: datasets, models, generation, training and runs in one terminal app."""
 
     TITLE = "lm-workbench"
-    CSS_PATH = "app.tcss"
+    # Every screen's CSS, read with the app. A screen bringing its own would be
+    # read on its first showing, restyling every widget of every screen then.
+    CSS_PATH = ["app.tcss", *(f"screens/{name}.tcss" for name in (
+        "datasets", "models", "generate", "train", "runs", "run_detail", "history", "help", "confirm"))]
     COMMANDS = App.COMMANDS | {ScreenActions}
 
     # (mode, key, title) in the order the nav bar shows them.
@@ -187,7 +202,14 @@ class WorkbenchApp(App):
 
     @work(thread=True, group="engine", exit_on_error=False)
     def _load_engine(self) -> None:
-        """Import torch and transformers after the first frame."""
+        """Import torch and transformers after the first frame.
+
+        The garbage collector is off meanwhile: importing them creates some
+        400,000 objects that live as long as the process, and the collections
+        that creation sets off (0.1-0.3 s each here) would find nothing to free.
+        """
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             import engine.generation  # noqa: F401  (imported here so the first frame is fast)
             import engine.training  # noqa: F401
@@ -199,14 +221,28 @@ class WorkbenchApp(App):
             self.call_from_thread(setattr, self, "engine_status", "torch failed to load")
             raise
         finally:
+            self._settle_collector(collecting)
             self._engine_ready.set()
         self.call_from_thread(self._engine_is_ready)
 
-    def _engine_is_ready(self) -> None:
-        # torch, transformers and Textual leave some 400,000 long-lived objects;
-        # every full collection would walk them all, pausing the screen (and a
-        # training thread) for up to 0.6 s here. Frozen, they are skipped.
+    @staticmethod
+    def _settle_collector(enable: bool) -> None:
+        """Freeze what exists (the imports), collect in full less often, and turn collection back on.
+
+        Frozen objects are skipped by full collections, which would otherwise
+        walk them all, pausing the screen (and a training thread) for up to
+        0.6 s here. They still walk what was made since: 50-130 ms with a run
+        training. At Python's pace (every 10th middle collection) that was
+        every 5 s, a stall the user felt; every 100th makes it about one a
+        minute, while the younger collections go on freeing short-lived cycles.
+        """
         gc.freeze()
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+        if enable:
+            gc.enable()
+
+    def _engine_is_ready(self) -> None:
         self.engine_status = "torch ready"
         self.engine_loaded = True
 

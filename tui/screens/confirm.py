@@ -13,7 +13,6 @@ from textual.widgets import Button, Static
 class ConfirmScreen(ModalScreen[bool]):
     """Ask before something that cannot be undone; dismisses with True for yes."""
 
-    CSS_PATH = "confirm.tcss"
     BINDINGS = [
         Binding("y", "answer(True)", "Yes", id="confirm.yes"),
         Binding("n,escape", "answer(False)", "No", id="confirm.no"),

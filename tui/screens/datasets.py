@@ -57,7 +57,6 @@ class DatasetsScreen(WorkbenchScreen):
             "file or a folder. The highlighted dataset is the one Train uses. 'c' counts its tokens "
             "with the chosen model's tokenizer; the Tokenizer tab shows any text split into tokens. "
             "In the preview, Enter sends a line to the tokenizer.")
-    CSS_PATH = "datasets.tcss"
 
     BINDINGS = [
         Binding("o", "open_path", "Open path", id="datasets.open", tooltip="Type a file or folder to open"),

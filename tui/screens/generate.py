@@ -54,7 +54,6 @@ class GenerateScreen(WorkbenchScreen):
             "once. Ctrl+L colours tokens by probability; Ctrl+G puts the cursor on the tokens — move "
             "with ←/→ to see each token's top alternatives. Ctrl+B turns on A/B: the same prompt and "
             "seed on two models side by side. Ctrl+O browses and searches past generations.")
-    CSS_PATH = "generate.tcss"
 
     BINDINGS = [
         Binding("ctrl+r", "generate", "Generate", id="generate.run", tooltip="Generate from the prompt"),

@@ -14,7 +14,6 @@ from textual.widgets import Static
 class HelpScreen(ModalScreen[None]):
     """Keys of the screen it was opened from (read from its live bindings), and of the app."""
 
-    CSS_PATH = "help.tcss"
     BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "Close", id="help.close")]
 
     def __init__(self, screen: Screen) -> None:

@@ -18,7 +18,6 @@ HISTORY_LIMIT = 200
 class HistoryScreen(ModalScreen[dict | None]):
     """Browse the generation log; Enter puts one back on the Generate screen."""
 
-    CSS_PATH = "history.tcss"
     BINDINGS = [
         Binding("escape", "dismiss", "Close", id="history.close"),
         Binding("down", "focus_list", "List", show=False, id="history.list"),

@@ -41,7 +41,6 @@ class ModelsScreen(WorkbenchScreen):
             "your Hugging Face cache, a checkpoint of a past run, or type any hub id, directory, "
             "run:<id>@<step> or scratch:<preset>. Enter loads it and makes it the chosen model for "
             "Generate, Train and the tokenizer view. Loading never blocks the screen.")
-    CSS_PATH = "models.tcss"
 
     BINDINGS = [
         Binding("l", "load_highlighted", "Load", id="models.load", tooltip="Load the highlighted model"),

@@ -31,7 +31,6 @@ class RunDetailScreen(RunActionsScreen):
     HELP = ("One run: its loss curve, its full configuration, the samples it wrote and its "
             "checkpoints. In the Checkpoints tab, g generates with the highlighted checkpoint "
             "(elsewhere, the latest). r resumes the run, e exports it, x deletes it. Escape goes back.")
-    CSS_PATH = "run_detail.tcss"
 
     BINDINGS = [
         Binding("escape", "back", "Back", id="run.back", tooltip="Back to the runs"),

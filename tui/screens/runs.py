@@ -60,7 +60,6 @@ class RunsScreen(RunActionsScreen):
             "Space marks runs: the chart overlays the marked runs (or shows the highlighted one). "
             "Enter opens a run's detail; g generates with its latest checkpoint, r resumes it, "
             "e exports it, x deletes it (after asking).")
-    CSS_PATH = "runs.tcss"
 
     BINDINGS = [
         Binding("enter", "open", "Open", id="runs.open", tooltip="Open the run's detail"),

@@ -4,6 +4,11 @@ Metrics rows come from the store (``RunStore.metrics``): one dict per logged
 step with ``train_loss`` and, on evaluation steps, ``val_loss``. The chart
 keeps them per series and redraws at most once a second, so a fast run never
 makes the screen spend its time plotting (or take the GIL from the trainer).
+
+Plotting is slow (plotext builds the picture in Python: 10-25 ms here, twice
+that with a trainer in the process), so the picture is built once per change
+of data, size or theme and kept. Textual asks a widget to render again
+whenever its screen is shown, and a screen switch must not wait for a plot.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 # Distinct line colours for overlaid runs (plotext colour names).
@@ -65,6 +71,9 @@ class LossChart(PlotextPlot):
         self.series: dict[str, LossSeries] = {}
         self.empty_message = empty_message
         self._dirty = True
+        self._picture: tuple[tuple, RenderResult] | None = None
+        """The last plot built, with what it was built for (data version, size, theme)."""
+        self._version = 0
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -95,11 +104,21 @@ class LossChart(PlotextPlot):
         return sum(series.points for series in self.series.values())
 
     def _redraw_if_dirty(self) -> None:
-        if self._dirty:
+        # Not while another screen is shown: drawn then, the new picture would
+        # be painted, a slow first paint, on the switch back to this one.
+        if self._dirty and self.screen.is_current:
             self._replot()
+
+    def render(self) -> RenderResult:
+        """The plot, built only if the data, the size or the theme changed since it was last built."""
+        built_for = (self._version, self.size, self.app.theme, self.theme)
+        if self._picture is None or self._picture[0] != built_for:
+            self._picture = (built_for, super().render())
+        return self._picture[1]
 
     def _replot(self) -> None:
         self._dirty = False
+        self._version += 1
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -119,4 +138,9 @@ class LossChart(PlotextPlot):
                 drawn = True
         if not drawn:
             plt.title(self.empty_message)
+        if self.size:
+            # Built now, in this timer tick, rather than when the screen is
+            # next painted: that may be a switch to this screen, which the
+            # user is waiting for.
+            self.render()
         self.refresh()
