@@ -18,7 +18,7 @@ from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Input, OptionList, Static, TextArea
+from textual.widgets import Collapsible, DataTable, Input, OptionList, Static, TextArea
 from textual.widgets._footer import FooterKey
 
 from engine.store import RunStore
@@ -28,6 +28,7 @@ from tui.screens.datasets import DatasetsScreen
 from tui.screens.generate import GenerateScreen
 from tui.screens.help import HelpScreen
 from tui.screens.run_detail import RunDetailScreen
+from tui.screens.train import FORM_SECTIONS
 from tui.widgets.config_form import ConfigForm
 from tui.widgets.key_footer import KeyFooter
 from tui.widgets.loss_chart import LossChart
@@ -399,6 +400,35 @@ async def test_a_screen_shown_first_after_a_theme_change_has_its_own_styles_and_
         assert runs.styles.background == light
         assert runs.query_one("#runs-bar").styles.height.value == 1  # from runs.tcss, read with the app
         assert runs.query_one("#runs-chart").styles.border_top[0] == "hkey"
+
+
+@story
+async def test_the_train_form_folds_the_less_common_settings_and_opens_them_when_needed() -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = (await open_train_screen(pilot)).query_one("#config", ConfigForm)
+        headings = {str(section.title): section for section in form.query(Collapsible)}
+        assert list(headings) == [heading for heading, _ in FORM_SECTIONS]
+        assert all(section.collapsed for section in headings.values())
+        assert form.query_one("#field-learning_rate").display and not form.query_one("#field-lora_rank").region
+
+        # The keyboard opens a heading: Tab from the last field in sight to it, Enter.
+        form.query_one("#field-name", Input).focus()
+        await pilot.press("tab", "enter")
+        schedule = headings["Schedule and optimizer"]
+        assert not schedule.collapsed
+        await pilot.press("tab")
+        assert app.focused is form.query_one("#field-epochs", Input)
+
+        # A folded field opens its heading when it shows an error...
+        form.set_values({"eval_every": "often"})
+        await pilot.pause()
+        assert "eval_every" in form.errors and not headings["Evaluation, samples, checkpoints"].collapsed
+        # ...or when it is filled with a value other than its default (say, from a resumed run).
+        form.set_values({"eval_every": 50, "lora_rank": 4, "seed": 1337})
+        await pilot.pause()
+        assert form.errors == {} and not headings["LoRA"].collapsed
+        assert headings["Device and precision"].collapsed
 
 
 @story

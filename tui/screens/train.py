@@ -33,6 +33,17 @@ if TYPE_CHECKING:
 
 POLL_INTERVAL = 0.25
 SAMPLES_SHOWN = 3
+# The form shows the settings most runs change; these fold under headings
+# (Enter on a heading opens it).
+FORM_SECTIONS = (
+    ("Schedule and optimizer", ("epochs", "max_time", "grad_accum", "min_learning_rate", "warmup_steps",
+                                "weight_decay", "beta1", "beta2", "grad_clip")),
+    ("Evaluation, samples, checkpoints", ("eval_every", "eval_batches", "sample_every", "sample_prompt",
+                                          "sample_length", "checkpoint_every", "checkpoints_kept")),
+    ("Device and precision", ("device", "precision", "gradient_checkpointing", "seed")),
+    ("LoRA", ("lora", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")),
+    ("Data and tokenizer", ("dataset_field", "vocab_size")),
+)
 
 
 class TrainScreen(WorkbenchScreen):
@@ -40,13 +51,13 @@ class TrainScreen(WorkbenchScreen):
 
     MODE = "train"
     TITLE = "Train"
-    HELP = ("Every training setting is in the form on the left, checked as you type. Ctrl+R starts a "
+    HELP = ("Every training setting is in the form on the left, checked as you type; the less common "
+            "ones fold under headings (Tab to a heading, Enter opens it). Ctrl+R starts a "
             "run on the chosen model and dataset (set them here or on the Models and Datasets "
             "screens); Ctrl+T pauses and resumes; Ctrl+S stops cleanly, saving a checkpoint. The "
             "chart shows train and validation loss as they arrive, with the learning rate, tokens/s, "
             "progress and ETA above it and the latest samples below. Resuming a run from the Runs "
             "screen fills the form with its settings; Ctrl+N starts over with a new run.")
-    CSS_PATH = "train.tcss"
     # Nothing is focused for the user on a return here (the cursor stays where
     # they left it, or nowhere after Escape): focusing the form would restyle
     # its ~150 widgets, a tenth of a second, on every switch to this screen.
@@ -116,7 +127,7 @@ class TrainScreen(WorkbenchScreen):
         box = self.query_one("#config-box")
         box.remove_children()
         form = ConfigForm(TrainingConfig, {"model": self.workbench.model, "dataset": self.workbench.dataset},
-                          id="config")
+                          sections=FORM_SECTIONS, id="config")
         box.mount(form)
         form.call_after_refresh(form.focus_first)
         self._take_pending_resume()

@@ -5,6 +5,11 @@ Generation settings and the training configuration are dataclasses whose
 input per dataclass field and, after every keystroke, parses the text, builds
 the dataclass and asks it to validate itself; the message appears right under
 the offending field. The rules live in the engine; the form only shows them.
+
+A long form can fold fields under headings (``sections``): the fields most
+runs change stay in sight, the form fits an 80x24 terminal, and a screen
+switch lays out a third of the widgets. A folded field opens its heading when
+it shows an error or is filled with a value other than its default.
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Input, Label, Static
+from textual.widgets import Collapsible, Input, Label, Static
 
 from engine.errors import SettingsError
 
@@ -80,7 +85,9 @@ class ConfigForm(VerticalScroll):
 
     ``settings()`` returns the validated dataclass, or None while any field is
     wrong (the reason is then visible under that field). It runs after every
-    keystroke, so errors appear and clear as the user types.
+    keystroke, so errors appear and clear as the user types. ``sections`` are
+    (heading, field names) pairs folded under their heading, after the fields
+    in no section.
     """
 
     DEFAULT_CSS = (Path(__file__).with_suffix(".tcss")).read_text(encoding="utf-8")
@@ -90,6 +97,7 @@ class ConfigForm(VerticalScroll):
         settings_type: type,
         values: dict[str, Any] | None = None,
         *,
+        sections: Sequence[tuple[str, Sequence[str]]] = (),
         id: str | None = None,  # noqa: A002 - Textual's name for it
     ) -> None:
         super().__init__(id=id)
@@ -97,11 +105,28 @@ class ConfigForm(VerticalScroll):
         self._hints = typing.get_type_hints(settings_type)
         self._fields = dataclasses.fields(settings_type)
         self._initial = {name: value for name, value in (values or {}).items() if name in self._hints}
+        self._sections = sections
+        self._section_of = {name: f"section-{number}" for number, (_, names) in enumerate(sections)
+                            for name in names}
+        """The id of the heading each folded field is under."""
+        if set(self._section_of) - set(self._hints):
+            raise ValueError(f"sections name fields {settings_type.__name__} lacks: "
+                             f"{sorted(set(self._section_of) - set(self._hints))}")
         self.errors: dict[str, str] = {}
         """What is wrong, by field name, as shown under each input."""
 
     def compose(self) -> ComposeResult:
-        for field in self._fields:
+        by_name = {field.name: field for field in self._fields}
+        yield from self._rows(field for field in self._fields if field.name not in self._section_of)
+        for number, (heading, names) in enumerate(self._sections):
+            folded = not any(self._differs_from_default(by_name[name], self._initial.get(name)) for name in names
+                             if name in self._initial)
+            with Collapsible(title=heading, collapsed=folded, id=f"section-{number}", classes="form-section"):
+                yield from self._rows(by_name[name] for name in names)
+
+    def _rows(self, fields: Iterable[dataclasses.Field]) -> ComposeResult:
+        """A labelled input per field, with the line under it where its error shows."""
+        for field in fields:
             value = self._initial.get(field.name, self._default(field))
             with Horizontal(classes="form-row", id=f"row-{field.name}"):
                 yield Label(field.name.replace("_", " "), classes="form-label")
@@ -120,8 +145,19 @@ class ConfigForm(VerticalScroll):
             return field.default_factory()  # type: ignore[misc]
         return ""
 
+    @classmethod
+    def _differs_from_default(cls, field: dataclasses.Field, value: Any) -> bool:
+        return format_value(value) != format_value(cls._default(field))
+
+    def _unfold(self, name: str) -> None:
+        """Open the heading ``name`` is folded under, if it is."""
+        if name in self._section_of:
+            self.query_one(f"#{self._section_of[name]}", Collapsible).collapsed = False
+
     def on_mount(self) -> None:
-        self.settings()
+        # Every input exists now (folded ones too). Values given while they were
+        # being made (the model chosen meanwhile, say) go in as well.
+        self._fill(self._initial)
 
     def focus_first(self) -> None:
         """Put the cursor in the first field, so the keyboard can start editing at once."""
@@ -143,18 +179,23 @@ class ConfigForm(VerticalScroll):
     def set_values(self, values: dict[str, Any]) -> None:
         """Fill the inputs from a dict (e.g. a run's saved configuration) and revalidate.
 
-        Keys that are not fields (say, from a run recorded by an older version) are ignored.
+        Keys that are not fields (say, from a run recorded by an older version)
+        are ignored. A folded field given a value other than its default opens
+        its heading, so the form never hides how it differs from the defaults.
         """
-        composed = bool(self.query(".form-input"))
+        values = {name: value for name, value in values.items() if name in self._hints}
+        if self.is_mounted:
+            self._fill(values)
+        else:
+            self._initial.update(values)  # filled in on mount
+
+    def _fill(self, values: dict[str, Any]) -> None:
+        by_name = {field.name: field for field in self._fields}
         for name, value in values.items():
-            if name not in self._hints:
-                continue
-            if composed:
-                self.query_one(f"#field-{name}", Input).value = format_value(value)
-            else:
-                self._initial[name] = value  # shown when the inputs are composed
-        if composed:
-            self.settings()
+            self.query_one(f"#field-{name}", Input).value = format_value(value)
+            if self._differs_from_default(by_name[name], value):
+                self._unfold(name)
+        self.settings()
 
     def set_value(self, name: str, value: Any) -> None:
         """Set one field's input (e.g. the model chosen on the Models screen)."""
@@ -189,6 +230,8 @@ class ConfigForm(VerticalScroll):
             error.update(message)
             error.set_class(bool(message), "-visible")
             self.query_one(f"#row-{field.name}").set_class(bool(message), "-invalid")
+            if message:
+                self._unfold(field.name)
         stray = [f"{name}: {message}" for name, message in errors.items() if name not in self._hints]
         if stray:
             # validate() named something that is not one field (a rule across
