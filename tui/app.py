@@ -74,10 +74,10 @@ class ScreenActions(Provider):
 
 
 def screen_made_on_first_visit(module: str, name: str) -> Callable[[], Screen]:
-    """A screen factory that imports the screen's module only when the screen is first shown.
+    """A screen factory that imports the screen's module (if torch's loading has not) and makes the screen.
 
     Only the first screen is imported before the first frame; the others (and
-    what they import: the chart, plotext) load when the user goes to them.
+    what they import: the chart, plotext) load with torch, after it.
     """
 
     def make() -> Screen:
@@ -145,13 +145,15 @@ class WorkbenchApp(App):
         ("train", "4", "Train"),
         ("runs", "5", "Runs"),
     )
-    MODES = {
-        "datasets": DatasetsScreen,
-        "models": screen_made_on_first_visit("tui.screens.models", "ModelsScreen"),
-        "generate": screen_made_on_first_visit("tui.screens.generate", "GenerateScreen"),
-        "train": screen_made_on_first_visit("tui.screens.train", "TrainScreen"),
-        "runs": screen_made_on_first_visit("tui.screens.runs", "RunsScreen"),
+    # The screens after the first: (module, class), imported with torch, made on first visit.
+    LATER_SCREENS = {
+        "models": ("tui.screens.models", "ModelsScreen"),
+        "generate": ("tui.screens.generate", "GenerateScreen"),
+        "train": ("tui.screens.train", "TrainScreen"),
+        "runs": ("tui.screens.runs", "RunsScreen"),
     }
+    MODES = {"datasets": DatasetsScreen,
+             **{mode: screen_made_on_first_visit(*where) for mode, where in LATER_SCREENS.items()}}
     DEFAULT_MODE = "datasets"
 
     BINDINGS = [
@@ -216,6 +218,8 @@ class WorkbenchApp(App):
             from engine.models import quiet_transformers
 
             quiet_transformers()
+            for module, _ in self.LATER_SCREENS.values():  # so a first visit only builds the screen
+                importlib.import_module(module)
         except BaseException as exc:
             self._engine_error = exc
             self.call_from_thread(setattr, self, "engine_status", "torch failed to load")
