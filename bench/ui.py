@@ -51,11 +51,12 @@ sys.path.insert(0, str(REPO_ROOT))
 
 SIZE = (100, 30)
 # Keys as a terminal sends them.
-CTRL_Q, CTRL_R, CTRL_S, ESCAPE = "\x11", "\x12", "\x13", "\x1b"
+CTRL_Q, CTRL_R, CTRL_S, CTRL_U, ESCAPE = "\x11", "\x12", "\x13", "\x15", "\x1b"
 # Text that only the screen being switched to paints: a Runs column header,
 # a Train form label.
 RUNS_MARK, TRAIN_MARK = b"best val", b"learning rate"
-# What is typed into the Runs filter: a prefix no screen shows, then letters.
+# What is typed into the Runs filter: a prefix no screen shows, then letters
+# (the field is emptied before they run out, so it never scrolls).
 FILTER_PREFIX, FILTER_LETTERS = "qzx", "abcdefghijklmnopqrstuvwy"
 WARMUP_STEPS = 3  # per-step rates of the first steps include start-up costs
 
@@ -297,11 +298,14 @@ def keypress_latencies(home: Path, presses: int) -> tuple[list[float], list[floa
     app.wait_for(RUNS_MARK, position, timeout=60)
     app.press("/")
     time.sleep(0.5)
-    typed = FILTER_PREFIX
-    app.press(typed)  # untimed: later prefixes are long enough to be found nowhere else
-    time.sleep(0.5)
     typing = []
     for press in range(presses):
+        if press % len(FILTER_LETTERS) == 0:  # untimed: start the field again, before it fills
+            app.press(CTRL_U)
+            time.sleep(0.2)
+            app.press(FILTER_PREFIX)  # a key closely after Ctrl+U is lost
+            typed = FILTER_PREFIX
+            time.sleep(0.5)
         typed += FILTER_LETTERS[press % len(FILTER_LETTERS)]
         position, sent = app.press(typed[-1])
         typing.append(app.wait_for(typed.encode(), position, timeout=60) - sent)

@@ -19,7 +19,8 @@ import threading
 import traceback
 from collections import OrderedDict
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from textual import on, work
 from textual.app import App
@@ -82,13 +83,15 @@ def screen_made_on_first_visit(module: str, name: str) -> Callable[[], Screen]:
 
     def make() -> Screen:
         screen = getattr(importlib.import_module(module), name)()
+        app = cast("WorkbenchApp", screen.app)
+        app.read_later_css()
         # Textual restyles every widget of every screen on a mode screen's first
         # showing (twice: a fifth of a second each with a run training), in case
-        # it brought CSS of its own. Ours bring none (the app reads all its CSS
-        # at start-up) and a widget is styled as it mounts, so the screen is as
-        # current as the app's CSS. A later theme change still reaches it:
-        # switch_mode compares these two counts.
-        screen._css_update_count = screen.app._css_update_count
+        # it brought CSS of its own. Ours bring none (the app has read it all)
+        # and a widget is styled as it mounts, so the screen is as current as
+        # the app's CSS. A later theme change still reaches it: switch_mode
+        # compares these two counts.
+        screen._css_update_count = app._css_update_count
         return screen
 
     return make
@@ -131,10 +134,12 @@ class WorkbenchApp(App):
     """lm-workbench: datasets, models, generation, training and runs in one terminal app."""
 
     TITLE = "lm-workbench"
-    # Every screen's CSS, read with the app. A screen bringing its own would be
-    # read on its first showing, restyling every widget of every screen then.
-    CSS_PATH = ["app.tcss", *(f"screens/{name}.tcss" for name in (
-        "datasets", "models", "generate", "train", "runs", "run_detail", "history", "help", "confirm"))]
+    # The screens' CSS lives in tui/screens/, and the app reads it: Textual,
+    # reading a screen's own CSS on its first showing, restyles every widget of
+    # every screen then. The first screen's and the dialogs' is read at start;
+    # the rest (40 ms: too much for the first frame) once torch is in.
+    CSS_PATH = ["app.tcss", "screens/datasets.tcss", "screens/help.tcss", "screens/confirm.tcss"]
+    LATER_CSS = ("models", "generate", "train", "runs", "run_detail", "history")
     COMMANDS = App.COMMANDS | {ScreenActions}
 
     # (mode, key, title) in the order the nav bar shows them.
@@ -185,6 +190,7 @@ class WorkbenchApp(App):
         self._store_lock = threading.Lock()
         self._engine_ready = threading.Event()
         self._engine_error: BaseException | None = None
+        self._later_css_read = False
 
     @property
     def store(self) -> RunStore:
@@ -247,8 +253,19 @@ class WorkbenchApp(App):
             gc.enable()
 
     def _engine_is_ready(self) -> None:
+        self.read_later_css()
         self.engine_status = "torch ready"
         self.engine_loaded = True
+
+    def read_later_css(self) -> None:
+        """Read the CSS of the screens after the first, once (with torch, or on a first visit before it)."""
+        if self._later_css_read:
+            return
+        self._later_css_read = True
+        for name in self.LATER_CSS:
+            self.stylesheet.read(Path(__file__).parent / "screens" / f"{name}.tcss")
+        self.stylesheet.reparse()
+        self.stylesheet.update(self)
 
     @work(thread=True, group="store", exit_on_error=False)
     def _mark_interrupted_runs(self) -> None:
