@@ -284,7 +284,7 @@ def keypress_latencies(home: Path, presses: int) -> tuple[list[float], list[floa
     Typing: characters into the Runs filter, each timed until the field shows
     it (the filter also re-reads the runs). Screen switches: 5 and 4 in turn,
     each timed until the new screen's text arrives; the heaviest repaint the
-    app does (the whole screen, the Train form's 30 fields among it).
+    app does (the whole screen: the Train form and chart, the Runs table and chart).
     """
     app, run_id = start_run_in_app(home)
     wait_for_step(home, run_id, WARMUP_STEPS)  # into the steady state: steps are being logged

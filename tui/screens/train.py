@@ -60,7 +60,8 @@ class TrainScreen(WorkbenchScreen):
             "screen fills the form with its settings; Ctrl+N starts over with a new run.")
     # Nothing is focused for the user on a return here (the cursor stays where
     # they left it, or nowhere after Escape): focusing the form would restyle
-    # its ~150 widgets, a tenth of a second, on every switch to this screen.
+    # all its widgets on every switch to this screen (a tenth of a second when
+    # every field was in sight).
     AUTO_FOCUS = ""
 
     BINDINGS = [
