@@ -428,6 +428,7 @@ async def test_the_train_form_folds_the_less_common_settings_and_opens_them_when
         form.set_values({"eval_every": 50, "lora_rank": 4, "seed": 1337})
         await pilot.pause()
         assert form.errors == {} and not headings["LoRA"].collapsed
+        assert not form.query_one("#error-eval_every").has_class("-visible")  # the fixed field's error is gone
         assert headings["Device and precision"].collapsed
 
 

@@ -114,6 +114,8 @@ class ConfigForm(VerticalScroll):
                              f"{sorted(set(self._section_of) - set(self._hints))}")
         self.errors: dict[str, str] = {}
         """What is wrong, by field name, as shown under each input."""
+        self._shown_errors: dict[str, tuple[str, bool]] = {}
+        """(message under it, marked invalid) by field, as on screen now."""
 
     def compose(self) -> ComposeResult:
         by_name = {field.name: field for field in self._fields}
@@ -223,23 +225,29 @@ class ConfigForm(VerticalScroll):
         return settings
 
     def _show_errors(self, errors: dict[str, str]) -> None:
+        """Show each field's error under it; only rows whose error changed are touched.
+
+        This runs on every keystroke (and once per input as the form mounts):
+        redrawing all 34 rows each time would be most of the form's cost.
+        """
         self.errors = errors
-        for field in self._fields:
-            message = errors.get(field.name, "")
-            error = self.query_one(f"#error-{field.name}", Static)
-            error.update(message)
-            error.set_class(bool(message), "-visible")
-            self.query_one(f"#row-{field.name}").set_class(bool(message), "-invalid")
-            if message:
-                self._unfold(field.name)
+        shown = {field.name: (errors.get(field.name, ""), field.name in errors) for field in self._fields}
         stray = [f"{name}: {message}" for name, message in errors.items() if name not in self._hints]
         if stray:
             # validate() named something that is not one field (a rule across
             # fields, say): show it on the first row so it is never lost.
             first = self._fields[0].name
-            error = self.query_one(f"#error-{first}", Static)
-            error.update("; ".join(stray))
-            error.set_class(True, "-visible")
+            shown[first] = ("; ".join(stray), shown[first][1])
+        for name, (message, invalid) in shown.items():
+            if self._shown_errors.get(name, ("", False)) == (message, invalid):
+                continue
+            error = self.query_one(f"#error-{name}", Static)
+            error.update(message)
+            error.set_class(bool(message), "-visible")
+            self.query_one(f"#row-{name}").set_class(invalid, "-invalid")
+            if message:
+                self._unfold(name)
+        self._shown_errors = shown
 
     @on(Input.Changed, ".form-input")
     def _revalidate(self, event: Input.Changed) -> None:
