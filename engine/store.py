@@ -15,6 +15,7 @@ them with ``sqlite-utils`` or ``sqlite3``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -27,7 +28,6 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-import contextlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone

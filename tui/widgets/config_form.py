@@ -104,6 +104,7 @@ class ConfigForm(VerticalScroll):
         self.settings_type = settings_type
         self._hints = typing.get_type_hints(settings_type)
         self._fields = dataclasses.fields(settings_type)
+        self._field_named = {field.name: field for field in self._fields}
         self._initial = {name: value for name, value in (values or {}).items() if name in self._hints}
         self._sections = sections
         self._section_of = {name: f"section-{number}" for number, (_, names) in enumerate(sections)
@@ -118,13 +119,12 @@ class ConfigForm(VerticalScroll):
         """(message under it, marked invalid) by field, as on screen now."""
 
     def compose(self) -> ComposeResult:
-        by_name = {field.name: field for field in self._fields}
         yield from self._rows(field for field in self._fields if field.name not in self._section_of)
         for number, (heading, names) in enumerate(self._sections):
-            folded = not any(self._differs_from_default(by_name[name], self._initial.get(name)) for name in names
+            folded = not any(self._differs_from_default(name, self._initial[name]) for name in names
                              if name in self._initial)
             with Collapsible(title=heading, collapsed=folded, id=f"section-{number}", classes="form-section"):
-                yield from self._rows(by_name[name] for name in names)
+                yield from self._rows(self._field_named[name] for name in names)
 
     def _rows(self, fields: Iterable[dataclasses.Field]) -> ComposeResult:
         """A labelled input per field, with the line under it where its error shows."""
@@ -147,9 +147,8 @@ class ConfigForm(VerticalScroll):
             return field.default_factory()  # type: ignore[misc]
         return ""
 
-    @classmethod
-    def _differs_from_default(cls, field: dataclasses.Field, value: Any) -> bool:
-        return format_value(value) != format_value(cls._default(field))
+    def _differs_from_default(self, name: str, value: Any) -> bool:
+        return format_value(value) != format_value(self._default(self._field_named[name]))
 
     def _unfold(self, name: str) -> None:
         """Open the heading ``name`` is folded under, if it is."""
@@ -192,10 +191,9 @@ class ConfigForm(VerticalScroll):
             self._initial.update(values)  # filled in on mount
 
     def _fill(self, values: dict[str, Any]) -> None:
-        by_name = {field.name: field for field in self._fields}
         for name, value in values.items():
             self.query_one(f"#field-{name}", Input).value = format_value(value)
-            if self._differs_from_default(by_name[name], value):
+            if self._differs_from_default(name, value):
                 self._unfold(name)
         self.settings()
 

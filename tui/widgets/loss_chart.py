@@ -7,8 +7,8 @@ makes the screen spend its time plotting (or take the GIL from the trainer).
 
 Plotting is slow (plotext builds the picture in Python: 10-25 ms here, twice
 that with a trainer in the process), so the picture is built once per change
-of data, size or theme and kept. Textual asks a widget to render again
-whenever its screen is shown, and a screen switch must not wait for a plot.
+of data, size or theme and kept, and a chart on a hidden screen plots new
+data only once it is shown again: a screen switch must not wait for a plot.
 """
 
 from __future__ import annotations
@@ -138,9 +138,4 @@ class LossChart(PlotextPlot):
                 drawn = True
         if not drawn:
             plt.title(self.empty_message)
-        if self.size:
-            # Built now, in this timer tick, rather than when the screen is
-            # next painted: that may be a switch to this screen, which the
-            # user is waiting for.
-            self.render()
         self.refresh()
