@@ -143,11 +143,11 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     return total / dist.get_world_size()
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when ``flag`` is true on any: ranks must agree when to stop, or they hang."""
-    vote = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
-    return bool(vote.item())
+def agree(stop: bool, pause: bool, device: torch.device) -> tuple[bool, bool]:
+    """(stop, pause) on every rank, true where any rank said so: ranks must stop and pause together, or they hang."""
+    votes = torch.tensor([float(stop), float(pause)], device=device)
+    dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+    return bool(votes[0].item()), bool(votes[1].item())
 
 
 @contextlib.contextmanager

@@ -34,15 +34,20 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import psutil
 import sqlite_utils
 from sqlite_utils.db import NotFoundError
 
 from engine.errors import StoreError
 from engine.home import database_path, ensure_private_dir, workbench_home
 
-RUN_STATUSES = ("running", "paused", "completed", "stopped", "failed", "interrupted")
-ACTIVE_STATUSES = ("running", "paused")
-FINISHED_STATUSES = ("completed", "stopped", "failed", "interrupted")
+# queued: waits its turn; starting: a process was launched for it and is loading.
+RUN_STATUSES = ("queued", "starting", "running", "paused", "completed", "stopped", "failed", "interrupted",
+                "cancelled")
+ACTIVE_STATUSES = ("starting", "running", "paused")   # a process owns the run
+FINISHED_STATUSES = ("completed", "stopped", "failed", "interrupted", "cancelled")
+# Requests a front end writes for a run's process, and the status that answers each.
+CONTROL_ACTIONS = {"pause": ("paused",), "continue": ("running",), "stop": FINISHED_STATUSES}
 RUN_ORDERINGS = ("created_at", "name", "status", "steps", "best_val_loss")
 # The metric columns, in the order exports show them; other keys go to `extra`.
 METRIC_FIELDS = ("train_loss", "val_loss", "val_ppl", "val_bpb", "lr", "tokens_per_sec",
@@ -55,6 +60,8 @@ DEFAULT_BUSY_TIMEOUT = 10.0
 # pid; it counts as gone once its heartbeat is this old.
 STALE_HEARTBEAT = timedelta(minutes=10)
 LIST_RUNS_HINT = "Run `lmwb runs` to list run ids."
+# Two readings of one process's start time differ by clock-tick rounding only.
+PROCESS_START_TOLERANCE = 1.0
 
 
 # ---------------------------------------------------------------------------
@@ -171,6 +178,16 @@ def m004_evaluations(db: sqlite_utils.Database) -> None:
         )""")
 
 
+@migration
+def m005_run_processes(db: sqlite_utils.Database) -> None:
+    # process_start: when the owning process started (seconds since the epoch), so a
+    # reused pid is told apart; control: a pending pause/continue/stop request;
+    # progress: the trainer's live progress record (JSON); queued_at: the queue's order.
+    for column, kind in (("process_start", "REAL"), ("control", "TEXT"), ("progress", "TEXT"),
+                         ("queued_at", "TEXT")):
+        db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+
+
 # The schema version is the number of migrations; PRAGMA user_version holds it.
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -203,6 +220,10 @@ class Run:
     tags: list[str]
     world_size: int
     lora: bool
+    process_start: float | None = None   # when the owning process started (pid reuse check)
+    control: str | None = None           # a pending request: pause, continue or stop
+    progress: dict | None = None         # the trainer's live progress record (TrainingProgress fields)
+    queued_at: str | None = None         # when the run joined the queue
 
     def as_dict(self) -> dict:
         """Plain JSON-ready data, for `lmwb runs --json` and exports."""
@@ -212,7 +233,8 @@ class Run:
     def from_row(cls, row: dict) -> Run:
         """Decode a `runs` row: JSON columns become dict/list, lora a bool."""
         return cls(**{**row, "config": json.loads(row["config"]), "tags": json.loads(row["tags"]),
-                      "lora": bool(row["lora"])})
+                      "lora": bool(row["lora"]),
+                      "progress": json.loads(row["progress"]) if row.get("progress") else None})
 
 
 class RunStore:
@@ -240,13 +262,18 @@ class RunStore:
     # -- runs ---------------------------------------------------------------
 
     def create_run(self, *, name: str, model: str, dataset: str, config: dict, tags=(), notes: str = "",
-                   world_size: int = 1, lora: bool = False) -> Run:
-        """Record a new run, owned by this process and `running`; set_status("running") stamps its start."""
+                   world_size: int = 1, lora: bool = False, status: str = "running") -> Run:
+        """Record a new run: owned by this process (`running`; set_status("running") stamps its start),
+        claimed by this process to launch one for it (`starting`), or owned by no process until the
+        queue starts it (`queued`)."""
+        if status not in ("running", "starting", "queued"):
+            raise StoreError(f"A new run is running, starting or queued, not {status!r}.")
         now = _now()
+        owner = _this_process() if status != "queued" else {"pid": None, "host": None, "process_start": None}
         row = {
-            "name": name or f"{model} on {dataset}", "status": "running", "model": str(model),
+            "name": name or f"{model} on {dataset}", "status": status, "model": str(model),
             "dataset": str(dataset), "config": json.dumps(config), "created_at": now,
-            "heartbeat_at": now, "pid": os.getpid(), "host": socket.gethostname(),
+            "heartbeat_at": now, **owner, "queued_at": now if status == "queued" else None,
             "notes": notes, "tags": json.dumps(list(tags)), "world_size": world_size, "lora": int(lora),
         }
         while True:
@@ -308,7 +335,11 @@ class RunStore:
             db["runs"].update(run_id, encoded)
 
     def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
-        """Move a run to `status`: `running` claims it for this process, a finished status stamps the end."""
+        """Move a run to `status`: `running` claims it for this process, a finished status stamps the end.
+
+        A pending control request that the new status answers (paused for
+        pause, running for continue, any end for stop) is cleared.
+        """
         _check_status(status)
         now = _now()
         with self._write(run_id) as db:
@@ -316,15 +347,90 @@ class RunStore:
             changes: dict[str, Any] = {"status": status, "error": error}
             if status == "running":
                 changes |= {"started_at": run["started_at"] or now, "finished_at": None,
-                            "heartbeat_at": now, "pid": os.getpid(), "host": socket.gethostname()}
+                            "heartbeat_at": now, **_this_process()}
             elif status in FINISHED_STATUSES:
                 changes["finished_at"] = now
+            if run["control"] is not None and status in CONTROL_ACTIONS[run["control"]]:
+                changes["control"] = None
             db["runs"].update(run_id, changes)
 
-    def heartbeat(self, run_id: str, *, steps: int, tokens: int) -> None:
-        """Say the run is alive and how far it got; the stale-run sweep reads this."""
+    def set_owner(self, run_id: str, pid: int) -> None:
+        """Hand a starting run to the process launched for it (the launcher claimed it first)."""
         with self._write(run_id) as db:
-            db["runs"].update(run_id, {"heartbeat_at": _now(), "steps": int(steps), "tokens": int(tokens)})
+            db["runs"].update(run_id, {"pid": int(pid), "process_start": process_start_time(pid),
+                                       "heartbeat_at": _now()})
+
+    def heartbeat(self, run_id: str, *, steps: int, tokens: int, progress: dict | None = None) -> str | None:
+        """Say the run is alive, how far it got and (``progress``) what it is doing; return any pending request.
+
+        One transaction, about once a second from the trainer: the stale-run
+        sweep reads the heartbeat, front ends read the progress, and the
+        trainer reads back the pause/continue/stop request a front end wrote.
+        """
+        changes: dict[str, Any] = {"heartbeat_at": _now(), "steps": int(steps), "tokens": int(tokens)}
+        if progress is not None:
+            changes["progress"] = json.dumps(progress, default=_json_safe)
+        with self._write(run_id) as db:
+            db["runs"].update(run_id, changes)
+            return db.execute("SELECT control FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+
+    def request_control(self, run_id: str, action: str) -> Run:
+        """Ask a run's process to pause, continue or stop (it answers by changing the status).
+
+        A queued run is not running yet: stop cancels it at once. Asking a run
+        that cannot do what is asked (pause a finished run, continue a running
+        one) raises a StoreError that says its status.
+        """
+        if action not in CONTROL_ACTIONS:
+            raise StoreError(f"Unknown request {action!r}; use one of {', '.join(CONTROL_ACTIONS)}.")
+        run = self.get_run(run_id)
+        with self._write(run.id) as db:
+            status = db["runs"].get(run.id)["status"]
+            if action == "stop" and status == "queued":
+                db["runs"].update(run.id, {"status": "cancelled", "finished_at": _now(), "control": None,
+                                           "error": "Cancelled while queued; it never started."})
+                return self.get_run(run.id)
+            allowed = {"pause": ("starting", "running"), "continue": ("paused",), "stop": ACTIVE_STATUSES}[action]
+            if status in CONTROL_ACTIONS[action] or (action == "continue" and status in ("starting", "running")):
+                raise StoreError(f"Run {run.id} is {status} already; there is nothing to {action}.")
+            if status not in allowed:
+                raise StoreError(f"Run {run.id} is {status}, so it cannot be asked to {action}; only a "
+                                 f"{' or '.join(allowed)} run can. {LIST_RUNS_HINT}")
+            db["runs"].update(run.id, {"control": action})
+        return self.get_run(run.id)
+
+    def claim_queued_run(self, slots: int = 1) -> Run | None:
+        """Take the first queued run for this process to launch, if fewer than ``slots`` runs are active.
+
+        One transaction, so two processes that look at the queue at once never
+        both start the same run, nor one run each past the free slots.
+        """
+        with self._write() as db:
+            placeholders = ", ".join("?" * len(ACTIVE_STATUSES))
+            active = db.execute(f"SELECT count(*) FROM runs WHERE status IN ({placeholders})",
+                                ACTIVE_STATUSES).fetchone()[0]
+            if active >= slots:
+                return None
+            row = db.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY queued_at, rowid LIMIT 1"
+                             ).fetchone()
+            if row is None:
+                return None
+            db["runs"].update(row[0], {"status": "starting", "heartbeat_at": _now(), **_this_process()})
+        return self.get_run(row[0])
+
+    def reopen_run(self, run_id: str, config: dict, status: str) -> Run:
+        """Take a finished run up again with new settings, to resume it: queued, or starting now for this process."""
+        if status not in ("starting", "queued"):
+            raise StoreError(f"A run is reopened as starting or queued, not {status!r}.")
+        owner = _this_process() if status == "starting" else {"pid": None, "host": None, "process_start": None}
+        with self._write(run_id) as db:
+            current = db["runs"].get(run_id)["status"]
+            if current not in FINISHED_STATUSES:
+                raise StoreError(f"Run {run_id} is {current} already; stop it before starting it again.")
+            db["runs"].update(run_id, {"status": status, "queued_at": _now(), "config": json.dumps(config),
+                                       "heartbeat_at": _now(), **owner, "control": None, "error": None,
+                                       "finished_at": None})
+        return self.get_run(run_id)
 
     def delete_run(self, run_id: str) -> None:
         """Forget a run (id or prefix): its rows and its directory of checkpoints."""
@@ -348,15 +454,18 @@ class RunStore:
 
         Called at start-up, so a run whose trainer crashed or was killed does
         not stay `running` forever. On this host a run is gone when its pid is
-        not alive; a run from another host when its heartbeat is stale.
+        not alive, or is alive but started at another time than the run's
+        process did (the pid was reused); a run from another host when its
+        heartbeat is stale.
         """
         now = _now()
         with self._write() as db:
-            active = db["runs"].rows_where("status IN (?, ?)", ACTIVE_STATUSES)
+            placeholders = ", ".join("?" * len(ACTIVE_STATUSES))
+            active = db["runs"].rows_where(f"status IN ({placeholders})", ACTIVE_STATUSES)
             gone = [run for run in map(Run.from_row, active) if not _process_alive(run)]
             for run in gone:
                 db["runs"].update(run.id, {
-                    "status": "interrupted", "finished_at": now,
+                    "status": "interrupted", "finished_at": now, "control": None,
                     "error": f"The process that ran it (pid {run.pid} on {run.host}) ended without "
                              "finishing; resume it from its last checkpoint.",
                 })
@@ -664,17 +773,45 @@ def _json_safe(value: Any) -> Any:
     return number if math.isfinite(number) else str(number)
 
 
+def process_start_time(pid: int | None = None) -> float | None:
+    """When process ``pid`` (default: this one) started, in seconds since the epoch; None if it is gone."""
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:
+        return None
+
+
+def process_alive(pid: int, started: float | None = None) -> bool:
+    """Whether process ``pid`` is alive and, when ``started`` is known, is the process that started then.
+
+    A pid is reused once its process is gone, so a live pid alone does not
+    prove a run's process lives; its start time does. A zombie (ended, not
+    yet reaped by its parent) counts as gone.
+    """
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        created = process.create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.AccessDenied:
+        return True  # alive, owned by another user
+    return started is None or abs(created - started) < PROCESS_START_TOLERANCE
+
+
+def _this_process() -> dict[str, Any]:
+    """The owner fields for a run this process takes: pid, host and start time."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "process_start": process_start_time()}
+
+
 def _process_alive(run: Run) -> bool:
-    """Whether the process that owns a running/paused run still exists."""
+    """Whether the process that owns an active run still exists (pid, start time, host, heartbeat)."""
     if run.host != socket.gethostname():
         last_sign = datetime.fromisoformat(run.heartbeat_at or run.created_at)
         return datetime.now(timezone.utc) - last_sign < STALE_HEARTBEAT
     if run.pid is None:
         return False
-    try:
-        os.kill(run.pid, 0)  # signal 0: only asks whether the pid exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by another user
-    return True
+    return process_alive(run.pid, run.process_start)

@@ -47,12 +47,14 @@ from engine.generation import GenerationSettings, generate_text
 from engine.home import ensure_private_dir, run_dir, workbench_home
 from engine.lora import LoraSettings, adapter_base, add_adapters, load_adapters
 from engine.models import ModelSource, context_length_on_disk, load_model, quiet_transformers
-from engine.store import Run, RunStore
+from engine.run_process import RunPulse, TrainingProgress, start_queued_runs
+from engine.store import Run, RunStore, process_alive
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TRAINER_STATE_FILE = "trainer_state.pt"
 TRAINER_STATE_FORMAT = 2                 # 2: each rank's sampler and random state, under "ranks"
 VALIDATION_FRACTION = 0.1            # the last tenth of a dataset's tokens is held out for validation
+PAUSE_POLL_SECONDS = 0.1            # how often a paused run looks whether to go on
 _TEMPORARY_PREFIX = ".tmp-step-"     # + "<step>-<pid>": a checkpoint being written
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -456,20 +458,10 @@ def remove_abandoned_temporaries() -> list[Path]:
     removed = []
     for temporary in (workbench_home() / "runs").glob(f"*/checkpoints/{_TEMPORARY_PREFIX}*"):
         pid = temporary.name.rpartition("-")[2]
-        if not pid.isdigit() or not _process_alive(int(pid)):
+        if not pid.isdigit() or not process_alive(int(pid)):
             shutil.rmtree(temporary, ignore_errors=True)
             removed.append(temporary)
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0 only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, owned by someone else
-    return True
 
 
 def _remove_unrecorded_checkpoints(checkpoints_dir: Path, recorded: list[dict]) -> None:
@@ -482,23 +474,6 @@ def _remove_unrecorded_checkpoints(checkpoints_dir: Path, recorded: list[dict]) 
 
 # -----------------------------------------------------------------------------
 # Progress, failures and the store
-
-
-@dataclass(frozen=True)
-class TrainingProgress:
-    """A snapshot of a job, replaced whole after every step, so any thread may read it at any time."""
-
-    step: int = 0
-    max_steps: int = 0
-    tokens: int = 0
-    train_loss: float | None = None
-    val_loss: float | None = None
-    tokens_per_sec: float = 0.0
-    eta_seconds: float | None = None
-    elapsed: float = 0.0                # seconds of training in the run so far, pauses not counted
-    status: str = "starting"            # starting | running | paused | completed | stopped | failed | interrupted
-    message: str = ""                   # what is happening now ("Tokenizing 40%") or how it ended
-    gpu_memory_bytes: int | None = None  # peak GPU memory the run has allocated (None off CUDA)
 
 
 def check_block_size(block_size: int, context: int | None) -> None:
@@ -569,10 +544,6 @@ class _RunRecorder:
         self.store.heartbeat(self.run_id, steps=self._steps, tokens=self._tokens)
         self._last_flush = time.monotonic()
 
-    def heartbeat_if_due(self) -> None:
-        if time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:
-            self.flush()
-
     def set_position(self, steps: int, tokens: int) -> None:
         self._steps, self._tokens = steps, tokens
 
@@ -631,10 +602,14 @@ class TrainingJob:
     ``start()`` trains in a background thread (the TUI), ``run()`` in the
     calling thread (``lmwb train``). ``stop()``, ``pause()`` and ``resume()``
     may be called from any thread (``stop()`` from a signal handler too): the
-    loop reads their flags between steps. With ``resume_run`` the job picks
-    up that run's latest checkpoint and continues its step count,
-    learning-rate schedule, data order and random state; ``config.max_steps``
-    is then the new total.
+    loop reads their flags between steps. The same requests come through the
+    store (``lmwb runs pause``, the app): the job's ``RunPulse`` reads them
+    twice a second, with the heartbeat that writes its progress. With
+    ``resume_run`` the job picks up that run's latest checkpoint and
+    continues its step count, learning-rate schedule, data order and random
+    state; ``config.max_steps`` is then the new total. A ``resume_run`` that
+    is queued or starting with no checkpoint yet (a run launched by
+    ``engine.run_process``) starts from step 0 under its own id.
     """
 
     def __init__(self, config: TrainingConfig, store: RunStore | None = None, resume_run: str | None = None,
@@ -653,6 +628,8 @@ class TrainingJob:
         self._stop_requested = False
         self._pause_requested = False
         self._thread: threading.Thread | None = None
+        self._progress_lock = threading.Lock()   # the loop and the pulse both report
+        self.pulse: RunPulse | None = None        # rank 0's heartbeat and request reader, once the run is open
 
     # -- controls, from any thread -------------------------------------------
 
@@ -739,6 +716,18 @@ class TrainingJob:
             checkpoint = str(self.resume_checkpoint) if self.resume_state is not None else None
             distributed.broadcast_from_writer({"run_id": self.run_id, "checkpoint": checkpoint})
         self.recorder = _RunRecorder(self.store, self.run_id)
+        self.pulse = RunPulse(self.store, self.run_id, lambda: self.progress, self._take_request)
+        self.pulse.start()
+
+    def _take_request(self, action: str) -> None:
+        """A request read from the store: act on it as if called here (the pulse's thread calls this)."""
+        if action == "stop" and not self._stop_requested:
+            self.stop()
+            self._report(phase="stopping", message="Stopping: finishing this step and saving a checkpoint")
+        elif action == "pause":
+            self.pause()
+        elif action == "continue":
+            self.resume()
 
     def _follow_run_record(self) -> None:
         """Ranks other than 0: learn the run (and the checkpoint to resume) from rank 0; write nothing."""
@@ -760,6 +749,9 @@ class TrainingJob:
             raise TrainingError(
                 f"Run {run.id} is still {run.status} (process {run.pid} on {run.host}); stop it before resuming it."
             )
+        if run.status in ("queued", "starting") and not self.store.checkpoints(run.id):
+            self._adopt_new_run(run)
+            return
         if run.world_size != self.world_size:
             raise TrainingError(
                 f"Run {run.id} was trained as {run.world_size} process(es) and this is {self.world_size}; each "
@@ -788,19 +780,33 @@ class TrainingJob:
         self.store.update_run(run.id, config=config.as_dict())
         self.store.set_status(run.id, "running")  # claims it for this process (pid, host)
 
+    def _adopt_new_run(self, run: Run) -> None:
+        """Train a run that was recorded before this process started (launched or queued): from step 0."""
+        if run.world_size != self.world_size:
+            raise TrainingError(f"Run {run.id} is to be trained as {run.world_size} process(es) and this is "
+                                f"{self.world_size}.")
+        check_block_size(self.config.block_size, context_length_on_disk(self.config.model, self.store))
+        self.run_id = run.id
+        self.store.set_status(run.id, "running")  # claims it for this process (pid, host, start time)
+        self.checkpoints_dir = ensure_private_dir(run_dir(run.id) / "checkpoints")
+
     # -- the thread's body ---------------------------------------------------
 
     def _run_and_record(self) -> None:
         """Train; whatever ends the run is recorded as its status, with a message saying why."""
         try:
             status, message = self._train()
-            self._report(status=status, message=message)
+            self._report(status=status, phase=status, message=message)
         except BaseException as exc:  # noqa: BLE001 - every ending must reach the store
             self._record_ending(exc)
             if not isinstance(exc, Exception):
                 raise  # Ctrl+C or interpreter exit: recorded, and passed on
         finally:
             distributed.end_process_group()
+            if self.pulse is not None:
+                self.pulse.stop()  # the final progress, with how the run ended
+                with contextlib.suppress(WorkbenchError):  # a run ending frees a slot for the queue
+                    start_queued_runs(self.store)
 
     def _record_ending(self, exc: BaseException) -> None:
         if isinstance(exc, Exception):
@@ -817,10 +823,11 @@ class TrainingJob:
         with contextlib.suppress(Exception):
             self.recorder.set_status(status, error=message)
         with contextlib.suppress(Exception):  # the progress callback may be what failed
-            self._report(status=status, message=message)
+            self._report(status=status, phase=status, message=message)
 
     def _report(self, **changes: Any) -> None:
-        self.progress = dataclasses.replace(self.progress, **changes)
+        with self._progress_lock:
+            self.progress = dataclasses.replace(self.progress, **changes)
         if self.on_progress is not None:
             self.on_progress(self.progress)
 
@@ -899,9 +906,8 @@ class TrainingJob:
         return model
 
     def _report_setup(self, message: str) -> None:
-        """Say what setup is doing; heartbeat, since training a tokenizer or tokenizing can take minutes."""
-        self._report(message=message)
-        self.recorder.heartbeat_if_due()
+        """Say what setup is doing (training a tokenizer or tokenizing can take minutes)."""
+        self._report(phase=message, message=message)
 
     def _report_tokenizing(self, done: int, total: int) -> None:
         self._report_setup(f"Tokenizing {self.dataset.name}: {_percent(done, total)}%")
@@ -939,14 +945,16 @@ class TrainingJob:
         seconds_per_step: float | None = None   # smoothed wall time per step, for the ETA
         last_step_end = session_start
         stop_reason = ""
-        self._report(status="running", message="", step=self.step, max_steps=self.max_steps, tokens=self.tokens,
-                     elapsed=self.elapsed_before)
+        self._report(status="running", phase="training", step=self.step, max_steps=self.max_steps,
+                     tokens=self.tokens, elapsed=self.elapsed_before)
 
         while self.step < self.max_steps:
-            paused = self._wait_while_paused()
-            paused_seconds += paused
-            last_step_end += paused
-            stop_reason = self._stop_reason(time.perf_counter() - session_start - paused_seconds)
+            stop_reason, pause = self._controls(time.perf_counter() - session_start - paused_seconds)
+            if pause and not stop_reason:
+                paused = self._hold_while_paused()
+                paused_seconds += paused
+                last_step_end += paused
+                stop_reason, _ = self._controls(time.perf_counter() - session_start - paused_seconds)
             if stop_reason:
                 break
 
@@ -972,7 +980,7 @@ class TrainingJob:
             last_step_end = now
             seconds_per_step = (iteration_seconds if seconds_per_step is None
                                 else 0.9 * seconds_per_step + 0.1 * iteration_seconds)
-            stop_reason = self._stop_reason(session_seconds)
+            stop_reason, _ = self._controls(session_seconds)
             ending = bool(stop_reason) or self.step >= self.max_steps
             checkpoint_due = ending or (config.checkpoint_every > 0 and self.step % config.checkpoint_every == 0)
             row = {"step": self.step, "train_loss": train_loss, "lr": lr, "grad_norm": grad_norm,
@@ -986,7 +994,8 @@ class TrainingJob:
                 self._sample()
             if checkpoint_due:
                 self._checkpoint(row.get("val_loss"))
-            self._report(step=self.step, tokens=self.tokens, train_loss=train_loss,
+            self._report(phase="stopping" if self._stop_requested else "training",
+                         step=self.step, tokens=self.tokens, train_loss=train_loss,
                          val_loss=row.get("val_loss", self.progress.val_loss),
                          tokens_per_sec=row["tokens_per_sec"], elapsed=row["elapsed"],
                          eta_seconds=self._eta(seconds_per_step, session_seconds),
@@ -1027,35 +1036,46 @@ class TrainingJob:
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum.item(), grad_norm.item()
 
-    def _wait_while_paused(self) -> float:
-        """Hold here while paused, heartbeating; return the seconds spent."""
-        if not self._pause_requested or self._stop_requested:
-            return 0.0
+    def _hold_while_paused(self) -> float:
+        """Hold every rank here while paused (the pulse keeps beating); return the seconds spent."""
         started = time.perf_counter()
         self.recorder.flush()
         self.recorder.set_status("paused")
-        self._report(status="paused", message=f"Paused at step {self.step}.")
-        while self._pause_requested and not self._stop_requested:
-            time.sleep(0.05)
-            self.recorder.heartbeat_if_due()
-        if not self._stop_requested:
+        self._report(status="paused", phase="paused", message=f"Paused at step {self.step}.")
+        stop, pause = False, True
+        while pause and not stop:
+            time.sleep(PAUSE_POLL_SECONDS)
+            stop, pause = self._agreed_controls()
+        if not stop:
             self.recorder.set_status("running")
-            self._report(status="running", message="")
+            self._report(status="running", phase="training", message=f"Continued at step {self.step}.")
         return time.perf_counter() - started
 
     def _gpu_memory_bytes(self) -> int | None:
         return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
 
-    def _stop_reason(self, session_seconds: float) -> str:
-        """Why to stop now ("" to go on); several ranks agree, since a rank that stops alone leaves the rest waiting."""
+    def _controls(self, session_seconds: float) -> tuple[str, bool]:
+        """(why to stop now, "" to go on; whether to pause), agreed by every rank.
+
+        A rank that stops or pauses alone leaves the others waiting in the
+        next gradient exchange, so the ranks agree: a stop on any rank (a
+        signal, the time limit), a pause when rank 0 (which reads the store) says so.
+        """
         reason = ""
         if self._stop_requested:
             reason = "Stopped"
         elif self.config.max_time is not None and session_seconds >= self.config.max_time:
             reason = f"Time limit of {self.config.max_time:g} s reached"
-        if self.place.distributed and distributed.any_rank(bool(reason), self.device) and not reason:
-            reason = "Stopped by another process"
-        return reason
+        self._stop_requested = self._stop_requested or bool(reason)
+        stop, pause = self._agreed_controls()
+        return (reason or ("Stopped by another process" if stop else "")), pause
+
+    def _agreed_controls(self) -> tuple[bool, bool]:
+        """(stop, pause) as every rank will see them: one small collective per call under several ranks."""
+        stop, pause = self._stop_requested, self._pause_requested and self.place.writes
+        if self.place.distributed:
+            stop, pause = distributed.agree(stop, pause, self.device)
+        return stop, pause
 
     def _eta(self, seconds_per_step: float, session_seconds: float) -> float:
         eta = (self.max_steps - self.step) * seconds_per_step
@@ -1068,6 +1088,7 @@ class TrainingJob:
         if not self.place.writes:
             return {}  # the others go on, and wait for rank 0 at the next step's gradient exchange
         self.recorder.flush()  # the TUI keeps up while the evaluation runs
+        self._report(phase="evaluating")
         # In eval mode (no dropout) this draws no random numbers, so training's stream is untouched.
         val_loss, _ = estimate_loss(self.model, self.val_split.ids, self.val_starts,
                                     block_size=self.config.block_size, batch_size=self.config.batch_size,
@@ -1102,7 +1123,8 @@ class TrainingJob:
         if not self.place.writes:
             return
         self.recorder.flush()
-        self._report(message=f"Saving checkpoint step-{self.step}")
+        phase = self.progress.phase
+        self._report(phase=f"saving checkpoint step-{self.step}")
         state = {
             "format": TRAINER_STATE_FORMAT, "step": self.step, "tokens": self.tokens,
             "elapsed": self.elapsed, "best_val_loss": self.best_val_loss,
@@ -1112,7 +1134,7 @@ class TrainingJob:
         }
         path = save_checkpoint(self.checkpoints_dir, self.step, self.model, self.tokenizer, state)
         self.recorder.add_checkpoint(self.step, path, val_loss, self.config.checkpoints_kept)
-        self._report(message="")
+        self._report(phase=phase, message=f"Saved checkpoint step-{self.step}")
 
 
 # -----------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def test_status_changes_stamp_the_start_and_end_of_a_run(store):
 
     store.set_status(run_id, "completed")
     assert store.get_run(run_id).finished_at >= started
-    with pytest.raises(StoreError, match="Unknown run status 'finished'; use one of running"):
+    with pytest.raises(StoreError, match="Unknown run status 'finished'; use one of queued, starting, running"):
         store.set_status(run_id, "finished")
     with pytest.raises(StoreError, match="No run with id 'feedbeef'"):
         store.set_status("feedbeef", "stopped")

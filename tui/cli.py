@@ -223,6 +223,17 @@ def _add_runs_parser(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--output", type=Path, metavar="FILE", help="write here instead of stdout")
     export.set_defaults(handler=cmd_runs_export)
 
+    follow = actions.add_parser("follow", help="the live progress of a run, wherever it was started "
+                                "(Ctrl+C leaves the run going)")
+    follow.add_argument("run_id", metavar="ID", help="run id (a unique prefix is enough)")
+    follow.set_defaults(handler=cmd_runs_follow)
+    for action, text in (("pause", "pause a running run between two steps (it keeps its place and memory)"),
+                         ("continue", "continue a paused run"),
+                         ("stop", "stop a run with a checkpoint (it can be resumed), or cancel a queued one")):
+        control = actions.add_parser(action, help=text)
+        control.add_argument("run_id", metavar="ID", help="run id (a unique prefix is enough)")
+        control.set_defaults(handler=cmd_runs_control, action=action)
+
     export_model = actions.add_parser(
         "export-model", help="a run's checkpoint as a plain Hugging Face model directory (LoRA adapters merged in)")
     export_model.add_argument("run_id", metavar="ID", help="run id (a unique prefix is enough)")
@@ -302,7 +313,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser(
         "train", help="train or fine-tune a model; the run is recorded in the store",
         description="Train or fine-tune a model headless. Ctrl+C or SIGTERM stops with a checkpoint; "
-        "'lmwb train --resume ID --steps N' continues to N steps in all.",
+        "'lmwb train --resume ID --steps N' continues to N steps in all. With --detach (or --queue) the run "
+        "is a background process of its own that outlives this terminal and an SSH connection.",
     )
     train.add_argument("--model", metavar="SRC", help="model source, e.g. scratch:tiny or gpt2")
     train.add_argument("--dataset", metavar="PATH_OR_NAME", help="a bundled name, file or folder")
@@ -312,6 +324,13 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--nproc", type=positive_int, metavar="N",
                        help="train as N processes under torchrun, one per GPU (global batch: batch size x "
                        "grad accum x N)")
+    background = train.add_mutually_exclusive_group()
+    background.add_argument("--detach", action="store_true",
+                            help="start the run as a background process and return; follow it with "
+                            "'lmwb runs follow ID'")
+    background.add_argument("--queue", action="store_true",
+                            help="add the run to the queue: it starts in the background once the runs "
+                            "before it have ended (at once if none is going)")
     _add_flags(train.add_argument_group("training settings (defaults: the engine's TrainingConfig)"), TRAINING_FLAGS)
     train.set_defaults(handler=cmd_train)
 
@@ -517,11 +536,12 @@ def _status_line(message: str) -> Iterator[Callable[[str], None]]:
 
 
 def _open_store() -> RunStore:
-    """The run store, with runs left 'running' by dead processes marked 'interrupted'."""
+    """The run store, with runs left 'running' by dead processes marked 'interrupted' (and the queue moved on)."""
+    from engine.run_process import check_runs
     from engine.store import RunStore
 
     store = RunStore()
-    store.mark_interrupted_runs()
+    check_runs(store)
     return store
 
 
@@ -729,6 +749,75 @@ def summarize_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def cmd_runs_follow(args: argparse.Namespace) -> int:
+    """The live progress of any run on this LMWB_HOME, read from the store; Ctrl+C leaves the run going."""
+    from engine.run_process import progress_of
+    from engine.store import FINISHED_STATUSES
+
+    store = _open_store()
+    run = store.get_run(args.run_id)
+    last_check = time.monotonic()
+
+    def next_progress(interval: float = 0.25) -> tuple[Any, bool]:
+        nonlocal run, last_check
+        if leaving.wait(interval):
+            return _stored_progress(run, progress_of(run)), True
+        if time.monotonic() - last_check > 2.0:  # a run whose process died is marked interrupted
+            store.mark_interrupted_runs()
+            last_check = time.monotonic()
+        run = store.get_run(run.id)
+        return _stored_progress(run, progress_of(run)), run.status in FINISHED_STATUSES
+
+    print(f"Following run {run.id} ({run.name}), {run.status}. Ctrl+C stops following; the run goes on.",
+          flush=True)
+    with stop_on_signals(lambda: None) as leaving:
+        follow_progress(next_progress, threading.Event())
+    if leaving.is_set() and run.status not in FINISHED_STATUSES:
+        print(f"Stopped following; run {run.id} goes on. Follow it again: lmwb runs follow {run.id}", flush=True)
+        return EXIT_OK
+    _print_training_summary(store, run, _stored_progress(run, progress_of(run)))
+    return EXIT_OK
+
+
+def _stored_progress(run: Any, progress: Any) -> Any:
+    """A run's progress record with its current status (a queued run has none yet; a dead one says so)."""
+    from engine.run_process import TrainingProgress
+
+    if progress is None:
+        progress = TrainingProgress(step=run.steps, tokens=run.tokens, max_steps=run.config.get("max_steps", 0))
+    phase = progress.phase if run.status in ("running", "starting") else run.status
+    return dataclasses.replace(progress, status=run.status, phase=phase,
+                               message=run.error or progress.message)
+
+
+def cmd_runs_control(args: argparse.Namespace) -> int:
+    """Pause, continue or stop a run (a queued one is cancelled) and wait for its answer."""
+    from engine.run_process import ANSWER_TIMEOUT, control_run
+
+    store = _open_store()
+    doing = {"pause": "pausing", "continue": "continuing", "stop": "stopping"}[args.action]
+    with _status_line(f"Asking run {args.run_id} to {args.action} (it answers between two steps)…") as update:
+        def waiting(run: Any) -> None:
+            if run.progress and run.progress.get("phase") == "stopping":
+                update(f"Run {run.id} is stopping: saving a checkpoint…")
+            else:
+                update(f"Waiting up to {ANSWER_TIMEOUT:g} s for run {run.id} to answer ({doing})…")
+        run = control_run(store, args.run_id, args.action, waiting=waiting)
+    if run.status == "cancelled":
+        print(f"Cancelled queued run {run.id}; it never started.", flush=True)
+    elif run.status == "paused":
+        print(f"Run {run.id} paused at step {run.steps}. Continue it with: lmwb runs continue {run.id}", flush=True)
+    elif run.status == "running":
+        print(f"Run {run.id} continues from step {run.steps}.", flush=True)
+    else:
+        checkpoints = store.checkpoints(run.id)
+        saved = f"; checkpoint {checkpoints[-1]['path']}" if checkpoints else ""
+        print(f"Run {run.id} {run.status} at step {run.steps}{saved}.", flush=True)
+        if run.status == "stopped":
+            print(f"Resume it with: lmwb train --resume {run.id}", flush=True)
+    return EXIT_OK
+
+
 def cmd_runs_delete(args: argparse.Namespace) -> int:
     """Delete a run that is not running, after asking (on a terminal) unless --yes."""
     from engine.store import ACTIVE_STATUSES
@@ -893,6 +982,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc is not None and launched_by_torchrun():
         raise CommandError("--nproc starts torchrun itself; under torchrun, leave it out.")
+    if args.detach or args.queue:
+        return _train_in_background(args)
     if args.nproc is not None and args.nproc > 1:
         return _train_under_torchrun(args)
     place = this_process()
@@ -911,9 +1002,32 @@ def cmd_train(args: argparse.Namespace) -> int:
                 while not job.join(timeout=0.5):
                     pass
         if place.writes:
-            _print_training_summary(store, store.get_run(run_id), job.progress, config)
+            _print_training_summary(store, store.get_run(run_id), job.progress)
         if job.error is not None:
             raise job.error
+    return EXIT_OK
+
+
+def _train_in_background(args: argparse.Namespace) -> int:
+    """--detach / --queue: record the run and hand it to a process of its own; print how to follow it."""
+    from engine.run_process import log_path, submit_run
+
+    store = _open_store()
+    with settings_named_by_flags(TRAINING_FLAG_NAMES):
+        config, resume_run = _training_config(args, store)
+        run = submit_run(config, store, resume_run=resume_run, nproc=args.nproc or 1, queue=args.queue)
+    if run.status == "queued":
+        ahead = [queued.id for queued in store.list_runs(status="queued", order_by="created_at", descending=False)
+                 if (queued.queued_at or "") < (run.queued_at or "")]
+        print(f"Queued run {run.id}: {config.model} on {config.dataset}. It starts when the run going now "
+              f"{'and the ' + str(len(ahead)) + ' queued before it end' if ahead else 'ends'}.", flush=True)
+    else:
+        verb = "Resuming" if resume_run else "Started"
+        print(f"{verb} run {run.id} in the background (pid {run.pid}): {config.model} on {config.dataset}, to step "
+              f"{config.max_steps}. It goes on if this terminal closes.", flush=True)
+    print(f"Follow it:  lmwb runs follow {run.id}\n"
+          f"Control it: lmwb runs pause|continue|stop {run.id}\n"
+          f"Its log:    {log_path(run.id)}", flush=True)
     return EXIT_OK
 
 
@@ -964,18 +1078,21 @@ def _training_config(args: argparse.Namespace, store: RunStore) -> tuple[Any, st
     return TrainingConfig(**settings), None
 
 
-def _print_training_summary(store: RunStore, run: Any, progress: Any, config: Any) -> None:
+def _print_training_summary(store: RunStore, run: Any, progress: Any) -> None:
     """How the run ended, where its latest checkpoint is, and how to go on."""
     print(f"Run {run.id} {run.status} at step {run.steps} · {run.tokens:,} tokens · "
           f"best val loss {_cell(run.best_val_loss).plain} · {_duration(progress.elapsed)} of training", flush=True)
-    if run.status == "stopped":
+    if run.status == "stopped" and progress.message:
         print(progress.message, flush=True)
+    if run.error and run.status != "stopped":
+        print(run.error, flush=True)
     checkpoints = store.checkpoints(run.id)
     if checkpoints:
         print(f"Latest checkpoint: {checkpoints[-1]['path']} (model source: run:{run.id})", flush=True)
     if run.status == "stopped":
         processes = f" --nproc {run.world_size}" if run.world_size > 1 else ""
-        print(f"Resume with: lmwb train --resume {run.id} --steps {config.max_steps}{processes}", flush=True)
+        print(f"Resume with: lmwb train --resume {run.id} --steps {run.config.get('max_steps')}{processes}",
+              flush=True)
 
 
 # The flag that sets each TrainingConfig field, to name it in messages.
@@ -984,12 +1101,25 @@ TRAINING_FLAG_NAMES = {"model": "--model", "dataset": "--dataset", "dataset_fiel
 
 
 def follow_training(job: Any, stopping: threading.Event, interval: float = 0.25) -> None:
-    """Show the job's progress until its thread ends: live on a terminal, plain lines in a pipe."""
+    """Show a job's progress (``lmwb train`` in the foreground) until its thread ends."""
+    def next_progress() -> tuple[Any, bool]:
+        ended = job.join(timeout=interval)
+        return job.progress, ended
+
+    follow_progress(next_progress, stopping)
+
+
+def follow_progress(next_progress: Callable[[], tuple[Any, bool]], stopping: threading.Event) -> None:
+    """Show progress until it ends: live on a terminal, plain lines in a pipe.
+
+    ``next_progress()`` waits a moment and returns (TrainingProgress, ended).
+    ``stopping`` set means the user asked the run to stop: the display says so.
+    """
     console = _stdout()
     if console.is_terminal:
-        _follow_live(job, console, stopping, interval)
+        _follow_live(next_progress, console, stopping)
     else:
-        _follow_lines(job, stopping, interval)
+        _follow_lines(next_progress, stopping)
 
 
 def _progress_fields(progress: Any) -> dict[str, str]:
@@ -1004,7 +1134,8 @@ def _progress_fields(progress: Any) -> dict[str, str]:
     }
 
 
-def _follow_live(job: Any, console: Console, stopping: threading.Event, interval: float) -> None:
+def _follow_live(next_progress: Callable[[], tuple[Any, bool]], console: Console,
+                 stopping: threading.Event) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     columns = (
@@ -1013,35 +1144,38 @@ def _follow_live(job: Any, console: Console, stopping: threading.Event, interval
                    "ETA {task.fields[eta]}{task.fields[gpu]}"),
     )
     with Progress(*columns, console=console, refresh_per_second=4) as display:
-        task = display.add_task("starting", total=job.progress.max_steps, **_progress_fields(job.progress))
-        ended = False
-        while not ended:
-            ended = job.join(timeout=interval)
-            progress = job.progress
-            if stopping.is_set() and not ended:
-                description = "stopping: saving a checkpoint"
-            else:
-                description = progress.message if progress.status == "starting" else progress.status
-            display.update(task, description=description, completed=progress.step, total=progress.max_steps,
-                           **_progress_fields(progress))
+        progress, ended = next_progress()
+        task = display.add_task(progress.phase or progress.status, total=progress.max_steps or None, **_progress_fields(progress))
+        while True:
+            description = ("stopping: saving a checkpoint" if stopping.is_set() and not ended
+                           else progress.phase or progress.status)
+            display.update(task, description=description, completed=progress.step,
+                           total=progress.max_steps or None, **_progress_fields(progress))
+            if ended:
+                return
+            progress, ended = next_progress()
 
 
-def _follow_lines(job: Any, stopping: threading.Event, interval: float, every_seconds: float = 2.0) -> None:
+def _follow_lines(next_progress: Callable[[], tuple[Any, bool]], stopping: threading.Event,
+                  every_seconds: float = 2.0) -> None:
     """One line per step (at most every few seconds, but every evaluation), for logs and pipes."""
     last_shown, last_val, last_time, told_stopping = None, None, 0.0, False
     ended = False
     while not ended:
-        ended = job.join(timeout=interval)
-        progress = job.progress
-        preparing = progress.status == "starting"
-        shown = progress.message if preparing else progress.step
+        progress, ended = next_progress()
+        training = progress.status in ("running", "paused", *FINISHED_PROGRESS)
+        shown = progress.step if training else progress.phase
         due = time.monotonic() - last_time >= every_seconds or progress.val_loss != last_val or ended
-        if shown != last_shown and due:
-            print(progress.message if preparing else _progress_line(progress), flush=True)
+        if shown and shown != last_shown and due:
+            print(_progress_line(progress) if training else progress.phase, flush=True)
             last_shown, last_val, last_time = shown, progress.val_loss, time.monotonic()
         if stopping.is_set() and not told_stopping and not ended:
             print("Stopping: finishing this step and saving a checkpoint…", flush=True)
             told_stopping = True
+
+
+# A progress record with one of these statuses describes the end of a run.
+FINISHED_PROGRESS = ("completed", "stopped", "failed", "interrupted", "cancelled")
 
 
 def _progress_line(progress: Any) -> str:
