@@ -1,10 +1,11 @@
 """The workbench app: one Textual app with a screen per task.
 
 The app owns what the screens share: the chosen dataset and model, the models
-already loaded, the run store, and the training job (so quitting can stop it
-cleanly). It paints its first frame before torch and transformers are
-imported; a thread worker imports them afterwards and the nav bar says
-"loading torch…" until they are ready.
+already loaded, and the run store. Training runs are processes of their own
+(``engine.run_process``), which the app starts, follows and controls through
+the store, and which outlive it. It paints its first frame before torch and
+transformers are imported; a thread worker imports them afterwards and the
+nav bar says "loading torch…" until they are ready.
 
 Threads follow one rule: only this (the UI) thread touches widgets. Engine
 calls run in thread workers that post messages back; one handler here shows
@@ -13,7 +14,6 @@ any error a worker raises, in words, never as a traceback.
 
 from __future__ import annotations
 
-import gc
 import importlib
 import threading
 import traceback
@@ -34,14 +34,11 @@ from engine.errors import WorkbenchError
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.datasets import DatasetsScreen
 from tui.screens.help import HelpScreen
+from tui.screens.quit import QuitScreen
 
 if TYPE_CHECKING:
     from engine.models import LoadedModel
-    from engine.store import RunStore
-    from engine.training import TrainingJob
-
-# A full garbage collection comes after this many middle-generation ones (Python: 10).
-FULL_COLLECTION_EVERY = 100
+    from engine.store import Run, RunStore
 
 
 class ScreenActions(Provider):
@@ -83,15 +80,7 @@ def screen_made_on_first_visit(module: str, name: str) -> Callable[[], Screen]:
 
     def make() -> Screen:
         screen = getattr(importlib.import_module(module), name)()
-        app = cast("WorkbenchApp", screen.app)
-        app.read_later_css()
-        # Textual restyles every widget of every screen on a mode screen's first
-        # showing (twice: a fifth of a second each with a run training), in case
-        # it brought CSS of its own. Ours bring none (the app has read it all)
-        # and a widget is styled as it mounts, so the screen is as current as
-        # the app's CSS. A later theme change still reaches it: switch_mode
-        # compares these two counts.
-        screen._css_update_count = app._css_update_count
+        cast("WorkbenchApp", screen.app).read_later_css()
         return screen
 
     return make
@@ -138,7 +127,8 @@ class WorkbenchApp(App):
     # reading a screen's own CSS on its first showing, restyles every widget of
     # every screen then. The first screen's and the dialogs' is read at start;
     # the rest (40 ms: too much for the first frame) once torch is in.
-    CSS_PATH = ["app.tcss", "screens/datasets.tcss", "screens/help.tcss", "screens/confirm.tcss"]
+    CSS_PATH = ["app.tcss", "screens/datasets.tcss", "screens/help.tcss", "screens/confirm.tcss",
+                "screens/quit.tcss"]
     LATER_CSS = ("models", "generate", "train", "runs", "run_detail", "history")
     COMMANDS = App.COMMANDS | {ScreenActions}
 
@@ -183,7 +173,6 @@ class WorkbenchApp(App):
     def __init__(self) -> None:
         super().__init__()
         self.models = ModelCache()
-        self.training: TrainingJob | None = None
         self.pending_resume: tuple[str, str, dict] | None = None
         """(run id, name, config) of a run the Runs screen asked the Train screen to resume."""
         self._store: RunStore | None = None
@@ -206,18 +195,11 @@ class WorkbenchApp(App):
         # Importing torch holds the GIL for seconds: start only once the first
         # frame is on the screen, or the frame would wait for torch.
         self.call_after_refresh(self._load_engine)
-        self.call_after_refresh(self._mark_interrupted_runs)
+        self.call_after_refresh(self._check_runs)
 
     @work(thread=True, group="engine", exit_on_error=False)
     def _load_engine(self) -> None:
-        """Import torch and transformers after the first frame.
-
-        The garbage collector is off meanwhile: importing them creates some
-        400,000 objects that live as long as the process, and the collections
-        that creation sets off (0.1-0.3 s each here) would find nothing to free.
-        """
-        collecting = gc.isenabled()
-        gc.disable()
+        """Import torch and transformers after the first frame."""
         try:
             import engine.generation  # noqa: F401  (imported here so the first frame is fast)
             import engine.training  # noqa: F401
@@ -231,26 +213,8 @@ class WorkbenchApp(App):
             self.call_from_thread(setattr, self, "engine_status", "torch failed to load")
             raise
         finally:
-            self._settle_collector(collecting)
             self._engine_ready.set()
         self.call_from_thread(self._engine_is_ready)
-
-    @staticmethod
-    def _settle_collector(enable: bool) -> None:
-        """Freeze what exists (the imports), collect in full less often, and turn collection back on.
-
-        Frozen objects are skipped by full collections, which would otherwise
-        walk them all, pausing the screen (and a training thread) for up to
-        0.6 s here. They still walk what was made since: 50-130 ms with a run
-        training. At Python's pace (every 10th middle collection) that was
-        every 5 s, a stall the user felt; every 100th makes it about one a
-        minute, while the younger collections go on freeing short-lived cycles.
-        """
-        gc.freeze()
-        young, middle, _ = gc.get_threshold()
-        gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
-        if enable:
-            gc.enable()
 
     def _engine_is_ready(self) -> None:
         self.read_later_css()
@@ -268,9 +232,11 @@ class WorkbenchApp(App):
         self.stylesheet.update(self)
 
     @work(thread=True, group="store", exit_on_error=False)
-    def _mark_interrupted_runs(self) -> None:
-        """Runs left 'running' by a process that died are marked 'interrupted'."""
-        self.store.mark_interrupted_runs()
+    def _check_runs(self) -> None:
+        """Runs left 'running' by a process that died are marked 'interrupted'; the queue moves on."""
+        from engine.run_process import check_runs
+
+        check_runs(self.store)
 
     def wait_for_engine(self) -> None:
         """Block a worker thread until torch and the engine modules are imported."""
@@ -310,42 +276,39 @@ class WorkbenchApp(App):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))
 
-    def delay_update(self, delay: float = 0.05) -> None:
-        """Paint at once: Textual holds back 50 ms after a screen switch (or a palette
-        command) to mask a screen being built. Ours are built once and kept, so
-        there is nothing to mask, and the wait was most of a switch's latency."""
-
-    def training_in_progress(self) -> bool:
-        """True while the app's training job is starting, running or paused."""
-        from engine.store import FINISHED_STATUSES
-
-        return self.training is not None and self.training.progress.status not in FINISHED_STATUSES
-
     async def action_quit(self) -> None:
-        """Quit; with a run in progress, ask, then stop it cleanly (checkpoint, status stopped)."""
-        if not self.training_in_progress():
-            self.exit()
+        """Quit; with runs going, ask whether to leave them running (the default) or stop them with a checkpoint."""
+        self._ask_before_quitting()
+
+    @work(thread=True, group="quit", exclusive=True, exit_on_error=False)
+    def _ask_before_quitting(self) -> None:
+        from engine.store import ACTIVE_STATUSES
+
+        going = [run for run in self.store.list_runs() if run.status in ACTIVE_STATUSES]
+        if not going:
+            self.call_from_thread(self.exit)
             return
 
-        def confirmed(stop: bool | None) -> None:
-            if stop:
-                self.notify("Stopping the run: saving a checkpoint…", timeout=30)
-                self._stop_training_and_exit()
+        def answered(choice: str | None) -> None:
+            if choice == "leave":
+                self.exit()
+            elif choice == "stop":
+                self._stop_runs_and_exit(going)
 
-        self.push_screen(
-            ConfirmScreen("A training run is in progress.",
-                          "Stop it (a checkpoint is saved, status 'stopped') and quit?",
-                          yes="Stop and quit", no="Keep training"),
-            confirmed,
-        )
+        self.call_from_thread(self.push_screen, QuitScreen(going), answered)
 
     @work(thread=True, group="quit", exit_on_error=False)
-    def _stop_training_and_exit(self) -> None:
-        job = self.training
-        if job is not None:
-            job.stop()
-            job.join()
-        self.call_from_thread(self.exit)
+    def _stop_runs_and_exit(self, runs: list[Run]) -> None:
+        """Ask each run to stop: its process finishes the step and saves a checkpoint, with or without the app."""
+        from engine.errors import StoreError
+
+        for run in runs:
+            try:
+                self.store.request_control(run.id, "stop")
+            except StoreError:
+                pass  # it ended meanwhile: nothing to stop
+        self.call_from_thread(self.exit, message=f"Asked {len(runs)} run(s) to stop; each saves a checkpoint. "
+                              "Follow them with: lmwb runs")
 
 
 def run_app() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Callable, cast
 
-from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
@@ -56,13 +55,7 @@ class WorkbenchScreen(Screen):
 
     # -- following the store ----------------------------------------------------
 
-    def on_screen_resume(self, event: events.ScreenResume) -> None:
-        # Textual restyles every widget of a screen it resumes, about half a
-        # millisecond each: a fifth of a second for the Train form, on every
-        # switch. A suspended screen's styles are current already: a theme or
-        # CSS change made meanwhile is applied by switch_mode (its CSS update
-        # count) or refresh_css (the screens in the stack) before this runs.
-        event.refresh_styles = False
+    def on_screen_resume(self) -> None:
         self._shown.set()
         self._wake.set()
 
@@ -75,9 +68,8 @@ class WorkbenchScreen(Screen):
         ``read`` runs in that thread: it asks the store what changed and returns
         a message for the screen, or None when nothing did (then nothing is
         redrawn). One long-lived thread, not a worker per tick: a poll that
-        finds nothing costs a few SQL reads and no UI work at all, so a
-        training thread in this process keeps the GIL. Following something
-        else cancels the previous loop.
+        finds nothing costs a few SQL reads and no UI work at all. Following
+        something else cancels the previous loop.
         """
 
         def loop() -> None:

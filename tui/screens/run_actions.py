@@ -1,7 +1,8 @@
-"""What a user can do to one run, shared by the Runs list and a run's detail screen.
+"""What a user can do to one run, shared by the Train and Runs screens and a run's detail screen.
 
-Delete (after asking), export, generate with one of its checkpoints, resume it.
-Store calls run in thread workers; the screens call these with a run id.
+Pause, continue or stop it (through the store: its process answers), delete
+it (after asking), export it, generate with one of its checkpoints, resume it.
+Store calls run in thread workers; the screens call these with a run.
 """
 
 from __future__ import annotations
@@ -19,11 +20,31 @@ if TYPE_CHECKING:
     from engine.store import Run
 
 
+# What the app says once a run has answered a request, by the status it answered with.
+ANSWERS = {"paused": "paused at step {steps}", "running": "continues from step {steps}",
+           "stopped": "stopped at step {steps}; its checkpoint is saved", "cancelled": "was queued; cancelled",
+           "completed": "completed at step {steps}"}
+
+
 class RunActionsScreen(WorkbenchScreen):
-    """A screen that offers delete, export, generate-with and resume for runs."""
+    """A screen that offers pause, continue, stop, delete, export, generate-with and resume for runs."""
 
     def after_delete(self, run_id: str) -> None:
         """Called on the UI thread once a run is gone (the detail screen closes itself)."""
+
+    # -- pause, continue, stop --------------------------------------------------
+
+    def control(self, run: "Run", action: str) -> None:
+        """Ask the run's process (wherever it was started) to pause, continue or stop; say when it answers."""
+        self._control(run.id, run.name, action)
+
+    @work(thread=True, group="run-control", exit_on_error=False)
+    def _control(self, run_id: str, name: str, action: str) -> None:
+        from engine.run_process import control_run
+
+        run = control_run(self.workbench.store, run_id, action)
+        answer = ANSWERS.get(run.status, run.status).format(steps=run.steps)
+        self.app.call_from_thread(self.notify, f"Run {name} {answer}.")
 
     # -- delete -----------------------------------------------------------------
 
@@ -71,7 +92,7 @@ class RunActionsScreen(WorkbenchScreen):
 
     def resume_run(self, run: "Run") -> None:
         """Send the run's configuration to the Train screen, where Ctrl+R continues it."""
-        if run.status in ACTIVE_STATUSES:
+        if run.status in ACTIVE_STATUSES or run.status == "queued":
             self.notify(f"{run.name} is already {run.status}.", severity="warning")
             return
         self.workbench.pending_resume = (run.id, run.name, dict(run.config))

@@ -1,7 +1,9 @@
 """Runs: every run in the store, live, with its curve; overlay several to compare.
 
 The list is read again a few times a second by a worker, so runs started by
-``lmwb train`` in another terminal appear and move here as they go. Only
+``lmwb train`` in another terminal appear and move here as they go, and any
+of them can be paused, continued or stopped from here (a request through the
+store, which the run's process answers). Only
 changed cells are redrawn. The chart below shows the marked runs overlaid, or
 the highlighted run when none is marked; its metrics are fetched
 incrementally (``after_step``) like the Train screen's.
@@ -32,8 +34,9 @@ COLUMNS = (("mark", ""), ("status", "status"), ("name", "name"), ("model", "mode
            ("steps", "steps"), ("best_val_loss", "best val"), ("created_at", "created"))
 SORTS = (("created_at", "created"), ("name", "name"), ("status", "status"), ("steps", "steps"),
          ("best_val_loss", "best val"))
-STATUS_STYLES = {"running": "bold green", "paused": "bold yellow", "completed": "", "stopped": "yellow",
-                 "failed": "bold red", "interrupted": "red"}
+STATUS_STYLES = {"queued": "cyan", "starting": "green", "running": "bold green", "paused": "bold yellow",
+                 "completed": "", "stopped": "yellow", "failed": "bold red", "interrupted": "red",
+                 "cancelled": "dim"}
 
 
 def run_cells(run: "Run", marked: bool) -> list[Text | str]:
@@ -58,8 +61,9 @@ class RunsScreen(RunActionsScreen):
     HELP = ("Every run in the store, including those started by `lmwb train` elsewhere, updated live. "
             "Type in the filter to search; f cycles the status shown, s the sort column, S the order. "
             "Space marks runs: the chart overlays the marked runs (or shows the highlighted one). "
-            "Enter opens a run's detail; g generates with its latest checkpoint, r resumes it, "
-            "e exports it, x deletes it (after asking).")
+            "Enter opens a run's detail; Ctrl+T pauses or continues it and Ctrl+S stops it (with a "
+            "checkpoint; a queued run is cancelled), wherever it was started; g generates with its latest "
+            "checkpoint, r resumes it, e exports it, x deletes it (after asking).")
 
     BINDINGS = [
         Binding("enter", "open", "Open", id="runs.open", tooltip="Open the run's detail"),
@@ -68,6 +72,10 @@ class RunsScreen(RunActionsScreen):
         Binding("f", "cycle_status", "Status", show=False, id="runs.status", tooltip="Show only runs with one status"),
         Binding("s", "cycle_sort", "Sort", show=False, id="runs.sort", tooltip="Sort by the next column"),
         Binding("S", "reverse_sort", "Order", show=False, id="runs.order", tooltip="Reverse the sort order"),
+        Binding("ctrl+t", "pause", "Pause", id="runs.pause", tooltip="Pause the run (it keeps its place)"),
+        Binding("ctrl+t", "continue", "Continue", id="runs.continue", tooltip="Continue the paused run"),
+        Binding("ctrl+s", "stop", "Stop", id="runs.stop",
+                tooltip="Stop the run, saving a checkpoint (a queued run is cancelled)"),
         Binding("g", "generate", "Generate", id="runs.generate", tooltip="Generate with the run's latest checkpoint"),
         Binding("r", "resume", "Resume", id="runs.resume", tooltip="Resume the run on the Train screen"),
         Binding("e", "export", "Export", id="runs.export", tooltip="Write the run as JSON and CSV here"),
@@ -174,6 +182,10 @@ class RunsScreen(RunActionsScreen):
                         table.update_cell(run.id, key, cell)
         self.marked &= set(self.runs)
         self._chart_runs()
+        highlighted = self.highlighted_id()
+        before = previous.get(highlighted) if highlighted is not None else None
+        if highlighted is not None and (before is None or before.status != self.runs[highlighted].status):
+            self.refresh_bindings()  # pause, continue and stop follow the highlighted run's status
 
     def highlighted_id(self) -> str | None:
         """The id of the run under the table's cursor."""
@@ -197,6 +209,7 @@ class RunsScreen(RunActionsScreen):
 
     @on(DataTable.RowHighlighted, "#runs-table")
     def _highlighted(self) -> None:
+        self.refresh_bindings()
         if not self.marked:
             self._chart_runs()
             self._ask()
@@ -262,6 +275,32 @@ class RunsScreen(RunActionsScreen):
         run = self.highlighted_run()
         if run is not None:
             self.app.push_screen(RunDetailScreen(run.id))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Offer pause, continue and stop only for a run that can do them."""
+        if action not in ("pause", "continue", "stop"):
+            return True
+        run = self.highlighted_run()
+        status = run.status if run is not None else None
+        if action == "pause":
+            return status in ("starting", "running")
+        if action == "continue":
+            return status == "paused"
+        return status in ("queued", "starting", "running", "paused")
+
+    def action_pause(self) -> None:
+        self._control_highlighted("pause")
+
+    def action_continue(self) -> None:
+        self._control_highlighted("continue")
+
+    def action_stop(self) -> None:
+        self._control_highlighted("stop")
+
+    def _control_highlighted(self, action: str) -> None:
+        run = self.highlighted_run()
+        if run is not None:
+            self.control(run, action)
 
     def action_generate(self) -> None:
         run = self.highlighted_run()

@@ -1,14 +1,19 @@
-"""Train: configure a run, start, pause, resume or stop it, and watch it learn.
+"""Train: configure a run, start or queue it, pause, continue or stop it, and watch it learn.
 
-The run itself is the engine's ``TrainingJob`` in its own thread, writing to
-the store. This screen only reads: one follow thread, four times a second,
-asks for the job's progress and for the store's metrics and samples newer
-than those already shown, and posts them only when something changed; the
-chart grows by those rows.
+The run is a process of its own (``engine.run_process``): Ctrl+R launches it
+and it goes on when the app closes or the terminal is lost. This screen only
+follows it through the store: one follow thread, four times a second, reads
+the run's row (status and live progress record) and its metrics and samples
+newer than those already shown, and posts them only when something changed;
+the chart grows by those rows. Pause, continue and stop are requests written
+to the store, which the run's process answers. Opened again, the screen
+follows the latest run, from its first step.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
@@ -22,16 +27,18 @@ from textual.widgets import Label, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
 from engine.errors import SettingsError, WorkbenchError
-from tui.screens.base import WorkbenchScreen
+from engine.store import FINISHED_STATUSES as FINISHED
+from tui.screens.run_actions import RunActionsScreen
 from tui.widgets.config_form import ConfigForm
 from tui.widgets.formatting import human_bytes, human_count, human_duration, loss_text
 from tui.widgets.loss_chart import LossChart
 
 if TYPE_CHECKING:
+    from engine.run_process import TrainingProgress
     from engine.store import Run
-    from engine.training import TrainingJob, TrainingProgress
 
 POLL_INTERVAL = 0.25
+STALE_CHECK_INTERVAL = 2.0   # seconds between checks that the followed run's process is alive
 SAMPLES_SHOWN = 3
 # The form shows the settings most runs change; these fold under headings
 # (Enter on a heading opens it).
@@ -46,7 +53,7 @@ FORM_SECTIONS = (
 )
 
 
-class TrainScreen(WorkbenchScreen):
+class TrainScreen(RunActionsScreen):
     """The training form, the controls, and the live run."""
 
     MODE = "train"
@@ -54,10 +61,13 @@ class TrainScreen(WorkbenchScreen):
     HELP = ("Every training setting is in the form on the left, checked as you type; the less common "
             "ones fold under headings (Tab to a heading, Enter opens it). Ctrl+R starts a "
             "run on the chosen model and dataset (set them here or on the Models and Datasets "
-            "screens); Ctrl+T pauses and resumes; Ctrl+S stops cleanly, saving a checkpoint. The "
-            "chart shows train and validation loss as they arrive, with the learning rate, tokens/s, "
-            "progress and ETA above it and the latest samples below. Resuming a run from the Runs "
-            "screen fills the form with its settings; Ctrl+N starts over with a new run.")
+            "screens) as a background process: it goes on if you quit the app or lose the terminal, "
+            "and the app shows it again when reopened. Ctrl+L queues the run instead: it starts when "
+            "the runs before it end. Ctrl+T pauses and continues; Ctrl+S stops cleanly, saving a "
+            "checkpoint (or cancels a queued run). The chart shows train and validation loss as they "
+            "arrive, with the learning rate, tokens/s, progress and ETA above it and the latest samples "
+            "below. Resuming a run from the Runs screen fills the form with its settings; Ctrl+N "
+            "starts over with a new run.")
     # Nothing is focused for the user on a return here (the cursor stays where
     # they left it, or nowhere after Escape): focusing the form would restyle
     # all its widgets on every switch to this screen (a tenth of a second when
@@ -66,9 +76,12 @@ class TrainScreen(WorkbenchScreen):
 
     BINDINGS = [
         Binding("ctrl+r", "start", "Start", id="train.start", tooltip="Start a run with this configuration"),
+        Binding("ctrl+l", "queue", "Queue", id="train.queue",
+                tooltip="Queue a run with this configuration: it starts when the runs before it end"),
         Binding("ctrl+t", "pause", "Pause", id="train.pause", tooltip="Pause the run (it keeps its place)"),
-        Binding("ctrl+t", "resume", "Resume", id="train.resume", tooltip="Resume the paused run"),
-        Binding("ctrl+s", "stop", "Stop", id="train.stop", tooltip="Stop the run, saving a checkpoint"),
+        Binding("ctrl+t", "resume", "Continue", id="train.resume", tooltip="Continue the paused run"),
+        Binding("ctrl+s", "stop", "Stop", id="train.stop",
+                tooltip="Stop the run, saving a checkpoint (a queued run is cancelled)"),
         Binding("ctrl+n", "new_run", "New", id="train.new", tooltip="Reset the form for a new run"),
         Binding("ctrl+g", "open_run", "Detail", id="train.detail", tooltip="Open this run's detail"),
     ]
@@ -77,9 +90,11 @@ class TrainScreen(WorkbenchScreen):
     status: reactive[str] = reactive("")
 
     class Started(Message, bubble=False):
-        def __init__(self, job: "TrainingJob", run_id: str) -> None:
+        """A run was launched or queued (``run``), or found in the store to show (the latest run)."""
+
+        def __init__(self, run: "Run", *, submitted: bool) -> None:
             super().__init__()
-            self.job, self.run_id = job, run_id
+            self.run, self.submitted = run, submitted
 
     class Polled(Message, bubble=False):
         """What changed since the last poll: new metrics and samples, the run row, live progress."""
@@ -97,8 +112,8 @@ class TrainScreen(WorkbenchScreen):
         self._lr: float | None = None
         self._status_shown = Text()
         self._status_rows = 0
-        self._controls: tuple[str, str | None] | None = None
-        """(run status, job status) the footer's keys were last checked for."""
+        self._run: Run | None = None
+        """The followed run as last read from the store."""
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="train-body"):
@@ -132,6 +147,19 @@ class TrainScreen(WorkbenchScreen):
         box.mount(form)
         form.call_after_refresh(form.focus_first)
         self._take_pending_resume()
+        if self.run_id is None:
+            self._show_latest_run()
+
+    @work(thread=True, exclusive=True, group="latest", exit_on_error=False)
+    def _show_latest_run(self) -> None:
+        """Follow the run going now (or the latest one) from the store: a reopened app shows it again."""
+        runs = self.workbench.store.list_runs()
+        if not runs:
+            return
+        from engine.store import ACTIVE_STATUSES
+
+        going = [run for run in runs if run.status in ACTIVE_STATUSES]
+        self.post_message(self.Started((going or runs)[0], submitted=False))
 
     def _follow_selection(self, field: str, value: str) -> None:
         if self._resume_run is None and self.query("#config"):
@@ -169,8 +197,17 @@ class TrainScreen(WorkbenchScreen):
     # -- controls ---------------------------------------------------------------
 
     def action_start(self) -> None:
-        if self.workbench.training_in_progress():
-            self.notify("A run is already in progress; stop it first.", severity="warning")
+        self._submit(queue=False)
+
+    def action_queue(self) -> None:
+        self._submit(queue=True)
+
+    def _submit(self, *, queue: bool) -> None:
+        from engine.store import ACTIVE_STATUSES
+
+        if not queue and self._run is not None and self._run.status in ACTIVE_STATUSES:
+            self.notify(f"Run {self._run.name} is {self._run.status}; stop it first, or queue this run "
+                        "with Ctrl+L.", severity="warning")
             return
         if not self.query("#config"):
             self.notify("torch is still loading; try again in a moment.", severity="warning")
@@ -180,25 +217,33 @@ class TrainScreen(WorkbenchScreen):
             self.notify("Fix the settings marked in red first.", severity="error")
             self.query_one("#config", ConfigForm).focus_first_error()
             return
-        self.query_one("#run-status", Static).update("starting: preparing the model and the data…")
-        self.query_one("#train-progress").display = True
-        self.query_one("#train-progress", ProgressBar).update(total=None, progress=0)
-        self._start(config, self._resume_run)
+        if not queue:
+            self.query_one("#run-status", Static).update("starting: launching the run's process…")
+            self.query_one("#train-progress").display = True
+            self.query_one("#train-progress", ProgressBar).update(total=None, progress=0)
+        self._start(config, self._resume_run, queue)
 
     @work(thread=True, exclusive=True, group="start", exit_on_error=False)
-    def _start(self, config: Any, resume_run: str | None) -> None:
-        from engine.training import TrainingJob
+    def _start(self, config: Any, resume_run: str | None, queue: bool) -> None:
+        from engine.run_process import submit_run
 
-        job = TrainingJob(config, store=self.workbench.store, resume_run=resume_run)
-        run_id = job.start()
-        self.post_message(self.Started(job, run_id))
+        run = submit_run(config, self.workbench.store, resume_run=resume_run, queue=queue)
+        self.post_message(self.Started(run, submitted=True))
 
     @on(Started)
     def _started(self, message: Started) -> None:
-        self.workbench.training = message.job
-        self._resume_run = None
-        self.query_one("#resume-banner").display = False
-        self.watch_run(message.run_id)
+        run = message.run
+        if message.submitted:
+            self._resume_run = None
+            self.query_one("#resume-banner").display = False
+        elif self.run_id is not None:
+            return  # the user started or chose a run meanwhile
+        if run.status == "queued":
+            self.notify(f"Queued run {run.name} ({run.id}); it starts when the runs before it end. "
+                        "Runs (5) shows the queue.")
+            if self._run is not None and self._run.status not in FINISHED:
+                return  # keep following the run going now
+        self.watch_run(run.id)
 
     def watch_run(self, run_id: str) -> None:
         """Show ``run_id`` from its first step: chart, progress and samples, then follow it."""
@@ -212,20 +257,16 @@ class TrainScreen(WorkbenchScreen):
         self.follow(self._reader(run_id), POLL_INTERVAL)
 
     def action_pause(self) -> None:
-        if self.workbench.training is not None:
-            self.workbench.training.pause()
-            self.refresh_bindings()
+        if self._run is not None:
+            self.control(self._run, "pause")
 
     def action_resume(self) -> None:
-        if self.workbench.training is not None:
-            self.workbench.training.resume()
-            self.refresh_bindings()
+        if self._run is not None:
+            self.control(self._run, "continue")
 
     def action_stop(self) -> None:
-        job = self.workbench.training
-        if job is not None and self.workbench.training_in_progress():
-            job.stop()
-            self.query_one("#run-status", Static).update("stopping: saving a checkpoint…")
+        if self._run is not None:
+            self.control(self._run, "stop")
 
     def action_open_run(self) -> None:
         if self.run_id is not None:
@@ -234,16 +275,16 @@ class TrainScreen(WorkbenchScreen):
             self.app.push_screen(RunDetailScreen(self.run_id))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Grey out controls that do nothing in the current state."""
-        running = self.workbench.training_in_progress()
+        """Grey out controls that do nothing in the followed run's state."""
+        status = self._run.status if self._run is not None else None
+        going = status is not None and status not in FINISHED
         if action in ("pause", "resume"):
             # One key, two actions: the footer shows the one that fits the run's state.
-            paused = running and self.workbench.training.progress.status == "paused"
-            return running and paused == (action == "resume")
+            return status in ("running", "starting") if action == "pause" else status == "paused"
         if action == "stop":
-            return running or None
+            return going or None
         if action in ("start", "new_run"):
-            return (not running) or None
+            return (not going) or None
         if action == "open_run":
             return self.run_id is not None or None
         return True
@@ -251,23 +292,30 @@ class TrainScreen(WorkbenchScreen):
     # -- watching the run -------------------------------------------------------
 
     def _reader(self, run_id: str) -> Callable[[], "TrainScreen.Polled | None"]:
-        """What the follow thread calls: the run's new metrics and samples, its row, the job's progress.
+        """What the follow thread calls: the run's new metrics and samples, its row and progress record.
 
         The cursors live in this closure, so only the follow thread touches them.
         """
+        from engine.run_process import progress_of
+
         store = self.workbench.store
         after_metric, after_sample, last_state = -1, -1, None
+        last_check = 0.0
 
         def read() -> TrainScreen.Polled | None:
-            nonlocal after_metric, after_sample, last_state
+            nonlocal after_metric, after_sample, last_state, last_check
+            if time.monotonic() - last_check > STALE_CHECK_INTERVAL:  # a run whose process died says so
+                store.mark_interrupted_runs()
+                last_check = time.monotonic()
             metrics = store.metrics(run_id, after_step=after_metric)
             samples = store.samples(run_id, after_step=after_sample)
             run = store.get_run(run_id)
-            job = self.workbench.training
-            progress = job.progress if job is not None and job.run_id == run_id else None  # frozen, replaced whole
-            if not metrics and not samples and (run, progress) == last_state:
+            progress = progress_of(run)
+            # The heartbeat's time changes twice a second; what is shown changes less often.
+            state = dataclasses.replace(run, heartbeat_at=None)
+            if not metrics and not samples and state == last_state:
                 return None
-            last_state = (run, progress)
+            last_state = state
             after_metric = metrics[-1]["step"] if metrics else after_metric
             after_sample = samples[-1]["step"] if samples else after_sample
             return self.Polled(run_id, metrics, samples, run, progress)
@@ -286,11 +334,8 @@ class TrainScreen(WorkbenchScreen):
             self._samples = (self._samples + message.samples)[-SAMPLES_SHOWN:]
             self._show_samples()
         self._show_status(run, progress, message.metrics[-1] if message.metrics else None)
-        # Redraw only what changed: a poll comes 4 times a second, and every
-        # repaint takes the GIL from the training thread.
-        controls = (run.status, progress.status if progress is not None else None)
-        if controls != self._controls:
-            self._controls = controls
+        self._run = run
+        if run.status != self.status:
             self.status = run.status
             self.refresh_bindings()
 
@@ -305,6 +350,10 @@ class TrainScreen(WorkbenchScreen):
         line.append(f" · step {step}/{max_steps}")
         if live and run.status == "running" and progress.eta_seconds is not None:
             line.append(f" · ETA {human_duration(progress.eta_seconds)}")
+        if run.status == "queued":
+            line.append(" · starts when the runs before it end")
+        elif live and run.status in ("starting", "running") and progress.phase not in ("", "training"):
+            line.append(f" · {progress.phase}", style="italic")
         train_loss = progress.train_loss if live else (latest or {}).get("train_loss")
         val_loss = progress.val_loss if live else run.best_val_loss
         line.append(f"\nloss {loss_text(train_loss)} · val {loss_text(val_loss)}")
@@ -323,10 +372,10 @@ class TrainScreen(WorkbenchScreen):
             self._status_shown = line
             status = self.query_one("#run-status", Static)
             # A relayout only when the text needs more rows than it has: most
-            # updates (4 a second) change a number in place, and a relayout of
-            # the screen takes the GIL from the training thread. (A line that
-            # wraps as its numbers grow and shrink would otherwise relayout
-            # every time; a spare row until the next relayout costs nothing.)
+            # updates (4 a second) change a number in place, and laying out the
+            # whole screen each time would be wasted work. (A line that wraps as
+            # its numbers grow and shrink would otherwise relayout every time; a
+            # spare row until the next relayout costs nothing.)
             rows = len(line.wrap(self.app.console, max(status.content_size.width, 1)))
             status.update(line, layout=rows > self._status_rows)
             self._status_rows = max(rows, self._status_rows)

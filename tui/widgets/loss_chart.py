@@ -3,12 +3,9 @@
 Metrics rows come from the store (``RunStore.metrics``): one dict per logged
 step with ``train_loss`` and, on evaluation steps, ``val_loss``. The chart
 keeps them per series and redraws at most once a second, so a fast run never
-makes the screen spend its time plotting (or take the GIL from the trainer).
-
-Plotting is slow (plotext builds the picture in Python: 10-25 ms here, twice
-that with a trainer in the process), so the picture is built once per change
-of data, size or theme and kept, and a chart on a hidden screen plots new
-data only once it is shown again: a screen switch must not wait for a plot.
+makes the screen spend its time plotting (plotext builds the picture in
+Python: 10-25 ms here). A chart on a hidden screen plots new data only once it
+is shown again.
 """
 
 from __future__ import annotations
@@ -16,14 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 # Distinct line colours for overlaid runs (plotext colour names).
 SERIES_COLOURS = ("cyan", "orange", "magenta", "green", "yellow", "blue", "red", "white")
 # More points than this per line only cost time: the chart is ~100 cells wide.
 MAX_POINTS = 400
-# Plotting takes the GIL for tens of milliseconds, away from a training thread.
+# Plotting takes tens of milliseconds: new points are drawn at most this often.
 REDRAW_INTERVAL = 1.0
 
 
@@ -71,9 +67,6 @@ class LossChart(PlotextPlot):
         self.series: dict[str, LossSeries] = {}
         self.empty_message = empty_message
         self._dirty = True
-        self._picture: tuple[tuple, RenderResult] | None = None
-        """The last plot built, with what it was built for (data version, size, theme)."""
-        self._version = 0
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -104,21 +97,11 @@ class LossChart(PlotextPlot):
         return sum(series.points for series in self.series.values())
 
     def _redraw_if_dirty(self) -> None:
-        # Not while another screen is shown: drawn then, the new picture would
-        # be painted, a slow first paint, on the switch back to this one.
         if self._dirty and self.screen.is_current:
             self._replot()
 
-    def render(self) -> RenderResult:
-        """The plot, built only if the data, the size or the theme changed since it was last built."""
-        built_for = (self._version, self.size, self.app.theme, self.theme)
-        if self._picture is None or self._picture[0] != built_for:
-            self._picture = (built_for, super().render())
-        return self._picture[1]
-
     def _replot(self) -> None:
         self._dirty = False
-        self._version += 1
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
