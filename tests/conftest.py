@@ -7,7 +7,10 @@ hub access, no mocking of transformers.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 # pytest-xdist runs one worker per core; a torch thread pool per worker on top
@@ -31,13 +34,39 @@ TOKENIZER_TEXTS = [
 
 
 @pytest.fixture(autouse=True)
-def lmwb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own empty data directory and no hub access."""
+def lmwb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own empty data directory and no hub access.
+
+    Runs are processes of their own that outlive whoever started them: one a
+    test leaves going is ended with the test (its whole process group, so
+    the ranks of a --nproc run go too).
+    """
     home = tmp_path / "lmwb-home"
     monkeypatch.setenv("LMWB_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    return home
+    yield home
+    end_run_processes(home)
+
+
+def end_run_processes(home: Path) -> None:
+    """Kill the processes of the runs still active or queued in ``home`` (queued ones could start later)."""
+    if not (home / "workbench.db").exists():
+        return
+    from engine.store import ACTIVE_STATUSES, RunStore, process_alive
+
+    store = RunStore(home / "workbench.db")
+    for run in store.list_runs():
+        if run.status == "queued":
+            store.request_control(run.id, "stop")  # cancelled: nothing starts it later
+        elif run.status in ACTIVE_STATUSES and run.pid and run.pid != os.getpid() and process_alive(run.pid):
+            with contextlib.suppress(OSError):
+                group = os.getpgid(run.pid)
+                if group == os.getpgid(0):  # started by this test without a session of its own
+                    os.kill(run.pid, signal.SIGKILL)
+                else:
+                    os.killpg(group, signal.SIGKILL)
+    store.close()
 
 
 def build_tiny_gpt2(directory: Path, *, n_positions: int = 64, vocab_size: int = 300, seed: int = 0) -> Path:

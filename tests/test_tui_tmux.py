@@ -97,3 +97,38 @@ def test_lmwb_opens_switches_screens_and_quits_cleanly(terminal: Terminal) -> No
     terminal.press("C-q")
     screen = terminal.wait_for(EXITED, timeout=30)
     assert f"{EXITED} 0" in screen
+
+
+def test_a_run_started_in_the_app_outlives_the_terminal_and_shows_again_when_reopened(
+        lmwb_home: Path, tmp_path: Path) -> None:
+    from engine.store import RunStore
+
+    command = (f"cd {REPO_ROOT} && LMWB_HOME={lmwb_home} HF_HUB_OFFLINE=1 HF_HOME={tmp_path / 'hf'} "
+               f"OMP_NUM_THREADS=1 {sys.executable} -m tui.cli")
+    first = Terminal(command)
+    try:
+        first.wait_for("torch ready")
+        first.press("4")
+        first.wait_for("learning rate")
+        first.press("Escape", "C-r")
+        first.wait_for("running", timeout=180)  # the run is training
+    finally:
+        first.close()  # the terminal goes, as with a dropped SSH connection: tmux's server hangs up on the app
+    store = RunStore()
+    [run] = store.list_runs()
+    assert run.status in ("starting", "running") and run.steps < 200
+
+    deadline = time.monotonic() + 300
+    while (run := store.get_run(run.id)).status not in ("completed", "failed", "interrupted", "stopped"):
+        assert time.monotonic() < deadline, f"run {run.id} is still {run.status} at step {run.steps}"
+        time.sleep(0.5)
+    assert run.status == "completed" and run.steps == 200
+
+    reopened = Terminal(command)
+    try:
+        reopened.wait_for("torch ready")
+        reopened.press("4")
+        screen = reopened.wait_for("Completed 200 steps.", timeout=60)
+        assert "completed" in screen and "200/200" in screen and run.name in screen
+    finally:
+        reopened.close()
