@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import RunStore
+from engine.store import RunStore, process_alive
 from tui.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -264,18 +264,9 @@ def test_kill_9_in_the_middle_of_a_database_write_loses_nothing_committed(
 # A small script that runs the real app (headless, as its own tests do), starts a
 # run from the Train screen's form, and keeps the app running until it is killed.
 APP_WITH_A_RUN_GOING = textwrap.dedent("""
-    import asyncio, json, sys, time
-    import engine.training
+    import asyncio, json, sys
     from tui.app import WorkbenchApp
     from tui.widgets.config_form import ConfigForm
-
-    # Each step takes at least 20 ms, so the kill lands mid-run however fast
-    # this machine trains the tiny model (all 60 steps can take half a second).
-    report = engine.training.TrainingJob._report
-    def report_slowly(job, **changes):
-        report(job, **changes)
-        time.sleep(0.02)
-    engine.training.TrainingJob._report = report_slowly
 
     async def main(settings):
         app = WorkbenchApp()
@@ -287,9 +278,9 @@ APP_WITH_A_RUN_GOING = textwrap.dedent("""
             form.set_values(settings)
             assert form.errors == {}, form.errors
             await pilot.press("ctrl+r")
-            while app.training is None or app.training.run_id is None:
+            while app.screen.run_id is None:
                 await pilot.pause(0.05)
-            print("Started run", app.training.run_id, flush=True)
+            print("Started run", app.screen.run_id, flush=True)
             while True:
                 await pilot.pause(0.1)
 
@@ -298,7 +289,8 @@ APP_WITH_A_RUN_GOING = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_kill_9_of_the_app_with_a_run_going(tiny_model_dir, fables_excerpt, never_killed, capsys):
+def test_kill_9_of_the_app_leaves_its_run_going_and_kill_9_of_the_run_resumes_it_exactly(
+        tiny_model_dir, fables_excerpt, never_killed, capsys):
     # The form holds what training_flags() gives `lmwb train`; every other field keeps its default.
     form = {"model": str(tiny_model_dir), "dataset": str(fables_excerpt), "max_steps": TOTAL_STEPS, "batch_size": 4,
             "block_size": 32, "learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_steps": 2,
@@ -312,9 +304,18 @@ def test_kill_9_of_the_app_with_a_run_going(tiny_model_dir, fables_excerpt, neve
     store = RunStore()
     # The first checkpoint, not a count of metrics: those are flushed once a
     # second, and on a quiet machine the whole run can finish inside one flush.
-    wait_for(lambda: store.checkpoints(run_id), what="the app's first checkpoint")
+    wait_for(lambda: store.checkpoints(run_id), what="the run's first checkpoint")
+    # Frozen at once, so the kills land mid-run however fast this machine trains
+    # the tiny model (all 60 steps can take half a second).
+    run = store.get_run(run_id)
+    os.kill(run.pid, signal.SIGSTOP)
     app.kill()
     app.wait(timeout=30)
+    # The run is a process of its own, in a session of its own: the app's death does not reach it.
+    assert run.pid != app.pid and process_alive(run.pid, run.process_start)
+    assert store.get_run(run_id).status == "running"
+    os.kill(run.pid, signal.SIGKILL)
+    wait_for(lambda: not process_alive(run.pid, run.process_start), what="the run's process to die")
     assert len(store.metrics(run_id)) < TOTAL_STEPS
     assert_recovers_like_a_run_never_killed(run_id, never_killed, capsys)
 
