@@ -85,13 +85,14 @@ def progress_of(run: Run) -> TrainingProgress | None:
 # Starting runs: now, or in the queue
 
 
-def submit_run(config: TrainingConfig, store: RunStore, *, resume_run: str | None = None, nproc: int = 1,
+def submit_run(config: TrainingConfig, store: RunStore, *, resume_run: str | None = None, nproc: int | None = None,
                queue: bool = False) -> Run:
     """Check the settings, record the run, and start its process now (or queue it); return the run.
 
     What can be checked quickly is checked here, before anything is
     recorded: the settings, the dataset's path, the block size against the
-    model's context, and for a resumed run its status and process count.
+    model's context, and for a resumed run its status and process count
+    (``nproc`` left out: 1 for a new run, the run's own for a resumed one).
     Errors found later (a dataset too small, a model that fails to load) end
     the run as ``failed`` with their message, which its process writes.
     """
@@ -105,7 +106,7 @@ def submit_run(config: TrainingConfig, store: RunStore, *, resume_run: str | Non
     if resume_run is None:
         check_block_size(config.block_size, context_length_on_disk(config.model, store))
         run = store.create_run(name=config.name, model=config.model, dataset=config.dataset,
-                               config=config.as_dict(), world_size=nproc, lora=config.lora, status=status)
+                               config=config.as_dict(), world_size=nproc or 1, lora=config.lora, status=status)
     else:
         run = _check_resumable(store.get_run(resume_run), config, nproc, store)
         run = store.reopen_run(run.id, config.as_dict(), status)
@@ -116,11 +117,11 @@ def submit_run(config: TrainingConfig, store: RunStore, *, resume_run: str | Non
     return store.get_run(run.id)
 
 
-def _check_resumable(run: Run, config: TrainingConfig, nproc: int, store: RunStore) -> Run:
+def _check_resumable(run: Run, config: TrainingConfig, nproc: int | None, store: RunStore) -> Run:
     """Refuse, before anything changes, a resume that its process would refuse."""
     if run.status in ACTIVE_STATUSES or run.status == "queued":
         raise TrainingError(f"Run {run.id} is {run.status} already; stop it before resuming it.")
-    if run.world_size != nproc:
+    if nproc is not None and run.world_size != nproc:
         raise TrainingError(f"Run {run.id} was trained as {run.world_size} process(es); resume it as "
                             f"{run.world_size} (lmwb train --resume {run.id} --nproc {run.world_size}).")
     if not store.checkpoints(run.id):
@@ -292,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkbenchError as exc:
         print(f"lmwb: error: {exc}", file=sys.stderr, flush=True)
         _fail_if_not_started(store, run_id, str(exc))
+        with contextlib.suppress(WorkbenchError):  # its slot is free: the next queued run starts, as after any end
+            start_queued_runs(store)
         return 2
 
 

@@ -1015,7 +1015,7 @@ def _train_in_background(args: argparse.Namespace) -> int:
     store = _open_store()
     with settings_named_by_flags(TRAINING_FLAG_NAMES):
         config, resume_run = _training_config(args, store)
-        run = submit_run(config, store, resume_run=resume_run, nproc=args.nproc or 1, queue=args.queue)
+        run = submit_run(config, store, resume_run=resume_run, nproc=args.nproc, queue=args.queue)
     if run.status == "queued":
         ahead = [queued.id for queued in store.list_runs(status="queued", order_by="created_at", descending=False)
                  if (queued.queued_at or "") < (run.queued_at or "")]
