@@ -132,6 +132,7 @@ class TrainScreen(RunActionsScreen):
         self.query_one("#resume-banner").display = False
         self.query_one("#train-progress").display = False
         self.watch(self.workbench, "engine_loaded", self._engine_loaded)
+        self._show_latest_run()  # from the store alone: no need to wait for torch
         self.watch(self.workbench, "model", lambda model: self._follow_selection("model", model), init=False)
         self.watch(self.workbench, "dataset", lambda name: self._follow_selection("dataset", name), init=False)
 
@@ -147,8 +148,6 @@ class TrainScreen(RunActionsScreen):
         box.mount(form)
         form.call_after_refresh(form.focus_first)
         self._take_pending_resume()
-        if self.run_id is None:
-            self._show_latest_run()
 
     @work(thread=True, exclusive=True, group="latest", exit_on_error=False)
     def _show_latest_run(self) -> None:
