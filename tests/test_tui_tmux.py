@@ -132,3 +132,26 @@ def test_a_run_started_in_the_app_outlives_the_terminal_and_shows_again_when_reo
         assert "completed" in screen and "200/200" in screen and run.name in screen
     finally:
         reopened.close()
+
+
+def test_function_keys_switch_screens_from_a_text_field_without_typing_into_it(terminal: Terminal) -> None:
+    terminal.wait_for("torch ready")
+    terminal.press("4")
+    screen = terminal.wait_for("learning rate")
+    assert "f1-5 Screens" in screen  # the footer shows the keys
+
+    def field_line(screen: str) -> str:
+        return next(line for line in screen.splitlines() if line.startswith("model "))[:36].rstrip()
+
+    terminal.press("5")  # the form's first field has the cursor: a digit is text there
+    screen = terminal.wait_for("5 ")
+    typed = field_line(screen)
+    assert "5" in typed and "learning rate" in screen  # still on Train
+    terminal.press("F5")
+    screen = terminal.wait_for("best val")
+    assert "learning rate" not in screen
+    terminal.press("F4")
+    screen = terminal.wait_for("learning rate")
+    assert field_line(screen) == typed  # F5 and F4 left the field's text as it was
+    terminal.press("F1")
+    terminal.wait_for("Count tokens")

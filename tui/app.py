@@ -157,7 +157,16 @@ class WorkbenchApp(App):
                     tooltip=f"Go to the {title} screen")
             for mode, key, title in SCREEN_ORDER
         ),
-        Binding("question_mark,f1", "help", "Help", id="app.help", tooltip="Keys and what each screen does"),
+        # In a text field a digit is text: F1-F5 switch screens from anywhere,
+        # whatever has focus (function keys reach the app over SSH; Alt+digit
+        # does not: Textual reads Esc+5 as the Mac's Option+5, "∞").
+        *(
+            Binding(f"f{key}", f"switch_mode('{mode}')", "Screens", show=key == "1", priority=True,
+                    key_display="f1-5" if key == "1" else None, id=f"screen.f.{mode}",
+                    tooltip=f"Go to the {title} screen, even from a text field")
+            for mode, key, title in SCREEN_ORDER
+        ),
+        Binding("question_mark", "help", "Help", id="app.help", tooltip="Keys and what each screen does"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True,
                 tooltip="Quit (asks first if a training run is in progress)"),
     ]

@@ -14,7 +14,7 @@ from textual.widgets import Static
 class HelpScreen(ModalScreen[None]):
     """Keys of the screen it was opened from (read from its live bindings), and of the app."""
 
-    BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "Close", id="help.close")]
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close", id="help.close")]
 
     def __init__(self, screen: Screen) -> None:
         super().__init__()
