@@ -96,6 +96,9 @@ class BenchError(RuntimeError):
     """The bench cannot measure what it should: said in words, and the phase fails."""
 
 
+PHASES = ("start-up", "speed", "keys")   # first frame; tokens/s with the app open; keypress to repaint
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=5, help="app starts timed for the first frame (default 5)")
@@ -106,7 +109,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads in the app and the runs "
                         "(OMP_NUM_THREADS; default 1, steadier on a machine whose cores are shared)")
     parser.add_argument("--home", help="LMWB_HOME for the runs (default: a temporary directory)")
+    parser.add_argument("--phases", default=",".join(PHASES), help="which to measure, comma-separated "
+                        f"(default: all of {','.join(PHASES)})")
     args = parser.parse_args()
+    unknown = set(args.phases.split(",")) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {','.join(PHASES)}")
     for flag in ("frames", "repeats", "presses", "threads"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1")
@@ -638,11 +646,13 @@ def main() -> int:
         signal.signal(number, lambda signum, _: sys.exit(128 + signum))
     print(f"LMWB_HOME {home}; terminal {SIZE[0]}x{SIZE[1]}; torch threads {args.threads} (OMP_NUM_THREADS); "
           f"{os.cpu_count()} CPUs; load average {load_average()} (1/5/15 min)", flush=True)
-    phases = (("start-up", lambda: measure_start_up(env, args.frames)),
-              ("training tokens/s", lambda: measure_training_speed(home, env, args.repeats, args.steps)),
-              ("keypress to repaint", lambda: measure_keypresses(home, env, args.presses)))
+    phases = {"start-up": lambda: measure_start_up(env, args.frames),
+              "speed": lambda: measure_training_speed(home, env, args.repeats, args.steps),
+              "keys": lambda: measure_keypresses(home, env, args.presses)}
     failed = []
-    for name, measure in phases:
+    for name, measure in phases.items():
+        if name not in args.phases.split(","):
+            continue
         try:
             measure()
         except BenchError as exc:

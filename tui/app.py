@@ -285,6 +285,11 @@ class WorkbenchApp(App):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))
 
+    def delay_update(self, delay: float = 0.05) -> None:
+        """Paint at once: Textual holds back every screen switch 50 ms (``switch_mode`` calls this) to mask
+        a screen being built. Ours are built once and kept, so there is nothing to mask, and the wait alone
+        is more than the 33 ms a switch may take. tests/test_textual_assumptions.py fails if Textual changes it."""
+
     async def action_quit(self) -> None:
         """Quit; with runs going, ask whether to leave them running (the default) or stop them with a checkpoint."""
         self._ask_before_quitting()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Callable, cast
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
@@ -55,7 +56,13 @@ class WorkbenchScreen(Screen):
 
     # -- following the store ----------------------------------------------------
 
-    def on_screen_resume(self) -> None:
+    def on_screen_resume(self, event: events.ScreenResume) -> None:
+        # Textual restyles every widget of a screen it resumes, though a
+        # suspended screen's styles are current already (a theme or CSS change
+        # made meanwhile is applied by switch_mode or refresh_css before this
+        # runs): tens of milliseconds for the Train form, on every switch.
+        # tests/test_textual_assumptions.py fails if Textual stops honouring this.
+        event.refresh_styles = False
         self._shown.set()
         self._wake.set()
 
