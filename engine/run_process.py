@@ -313,7 +313,7 @@ def _train_stored_run(store: RunStore, run: Run) -> int:
     try:
         finished = job.run()
     finally:
-        if job.place.writes:
+        if job.place.writes and job.progress.status != "starting":  # one that never started says why itself
             print(f"Run {run.id}: {job.progress.status}. {job.progress.message}", flush=True)
     return 0 if finished.status in ("completed", "stopped") else 1
 

@@ -768,9 +768,9 @@ def cmd_runs_follow(args: argparse.Namespace) -> int:
         run = store.get_run(run.id)
         return _stored_progress(run, progress_of(run)), run.status in FINISHED_STATUSES
 
-    print(f"Following run {run.id} ({run.name}), {run.status}. Ctrl+C stops following; the run goes on.",
-          flush=True)
     with stop_on_signals(lambda: None) as leaving:
+        print(f"Following run {run.id} ({run.name}), {run.status}. Ctrl+C stops following; the run goes on.",
+              flush=True)
         follow_progress(next_progress, threading.Event())
     if leaving.is_set() and run.status not in FINISHED_STATUSES:
         print(f"Stopped following; run {run.id} goes on. Follow it again: lmwb runs follow {run.id}", flush=True)
