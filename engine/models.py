@@ -28,13 +28,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import huggingface_hub
 import torch
 import transformers
-from huggingface_hub.errors import CacheNotFound, HFValidationError
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.errors import CacheNotFound
 from safetensors import SafetensorError
 from tokenizers import ByteLevelBPETokenizer
 from transformers import (
@@ -51,6 +50,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from engine.errors import ModelSourceError, SettingsError, StoreError
 from engine.home import tokenizer_cache_dir, workbench_home
 from engine.lora import adapter_base, is_adapter_directory, load_adapters, merge_adapters
+from engine.model_source import SCRATCH_PRESETS, ModelSource
 
 if TYPE_CHECKING:
     from engine.datasets import Dataset
@@ -58,116 +58,12 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 
-# GPT-2 architecture, sized for a CPU. Counted with the default vocabulary of
-# 8192 tokens (the tied embedding is counted once):
-#   nano   1,146,720 parameters  (96 wide, 3 layers, 3 heads, context 256)
-#   tiny   5,322,240 parameters  (256 wide, 4 layers, 4 heads, context 256)
-#   small 29,676,544 parameters  (512 wide, 8 layers, 8 heads, context 512)
-# Head width is 32 or 64 as in GPT-2 itself. Dropout is off: these models see
-# small datasets for a few minutes, and nanoGPT's advice for short training
-# runs holds (a run can still set it in its config).
-_NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
-SCRATCH_PRESETS: dict[str, dict] = {
-    "nano": {"n_embd": 96, "n_layer": 3, "n_head": 3, "n_positions": 256, **_NO_DROPOUT},
-    "tiny": {"n_embd": 256, "n_layer": 4, "n_head": 4, "n_positions": 256, **_NO_DROPOUT},
-    "small": {"n_embd": 512, "n_layer": 8, "n_head": 8, "n_positions": 512, **_NO_DROPOUT},
-}
-
 END_OF_TEXT = "<|endoftext|>"
 # 256 byte symbols plus <|endoftext|>: the smallest byte-level vocabulary.
 MIN_VOCAB_SIZE = 257
-
-_ACCEPTED_FORMS = (
-    "Use one of:\n"
-    "  a Hugging Face id             gpt2, distilgpt2, org/name\n"
-    "  a local model directory       ./path/to/model, ../model, /abs/path, ~/models/name\n"
-    "  an earlier run's checkpoint   run:<id> (its latest) or run:<id>@<step>\n"
-    f"  a from-scratch preset         {', '.join('scratch:' + name for name in SCRATCH_PRESETS)}"
-)
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 _SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
-
-
-def _not_a_source(text: str, reason: str) -> ModelSourceError:
-    return ModelSourceError(f"{text!r} is not a model source: {reason}.\n{_ACCEPTED_FORMS}")
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model comes from, in the one spelling the CLI, TUI and store share.
-
-    ``str(source)`` is the canonical text and ``ModelSource.parse`` reads it
-    back, so a run records its model as text and can reload it later.
-    """
-
-    kind: Literal["hub", "local", "run", "scratch"]
-    value: str  # hub id, directory, run id, or preset name
-    step: int | None = None  # run:<id>@<step>
-
-    @classmethod
-    def parse(cls, text: str) -> ModelSource:
-        """Read a model source; ``ModelSourceError`` (listing the accepted forms) on nonsense."""
-        stripped = text.strip()
-        if not stripped:
-            raise _not_a_source(text, "it is empty")
-        if _CONTROL_CHARACTERS.search(stripped):
-            raise _not_a_source(text, "it contains control characters")
-        if stripped.startswith("run:"):
-            return cls._parse_run(stripped)
-        if stripped.startswith("scratch:"):
-            preset = stripped.removeprefix("scratch:").lower()
-            if preset not in SCRATCH_PRESETS:
-                raise _not_a_source(text, f"there is no preset {preset!r}")
-            return cls("scratch", preset)
-        if _looks_like_path(stripped):
-            return cls("local", _canonical_path(stripped))
-        try:
-            validate_repo_id(stripped)
-        except HFValidationError:
-            raise _not_a_source(
-                text,
-                "it is no existing directory, and no Hugging Face id "
-                "('name' or 'org/name' in letters, digits, '-', '_' and '.')",
-            ) from None
-        return cls("hub", stripped)
-
-    @classmethod
-    def _parse_run(cls, text: str) -> ModelSource:
-        run_id, at, step_text = text.removeprefix("run:").partition("@")
-        if not _RUN_ID.fullmatch(run_id):
-            raise _not_a_source(text, "after 'run:' comes a run id (letters, digits, '-' and '_')")
-        run_id = run_id.lower()  # run ids are lowercase hex; the store matches them so
-        if not at:
-            return cls("run", run_id)
-        if not step_text.isascii() or not step_text.isdigit():
-            raise _not_a_source(text, "after '@' comes a step number, like run:ab12cd34@200")
-        return cls("run", run_id, int(step_text))
-
-    def __str__(self) -> str:
-        if self.kind == "run":
-            return f"run:{self.value}" if self.step is None else f"run:{self.value}@{self.step}"
-        if self.kind == "scratch":
-            return f"scratch:{self.value}"
-        return self.value
-
-
-def _looks_like_path(text: str) -> bool:
-    if text in (".", "..") or text.startswith(("./", "../", "/", "~")):
-        return True
-    return os.path.isdir(text)
-
-
-def _canonical_path(text: str) -> str:
-    """``models/x/`` and ``./models/x`` are the same directory: spell it ``./models/x``."""
-    if text.startswith("~"):
-        return text.rstrip("/") or text
-    path = os.path.normpath(text)
-    if os.path.isabs(path) or path in (".", "..") or path.startswith("../"):
-        return path
-    return "./" + path
 
 
 @dataclass

@@ -39,7 +39,7 @@ from engine.home import ensure_private_dir, run_dir
 from engine.store import ACTIVE_STATUSES, CONTROL_ACTIONS, FINISHED_STATUSES, Run, RunStore
 
 if TYPE_CHECKING:
-    from engine.training import TrainingConfig
+    from engine.training_config import TrainingConfig
 
 LOG_FILE = "train.log"
 ANSWER_TIMEOUT = 30.0        # seconds a run has to answer a request before the asker gives up
@@ -98,7 +98,7 @@ def submit_run(config: TrainingConfig, store: RunStore, *, resume_run: str | Non
     """
     from engine.datasets import open_dataset
     from engine.models import context_length_on_disk
-    from engine.training import check_block_size
+    from engine.training_config import check_block_size
 
     config.validate()
     open_dataset(config.dataset, config.dataset_field)
@@ -303,7 +303,8 @@ def _train_stored_run(store: RunStore, run: Run) -> int:
 
     if run.world_size > 1 and not distributed.launched_by_torchrun():
         return distributed.run_under_torchrun("engine.run_process", [run.id], run.world_size)
-    from engine.training import TrainingConfig, TrainingJob
+    from engine.training import TrainingJob
+    from engine.training_config import TrainingConfig
 
     job = TrainingJob(TrainingConfig.from_dict(run.config), store=store, resume_run=run.id)
     for number in (signal.SIGINT, signal.SIGTERM):  # `kill` stops it cleanly, with a checkpoint

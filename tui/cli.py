@@ -621,7 +621,7 @@ def _count_tokens(dataset: Any, model: str, vocab_size: int | None) -> int:
 def _tokenizer_for(model: str, dataset: Any, vocab_size: int | None, update: Callable[[str], None]) -> Any:
     """A scratch: model's tokenizer is trained on the dataset itself; any other comes with its model."""
     from engine.models import ModelSource, load_model, train_tokenizer
-    from engine.training import TrainingConfig
+    from engine.training_config import TrainingConfig
 
     source = ModelSource.parse(model)
     if source.kind == "scratch":
@@ -976,8 +976,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     torchrun (ours or the user's own), rank 0 shows progress and the
     summary; the other ranks train silently.
     """
-    from engine.distributed import launched_by_torchrun, this_process
     from engine.store import RunStore
+
+    with settings_named_by_flags(TRAINING_FLAG_NAMES):
+        # Every setting that needs no model or data is checked now, before torch loads (seconds).
+        _training_config(args, RunStore())[0].validate()
+    from engine.distributed import launched_by_torchrun, this_process
     from engine.training import TrainingJob
 
     if args.nproc is not None and launched_by_torchrun():
@@ -1063,7 +1067,7 @@ def _rank_arguments(args: argparse.Namespace) -> list[str]:
 
 def _training_config(args: argparse.Namespace, store: RunStore) -> tuple[Any, str | None]:
     """The run's TrainingConfig from the flags given (over the resumed run's own config), and the run to resume."""
-    from engine.training import TrainingConfig
+    from engine.training_config import TrainingConfig
 
     settings = _given(args, [field.name for field in dataclasses.fields(TrainingConfig)])
     if args.resume:

@@ -139,7 +139,7 @@ class TrainScreen(RunActionsScreen):
     def _engine_loaded(self, loaded: bool) -> None:
         if not loaded or self.query("#config-box ConfigForm"):
             return
-        from engine.training import TrainingConfig
+        from engine.training_config import TrainingConfig
 
         box = self.query_one("#config-box")
         box.remove_children()
@@ -186,7 +186,7 @@ class TrainScreen(RunActionsScreen):
     def action_new_run(self) -> None:
         if not self.query("#config"):
             return
-        from engine.training import TrainingConfig
+        from engine.training_config import TrainingConfig
 
         self._resume_run = None
         self.query_one("#resume-banner").display = False

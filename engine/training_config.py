@@ -1,0 +1,202 @@
+"""A training run's settings: every field, its default, and the checks that need no model or data.
+
+Nothing here imports torch, so a command can refuse bad settings at once,
+before torch and transformers load (seconds). The checks that need the model
+or the data (the block size against the model's context, a dataset with one
+window in each split) run as early as they can and raise the same
+``SettingsError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import SettingsError, WorkbenchError
+from engine.lora import LoraSettings
+from engine.model_source import ModelSource
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass
+class TrainingConfig:
+    """Everything a training run is told, in one plain object.
+
+    It is stored with the run, so a run can be inspected, repeated or resumed
+    from its record alone. ``validate()`` checks every field before anything
+    heavy happens; the checks that need the model or the data run as early as
+    they can and raise the same ``SettingsError``: the block size against the
+    model's context before the run is created (from the model's config on
+    disk), a dataset too small for one window once it is tokenized.
+    """
+
+    model: str                          # a model source: "gpt2", "./dir", "run:<id>@<step>", "scratch:tiny"
+    dataset: str                        # a bundled dataset name, a file or a folder
+    dataset_field: str | None = None    # the .jsonl field / .csv column holding the text
+    max_steps: int = 200                # optimizer steps in total (when resuming: the new total)
+    epochs: float | None = None         # when set, max_steps is derived: this many passes over the training tokens
+    max_time: float | None = None       # seconds of training in this session; then stop as if stop() was called
+    batch_size: int = 8                 # windows per micro-batch
+    block_size: int = 128               # tokens per window (at most the model's context)
+    grad_accum: int = 1                 # micro-batches per optimizer step
+    learning_rate: float = 3e-4         # peak learning rate, reached after the warmup
+    min_learning_rate: float = 3e-5     # where the cosine decay ends, at max_steps
+    warmup_steps: int = 20              # linear warmup from ~0 to learning_rate
+    weight_decay: float = 0.1           # AdamW decay, on matrices and embeddings only
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0              # clip the global gradient norm to this (0: no clipping)
+    eval_every: int = 50                # steps between validation evaluations (0: never)
+    eval_batches: int = 10              # validation batches per evaluation
+    sample_every: int = 100             # steps between generated samples (0: never)
+    sample_prompt: str = ""             # "" starts samples from the end-of-text token
+    sample_length: int = 60             # new tokens per sample
+    checkpoint_every: int = 100         # steps between checkpoints (0: only at the end or on stop)
+    checkpoints_kept: int = 2           # newest checkpoints kept on disk, plus the best by validation loss
+    seed: int = 1337
+    device: str = "auto"                # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"             # auto (fp32 on CPU, bf16 autocast on CUDA) | fp32 | bf16 | fp16
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower
+    lora: bool = False                  # train LoRA adapters on the frozen model instead of all its weights
+    lora_rank: int = 8                  # the adapters' rank
+    lora_alpha: float = 16.0            # the adapters' update is scaled by lora_alpha / lora_rank
+    lora_dropout: float = 0.05          # dropout on the adapters' input
+    lora_targets: str = "auto"          # modules to adapt, comma-separated; auto: c_attn,c_proj on GPT-2
+    vocab_size: int = 8192              # tokenizer size for scratch: presets
+    name: str = ""                      # a name for the run ("" lets the store pick one)
+
+    def validate(self) -> None:
+        """Raise ``SettingsError(field, ...)`` for the first bad or inconsistent value."""
+        _check_text("model", self.model)
+        try:
+            ModelSource.parse(self.model)
+        except WorkbenchError as exc:
+            raise SettingsError("model", str(exc)) from exc
+        _check_text("dataset", self.dataset)
+        if self.dataset_field is not None:
+            _check_text("dataset_field", self.dataset_field)
+        check_int("max_steps", self.max_steps, 1)
+        if self.epochs is not None:
+            _check_number("epochs", self.epochs, 0, above=True)
+        if self.max_time is not None:
+            _check_number("max_time", self.max_time, 0, above=True, unit=" seconds")
+        check_int("batch_size", self.batch_size, 1)
+        check_int("block_size", self.block_size, 1)
+        check_int("grad_accum", self.grad_accum, 1)
+        _check_number("learning_rate", self.learning_rate, 0, above=True)
+        _check_number("min_learning_rate", self.min_learning_rate, 0)
+        if self.min_learning_rate > self.learning_rate:
+            raise SettingsError(
+                "min_learning_rate",
+                f"{self.min_learning_rate:g} is above learning_rate ({self.learning_rate:g}); "
+                "the schedule decays down to it, so use a value at most learning_rate.",
+            )
+        check_int("warmup_steps", self.warmup_steps, 0)
+        if self.epochs is None:
+            check_warmup(self.warmup_steps, self.max_steps)
+        _check_number("weight_decay", self.weight_decay, 0)
+        _check_number("beta1", self.beta1, 0, below=1)
+        _check_number("beta2", self.beta2, 0, below=1)
+        _check_number("grad_clip", self.grad_clip, 0, hint=" (0 turns clipping off)")
+        check_int("eval_every", self.eval_every, 0, hint=" (0 turns evaluation off)")
+        check_int("eval_batches", self.eval_batches, 1)
+        check_int("sample_every", self.sample_every, 0, hint=" (0 turns samples off)")
+        if not isinstance(self.sample_prompt, str):
+            raise SettingsError("sample_prompt", "must be text (it may be empty).")
+        check_int("sample_length", self.sample_length, 1)
+        check_int("checkpoint_every", self.checkpoint_every, 0, hint=" (0 saves only at the end or on stop)")
+        check_int("checkpoints_kept", self.checkpoints_kept, 1)
+        check_int("seed", self.seed, 0, 2**32 - 1)
+        if not isinstance(self.device, str) or not _DEVICE_PATTERN.match(self.device):
+            raise SettingsError("device", f"{self.device!r} is not a device; use auto, cpu, cuda, cuda:N or mps.")
+        if self.precision not in PRECISIONS:
+            raise SettingsError("precision",
+                                f"{self.precision!r} is not a precision; use one of {', '.join(PRECISIONS)}.")
+        for switch in ("gradient_checkpointing", "lora"):
+            if not isinstance(getattr(self, switch), bool):
+                raise SettingsError(switch, f"{getattr(self, switch)!r} is not true or false.")
+        self.lora_settings().validate()
+        if self.lora and ModelSource.parse(self.model).kind == "scratch":
+            raise SettingsError("lora", "a scratch: model starts from random weights, and LoRA adapts a trained "
+                                "model. Train the scratch model without LoRA, or pick a pretrained model.")
+        check_int("vocab_size", self.vocab_size, 257, 1_000_000,
+                   hint=" (a byte-level tokenizer needs 256 byte tokens plus end-of-text)")
+        if not isinstance(self.name, str) or len(self.name) > 200:
+            raise SettingsError("name", "must be text of at most 200 characters.")
+
+    def steps_for(self, train_tokens: int, world_size: int = 1) -> int:
+        """The run's total steps: ``max_steps``, or enough steps for ``epochs`` passes over the training tokens."""
+        if self.epochs is None:
+            return self.max_steps
+        tokens_per_step = self.batch_size * self.block_size * self.grad_accum * world_size
+        return max(1, math.ceil(self.epochs * train_tokens / tokens_per_step))
+
+    def lora_settings(self) -> LoraSettings:
+        """The LoRA fields as ``engine.lora`` takes them."""
+        return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout,
+                            targets=self.lora_targets)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values, for the run record and the trainer state."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainingConfig:
+        """Build a config from plain values (a stored run, a form); unknown keys are refused by name."""
+        if not isinstance(values, dict):
+            raise SettingsError("config", f"expected a mapping of settings, got {type(values).__name__}.")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known), key=str)
+        if unknown:
+            raise SettingsError(str(unknown[0]), f"is not a training setting; known settings: {', '.join(known)}.")
+        for required in ("model", "dataset"):
+            if required not in values:
+                raise SettingsError(required, "is required.")
+        return cls(**values)
+
+
+def _check_text(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise SettingsError(name, "is required: give a non-empty value.")
+
+
+def check_int(name: str, value: object, minimum: int, maximum: int | None = None, hint: str = "") -> None:
+    allowed = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(name, f"{value!r} is not a whole number; use a whole number {allowed}{hint}.")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise SettingsError(name, f"{value} is out of range; use a whole number {allowed}{hint}.")
+
+
+def _check_number(name: str, value: object, minimum: float, *, above: bool = False,
+                  below: float | None = None, unit: str = "", hint: str = "") -> None:
+    lower = f"above {minimum:g}" if above else f"at least {minimum:g}"
+    allowed = lower + (f" and below {below:g}" if below is not None else "") + unit
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SettingsError(name, f"{value!r} is not a number; use a number {allowed}{hint}.")
+    if value < minimum or (above and value == minimum) or (below is not None and value >= below):
+        raise SettingsError(name, f"{value:g} is out of range; use a number {allowed}{hint}.")
+
+
+def check_warmup(warmup_steps: int, max_steps: int) -> None:
+    if warmup_steps > max_steps:
+        raise SettingsError(
+            "warmup_steps",
+            f"{warmup_steps} warmup steps is more than the {max_steps} steps of the run; "
+            "use at most max_steps (a tenth of it is usual).",
+        )
+
+
+
+def check_block_size(block_size: int, context: int | None) -> None:
+    """Refuse windows longer than the model can attend to (``context`` None: not known yet)."""
+    if context is not None and block_size > context:
+        raise SettingsError(
+            "block_size",
+            f"{block_size} is more than the model's context of {context} tokens; use a block_size of at most {context}.",
+        )
