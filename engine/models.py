@@ -47,6 +47,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from engine.devices import device_name
 from engine.errors import ModelSourceError, SettingsError, StoreError
 from engine.home import tokenizer_cache_dir, workbench_home
 from engine.lora import adapter_base, is_adapter_directory, load_adapters, merge_adapters
@@ -154,7 +155,10 @@ def quiet_transformers() -> None:
 
 def pick_device(preference: str = "auto") -> torch.device:
     """The device to run on: CUDA, then Apple MPS, then the CPU, unless the user names one."""
-    wanted = preference.strip().lower()
+    try:
+        wanted = device_name(preference)
+    except SettingsError as exc:
+        raise ModelSourceError(exc.reason) from None
     if wanted == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -181,7 +185,7 @@ def pick_device(preference: str = "auto") -> torch.device:
                 f"cuda:0 to cuda:{torch.cuda.device_count() - 1}."
             )
         return torch.device("cuda", index)
-    raise ModelSourceError(f"Unknown device {preference!r}. Use auto, cpu, cuda, cuda:<n> or mps.")
+    raise AssertionError(f"device_name() let {wanted!r} through")  # its grammar is the four branches above
 
 
 def load_model(

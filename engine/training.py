@@ -46,8 +46,8 @@ from engine.generation import GenerationSettings, generate_text
 from engine.home import ensure_private_dir, run_dir, workbench_home
 from engine.lora import adapter_base, add_adapters, load_adapters
 from engine.models import ModelSource, context_length_on_disk, load_model, quiet_transformers
+from engine.devices import device_name, precision_name
 from engine.training_config import (
-    PRECISIONS,
     TrainingConfig,
     check_int,
     check_warmup,
@@ -1001,8 +1001,8 @@ def evaluate(model_source: str, dataset: str, split: str = "val", *, dataset_fie
         check_int("block_size", block_size, 1)
     if max_batches is not None:
         check_int("max_batches", max_batches, 1)
-    if precision not in PRECISIONS:
-        raise SettingsError("precision", f"{precision!r} is not a precision; use one of {', '.join(PRECISIONS)}.")
+    precision = precision_name(precision)
+    device = device_name(device)
     store = store if store is not None else RunStore()
     data = open_dataset(dataset, dataset_field)
     quiet_transformers()

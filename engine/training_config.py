@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from engine.devices import device_name, precision_name
 from engine.errors import SettingsError, WorkbenchError
 from engine.lora import LoraSettings
 from engine.model_source import ModelSource
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclass
@@ -71,7 +69,10 @@ class TrainingConfig:
     name: str = ""                      # a name for the run ("" lets the store pick one)
 
     def validate(self) -> None:
-        """Raise ``SettingsError(field, ...)`` for the first bad or inconsistent value."""
+        """Raise ``SettingsError(field, ...)`` for the first bad or inconsistent value.
+
+        The device and precision are put in their canonical spelling ("CUDA" -> "cuda"), as everywhere.
+        """
         _check_text("model", self.model)
         try:
             ModelSource.parse(self.model)
@@ -112,11 +113,8 @@ class TrainingConfig:
         check_int("checkpoint_every", self.checkpoint_every, 0, hint=" (0 saves only at the end or on stop)")
         check_int("checkpoints_kept", self.checkpoints_kept, 1)
         check_int("seed", self.seed, 0, 2**32 - 1)
-        if not isinstance(self.device, str) or not _DEVICE_PATTERN.match(self.device):
-            raise SettingsError("device", f"{self.device!r} is not a device; use auto, cpu, cuda, cuda:N or mps.")
-        if self.precision not in PRECISIONS:
-            raise SettingsError("precision",
-                                f"{self.precision!r} is not a precision; use one of {', '.join(PRECISIONS)}.")
+        self.device = device_name(self.device)
+        self.precision = precision_name(self.precision)
         for switch in ("gradient_checkpointing", "lora"):
             if not isinstance(getattr(self, switch), bool):
                 raise SettingsError(switch, f"{getattr(self, switch)!r} is not true or false.")

@@ -443,3 +443,20 @@ def test_evaluate_refuses_an_unknown_split(tiny_model_dir, fables_excerpt):
     with pytest.raises(SettingsError) as caught:
         evaluate(str(tiny_model_dir), str(fables_excerpt), split="test")
     assert caught.value.field == "split"
+
+
+def test_a_device_and_a_precision_are_read_the_same_way_everywhere() -> None:
+    from engine.devices import device_name
+    from engine.errors import ModelSourceError, SettingsError
+    from engine.models import pick_device
+    from engine.training_config import TrainingConfig
+
+    config = TrainingConfig(model="scratch:nano", dataset="fables", device=" CPU ", precision="FP32")
+    config.validate()
+    assert (config.device, config.precision) == ("cpu", "fp32")
+    assert str(pick_device("CPU")) == "cpu" and device_name("Cuda:1") == "cuda:1"
+    for bad in ("gpu", "cuda:x", "", 3):
+        with pytest.raises(SettingsError, match="is not a device; use auto, cpu, cuda, cuda:N or mps"):
+            TrainingConfig(model="scratch:nano", dataset="fables", device=bad).validate()
+    with pytest.raises(ModelSourceError, match="is not a device"):
+        pick_device("gpu")

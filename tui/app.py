@@ -31,7 +31,6 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from engine.errors import WorkbenchError
-from tui.screens.confirm import ConfirmScreen
 from tui.screens.datasets import DatasetsScreen
 from tui.screens.help import HelpScreen
 from tui.screens.quit import QuitScreen

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import signal
 import sys
 import threading
@@ -105,17 +104,23 @@ def probability(text: str) -> float:
 
 
 def device_name(text: str) -> str:
-    """auto, cpu, mps, cuda or cuda:N; whether it exists here is the engine's question."""
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, mps, cuda or cuda:N, got {text!r}")
-    return text
+    """A device's spelling (the engine's grammar); whether it exists here is the engine's question."""
+    from engine.devices import device_name as canonical_device
+
+    try:
+        return canonical_device(text)
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
 
 
 def precision_name(text: str) -> str:
-    """auto, fp32, bf16 or fp16 (the engine's PRECISIONS; auto picks bf16 or fp16 on a GPU)."""
-    if text not in ("auto", "fp32", "bf16", "fp16"):
-        raise argparse.ArgumentTypeError(f"expected auto, fp32, bf16 or fp16, got {text!r}")
-    return text
+    """A precision's spelling (the engine's grammar: auto picks bf16 or fp16 on a GPU)."""
+    from engine.devices import precision_name as canonical_precision
+
+    try:
+        return canonical_precision(text)
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
 
 
 def run_status(text: str) -> str:
