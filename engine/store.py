@@ -48,7 +48,9 @@ ACTIVE_STATUSES = ("starting", "running", "paused")   # a process owns the run
 FINISHED_STATUSES = ("completed", "stopped", "failed", "interrupted", "cancelled")
 # Requests a front end writes for a run's process, and the status that answers each.
 CONTROL_ACTIONS = {"pause": ("paused",), "continue": ("running",), "stop": FINISHED_STATUSES}
-RUN_ORDERINGS = ("created_at", "name", "status", "steps", "best_val_loss")
+# What runs can be sorted by, each with the direction a person expects first (True: descending:
+# newest, most trained first; lowest loss and A-Z first otherwise). The CLI and the Runs screen ask here.
+RUN_ORDERINGS = {"created_at": True, "name": False, "status": False, "steps": True, "best_val_loss": False}
 # The metric columns, in the order exports show them; other keys go to `extra`.
 METRIC_FIELDS = ("train_loss", "val_loss", "val_ppl", "val_bpb", "lr", "tokens_per_sec",
                  "grad_norm", "tokens", "elapsed")

@@ -34,7 +34,8 @@ from rich.text import Text
 
 from engine import __version__
 from engine.errors import SettingsError, WorkbenchError
-from tui.widgets.formatting import model_label
+from engine.store import RUN_ORDERINGS
+from tui.widgets.formatting import human_duration, model_label
 
 if TYPE_CHECKING:
     from engine.store import RunStore
@@ -143,9 +144,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"lmwb: error: {message} (see '{self.prog} --help')\n")
 
 
-# Sort keys for `lmwb runs --sort`, each with the order a person expects first
-# (newest, most trained, lowest loss, alphabetical).
-RUN_SORTS = {"created_at": True, "steps": True, "best_val_loss": False, "name": False, "status": False}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,7 +203,7 @@ def _add_runs_parser(commands: argparse._SubParsersAction) -> None:
     runs = commands.add_parser("runs", help="list, show, delete and export training runs")
     runs.add_argument("--status", type=run_status, help="only runs with this status (running, completed, ...)")
     runs.add_argument("--search", metavar="QUERY", help="only runs whose name, model or dataset contains this")
-    runs.add_argument("--sort", choices=tuple(RUN_SORTS), default="created_at",
+    runs.add_argument("--sort", choices=tuple(RUN_ORDERINGS), default="created_at",
                       help="sort field (default: created_at, newest first)")
     runs.add_argument("--reverse", action="store_true", help="reverse the sort order")
     runs.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -521,14 +519,6 @@ def _local_time(iso: str | None) -> str | None:
     return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "–"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-
-
 @contextlib.contextmanager
 def _status_line(message: str) -> Iterator[Callable[[str], None]]:
     """A spinner on stderr for people (nothing when stderr is a pipe); yields a function to update it."""
@@ -666,7 +656,7 @@ def _as_dict(value: Any) -> dict[str, Any]:
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
     """Runs, filtered and sorted, newest first by default."""
-    descending = RUN_SORTS[args.sort] != args.reverse
+    descending = RUN_ORDERINGS[args.sort] != args.reverse
     runs = _open_store().list_runs(status=args.status, search=args.search, order_by=args.sort, descending=descending)
     rows = [run.as_dict() for run in runs]
     if args.json:
@@ -1090,7 +1080,7 @@ def _training_config(args: argparse.Namespace, store: RunStore) -> tuple[Any, st
 def _print_training_summary(store: RunStore, run: Any, progress: Any) -> None:
     """How the run ended, where its latest checkpoint is, and how to go on."""
     print(f"Run {run.id} {run.status} at step {run.steps} · {run.tokens:,} tokens · "
-          f"best val loss {_cell(run.best_val_loss).plain} · {_duration(progress.elapsed)} of training", flush=True)
+          f"best val loss {_cell(run.best_val_loss).plain} · {human_duration(progress.elapsed)} of training", flush=True)
     if run.status == "stopped" and progress.message:
         print(progress.message, flush=True)
     if run.error and run.status != "stopped":
@@ -1138,7 +1128,7 @@ def _progress_fields(progress: Any) -> dict[str, str]:
     return {
         "loss": number(progress.train_loss), "val": number(progress.val_loss),
         "speed": f"{progress.tokens_per_sec:,.0f}" if progress.tokens_per_sec else "–",
-        "eta": _duration(progress.eta_seconds),
+        "eta": human_duration(progress.eta_seconds),
         "gpu": "" if progress.gpu_memory_bytes is None else f" · GPU peak {progress.gpu_memory_bytes / 2**30:.1f} GiB",
     }
 

@@ -21,6 +21,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
+from engine.store import RUN_ORDERINGS
 from tui.screens.run_actions import RunActionsScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.widgets.formatting import loss_text, model_label
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
 POLL_INTERVAL = 0.4
 COLUMNS = (("mark", ""), ("status", "status"), ("name", "name"), ("model", "model"), ("dataset", "dataset"),
            ("steps", "steps"), ("best_val_loss", "best val"), ("created_at", "created"))
-SORTS = (("created_at", "created"), ("name", "name"), ("status", "status"), ("steps", "steps"),
-         ("best_val_loss", "best val"))
+# s cycles the sort through the store's orderings, each labelled as its column.
+SORTS = tuple((key, dict(COLUMNS)[key]) for key in RUN_ORDERINGS)
 STATUS_STYLES = {"queued": "cyan", "starting": "green", "running": "bold green", "paused": "bold yellow",
                  "completed": "", "stopped": "yellow", "failed": "bold red", "interrupted": "red",
                  "cancelled": "dim"}
@@ -250,6 +251,7 @@ class RunsScreen(RunActionsScreen):
 
     def action_cycle_sort(self) -> None:
         self._sort = (self._sort + 1) % len(SORTS)
+        self._descending = RUN_ORDERINGS[SORTS[self._sort][0]]  # the direction a person expects first
         self._show_mode()
         self._ask()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def human_bytes(size: int) -> str:
     """1536 -> '1.5 KB'."""
@@ -26,7 +28,7 @@ def human_count(count: int) -> str:
 
 def human_duration(seconds: float | None) -> str:
     """75 -> '1:15'; 3725 -> '1:02:05'; None -> '–'."""
-    if seconds is None or seconds != seconds or seconds < 0:
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "–"
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
