@@ -40,22 +40,13 @@ from pathlib import Path
 import pytest
 
 from engine.store import RunStore, process_alive
+from tests.conftest import REPO_ROOT, lmwb_command
 from tui.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
-FABLES = REPO / "sample_texts" / "fables.txt"
 TOTAL_STEPS = 60
 # One intra-op thread per trainer: several trainers share few cores here, and
 # the never-killed reference run must do its sums the same way.
 TRAINER_THREADS = "1"
-
-
-@pytest.fixture(scope="module")
-def fables_excerpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The user's own text file: the first 24 KB of the bundled fables."""
-    path = tmp_path_factory.mktemp("data") / "fables-excerpt.txt"
-    path.write_text(FABLES.read_text(encoding="utf-8")[:24_000], encoding="utf-8")
-    return path
 
 
 def training_flags(model: Path, dataset: Path, *, checkpoint_every: int) -> list[str]:
@@ -109,13 +100,9 @@ def started(process: subprocess.Popen) -> subprocess.Popen:
     return process
 
 
-def lmwb_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tui.cli", *args]
-
-
 def start_training(*flags: str) -> tuple[subprocess.Popen, str]:
     """Start a real `lmwb train` process; return it and the run id it prints first."""
-    process = started(subprocess.Popen(lmwb_command("train", *flags), cwd=REPO, text=True,
+    process = started(subprocess.Popen(lmwb_command("train", *flags), cwd=REPO_ROOT, text=True,
                                        env={**os.environ, "OMP_NUM_THREADS": TRAINER_THREADS},
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     first_line = process.stdout.readline()
@@ -272,11 +259,12 @@ APP_WITH_A_RUN_GOING = textwrap.dedent("""
         app = WorkbenchApp()
         async with app.run_test(size=(100, 32)) as pilot:
             await pilot.press("4")
-            while not app.screen.query("#config"):
+            while not (app.screen.query("#config") and app.screen.query_one("#config").is_mounted):
                 await pilot.pause(0.05)
             form = app.screen.query_one("#config", ConfigForm)
             form.set_values(settings)
             assert form.errors == {}, form.errors
+            assert form.settings().max_steps == settings["max_steps"]  # the form holds them, fields and all
             await pilot.press("ctrl+r")
             while app.screen.run_id is None:
                 await pilot.pause(0.05)
@@ -295,7 +283,7 @@ def test_kill_9_of_the_app_leaves_its_run_going_and_kill_9_of_the_run_resumes_it
     form = {"model": str(tiny_model_dir), "dataset": str(fables_excerpt), "max_steps": TOTAL_STEPS, "batch_size": 4,
             "block_size": 32, "learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_steps": 2,
             "eval_every": 20, "checkpoint_every": 10, "seed": 7, "device": "cpu"}
-    app = started(subprocess.Popen([sys.executable, "-c", APP_WITH_A_RUN_GOING, json.dumps(form)], cwd=REPO,
+    app = started(subprocess.Popen([sys.executable, "-c", APP_WITH_A_RUN_GOING, json.dumps(form)], cwd=REPO_ROOT,
                                    text=True, env={**os.environ, "OMP_NUM_THREADS": TRAINER_THREADS},
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     first_line = app.stdout.readline()
@@ -347,7 +335,7 @@ def test_kill_9_mid_metrics_batch_keeps_every_committed_batch_whole():
     last_step = 0
     for _ in range(6):
         writer = started(subprocess.Popen([sys.executable, "-c", METRICS_WRITER, run_id, str(last_step), str(batch)],
-                                          cwd=REPO, stdout=subprocess.PIPE, text=True))
+                                          cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True))
         acknowledged = [int(writer.stdout.readline()) for _ in range(rng.randint(1, 4))][-1]
         time.sleep(rng.uniform(0, 0.003))
         writer.kill()
@@ -419,7 +407,11 @@ def test_two_headless_trainers_and_an_app_job_write_at_once_while_the_runs_scree
     for process, _ in headless:
         process.send_signal(signal.SIGTERM)  # stops cleanly, with a checkpoint
     errors = [finish(process) for process, _ in headless]
-    time.sleep(5 * reader.interval)  # one last poll sees the final rows
+    # One last poll sees the final rows: the poll under way now may have read before they were written,
+    # the one after it began after the last write (a reader that failed stops polling: its error is the finding).
+    polls_after_the_last_write = reader.polls + 2
+    wait_for(lambda: reader.polls >= polls_after_the_last_write or not reader.is_alive(), timeout=60,
+             what="a poll of the Runs screen reader begun after the last write")
     reader.stop()
 
     assert reader.errors == [] and reader.polls > 10

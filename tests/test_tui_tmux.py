@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT
+
 pytestmark = [
     pytest.mark.tmux,
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 EXITED = "LMWB-EXITED"
 
 
@@ -148,7 +149,7 @@ def test_function_keys_switch_screens_from_a_text_field_without_typing_into_it(t
     typed = field_line(screen)
     assert "5" in typed and "learning rate" in screen  # still on Train
     terminal.press("F5")
-    screen = terminal.wait_for("best val")
+    screen = terminal.wait_for("space Mark")  # the Runs screen, built and showing its keys
     assert "learning rate" not in screen
     terminal.press("F4")
     screen = terminal.wait_for("learning rate")
