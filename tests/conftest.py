@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+"""The repository's root: the working directory of every ``lmwb`` a test starts as a process of its own."""
+FABLES = REPO_ROOT / "sample_texts" / "fables.txt"
+"""The bundled fables, a sample text that ships with the workbench."""
 
 # Enough varied text for a byte-level BPE tokenizer to learn merges, with
 # accents, CJK and emoji so multi-byte UTF-8 handling is exercised.
@@ -102,3 +109,54 @@ def build_tiny_gpt2(directory: Path, *, n_positions: int = 64, vocab_size: int =
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local Hugging Face model directory: random 2-layer GPT-2 + BPE tokenizer."""
     return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def fables_excerpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The user's own text file: the first 24 KB of the bundled fables.
+
+    No test writes to it (caches go to the test's own LMWB_HOME), so one file
+    serves the session, and module-scoped fixtures can use it too.
+    """
+    path = tmp_path_factory.mktemp("data") / "fables-excerpt.txt"
+    path.write_text(FABLES.read_text(encoding="utf-8")[:24_000], encoding="utf-8")
+    return path
+
+
+# --- running lmwb ------------------------------------------------------------------------------
+
+
+def lmwb_command(*args: str) -> list[str]:
+    """The command line of `lmwb ARGS` as a process of its own (for ``subprocess``, run in ``REPO_ROOT``)."""
+    return [sys.executable, "-m", "tui.cli", *args]
+
+
+def lmwb_in_subprocess(*args: str, stdin: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run the real `lmwb ARGS` in a child process (same LMWB_HOME), as a shell would; wait for it to end."""
+    return subprocess.run(
+        lmwb_command(*args), input=stdin, capture_output=True, text=True, cwd=REPO_ROOT,
+        timeout=timeout, stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
+
+
+def lmwb_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run `lmwb ARGS` through ``tui.cli.main`` in this process; return its exit status, stdout and stderr."""
+    from tui.cli import main
+
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line_error(status: int, err: str, *words: str) -> str:
+    """A user's mistake: exit status 2 and one line on stderr, 'lmwb: error: ...', naming every word; no traceback.
+
+    Returns that line.
+    """
+    assert status == 2, err
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lmwb: error: "), err
+    for word in words:
+        assert word in lines[0], err
+    return lines[0]

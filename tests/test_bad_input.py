@@ -34,35 +34,9 @@ from engine.errors import SettingsError, StoreError, TrainingError
 from engine.generation import GenerationSettings
 from engine.store import RunStore
 from engine.training import TrainingConfig
+from tests.conftest import FABLES, REPO_ROOT, assert_one_line_error, lmwb_command, lmwb_in_process
 from tui import cli
 from tui.cli import main
-
-REPO = Path(__file__).resolve().parent.parent
-FABLES = REPO / "sample_texts" / "fables.txt"
-
-
-def lmwb(capsys, *args: str) -> tuple[int, str]:
-    """Run `lmwb ARGS` as a user would; return the exit status and what went to stderr."""
-    code = main(list(args))
-    return code, capsys.readouterr().err
-
-
-def assert_one_clear_line(code: int, stderr: str, *fragments: str) -> str:
-    """Exit 2, one line starting 'lmwb: error:', no traceback, and every fragment in it."""
-    assert code == 2, stderr
-    assert "Traceback" not in stderr
-    lines = stderr.strip("\n").split("\n")
-    assert len(lines) == 1 and lines[0].startswith("lmwb: error: "), stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
-
-
-@pytest.fixture
-def fables_excerpt(tmp_path: Path) -> Path:
-    path = tmp_path / "fables-excerpt.txt"
-    path.write_text(FABLES.read_text(encoding="utf-8")[:24_000], encoding="utf-8")
-    return path
 
 
 def quick_training(model: Path, dataset: Path, *more: str) -> list[str]:
@@ -78,24 +52,29 @@ def quick_training(model: Path, dataset: Path, *more: str) -> list[str]:
 def test_an_empty_file(capsys, tmp_path, tiny_model_dir, content):
     path = tmp_path / "notes.txt"
     path.write_bytes(content)
-    assert_one_clear_line(*lmwb(capsys, "datasets", str(path)), f"{path} is empty (no text in it)", "Add text")
-    assert_one_clear_line(*lmwb(capsys, *quick_training(tiny_model_dir, path)), f"{path} is empty")
+    code, _, stderr = lmwb_in_process(capsys, "datasets", str(path))
+    assert_one_line_error(code, stderr, f"{path} is empty (no text in it)", "Add text")
+    code, _, stderr = lmwb_in_process(capsys, *quick_training(tiny_model_dir, path))
+    assert_one_line_error(code, stderr, f"{path} is empty")
     assert RunStore().list_runs() == []  # refused before a run was recorded
 
 
 def test_a_binary_file(capsys, tmp_path, tiny_model_dir):
     path = tmp_path / "photo.txt"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + os.urandom(2000))
-    assert_one_clear_line(*lmwb(capsys, "datasets", str(path)), str(path), "binary file, not text",
+    code, _, stderr = lmwb_in_process(capsys, "datasets", str(path))
+    assert_one_line_error(code, stderr, str(path), "binary file, not text",
                           "NUL byte at offset 8", "Use a UTF-8 text file")
-    assert_one_clear_line(*lmwb(capsys, *quick_training(tiny_model_dir, path)), "binary file")
+    code, _, stderr = lmwb_in_process(capsys, *quick_training(tiny_model_dir, path))
+    assert_one_line_error(code, stderr, "binary file")
     assert RunStore().list_runs() == []
 
 
 def test_non_utf8_text(capsys, tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("Le corbeau et le renard\nCafé au lait\n".encode("latin-1"))
-    assert_one_clear_line(*lmwb(capsys, "datasets", str(path)), str(path), "not UTF-8 text",
+    code, _, stderr = lmwb_in_process(capsys, "datasets", str(path))
+    assert_one_line_error(code, stderr, str(path), "not UTF-8 text",
                           "byte 0xE9", "(line 2)", "iconv -f latin1 -t utf-8")
 
 
@@ -105,8 +84,8 @@ def test_non_utf8_bytes_deep_in_a_big_file_fail_the_run_with_the_line(capsys, tm
     good = FABLES.read_bytes()[:200_000]
     path.write_bytes(good + b"\nthe crow said \xff\xfe hello\n" + good[:20_000])
     bad_line = good.count(b"\n") + 2
-    code, stderr = lmwb(capsys, *quick_training(tiny_model_dir, path))
-    line = assert_one_clear_line(code, stderr, str(path), "not UTF-8 text", "byte 0xFF", f"(line {bad_line})")
+    code, _, stderr = lmwb_in_process(capsys, *quick_training(tiny_model_dir, path))
+    line = assert_one_line_error(code, stderr, str(path), "not UTF-8 text", "byte 0xFF", f"(line {bad_line})")
     [run] = RunStore().list_runs()
     assert run.status == "failed" and run.error in line
 
@@ -147,8 +126,8 @@ def test_a_huge_file_is_tokenized_with_progress_in_flat_memory(tmp_path, tiny_mo
 def test_a_dataset_shorter_than_one_block(capsys, tmp_path, tiny_model_dir):
     path = tmp_path / "note.txt"
     path.write_text("A fox. A crow. " * 4, encoding="utf-8")
-    code, stderr = lmwb(capsys, *quick_training(tiny_model_dir, path, "--block-size", "32"))
-    line = assert_one_clear_line(code, stderr, "--dataset", str(path), "fewer than one window of block_size + 1 = 33",
+    code, _, stderr = lmwb_in_process(capsys, *quick_training(tiny_model_dir, path, "--block-size", "32"))
+    line = assert_one_line_error(code, stderr, "--dataset", str(path), "fewer than one window of block_size + 1 = 33",
                                  "use more text or a smaller block_size")
     [run] = RunStore().list_runs()
     assert run.status == "failed" and run.error in line
@@ -163,21 +142,24 @@ def test_a_dataset_shorter_than_one_block(capsys, tmp_path, tiny_model_dir):
 def test_a_jsonl_line_that_is_not_json_or_lacks_the_field(capsys, tmp_path, lines, message):
     path = tmp_path / "records.jsonl"
     path.write_text(lines, encoding="utf-8")
-    assert_one_clear_line(*lmwb(capsys, "datasets", str(path)), f"{path}, {message}")
+    code, _, stderr = lmwb_in_process(capsys, "datasets", str(path))
+    assert_one_line_error(code, stderr, f"{path}, {message}")
 
 
 def test_a_jsonl_field_that_is_named_is_used_and_a_wrong_name_says_which_fields_exist(capsys, tmp_path):
     path = tmp_path / "records.jsonl"
     path.write_text('{"body": "a fox"}\n{"body": "a crow"}\n', encoding="utf-8")
-    assert lmwb(capsys, "datasets", str(path), "--field", "body")[0] == 0
-    assert_one_clear_line(*lmwb(capsys, "datasets", str(path), "--field", "story"),
+    assert lmwb_in_process(capsys, "datasets", str(path), "--field", "body")[0] == 0
+    code, _, stderr = lmwb_in_process(capsys, "datasets", str(path), "--field", "story")
+    assert_one_line_error(code, stderr,
                           "line 1: no field 'story' (the fields are 'body')", "--field NAME")
 
 
 def test_a_csv_without_the_column(capsys, tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("title,body\nThe fox,A fox met a crow.\n", encoding="utf-8")
-    assert_one_clear_line(*lmwb(capsys, "datasets", str(path)), f"{path} has no column 'text'",
+    code, _, stderr = lmwb_in_process(capsys, "datasets", str(path))
+    assert_one_line_error(code, stderr, f"{path} has no column 'text'",
                           "its columns are 'title', 'body'", "--field NAME")
 
 
@@ -222,8 +204,8 @@ def test_the_flag_list_covers_train_generate_and_eval():
 @pytest.mark.parametrize(("command", "flag", "kind"), NUMERIC_FLAGS, ids=[f"{c}{f}" for c, f, _ in NUMERIC_FLAGS])
 def test_nonsense_in_every_flag(capsys, tmp_path, command, flag, kind):
     for value in NONSENSE + MORE_NONSENSE.get(kind, ()):
-        code, stderr = lmwb(capsys, command, *required_arguments(command, tmp_path), f"{flag}={value}")
-        assert_one_clear_line(code, stderr, flag, repr(value))
+        code, _, stderr = lmwb_in_process(capsys, command, *required_arguments(command, tmp_path), f"{flag}={value}")
+        assert_one_line_error(code, stderr, flag, repr(value))
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -235,12 +217,14 @@ def test_nonsense_in_every_flag(capsys, tmp_path, command, flag, kind):
 ], ids=["seed", "warmup", "min-lr", "vocab-size", "block-size"])
 def test_numbers_that_parse_but_the_engine_refuses_name_their_flag(capsys, tiny_model_dir, fables_excerpt, args,
                                                                    message):
-    assert_one_clear_line(*lmwb(capsys, *quick_training(tiny_model_dir, fables_excerpt, *args)), message)
+    code, _, stderr = lmwb_in_process(capsys, *quick_training(tiny_model_dir, fables_excerpt, *args))
+    assert_one_line_error(code, stderr, message)
 
 
 def test_generation_numbers_the_engine_refuses_name_their_flag(capsys, tiny_model_dir):
-    assert_one_clear_line(*lmwb(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Once",
-                                "--alternatives", "999"), "alternatives", "999", "0 to 20")
+    code, _, stderr = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Once",
+                                      "--alternatives", "999")
+    assert_one_line_error(code, stderr, "alternatives", "999", "0 to 20")
 
 
 FORM_NONSENSE = [None, "", "abc", "3", math.nan, math.inf, -math.inf, -1, -1.5, 0, 10**30, 1e308, True, [], {}]
@@ -319,7 +303,8 @@ def test_generation_settings_the_form_accepts_generate_text(tiny_model_dir, valu
 
 
 def test_a_model_id_not_cached_while_offline(capsys):
-    assert_one_clear_line(*lmwb(capsys, "generate", "--model", "openai-community/gpt2", "--prompt", "Once"),
+    code, _, stderr = lmwb_in_process(capsys, "generate", "--model", "openai-community/gpt2", "--prompt", "Once")
+    assert_one_line_error(code, stderr,
                           "'openai-community/gpt2' is not in the Hugging Face cache", "HF_HUB_OFFLINE is set",
                           "hf download openai-community/gpt2", "./my-model")
 
@@ -330,14 +315,15 @@ def test_a_directory_that_is_not_a_model(capsys, tmp_path, fables_excerpt):
     (folder / "notes.txt").write_text("not a model", encoding="utf-8")
     for command in (["generate", "--model", str(folder), "--prompt", "Once"],
                     ["eval", "--model", str(folder), "--dataset", str(fables_excerpt)]):
-        assert_one_clear_line(*lmwb(capsys, *command), f"{folder} is not a Hugging Face model directory",
+        code, _, stderr = lmwb_in_process(capsys, *command)
+        assert_one_line_error(code, stderr, f"{folder} is not a Hugging Face model directory",
                               "no config.json", "save_pretrained")
 
 
 @pytest.fixture
 def trained_run(capsys, tiny_model_dir, fables_excerpt):
     """A completed 4-step run with one checkpoint, trained through lmwb."""
-    assert lmwb(capsys, *quick_training(tiny_model_dir, fables_excerpt))[0] == 0
+    assert lmwb_in_process(capsys, *quick_training(tiny_model_dir, fables_excerpt))[0] == 0
     [run] = RunStore().list_runs()
     [checkpoint] = RunStore().checkpoints(run.id)
     return run, Path(checkpoint["path"])
@@ -347,8 +333,8 @@ def test_a_truncated_checkpoint_is_refused_when_loaded(capsys, trained_run):
     run, checkpoint = trained_run
     weights = checkpoint / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    assert_one_clear_line(*lmwb(capsys, "generate", "--model", f"run:{run.id}", "--prompt", "Once"),
-                          "truncated or corrupt")
+    code, _, stderr = lmwb_in_process(capsys, "generate", "--model", f"run:{run.id}", "--prompt", "Once")
+    assert_one_line_error(code, stderr, "truncated or corrupt")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])
@@ -360,9 +346,9 @@ def test_a_corrupt_trainer_state_is_refused_when_resumed_and_the_run_is_untouche
     {"truncated": lambda: state.write_bytes(state.read_bytes()[:300]),
      "garbage": lambda: state.write_bytes(os.urandom(4096)),
      "missing": state.unlink}[damage]()
-    code, stderr = lmwb(capsys, "train", "--resume", run.id, "--steps", "8")
+    code, _, stderr = lmwb_in_process(capsys, "train", "--resume", run.id, "--steps", "8")
     expected = "has no trainer_state.pt" if damage == "missing" else "is corrupt or truncated"
-    assert_one_clear_line(code, stderr, str(checkpoint), expected)
+    assert_one_line_error(code, stderr, str(checkpoint), expected)
     after = RunStore().get_run(run.id)
     assert (after.status, after.steps) == ("completed", 4)
     assert [Path(c["path"]) for c in RunStore().checkpoints(run.id)] == [checkpoint] and checkpoint.is_dir()
@@ -388,7 +374,8 @@ def test_a_database_from_a_newer_version_is_refused_untouched(capsys, lmwb_home,
     connection.close()
     before = digest(database)
     for command in (["runs"], ["history"], ["train", "--model", "scratch:nano", "--dataset", "fables"]):
-        assert_one_clear_line(*lmwb(capsys, *command), f"The database {database} was written by a newer version",
+        code, _, stderr = lmwb_in_process(capsys, *command)
+        assert_one_line_error(code, stderr, f"The database {database} was written by a newer version",
                               "Upgrade lm-workbench, or set LMWB_HOME to another directory")
     assert digest(database) == before
 
@@ -398,7 +385,8 @@ def test_a_corrupt_database_file_is_refused_untouched(capsys, lmwb_home):
     database = lmwb_home / "workbench.db"
     database.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
     before = digest(database)
-    assert_one_clear_line(*lmwb(capsys, "runs"), f"{database} is not a usable lm-workbench database",
+    code, _, stderr = lmwb_in_process(capsys, "runs")
+    assert_one_line_error(code, stderr, f"{database} is not a usable lm-workbench database",
                           "rename it to workbench.db.broken")
     assert digest(database) == before
 
@@ -422,8 +410,8 @@ def test_lmwb_home_that_cannot_be_written(capsys, monkeypatch, tmp_path):
     for case, home, message in unwritable_homes(tmp_path):
         monkeypatch.setenv("LMWB_HOME", str(home))
         for command in (["runs"], ["generate", "--model", "./nowhere", "--prompt", "x"]):
-            code, stderr = lmwb(capsys, *command)
-            assert_one_clear_line(code, stderr, message, str(home), "LMWB_HOME")
+            code, _, stderr = lmwb_in_process(capsys, *command)
+            assert_one_line_error(code, stderr, message, str(home), "LMWB_HOME")
 
 
 def test_disk_full_during_a_checkpoint_fails_the_run_and_keeps_the_previous_checkpoint(
@@ -487,9 +475,9 @@ def test_disk_full_while_writing_metrics_says_so_and_keeps_what_was_written(lmwb
 @pytest.mark.slow
 def test_a_second_lmwb_on_the_same_home_works_beside_the_first(capsys, tiny_model_dir, fables_excerpt):
     """While one lmwb trains, another lists, trains and reads the same home; it may not resume or delete the live run."""
-    first = subprocess.Popen([sys.executable, "-m", "tui.cli", "train", "--model", str(tiny_model_dir), "--dataset",
-                              str(fables_excerpt), "--steps", "100000", "--batch-size", "2", "--block-size", "16",
-                              "--device", "cpu"], cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    first = subprocess.Popen(lmwb_command("train", "--model", str(tiny_model_dir), "--dataset",
+                                          str(fables_excerpt), "--steps", "100000", "--batch-size", "2",
+                                          "--block-size", "16", "--device", "cpu"), cwd=REPO_ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
     run_id = first.stdout.readline().split()[2].rstrip(":")
     threading.Thread(target=first.stdout.read, daemon=True).start()
@@ -501,12 +489,14 @@ def test_a_second_lmwb_on_the_same_home_works_beside_the_first(capsys, tiny_mode
         listed = {run["id"]: run for run in json.loads(capsys.readouterr().out)}
         assert listed[run_id]["status"] == "running"   # the start-up sweep leaves a live run alone
 
-        assert_one_clear_line(*lmwb(capsys, "train", "--resume", run_id, "--steps", "200000"),
+        code, _, stderr = lmwb_in_process(capsys, "train", "--resume", run_id, "--steps", "200000")
+        assert_one_line_error(code, stderr,
                               f"Run {run_id} is still running (process {first.pid} on", "stop it before resuming it")
-        assert_one_clear_line(*lmwb(capsys, "runs", "delete", run_id, "--yes"),
+        code, _, stderr = lmwb_in_process(capsys, "runs", "delete", run_id, "--yes")
+        assert_one_line_error(code, stderr,
                               f"Run {run_id} is running (process {first.pid}", "stop it first")
 
-        assert lmwb(capsys, *quick_training(tiny_model_dir, fables_excerpt, "--name", "second"))[0] == 0
+        assert lmwb_in_process(capsys, *quick_training(tiny_model_dir, fables_excerpt, "--name", "second"))[0] == 0
         assert first.poll() is None
     finally:
         first.terminate()  # SIGTERM: stops with a checkpoint

@@ -22,42 +22,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import build_tiny_gpt2
+from tests.conftest import (
+    REPO_ROOT, assert_one_line_error, build_tiny_gpt2, lmwb_command, lmwb_in_process, lmwb_in_subprocess)
 from tui.cli import device_name, main, non_negative_float, non_negative_int, positive_float, positive_int, probability
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def lmwb(*args: str, stdin: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """Run the real `lmwb` in a child process (same LMWB_HOME), as a shell would."""
-    return subprocess.run(
-        [sys.executable, "-m", "tui.cli", *args], input=stdin, capture_output=True, text=True, cwd=REPO,
-        timeout=timeout, stdin=None if stdin is not None else subprocess.DEVNULL,
-    )
-
 
 @pytest.fixture(autouse=True)
 def piped_output_width(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tables go to a pipe here: lmwb picks its own width unless COLUMNS says otherwise."""
     monkeypatch.delenv("COLUMNS", raising=False)
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `lmwb ARGS` in this process; return its exit status, stdout and stderr."""
-    status = main(list(args))
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_one_line_error(status: int, err: str, *words: str) -> None:
-    """A user's mistake: exit 2, one line on stderr naming the problem, no traceback."""
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("lmwb: error:"), err
-    assert "Traceback" not in err
-    for word in words:
-        assert word in lines[0], err
 
 
 def write_fables(path: Path, count: int = 300) -> Path:
@@ -83,22 +55,22 @@ def fables(tmp_path: Path) -> Path:
 
 
 def test_version_and_help_work_without_loading_torch_or_textual() -> None:
-    version = lmwb("--version")
+    version = lmwb_in_subprocess("--version")
     assert version.returncode == 0
     assert version.stdout.strip().startswith("lmwb ")
 
-    overview = lmwb("--help")
+    overview = lmwb_in_subprocess("--help")
     assert overview.returncode == 0
     for command in ("datasets", "models", "runs", "generate", "history", "train", "eval"):
         assert command in overview.stdout
 
-    train_help = lmwb("train", "--help")
+    train_help = lmwb_in_subprocess("train", "--help")
     assert train_help.returncode == 0 and "--resume" in train_help.stdout and "--max-time" in train_help.stdout
 
     probe = subprocess.run(
         [sys.executable, "-c", "import sys; from tui.cli import main; main(['--help']); "
          "print(sorted(m for m in ('torch', 'textual', 'transformers') if m in sys.modules))"],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60,
     )
     assert probe.stdout.strip().splitlines()[-1] == "[]"
 
@@ -130,7 +102,7 @@ def test_no_command_opens_the_app(monkeypatch) -> None:
     (["eval", "--model", "gpt2", "--dataset", "fables", "--split", "test"], "--split"),
 ])
 def test_nonsense_numbers_and_choices_get_one_line_naming_the_flag(capsys, args, flag) -> None:
-    status, out, err = run_cli(capsys, *args)
+    status, out, err = lmwb_in_process(capsys, *args)
     assert_one_line_error(status, err, flag)
     assert out == ""
 
@@ -156,10 +128,10 @@ def test_any_text_for_a_number_flag_is_a_valid_number_or_a_clear_refusal(text: s
 
 
 def test_a_mistake_in_a_real_process_prints_one_line_and_exits_2(tmp_path: Path) -> None:
-    result = lmwb("datasets", str(tmp_path / "no-such-file.txt"))
+    result = lmwb_in_subprocess("datasets", str(tmp_path / "no-such-file.txt"))
     assert_one_line_error(result.returncode, result.stderr, "no-such-file.txt")
 
-    result = lmwb("train", "--steps", "-3")
+    result = lmwb_in_subprocess("train", "--steps", "-3")
     assert_one_line_error(result.returncode, result.stderr, "--steps")
 
 
@@ -172,7 +144,7 @@ def test_datasets_lists_the_bundled_datasets_for_people_and_scripts(capsys) -> N
     bundled = bundled_datasets()
     assert len(bundled) >= 3
 
-    status, out, _ = run_cli(capsys, "datasets", "--json")
+    status, out, _ = lmwb_in_process(capsys, "datasets", "--json")
     assert status == 0
     listed = json.loads(out)
     assert [entry["name"] for entry in listed] == [dataset.name for dataset in bundled]
@@ -182,14 +154,14 @@ def test_datasets_lists_the_bundled_datasets_for_people_and_scripts(capsys) -> N
         assert entry["bytes"] == stats.bytes and entry["bytes"] > 0
         assert entry["documents"] == stats.documents and entry["documents"] > 0
 
-    status, out, _ = run_cli(capsys, "datasets")
+    status, out, _ = lmwb_in_process(capsys, "datasets")
     assert status == 0
     for dataset in bundled:
         assert dataset.name in out
 
 
 def test_datasets_with_a_path_shows_its_stats_and_preview(capsys, fables: Path) -> None:
-    status, out, _ = run_cli(capsys, "datasets", str(fables), "--json")
+    status, out, _ = lmwb_in_process(capsys, "datasets", str(fables), "--json")
     assert status == 0
     shown = json.loads(out)
     assert shown["name"] == "fables.txt"
@@ -199,7 +171,7 @@ def test_datasets_with_a_path_shows_its_stats_and_preview(capsys, fables: Path) 
     first_line = fables.read_text(encoding="utf-8").splitlines()[0]
     assert first_line in shown["preview"]
 
-    status, out, _ = run_cli(capsys, "datasets", str(fables))
+    status, out, _ = lmwb_in_process(capsys, "datasets", str(fables))
     assert status == 0
     assert first_line in " ".join(out.split())
 
@@ -208,44 +180,44 @@ def test_datasets_reads_a_named_jsonl_field(capsys, tmp_path: Path) -> None:
     records = tmp_path / "qa.jsonl"
     records.write_text("\n".join(json.dumps({"body": f"Question {n}? Answer {n}."}) for n in range(5)) + "\n",
                        encoding="utf-8")
-    status, out, _ = run_cli(capsys, "datasets", str(records), "--field", "body", "--json")
+    status, out, _ = lmwb_in_process(capsys, "datasets", str(records), "--field", "body", "--json")
     assert status == 0
     shown = json.loads(out)
     assert shown["documents"] == 5
     assert "Question 0? Answer 0." in shown["preview"]
 
-    status, _, err = run_cli(capsys, "datasets", str(records))  # no "text" field in these records
+    status, _, err = lmwb_in_process(capsys, "datasets", str(records))  # no "text" field in these records
     assert_one_line_error(status, err, "qa.jsonl")
 
 
 def test_datasets_counts_tokens_with_a_models_tokenizer(capsys, fables: Path, tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    status, out, _ = run_cli(capsys, "datasets", str(fables), "--tokens", "--model", str(tiny_model_dir), "--json")
+    status, out, _ = lmwb_in_process(capsys, "datasets", str(fables), "--tokens", "--model", str(tiny_model_dir), "--json")
     assert status == 0
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     expected = len(tokenizer(fables.read_text(encoding="utf-8"))["input_ids"])
     assert abs(json.loads(out)["tokens"] - expected) <= 1  # the engine may end the document with EOS
 
     # A scratch model's tokenizer is trained on the dataset itself: it packs the text tighter than bytes.
-    status, out, _ = run_cli(capsys, "datasets", str(fables), "--tokens", "--model", "scratch:nano",
+    status, out, _ = lmwb_in_process(capsys, "datasets", str(fables), "--tokens", "--model", "scratch:nano",
                              "--vocab-size", "400", "--json")
     assert status == 0
     assert 0 < json.loads(out)["tokens"] < fables.stat().st_size / 2
 
-    status, _, err = run_cli(capsys, "datasets", str(fables), "--tokens")
+    status, _, err = lmwb_in_process(capsys, "datasets", str(fables), "--tokens")
     assert_one_line_error(status, err, "--model")
 
 
 def test_models_lists_presets_and_cached_models_as_json(capsys) -> None:
-    status, out, err = run_cli(capsys, "models", "--json")
+    status, out, err = lmwb_in_process(capsys, "models", "--json")
     assert status == 0, err
     choices = json.loads(out)
     sources = {choice["source"] for choice in choices}
     assert {"scratch:nano", "scratch:tiny", "scratch:small"} <= sources
     assert all(set(choice) >= {"source", "kind", "description"} for choice in choices)
 
-    status, out, _ = run_cli(capsys, "models")
+    status, out, _ = lmwb_in_process(capsys, "models")
     assert status == 0 and "scratch:nano" in out
 
 
@@ -288,23 +260,23 @@ def two_runs():
 
 def test_runs_lists_filters_and_sorts(capsys, two_runs) -> None:
     _, fox, owl = two_runs
-    status, out, _ = run_cli(capsys, "runs", "--json")
+    status, out, _ = lmwb_in_process(capsys, "runs", "--json")
     assert status == 0
     runs = json.loads(out)
     assert [run["id"] for run in runs] == [owl, fox]  # newest first
     for run in runs:
         assert set(run) >= {"id", "name", "status", "model", "dataset", "steps", "best_val_loss", "created_at"}
 
-    status, out, _ = run_cli(capsys, "runs", "--status", "completed", "--json")
+    status, out, _ = lmwb_in_process(capsys, "runs", "--status", "completed", "--json")
     assert [run["id"] for run in json.loads(out)] == [fox]
 
-    status, out, _ = run_cli(capsys, "runs", "--search", "owl", "--json")
+    status, out, _ = lmwb_in_process(capsys, "runs", "--search", "owl", "--json")
     assert [run["id"] for run in json.loads(out)] == [owl]
 
-    status, out, _ = run_cli(capsys, "runs", "--sort", "steps", "--json")
+    status, out, _ = lmwb_in_process(capsys, "runs", "--sort", "steps", "--json")
     assert [run["id"] for run in json.loads(out)] == [fox, owl]  # most trained first
 
-    status, out, _ = run_cli(capsys, "runs")
+    status, out, _ = lmwb_in_process(capsys, "runs")
     assert status == 0 and "fox-fables" in out and "owl-sayings" in out
 
 
@@ -312,16 +284,16 @@ def test_runs_list_shows_lora_and_distributed_runs_beside_their_model(capsys) ->
     from engine.store import RunStore
 
     run = RunStore().create_run(name="adapters", model="gpt2", dataset="fables", config={}, lora=True, world_size=4)
-    status, out, _ = run_cli(capsys, "runs")
+    status, out, _ = lmwb_in_process(capsys, "runs")
     assert status == 0 and "gpt2 +LoRA ×4" in out
-    status, out, _ = run_cli(capsys, "runs", "--json")
+    status, out, _ = lmwb_in_process(capsys, "runs", "--json")
     assert json.loads(out)[0] | {"lora": True, "world_size": 4} == json.loads(out)[0]
     assert json.loads(out)[0]["id"] == run.id
 
 
 def test_runs_show_gives_config_metrics_samples_and_checkpoints(capsys, two_runs) -> None:
     _, fox, _ = two_runs
-    status, out, _ = run_cli(capsys, "runs", "show", fox[:6], "--json")  # a unique prefix is enough
+    status, out, _ = lmwb_in_process(capsys, "runs", "show", fox[:6], "--json")  # a unique prefix is enough
     assert status == 0
     shown = json.loads(out)
     assert shown["id"] == fox and shown["status"] == "completed" and shown["steps"] == 4
@@ -332,7 +304,7 @@ def test_runs_show_gives_config_metrics_samples_and_checkpoints(capsys, two_runs
     assert [sample["text"] for sample in shown["samples"]] == [" ran to the mill."]
     assert [checkpoint["step"] for checkpoint in shown["checkpoints"]] == [4]
 
-    status, out, _ = run_cli(capsys, "runs", "show", fox)
+    status, out, _ = lmwb_in_process(capsys, "runs", "show", fox)
     assert status == 0
     assert "fox-fables" in out and "ran to the mill." in out
 
@@ -340,12 +312,12 @@ def test_runs_show_gives_config_metrics_samples_and_checkpoints(capsys, two_runs
 def test_runs_export_writes_csv_and_json(capsys, two_runs, tmp_path: Path) -> None:
     _, fox, _ = two_runs
     target = tmp_path / "fox.csv"
-    status, _, err = run_cli(capsys, "runs", "export", fox, "--format", "csv", "--output", str(target))
+    status, _, err = lmwb_in_process(capsys, "runs", "export", fox, "--format", "csv", "--output", str(target))
     assert status == 0 and str(target) in err
     rows = list(csv.DictReader(io.StringIO(target.read_text(encoding="utf-8"))))
     assert [float(row["train_loss"]) for row in rows] == [4.0, 3.5, 3.1, 2.9]
 
-    status, out, _ = run_cli(capsys, "runs", "export", fox, "--format", "json")
+    status, out, _ = lmwb_in_process(capsys, "runs", "export", fox, "--format", "json")
     assert status == 0
     assert "3.1" in out
     json.loads(out)
@@ -356,19 +328,19 @@ def test_runs_delete_asks_refuses_live_runs_and_deletes_with_yes(capsys, two_run
     checkpoint_dir = store_run_dir(owl)
 
     # Not on a terminal and no --yes: nothing is deleted.
-    result = lmwb("runs", "delete", owl)
+    result = lmwb_in_subprocess("runs", "delete", owl)
     assert_one_line_error(result.returncode, result.stderr, "--yes")
     assert store.get_run(owl).id == owl
 
     # A run that is training right now (this process is alive) cannot be deleted.
     store.set_status(fox, "running")
-    status, _, err = run_cli(capsys, "runs", "delete", fox, "--yes")
+    status, _, err = lmwb_in_process(capsys, "runs", "delete", fox, "--yes")
     assert_one_line_error(status, err, fox, "running")
 
-    status, _, err = run_cli(capsys, "runs", "delete", owl, "--yes")
+    status, _, err = lmwb_in_process(capsys, "runs", "delete", owl, "--yes")
     assert status == 0, err
     assert not checkpoint_dir.exists()
-    status, out, _ = run_cli(capsys, "runs", "--json")
+    status, out, _ = lmwb_in_process(capsys, "runs", "--json")
     assert [run["id"] for run in json.loads(out)] == [fox]
 
 
@@ -382,12 +354,12 @@ class TerminalInput(io.StringIO):
 def test_runs_delete_on_a_terminal_asks_first(capsys, monkeypatch, two_runs) -> None:
     store, fox, _ = two_runs
     monkeypatch.setattr(sys, "stdin", TerminalInput("n\n"))
-    status, out, err = run_cli(capsys, "runs", "delete", fox)
+    status, out, err = lmwb_in_process(capsys, "runs", "delete", fox)
     assert status == 0 and "Delete run" in out and "Nothing deleted" in err
     assert store.get_run(fox).id == fox
 
     monkeypatch.setattr(sys, "stdin", TerminalInput("y\n"))
-    status, _, err = run_cli(capsys, "runs", "delete", fox)
+    status, _, err = lmwb_in_process(capsys, "runs", "delete", fox)
     assert status == 0 and f"Deleted run {fox}" in err
     assert fox not in [run.id for run in store.list_runs()]
 
@@ -399,7 +371,7 @@ def test_a_bug_prints_one_line_and_keeps_the_traceback_in_a_log(capsys, monkeypa
         raise RuntimeError("the list fell over")
 
     monkeypatch.setattr(RunStore, "list_runs", broken_list_runs)
-    status, out, err = run_cli(capsys, "runs")
+    status, out, err = lmwb_in_process(capsys, "runs")
     assert status == 1 and out == ""
     [line] = err.strip().splitlines()
     assert line.startswith("lmwb: internal error: RuntimeError: the list fell over")
@@ -411,7 +383,7 @@ def test_a_bug_prints_one_line_and_keeps_the_traceback_in_a_log(capsys, monkeypa
 def test_an_unknown_run_id_is_one_line(capsys, two_runs) -> None:
     for args in (["runs", "show", "zz-not-a-run"], ["runs", "export", "zz-not-a-run"],
                  ["runs", "delete", "zz-not-a-run", "--yes"], ["train", "--resume", "zz-not-a-run"]):
-        status, _, err = run_cli(capsys, *args)
+        status, _, err = lmwb_in_process(capsys, *args)
         assert_one_line_error(status, err, "zz-not-a-run")
 
 
@@ -449,55 +421,55 @@ def test_generate_streams_each_token_as_it_arrives(monkeypatch, tiny_model_dir: 
 
 
 def test_generate_prints_text_and_records_it_in_history(capsys, tiny_model_dir: Path) -> None:
-    status, out, err = run_cli(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Question: what",
+    status, out, err = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Question: what",
                                "--max-new-tokens", "10", "--temperature", "0")
     assert status == 0, err
     assert "tokens" in err and "tok/s" in err and "finish" in err
 
-    status, again, _ = run_cli(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Question: what",
+    status, again, _ = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Question: what",
                                "--max-new-tokens", "10", "--temperature", "0")
     assert again == out  # greedy decoding: same text
 
-    status, out, _ = run_cli(capsys, "history", "--json")
+    status, out, _ = lmwb_in_process(capsys, "history", "--json")
     assert status == 0
     history = json.loads(out)
     assert len(history) == 2 and all(row["prompt"] == "Question: what" for row in history)
 
-    status, out, _ = run_cli(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Emoji test",
+    status, out, _ = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Emoji test",
                              "--max-new-tokens", "3")
-    status, out, _ = run_cli(capsys, "history", "--search", "Emoji", "--json")
+    status, out, _ = lmwb_in_process(capsys, "history", "--search", "Emoji", "--json")
     assert [row["prompt"] for row in json.loads(out)] == ["Emoji test"]
-    status, out, _ = run_cli(capsys, "history", "--limit", "1", "--json")
+    status, out, _ = lmwb_in_process(capsys, "history", "--limit", "1", "--json")
     assert len(json.loads(out)) == 1
-    status, out, _ = run_cli(capsys, "history")
+    status, out, _ = lmwb_in_process(capsys, "history")
     assert status == 0 and "Emoji test" in out
 
 
 def test_generate_reads_the_prompt_from_a_pipe_or_a_file(capsys, monkeypatch, tmp_path: Path,
                                                          tiny_model_dir: Path) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("Once upon"))  # `echo Once upon | lmwb generate ...`
-    status, out, err = run_cli(capsys, "generate", "--model", str(tiny_model_dir), "--max-new-tokens", "4", "--json")
+    status, out, err = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir), "--max-new-tokens", "4", "--json")
     assert status == 0, err
     assert json.loads(out.splitlines()[-1])["prompt"] == "Once upon"
 
     prompt_file = tmp_path / "prompt.txt"
     prompt_file.write_text("Café au lait", encoding="utf-8")
-    status, out, err = run_cli(capsys, "generate", "--model", str(tiny_model_dir), "--prompt-file", str(prompt_file),
+    status, out, err = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir), "--prompt-file", str(prompt_file),
                                "--max-new-tokens", "4", "--json")
     assert status == 0, err
     assert json.loads(out.splitlines()[-1])["prompt"] == "Café au lait"
 
-    status, _, err = run_cli(capsys, "generate", "--model", str(tiny_model_dir),
+    status, _, err = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir),
                              "--prompt-file", str(tmp_path / "nope.txt"))
     assert_one_line_error(status, err, "nope.txt")
 
 
 def test_generate_mistakes_are_one_line(capsys, tmp_path: Path, fables: Path) -> None:
-    status, _, err = run_cli(capsys, "generate", "--model", "scratch:nano", "--prompt", "hi")
+    status, _, err = lmwb_in_process(capsys, "generate", "--model", "scratch:nano", "--prompt", "hi")
     assert_one_line_error(status, err, "--dataset")
-    status, _, err = run_cli(capsys, "generate", "--model", str(tmp_path), "--prompt", "hi")
+    status, _, err = lmwb_in_process(capsys, "generate", "--model", str(tmp_path), "--prompt", "hi")
     assert_one_line_error(status, err)
-    status, _, err = run_cli(capsys, "generate", "--model", "scratch:huge", "--prompt", "hi")
+    status, _, err = lmwb_in_process(capsys, "generate", "--model", "scratch:huge", "--prompt", "hi")
     assert_one_line_error(status, err, "huge")
 
 
@@ -507,9 +479,9 @@ def test_ctrl_c_stops_generation_cleanly_and_records_it(tmp_path: Path) -> None:
     # Greedy: this random model's greedy path never reaches end-of-text (checked to 4000 tokens), while
     # sampling drew it by chance now and then before the Ctrl+C landed.
     child = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "generate", "--model", str(long_context), "--prompt", "The fox",
-         "--max-new-tokens", "4000", "--temperature", "0", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=REPO,
+        lmwb_command("generate", "--model", str(long_context), "--prompt", "The fox",
+                     "--max-new-tokens", "4000", "--temperature", "0", "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=REPO_ROOT,
     )
     first = child.stdout.readline()
     assert json.loads(first)["type"] == "token"
@@ -520,7 +492,7 @@ def test_ctrl_c_stops_generation_cleanly_and_records_it(tmp_path: Path) -> None:
     assert summary["finish_reason"] == "cancelled" and 0 < summary["tokens"] < 4000
     assert "Traceback" not in err
 
-    history = json.loads(lmwb("history", "--json").stdout)
+    history = json.loads(lmwb_in_subprocess("history", "--json").stdout)
     assert [row["finish_reason"] for row in history] == ["cancelled"]
 
 
@@ -538,11 +510,11 @@ def started_run_id(out: str) -> str:
 
 
 def test_train_with_evaluation_samples_and_periodic_checkpoints_off(capsys, fables: Path) -> None:
-    status, out, err = run_cli(capsys, "train", "--model", "scratch:nano", "--batch-size", "2", "--block-size", "16",
+    status, out, err = lmwb_in_process(capsys, "train", "--model", "scratch:nano", "--batch-size", "2", "--block-size", "16",
                                "--vocab-size", "300", "--warmup", "1", "--dataset", str(fables), "--steps", "4",
                                "--eval-every", "0", "--sample-every", "0", "--checkpoint-every", "0")
     assert status == 0, err
-    status, out, _ = run_cli(capsys, "runs", "show", started_run_id(out), "--json")
+    status, out, _ = lmwb_in_process(capsys, "runs", "show", started_run_id(out), "--json")
     shown = json.loads(out)
     assert shown["status"] == "completed" and shown["samples"] == []
     assert [checkpoint["step"] for checkpoint in shown["checkpoints"]] == [4]  # only the final one
@@ -550,62 +522,62 @@ def test_train_with_evaluation_samples_and_periodic_checkpoints_off(capsys, fabl
 
 @pytest.mark.slow
 def test_train_records_a_run_that_resumes_and_evaluates(capsys, fables: Path) -> None:
-    status, out, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--steps", "6",
+    status, out, err = lmwb_in_process(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--steps", "6",
                                "--name", "fable-nano")
     assert status == 0, err
     run_id = started_run_id(out)
     assert "step 6/6" in out  # plain progress lines when stdout is not a terminal
     assert f"Run {run_id} completed at step 6" in out
 
-    status, out, _ = run_cli(capsys, "runs", "show", run_id, "--json")
+    status, out, _ = lmwb_in_process(capsys, "runs", "show", run_id, "--json")
     shown = json.loads(out)
     assert shown["status"] == "completed" and shown["steps"] == 6 and shown["name"] == "fable-nano"
     assert shown["metrics_summary"]["last_step"] == 6 and shown["metrics_summary"]["best_val_loss"] is not None
     assert [checkpoint["step"] for checkpoint in shown["checkpoints"]][-1] == 6
     assert shown["samples"]
 
-    status, out, err = run_cli(capsys, "train", "--resume", run_id, "--steps", "9")
+    status, out, err = lmwb_in_process(capsys, "train", "--resume", run_id, "--steps", "9")
     assert status == 0, err
     assert started_run_id(out) == run_id
-    status, out, _ = run_cli(capsys, "runs", "show", run_id, "--json")
+    status, out, _ = lmwb_in_process(capsys, "runs", "show", run_id, "--json")
     shown = json.loads(out)
     assert shown["status"] == "completed" and shown["steps"] == 9
 
-    status, _, err = run_cli(capsys, "train", "--resume", run_id, "--steps", "9")
+    status, _, err = lmwb_in_process(capsys, "train", "--resume", run_id, "--steps", "9")
     assert_one_line_error(status, err, "--steps")
 
-    status, out, err = run_cli(capsys, "eval", "--model", f"run:{run_id}", "--dataset", str(fables), "--json")
+    status, out, err = lmwb_in_process(capsys, "eval", "--model", f"run:{run_id}", "--dataset", str(fables), "--json")
     assert status == 0, err
     evaluation = json.loads(out)
     assert evaluation["loss"] > 0 and evaluation["bits_per_byte"] > 0
     assert evaluation["perplexity"] == pytest.approx(2.718281828 ** evaluation["loss"], rel=1e-3)
 
-    status, out, _ = run_cli(capsys, "models", "--json")
+    status, out, _ = lmwb_in_process(capsys, "models", "--json")
     assert f"run:{run_id}@9" in {choice["source"] for choice in json.loads(out)}
 
 
 def test_train_mistakes_are_one_line(capsys, fables: Path, tmp_path: Path) -> None:
-    status, _, err = run_cli(capsys, "train", "--dataset", str(fables))
+    status, _, err = lmwb_in_process(capsys, "train", "--dataset", str(fables))
     assert_one_line_error(status, err, "--model")
-    status, _, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(tmp_path / "missing.txt"))
+    status, _, err = lmwb_in_process(capsys, "train", *NANO_RUN, "--dataset", str(tmp_path / "missing.txt"))
     assert_one_line_error(status, err, "missing.txt")
     # The model's context is read from its config before the run is created.
-    status, out, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--block-size", "100000")
+    status, out, err = lmwb_in_process(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--block-size", "100000")
     assert_one_line_error(status, err, "--block-size", "context of 256 tokens")
-    status, out, err = run_cli(capsys, "train", *NANO_RUN[2:], "--model", str(tmp_path / "nope"),
+    status, out, err = lmwb_in_process(capsys, "train", *NANO_RUN[2:], "--model", str(tmp_path / "nope"),
                                "--dataset", str(fables))
     assert_one_line_error(status, err, "nope", "no such directory")
-    status, out, _ = run_cli(capsys, "runs", "--json")
+    status, out, _ = lmwb_in_process(capsys, "runs", "--json")
     assert json.loads(out) == []  # no run left behind by a refused configuration
 
 
 def test_max_time_stops_with_a_checkpoint_and_says_how_to_resume(capsys, fables: Path) -> None:
-    status, out, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--steps", "100000",
+    status, out, err = lmwb_in_process(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--steps", "100000",
                                "--max-time", "2")
     assert status == 0, err
     run_id = started_run_id(out)
     assert f"lmwb train --resume {run_id} --steps 100000" in out
-    status, out, _ = run_cli(capsys, "runs", "show", run_id, "--json")
+    status, out, _ = lmwb_in_process(capsys, "runs", "show", run_id, "--json")
     shown = json.loads(out)
     assert shown["status"] == "stopped" and 0 < shown["steps"] < 100000
     assert shown["checkpoints"][-1]["step"] == shown["steps"]
@@ -614,8 +586,8 @@ def test_max_time_stops_with_a_checkpoint_and_says_how_to_resume(capsys, fables:
 @pytest.mark.slow
 def test_sigterm_stops_a_headless_run_cleanly(fables: Path) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "train", *NANO_RUN, "--dataset", str(fables), "--steps", "100000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=REPO,
+        lmwb_command("train", *NANO_RUN, "--dataset", str(fables), "--steps", "100000"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=REPO_ROOT,
     )
     started = child.stdout.readline()
     progress = child.stdout.readline()
@@ -626,6 +598,6 @@ def test_sigterm_stops_a_headless_run_cleanly(fables: Path) -> None:
     run_id = started_run_id(started)
     assert f"Resume with: lmwb train --resume {run_id} --steps 100000" in rest
 
-    shown = json.loads(lmwb("runs", "show", run_id, "--json").stdout)
+    shown = json.loads(lmwb_in_subprocess("runs", "show", run_id, "--json").stdout)
     assert shown["status"] == "stopped"
     assert shown["checkpoints"][-1]["step"] == shown["steps"] > 0

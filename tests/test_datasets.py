@@ -31,8 +31,8 @@ from engine.datasets import (
 )
 from engine.errors import DatasetError, TrainingError
 from engine.home import SAMPLE_TEXTS_DIR, token_cache_dir
+from tests.conftest import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 STORIES = [
     "The heron waited by the pond all morning.\nAt noon a fish came by.\n",

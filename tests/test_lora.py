@@ -141,15 +141,6 @@ def test_targets_that_match_no_layer_list_the_layers_there_are(tiny_model_dir: P
 # -----------------------------------------------------------------------------
 # A LoRA run: lmwb train --lora, as the user meets it
 
-FABLES = Path(__file__).resolve().parent.parent / "sample_texts" / "fables.txt"
-
-
-@pytest.fixture
-def fables_excerpt(tmp_path: Path) -> Path:
-    path = tmp_path / "fables-excerpt.txt"
-    path.write_text(FABLES.read_text(encoding="utf-8")[:24_000], encoding="utf-8")
-    return path
-
 
 def lora_settings(model: Path, dataset: Path, **overrides):
     from engine.training import TrainingConfig

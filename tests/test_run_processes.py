@@ -19,7 +19,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,10 +27,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.test_cli import (  # noqa: F401 (fables is a fixture)
-    NANO_RUN, assert_one_line_error, fables, lmwb, run_cli, started_run_id)
+from tests.conftest import REPO_ROOT, assert_one_line_error, lmwb_command, lmwb_in_process, lmwb_in_subprocess
+from tests.test_cli import NANO_RUN, fables, started_run_id  # noqa: F401 (fables is a fixture)
 
-REPO = Path(__file__).resolve().parent.parent
 LONG = "100000"          # steps: a run that goes on until it is stopped
 START_TIMEOUT = 120      # seconds for a run's process to load and take its first steps (2 shared cores)
 
@@ -91,10 +89,10 @@ def start_detached(fables: Path, *extra: str, steps: str = LONG,
     """
     arguments = ("train", *NANO_RUN, "--dataset", str(fables), "--steps", steps, "--detach", *extra)
     if capsys is None:
-        result = lmwb(*arguments, timeout=120)
+        result = lmwb_in_subprocess(*arguments, timeout=120)
         status, out, err = result.returncode, result.stdout, result.stderr
     else:
-        status, out, err = run_cli(capsys, *arguments)
+        status, out, err = lmwb_in_process(capsys, *arguments)
     assert status == 0, out + err
     pid = re.search(r"\(pid (\d+)\)", out)
     assert pid, out
@@ -119,8 +117,8 @@ class Follower:
 
     def __init__(self, run_id: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tui.cli", "runs", "follow", run_id], stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, cwd=REPO,
+            lmwb_command("runs", "follow", run_id), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, cwd=REPO_ROOT,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
@@ -190,7 +188,7 @@ def assert_paused_and_still(store, run_id: str) -> int:
 
 @pytest.mark.parametrize("action", ["pause", "continue", "stop", "follow"])
 def test_an_unknown_run_id_is_one_line(capsys, action: str) -> None:
-    status, out, err = run_cli(capsys, "runs", action, "zz-not-a-run")
+    status, out, err = lmwb_in_process(capsys, "runs", action, "zz-not-a-run")
     assert_one_line_error(status, err, "zz-not-a-run")
     assert out == ""
 
@@ -201,7 +199,7 @@ def test_pause_continue_stop_and_follow_a_detached_run(capsys, store, fables: Pa
     training(store, run_id)
 
     # A running run: continue has nothing to do.
-    status, out, err = run_cli(capsys, "runs", "continue", run_id)
+    status, out, err = lmwb_in_process(capsys, "runs", "continue", run_id)
     assert_one_line_error(status, err, run_id, "running already")
 
     # Ctrl+C on `follow` stops following; the run goes on.
@@ -216,12 +214,12 @@ def test_pause_continue_stop_and_follow_a_detached_run(capsys, store, fables: Pa
     wait_for_run(store, run_id, lambda run: run.status == "running" and run.steps > left_at, "still training", 60)
 
     # Pause: answered by the run's process between two steps; it then holds its step.
-    result = lmwb("runs", "pause", run_id, timeout=60)
+    result = lmwb_in_subprocess("runs", "pause", run_id, timeout=60)
     assert result.returncode == 0, result.stderr
     paused_at = int(re.search(rf"Run {run_id} paused at step (\d+)\.", result.stdout).group(1))
     assert paused_at == assert_paused_and_still(store, run_id)
 
-    status, out, err = run_cli(capsys, "runs", "pause", run_id)
+    status, out, err = lmwb_in_process(capsys, "runs", "pause", run_id)
     assert_one_line_error(status, err, run_id, "paused already")
 
     with Follower(run_id) as follower:
@@ -232,7 +230,7 @@ def test_pause_continue_stop_and_follow_a_detached_run(capsys, store, fables: Pa
     assert assert_paused_and_still(store, run_id) == paused_at
 
     # Continue: it trains on from where it was (it may have taken a step by the time the command reads it).
-    status, out, err = run_cli(capsys, "runs", "continue", run_id)
+    status, out, err = lmwb_in_process(capsys, "runs", "continue", run_id)
     assert status == 0, err
     assert int(re.search(rf"Run {run_id} continues from step (\d+)\.", out).group(1)) >= paused_at
     wait_for_run(store, run_id, lambda run: run.status == "running" and run.steps > paused_at, "training again", 60)
@@ -240,7 +238,7 @@ def test_pause_continue_stop_and_follow_a_detached_run(capsys, store, fables: Pa
     # `follow` of a running run ends by itself when the run ends: here stopped, with a checkpoint.
     with Follower(run_id) as follower:
         follower.wait_for_line(is_step_line)
-        result = lmwb("runs", "stop", run_id, timeout=120)
+        result = lmwb_in_subprocess("runs", "stop", run_id, timeout=120)
         assert result.returncode == 0, result.stderr
         status, out = follower.finish(timeout=60)
     stopped_at = int(re.search(rf"Run {run_id} stopped at step (\d+);", result.stdout).group(1))
@@ -256,14 +254,14 @@ def test_pause_continue_stop_and_follow_a_detached_run(capsys, store, fables: Pa
     assert "Traceback" not in log_tail(run_id, 20000)
 
     # A finished run: nothing to pause, continue or stop; following it prints how it ended.
-    result = lmwb("runs", "pause", run_id, timeout=60)
+    result = lmwb_in_subprocess("runs", "pause", run_id, timeout=60)
     assert_one_line_error(result.returncode, result.stderr, run_id, "stopped")
     assert result.stdout == ""
     for action in ("continue", "stop"):
-        status, out, err = run_cli(capsys, "runs", action, run_id)
+        status, out, err = lmwb_in_process(capsys, "runs", action, run_id)
         assert_one_line_error(status, err, run_id, "stopped")
         assert out == ""
-    status, out, err = run_cli(capsys, "runs", "follow", run_id)
+    status, out, err = lmwb_in_process(capsys, "runs", "follow", run_id)
     assert status == 0, err
     assert f"Run {run_id} stopped at step {stopped_at} " in out
     assert f"Latest checkpoint: {checkpoint['path']}" in out
@@ -276,7 +274,7 @@ def test_pause_continue_stop_and_follow_a_detached_run(capsys, store, fables: Pa
 
 def queue_run(capsys, dataset: Path, name: str, steps: str = "6") -> tuple[str, str]:
     """`lmwb train --queue` (in this process: a child would spend seconds importing torch): the id and output."""
-    status, out, err = run_cli(capsys, "train", *NANO_RUN, "--dataset", str(dataset), "--steps", steps,
+    status, out, err = lmwb_in_process(capsys, "train", *NANO_RUN, "--dataset", str(dataset), "--steps", steps,
                                "--name", name, "--queue")
     assert status == 0, out + err
     first = out.splitlines()[0]
@@ -304,14 +302,14 @@ def test_queued_runs_start_one_after_another_and_a_cancelled_one_never_does(caps
         assert run.status == "queued" and run.started_at is None and run.pid is None, run
 
     # Stopping a queued run cancels it: it never starts.
-    result = lmwb("runs", "stop", middle, timeout=60)
+    result = lmwb_in_subprocess("runs", "stop", middle, timeout=60)
     assert result.returncode == 0, result.stderr
     assert f"Cancelled queued run {middle}; it never started." in result.stdout
     assert store.get_run(middle).status == "cancelled"
 
     # Stop the first. From then on nobody looks at the runs: each run's process starts the next as it ends.
     training(store, first)
-    result = lmwb("runs", "stop", first, timeout=120)
+    result = lmwb_in_subprocess("runs", "stop", first, timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"Run {first} stopped at step " in result.stdout
     for run_id in (second, last):
@@ -386,13 +384,13 @@ def test_a_killed_run_and_a_reused_pid_are_found_interrupted(capsys, store, fabl
     assert store.get_run(run_id).status == "running"  # nobody has looked yet
 
     # The next look finds out.
-    result = lmwb("runs", "--json", timeout=60)
+    result = lmwb_in_subprocess("runs", "--json", timeout=60)
     assert result.returncode == 0, result.stderr
     [shown] = json.loads(result.stdout)
     assert shown["id"] == run_id and shown["status"] == "interrupted"
     assert f"pid {run.pid}" in shown["error"] and "resume it from its last checkpoint" in shown["error"]
     assert shown["finished_at"] is not None
-    result = lmwb("runs", "pause", run_id, timeout=60)
+    result = lmwb_in_subprocess("runs", "pause", run_id, timeout=60)
     assert_one_line_error(result.returncode, result.stderr, run_id, "interrupted")
 
     # The pid is reused by another process (this one): its start time tells it apart.
@@ -408,7 +406,7 @@ def test_a_killed_run_and_a_reused_pid_are_found_interrupted(capsys, store, fabl
     set_owner_columns(lmwb_home, run_id, status="running", finished_at=None, error=None, pid=os.getpid(),
                       process_start=my_start)
     assert store.mark_interrupted_runs() == []
-    result = lmwb("runs", "--json", timeout=60)
+    result = lmwb_in_subprocess("runs", "--json", timeout=60)
     assert json.loads(result.stdout)[0]["status"] == "running"
     # ... and a start time a few seconds off is another process again.
     set_owner_columns(lmwb_home, run_id, process_start=my_start - 5)
@@ -433,7 +431,7 @@ def test_a_two_process_run_pauses_and_stops_from_the_store_and_the_command_line(
     assert paused.status == "paused"
     paused_at = assert_paused_and_still(store, run_id)   # both ranks hold: rank 1 alone cannot step
 
-    result = lmwb("runs", "stop", run_id, timeout=240)  # a paused run stops too, with a checkpoint
+    result = lmwb_in_subprocess("runs", "stop", run_id, timeout=240)  # a paused run stops too, with a checkpoint
     assert result.returncode == 0, result.stdout + result.stderr
     stopped = store.get_run(run_id)
     assert stopped.status == "stopped" and stopped.steps == paused_at, stopped

@@ -22,10 +22,10 @@ import torch
 
 from engine.errors import ModelSourceError, TrainingError
 from engine.models import load_model
+from tests.conftest import FABLES, REPO_ROOT
 from tui.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
-SOURCE_FILES = sorted(path for folder in ("engine", "tui") for path in (REPO / folder).rglob("*.py"))
+SOURCE_FILES = sorted(path for folder in ("engine", "tui") for path in (REPO_ROOT / folder).rglob("*.py"))
 
 
 def calls(tree: ast.AST):
@@ -52,7 +52,7 @@ def keyword_value(call: ast.Call, name: str):
 
 
 def where(path: Path, node: ast.AST) -> str:
-    return f"{path.relative_to(REPO)}:{node.lineno}"
+    return f"{path.relative_to(REPO_ROOT)}:{node.lineno}"
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def modules() -> list[tuple[Path, ast.Module]]:
 
 
 def test_the_source_checks_see_the_modules_that_load_files():
-    names = {str(path.relative_to(REPO)) for path in SOURCE_FILES}
+    names = {str(path.relative_to(REPO_ROOT)) for path in SOURCE_FILES}
     assert {"engine/models.py", "engine/training.py", "engine/store.py", "tui/cli.py"} <= names
 
 
@@ -215,7 +215,7 @@ def test_a_booby_trapped_trainer_state_is_refused_unopened(tmp_path, tiny_model_
     from engine.training import TRAINER_STATE_FILE, TrainingConfig, TrainingJob, load_trainer_state
 
     text = tmp_path / "fables.txt"
-    text.write_text((REPO / "sample_texts" / "fables.txt").read_text(encoding="utf-8")[:12_000], encoding="utf-8")
+    text.write_text(FABLES.read_text(encoding="utf-8")[:12_000], encoding="utf-8")
     config = TrainingConfig(model=str(tiny_model_dir), dataset=str(text), max_steps=2, batch_size=2, block_size=16,
                             warmup_steps=0, eval_every=0, sample_every=0, checkpoint_every=0, device="cpu")
     run = TrainingJob(config, RunStore()).run()
@@ -247,7 +247,7 @@ def trained_under_an_open_umask(lmwb_home, tiny_model_dir, tmp_path):
     from engine.training import TrainingConfig, TrainingJob
 
     text = tmp_path / "fables.txt"
-    text.write_text((REPO / "sample_texts" / "fables.txt").read_text(encoding="utf-8")[:12_000], encoding="utf-8")
+    text.write_text(FABLES.read_text(encoding="utf-8")[:12_000], encoding="utf-8")
     previous = os.umask(0)
     try:
         config = TrainingConfig(model=str(tiny_model_dir), dataset=str(text), max_steps=2, batch_size=2,

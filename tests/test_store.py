@@ -24,8 +24,7 @@ import sqlite_utils
 
 from engine.errors import StoreError
 from engine.store import MIGRATIONS, SCHEMA_VERSION, RunStore
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO_ROOT
 
 
 @pytest.fixture

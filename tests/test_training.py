@@ -34,8 +34,6 @@ from engine.training import (
     get_lr,
 )
 
-FABLES = Path(__file__).resolve().parent.parent / "sample_texts" / "fables.txt"
-
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -44,15 +42,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def fables_excerpt(tmp_path: Path) -> Path:
-    """The first 24 KB of the bundled fables, as the user's own text file."""
-    path = tmp_path / "fables-excerpt.txt"
-    text = FABLES.read_text(encoding="utf-8")[:24_000]
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 @pytest.fixture

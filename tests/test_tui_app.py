@@ -12,12 +12,12 @@ import functools
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Coroutine
 
 import pytest
+from textual.command import Command, CommandInput, CommandList, CommandPalette
 from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.screen import Screen
@@ -26,6 +26,7 @@ from textual.widgets import Collapsible, DataTable, Input, OptionList, Static, T
 from textual.widgets._footer import FooterKey
 
 from engine.store import RunStore
+from tests.conftest import REPO_ROOT, lmwb_command
 from tui.app import WorkbenchApp
 from tui.screens.datasets import DatasetsScreen
 from tui.screens.generate import GenerateScreen
@@ -187,7 +188,20 @@ async def test_help_lists_the_screen_keys_and_the_palette_offers_them() -> None:
 
         await pilot.press("ctrl+p")
         await pilot.press(*"Runs")
-        await pilot.pause(0.3)
+
+        def palette_found_runs() -> bool:
+            """the command palette to find Runs for what was typed and highlight it"""
+            palette = app.screen
+            if not isinstance(palette, CommandPalette) or palette.query_one(CommandInput).value != "Runs":
+                return False
+            commands = palette.query_one(CommandList)
+            if commands.highlighted is None:
+                return False
+            command = commands.get_option_at_index(commands.highlighted)
+            # a search hit (discovery hits, listed before anything is typed, score 0)
+            return isinstance(command, Command) and command.hit.score > 0 and command.hit.text == "Runs"
+
+        await wait_until(pilot, palette_found_runs)
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.current_mode == "runs")
 
@@ -326,11 +340,10 @@ async def test_the_run_is_its_own_process_paused_and_continued_from_the_app_and_
 async def test_the_runs_screen_pauses_continues_and_stops_a_run_started_by_lmwb_train_elsewhere(
         tmp_path: Path) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "train", "--model", "scratch:nano", "--dataset", "fables",
-         "--steps", "100000", "--batch-size", "2", "--block-size", "32", "--eval-every", "0", "--sample-every", "0",
-         "--checkpoint-every", "0", "--vocab-size", "512", "--name", "from a terminal"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=Path(__file__).resolve().parent.parent)
+        lmwb_command("train", "--model", "scratch:nano", "--dataset", "fables",
+                     "--steps", "100000", "--batch-size", "2", "--block-size", "32", "--eval-every", "0",
+                     "--sample-every", "0", "--checkpoint-every", "0", "--vocab-size", "512", "--name", "from a terminal"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     try:
         deadline = time.monotonic() + 180
         while not RunStore().list_runs(status="running") or RunStore().list_runs()[0].steps < 2:

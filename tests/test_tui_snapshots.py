@@ -9,15 +9,14 @@ a deliberate layout change, look at the new pictures and accept them with
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import OptionList
 
+from tests.conftest import REPO_ROOT
 from tui.app import WorkbenchApp
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 WIDE = (100, 32)
 SMALL = (80, 24)
 
