@@ -13,14 +13,31 @@ checkpoints. The others train and stay silent. This module holds what the
 loop needs for that: where this process stands (``this_process``), its
 device, the process group's start and end, the few collectives the loop uses,
 and the relaunch of ``lmwb train --nproc N`` under torchrun.
+
+Nothing here waits forever. Each launch meets its ranks on a rendezvous of
+its own (a port the system picks on 127.0.0.1, a fresh id), which ends with
+an error after ``LMWB_RENDEZVOUS_TIMEOUT`` seconds (default 300) if they do
+not all come; every collective gives up after ``LMWB_COLLECTIVE_TIMEOUT``
+seconds (default 1800: rank 0 alone evaluates, samples and checkpoints while
+the others wait), and a rank that loses the others then ends with one
+``TrainingError`` line that says so. A rank that dies ends the launch:
+torchrun stops the others, and ``run_under_torchrun`` says which rank died
+and how.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
+import faulthandler
 import logging
+import math
 import os
+import re
+import signal
+import sys
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,10 +49,44 @@ from engine.errors import SettingsError, TrainingError
 
 # How long a rank waits for the others at a collective before giving up:
 # rank 0 alone evaluates, samples and writes checkpoints while the rest wait.
+# LMWB_COLLECTIVE_TIMEOUT (seconds) overrides it.
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
+COLLECTIVE_TIMEOUT_VARIABLE = "LMWB_COLLECTIVE_TIMEOUT"
+# How long torchrun waits for all ranks (all machines) to meet before giving
+# up. LMWB_RENDEZVOUS_TIMEOUT (seconds) overrides it.
+RENDEZVOUS_TIMEOUT_SECONDS = 300
+RENDEZVOUS_TIMEOUT_VARIABLE = "LMWB_RENDEZVOUS_TIMEOUT"
 # After Ctrl+C or SIGTERM, how long torchrun lets its workers finish the step
 # and write the checkpoint before it kills them.
 STOP_GRACE_SECONDS = 120
+# Once a rank has left its process group, how long it may take to exit before
+# it is ended anyway (a teardown that hangs in C++ would otherwise hold the launch).
+EXIT_GRACE_SECONDS = 120
+
+
+def _seconds_from_environment(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise TrainingError(f"{name}={text!r} is not a number of seconds above 0; unset it for the default "
+                            f"({default:g} s).")
+    return seconds
+
+
+def collective_timeout() -> datetime.timedelta:
+    """How long a rank waits for the others at a collective: ``LMWB_COLLECTIVE_TIMEOUT`` seconds, or 30 minutes."""
+    return datetime.timedelta(seconds=_seconds_from_environment(COLLECTIVE_TIMEOUT_VARIABLE,
+                                                                COLLECTIVE_TIMEOUT.total_seconds()))
+
+
+def rendezvous_timeout() -> int:
+    """How long torchrun waits for every rank to join, in whole seconds: ``LMWB_RENDEZVOUS_TIMEOUT``, or 300."""
+    return math.ceil(_seconds_from_environment(RENDEZVOUS_TIMEOUT_VARIABLE, RENDEZVOUS_TIMEOUT_SECONDS))
 
 
 @dataclass(frozen=True)
@@ -105,72 +156,156 @@ def training_device(preference: str, place: ProcessRank) -> str:
                         "its local rank. Use auto, cuda or cpu.")
 
 
+# The process groups this process joined, held until it exits. Why: DDP's
+# C++ Reducer holds the group too. When the Reducer goes last (with the
+# model, on whichever thread drops it, holding the GIL), ~ProcessGroupGloo
+# joins gloo's worker thread while holding the GIL; if that thread is still
+# freeing a finished collective whose tensors Python already dropped, it
+# needs the GIL to do so, and both wait forever (a rank that prints its
+# summary and never exits, and a torchrun that waits for it). Freed from its
+# Python object instead, the group is destroyed with the GIL released, so
+# gloo's thread finishes: ``_let_groups_go`` does that at exit.
+_kept_groups: list[Any] = []
+_timeout_in_use: datetime.timedelta = COLLECTIVE_TIMEOUT
+
+
 def start_process_group(device: torch.device) -> None:
-    """Join the other ranks: NCCL between GPUs, gloo between CPU processes. Once per process."""
+    """Join the other ranks: NCCL between GPUs, gloo between CPU processes. Once per process.
+
+    Joining and every collective after it give up after ``collective_timeout()``;
+    failing to join raises a ``TrainingError`` that says why.
+    """
     if dist.is_initialized():
         return
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # NCCL's collectives and object transfers use the current device
-        dist.init_process_group(backend="nccl", timeout=COLLECTIVE_TIMEOUT, device_id=device)
-    else:
-        dist.init_process_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
+    global _timeout_in_use
+    _timeout_in_use = collective_timeout()
+    try:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL's collectives and object transfers use the current device
+            dist.init_process_group(backend="nccl", timeout=_timeout_in_use, device_id=device)
+        else:
+            dist.init_process_group(backend="gloo", timeout=_timeout_in_use)
+    except RuntimeError as exc:  # torch's DistStoreError and DistNetworkError, gloo's connection errors
+        raise TrainingError(
+            f"This process could not join the other training processes ({_short_reason(exc)}) within "
+            f"{_timeout_in_use.total_seconds():g} s ({COLLECTIVE_TIMEOUT_VARIABLE}): one of them failed to start or "
+            "its machine cannot be reached. Start them all again (lmwb train --nproc N, or torchrun).") from exc
+    _keep_until_exit(dist.group.WORLD)
 
 
 def end_process_group() -> None:
-    """Leave the process group (if this process joined one), so the process exits cleanly."""
+    """Leave the process group (if this process joined one), so the process exits cleanly.
+
+    The group itself is let go of only when the interpreter exits (see
+    ``_keep_until_exit``): freed here, or wherever the model's DDP wrapper
+    happens to go, it can deadlock. From here on the process only finishes
+    up, so a watchdog ends it if it is still there ``EXIT_GRACE_SECONDS``
+    later: a rank stuck in a teardown would otherwise hold torchrun forever.
+    """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        # A C thread, which needs no GIL (a teardown stuck in C++ may hold it): it prints every thread's stack
+        # and ends the process with status 1.
+        faulthandler.dump_traceback_later(EXIT_GRACE_SECONDS, exit=True, file=sys.__stderr__ or sys.stderr)
+
+
+def _keep_until_exit(group: Any) -> None:
+    if not _kept_groups:
+        atexit.register(_let_groups_go)
+    _kept_groups.append(group)
+
+
+def _let_groups_go() -> None:
+    """At exit, after the model and its Reducer are gone: free the process groups, the GIL released."""
+    _kept_groups.clear()
+
+
+def _short_reason(exc: BaseException) -> str:
+    """The gist of a torch or gloo error, on one line: "Connection closed by peer [127.0.0.1]:41234"."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r"\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", text)  # the C++ source position
+    text = text.split(". This is typically caused", 1)[0].split(" Check the logs", 1)[0]
+    text = text.strip().rstrip(".")
+    return (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)
+
+
+@contextlib.contextmanager
+def _with_the_others(doing: str) -> Iterator[None]:
+    """A collective: when the others are gone or do not answer in time, a TrainingError that says so."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as exc:  # gloo raises plain RuntimeErrors; NCCL DistBackendError (one too)
+        raise TrainingError(
+            f"Lost the other training processes while {doing} ({_short_reason(exc)}): one of them crashed, was "
+            f"stopped or hangs, or its machine cannot be reached (each waits "
+            f"{_timeout_in_use.total_seconds():g} s for the others; {COLLECTIVE_TIMEOUT_VARIABLE} sets it). "
+            "This run ends here: resume it from its last checkpoint.") from exc
 
 
 def broadcast_from_writer(value: Any) -> Any:
     """Rank 0's ``value`` on every rank (any picklable value: a run id, an error message)."""
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    with _with_the_others("hearing from rank 0"):
+        dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
 def gather_at_writer(value: Any) -> list[Any] | None:
     """Every rank's ``value``, in rank order, at rank 0; None on the other ranks."""
     gathered: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-    dist.gather_object(value, gathered, dst=0)
+    with _with_the_others("gathering every rank's state at rank 0"):
+        dist.gather_object(value, gathered, dst=0)
     return gathered
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     """The mean of ``value`` over all ranks (a new tensor on every rank)."""
     total = value.detach().clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    with _with_the_others("averaging the loss"):
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total / dist.get_world_size()
 
 
 def agree(stop: bool, pause: bool, device: torch.device) -> tuple[bool, bool]:
     """(stop, pause) on every rank, true where any rank said so: ranks must stop and pause together, or they hang."""
     votes = torch.tensor([float(stop), float(pause)], device=device)
-    dist.all_reduce(votes, op=dist.ReduceOp.MAX)
-    return bool(votes[0].item()), bool(votes[1].item())
+    with _with_the_others("agreeing on whether to stop"):
+        dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+        return bool(votes[0].item()), bool(votes[1].item())
 
 
 @contextlib.contextmanager
 def writer_first(place: ProcessRank) -> Iterator[None]:
     """Rank 0 does the inside first (training a tokenizer, filling a cache); the others then find it done."""
     if place.distributed and not place.writes:
-        dist.barrier()
+        with _with_the_others("waiting for rank 0 to prepare the data"):
+            dist.barrier()
     try:
         yield
     finally:
         if place.distributed and place.writes:
-            dist.barrier()
+            with _with_the_others("telling the other ranks the data is ready"):
+                dist.barrier()
 
 
 def torchrun_arguments(module: str, arguments: Sequence[str], nproc: int) -> list[str]:
     """torchrun's own arguments for running ``python -m module arguments...`` as ``nproc`` ranks on this machine.
 
-    A list, never a shell string: no argument is ever read by a shell.
-    ``--standalone`` lets torchrun pick a free port, so several launches on
-    one machine do not collide.
+    A list, never a shell string: no argument is ever read by a shell. The
+    ranks meet on a c10d rendezvous of this launch's own: port 0 on
+    127.0.0.1, so the system hands it a free port as it binds (two launches
+    at once never share one, and no chosen port can be taken in between),
+    this launch hosting it (``is_host``: it never joins another launch's
+    store), and a fresh id. Joining gives up after ``rendezvous_timeout()``
+    seconds. ``--local-addr`` keeps the ranks' own store on 127.0.0.1
+    rather than on whatever this machine's host name resolves to.
     """
-    return ["--standalone", f"--nproc-per-node={nproc}", f"--shutdown-timeout={STOP_GRACE_SECONDS}",
-            "-m", module, *arguments]
+    conf = f"join_timeout={rendezvous_timeout()},is_host=1"
+    return ["--nnodes=1", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0",
+            f"--rdzv-id=lmwb-{uuid.uuid4().hex}", f"--rdzv-conf={conf}", "--local-addr=127.0.0.1",
+            "--max-restarts=0", f"--shutdown-timeout={STOP_GRACE_SECONDS}", "-m", module, *arguments]
 
 
 def run_under_torchrun(module: str, arguments: Sequence[str], nproc: int) -> int:
@@ -179,22 +314,53 @@ def run_under_torchrun(module: str, arguments: Sequence[str], nproc: int) -> int
     Ctrl+C or SIGTERM reach torchrun's launcher here, which passes them on
     to the ranks: they stop together with a checkpoint. The launcher's own
     traceback for that, and its report of a rank that failed (the rank has
-    said why itself), are left out; its errors still show. CPU ranks share
+    said why itself), are left out; its errors still show. A rank killed by
+    a signal (which could say nothing) is named on one ``lmwb: error:``
+    line; ranks that never meet raise a ``TrainingError``. CPU ranks share
     the machine's cores unless ``OMP_NUM_THREADS`` says otherwise.
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError, RendezvousTimeoutError
     from torch.distributed.run import get_args_parser, run
 
+    launch = torchrun_arguments(module, arguments, nproc)  # a bad LMWB_RENDEZVOUS_TIMEOUT raises before anything starts
+    collective_timeout()  # and a bad LMWB_COLLECTIVE_TIMEOUT too, here rather than once in every rank
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     for name, logger in logging.root.manager.loggerDict.items():
         if name.startswith("torch.distributed.elastic") and isinstance(logger, logging.Logger):
             logger.setLevel(logging.ERROR)  # not its notes on shutting down, which a stop is
+    # Nor its line for a rank that failed: the rank said why itself, or _say_which_rank_was_killed does.
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
     try:
-        run(get_args_parser().parse_args(torchrun_arguments(module, arguments, nproc)))
+        run(get_args_parser().parse_args(launch))
     except SignalException as stopped:
         return 128 + int(stopped.sigval)
     except ChildFailedError as failed:
+        _say_which_rank_was_killed(failed, nproc)
         exit_code = failed.get_first_failure()[1].exitcode
         return exit_code if exit_code > 0 else 1
+    except RendezvousTimeoutError as exc:
+        raise TrainingError(
+            f"The {nproc} training processes did not all meet within {rendezvous_timeout()} s (torchrun's "
+            f"rendezvous on 127.0.0.1): the machine may be too busy to start them. Try again, or allow longer "
+            f"with {RENDEZVOUS_TIMEOUT_VARIABLE}=SECONDS.") from exc
+    except RendezvousError as exc:
+        raise TrainingError(f"torchrun could not set up the meeting of the {nproc} training processes on "
+                            f"127.0.0.1 ({_short_reason(exc)}); try again.") from exc
     return 0
+
+
+def _say_which_rank_was_killed(failed: Any, nproc: int) -> None:
+    """One line for a rank that a signal ended (it could not say why itself); ranks that raised already did."""
+    stopped_by_torchrun = (signal.SIGTERM, signal.SIGINT)  # how torchrun ends the others after a failure
+    for rank, failure in sorted(failed.failures.items(), key=lambda item: (item[1].timestamp, item[0])):
+        if failure.exitcode < 0 and -failure.exitcode not in stopped_by_torchrun:
+            name = failure.signal_name()
+            why = {"SIGKILL": " (often the system running out of memory)",
+                   "SIGABRT": " (it crashed, or NCCL ended it after a collective timed out)",
+                   "SIGSEGV": " (it crashed)"}.get(name, "")
+            print(f"lmwb: error: training process {rank} of {nproc} (pid {failure.pid}) was killed by {name}{why}; "
+                  "torchrun stopped the others. Resume the run from its last checkpoint (lmwb runs lists it).",
+                  file=sys.stderr, flush=True)
+            return
