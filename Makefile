@@ -12,7 +12,7 @@ TORCH_INDEX_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: run test clean
+.PHONY: run test lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/lmwb
 
-test: $(STAMP)
+# The linter, then the architecture contract (engine/ never imports the UI), then everything.
+lint: $(STAMP)
+	$(BIN)/ruff check engine tui tests bench scripts
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

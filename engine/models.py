@@ -455,7 +455,8 @@ def resolve_checkpoint(source: ModelSource, store: RunStore) -> Path:
         matching = [row for row in checkpoints if row["step"] == source.step]
         if not matching:
             steps = ", ".join(str(row["step"]) for row in checkpoints)
-            raise ModelSourceError(f"{source}: run {run.id} has no checkpoint at step {source.step}; it has steps {steps}.")
+            raise ModelSourceError(
+                f"{source}: run {run.id} has no checkpoint at step {source.step}; it has steps {steps}.")
         chosen = matching[0]
     path = Path(chosen["path"])
     # A relative path is read as relative to the workbench home, where runs live.
@@ -493,7 +494,8 @@ def train_tokenizer(dataset: Dataset, vocab_size: int, progress: Progress | None
     report = progress or (lambda message: None)
     if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
         raise SettingsError(
-            "vocab_size", f"must be a whole number of at least {MIN_VOCAB_SIZE} (256 bytes + {END_OF_TEXT}), not {vocab_size!r}"
+            "vocab_size",
+            f"must be a whole number of at least {MIN_VOCAB_SIZE} (256 bytes + {END_OF_TEXT}), not {vocab_size!r}"
         )
     quiet_transformers()
     cached = tokenizer_cache_dir() / f"{dataset.content_hash()[:16]}-{vocab_size}"

@@ -196,5 +196,6 @@ def check_block_size(block_size: int, context: int | None) -> None:
     if context is not None and block_size > context:
         raise SettingsError(
             "block_size",
-            f"{block_size} is more than the model's context of {context} tokens; use a block_size of at most {context}.",
+            f"{block_size} is more than the model's context of {context} tokens; "
+            f"use a block_size of at most {context}.",
         )

@@ -8,6 +8,7 @@ hub access, no mocking of transformers.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -160,3 +161,23 @@ def assert_one_line_error(status: int, err: str, *words: str) -> str:
     for word in words:
         assert word in lines[0], err
     return lines[0]
+
+
+def write_fables(path: Path, count: int = 300) -> Path:
+    """A small made-up corpus: varied sentences, enough for a tokenizer and a few training windows."""
+    animals = ["fox", "crow", "hare", "tortoise", "owl", "wolf", "lamb", "mouse", "lion", "ant"]
+    places = ["old mill", "river bank", "dark wood", "barley field", "stone bridge", "hollow oak"]
+    morals = ["slow and steady wins", "pride comes before a fall", "a friend in need is a friend indeed",
+              "look before you leap", "honesty is the best policy"]
+    lines = []
+    for index, (first, second) in enumerate(itertools.islice(itertools.permutations(animals, 2), count)):
+        place, moral = places[index % len(places)], morals[index % len(morals)]
+        lines.append(f"The {first} met the {second} by the {place}, and the {first} said that {moral}.")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def fables(tmp_path: Path) -> Path:
+    """A made-up fables file of the test's own (not the bundled one): a dataset given by path."""
+    return write_fables(tmp_path / "fables.txt")

@@ -474,10 +474,12 @@ def test_disk_full_while_writing_metrics_says_so_and_keeps_what_was_written(lmwb
 
 @pytest.mark.slow
 def test_a_second_lmwb_on_the_same_home_works_beside_the_first(capsys, tiny_model_dir, fables_excerpt):
-    """While one lmwb trains, another lists, trains and reads the same home; it may not resume or delete the live run."""
+    """While one lmwb trains, another lists, trains and reads the same home; it may not resume or delete the live
+    run."""
     first = subprocess.Popen(lmwb_command("train", "--model", str(tiny_model_dir), "--dataset",
                                           str(fables_excerpt), "--steps", "100000", "--batch-size", "2",
-                                          "--block-size", "16", "--device", "cpu"), cwd=REPO_ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          "--block-size", "16", "--device", "cpu"), cwd=REPO_ROOT, text=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
     run_id = first.stdout.readline().split()[2].rstrip(":")
     threading.Thread(target=first.stdout.read, daemon=True).start()

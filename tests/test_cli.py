@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import itertools
 import json
 import math
 import signal
@@ -32,23 +31,6 @@ def piped_output_width(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COLUMNS", raising=False)
 
 
-def write_fables(path: Path, count: int = 300) -> Path:
-    """A small made-up corpus: varied sentences, enough for a tokenizer and a few training windows."""
-    animals = ["fox", "crow", "hare", "tortoise", "owl", "wolf", "lamb", "mouse", "lion", "ant"]
-    places = ["old mill", "river bank", "dark wood", "barley field", "stone bridge", "hollow oak"]
-    morals = ["slow and steady wins", "pride comes before a fall", "a friend in need is a friend indeed",
-              "look before you leap", "honesty is the best policy"]
-    lines = []
-    for index, (first, second) in enumerate(itertools.islice(itertools.permutations(animals, 2), count)):
-        place, moral = places[index % len(places)], morals[index % len(morals)]
-        lines.append(f"The {first} met the {second} by the {place}, and the {first} said that {moral}.")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def fables(tmp_path: Path) -> Path:
-    return write_fables(tmp_path / "fables.txt")
 
 
 # --- starting up -----------------------------------------------------------------------------
@@ -193,7 +175,8 @@ def test_datasets_reads_a_named_jsonl_field(capsys, tmp_path: Path) -> None:
 def test_datasets_counts_tokens_with_a_models_tokenizer(capsys, fables: Path, tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    status, out, _ = lmwb_in_process(capsys, "datasets", str(fables), "--tokens", "--model", str(tiny_model_dir), "--json")
+    status, out, _ = lmwb_in_process(capsys, "datasets", str(fables), "--tokens", "--model", str(tiny_model_dir),
+                                     "--json")
     assert status == 0
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     expected = len(tokenizer(fables.read_text(encoding="utf-8"))["input_ids"])
@@ -448,13 +431,15 @@ def test_generate_prints_text_and_records_it_in_history(capsys, tiny_model_dir: 
 def test_generate_reads_the_prompt_from_a_pipe_or_a_file(capsys, monkeypatch, tmp_path: Path,
                                                          tiny_model_dir: Path) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("Once upon"))  # `echo Once upon | lmwb generate ...`
-    status, out, err = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir), "--max-new-tokens", "4", "--json")
+    status, out, err = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir), "--max-new-tokens", "4",
+                                       "--json")
     assert status == 0, err
     assert json.loads(out.splitlines()[-1])["prompt"] == "Once upon"
 
     prompt_file = tmp_path / "prompt.txt"
     prompt_file.write_text("Café au lait", encoding="utf-8")
-    status, out, err = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir), "--prompt-file", str(prompt_file),
+    status, out, err = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir),
+                                       "--prompt-file", str(prompt_file),
                                "--max-new-tokens", "4", "--json")
     assert status == 0, err
     assert json.loads(out.splitlines()[-1])["prompt"] == "Café au lait"
@@ -510,7 +495,8 @@ def started_run_id(out: str) -> str:
 
 
 def test_train_with_evaluation_samples_and_periodic_checkpoints_off(capsys, fables: Path) -> None:
-    status, out, err = lmwb_in_process(capsys, "train", "--model", "scratch:nano", "--batch-size", "2", "--block-size", "16",
+    status, out, err = lmwb_in_process(capsys, "train", "--model", "scratch:nano", "--batch-size", "2",
+                                       "--block-size", "16",
                                "--vocab-size", "300", "--warmup", "1", "--dataset", str(fables), "--steps", "4",
                                "--eval-every", "0", "--sample-every", "0", "--checkpoint-every", "0")
     assert status == 0, err

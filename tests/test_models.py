@@ -500,5 +500,5 @@ def test_model_info_on_cuda_counts_gpu_memory(tiny_model_dir):
 
 
 def test_an_unknown_device_lists_the_choices(tiny_model_dir):
-    with pytest.raises(ModelSourceError, match="auto, cpu, cuda, cuda:<n> or mps"):
+    with pytest.raises(ModelSourceError, match="is not a device; use auto, cpu, cuda, cuda:N or mps"):
         load_model(str(tiny_model_dir), device="gpu")

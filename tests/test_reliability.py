@@ -422,7 +422,8 @@ def test_two_headless_trainers_and_an_app_job_write_at_once_while_the_runs_scree
     for _, run_id in headless:
         assert runs[run_id].status == "stopped"
         # the two were training the whole time the app's job was
-        assert runs[run_id].started_at < runs[app_run_id].started_at < runs[app_run_id].finished_at < runs[run_id].finished_at
+        assert (runs[run_id].started_at < runs[app_run_id].started_at < runs[app_run_id].finished_at
+                < runs[run_id].finished_at)
     for run_id, run in runs.items():
         every_step = list(range(1, run.steps + 1))
         assert [row["step"] for row in store.metrics(run_id)] == every_step, run.name  # none lost

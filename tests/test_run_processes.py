@@ -28,7 +28,7 @@ import psutil
 import pytest
 
 from tests.conftest import REPO_ROOT, assert_one_line_error, lmwb_command, lmwb_in_process, lmwb_in_subprocess
-from tests.test_cli import NANO_RUN, fables, started_run_id  # noqa: F401 (fables is a fixture)
+from tests.test_cli import NANO_RUN, started_run_id
 
 LONG = "100000"          # steps: a run that goes on until it is stopped
 START_TIMEOUT = 120      # seconds for a run's process to load and take its first steps (2 shared cores)

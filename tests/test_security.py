@@ -73,7 +73,8 @@ def test_every_torch_load_refuses_pickled_code(modules):
     loads, unsafe = [], []
     for path, tree in modules:
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module == "torch" and any(a.name == "load" for a in node.names):
+            if (isinstance(node, ast.ImportFrom) and node.module == "torch"
+                    and any(a.name == "load" for a in node.names)):
                 unsafe.append(f"{where(path, node)}: 'from torch import load' hides torch.load from this check")
         for call, name in calls(tree):
             if name == "torch.load":

@@ -139,7 +139,8 @@ async def test_generate_streams_tokens_and_logs_the_generation(tiny_model_dir) -
         screen.query_one("#prompt", TextArea).text = "The fox and the crow"
         screen.query_one("#settings", ConfigForm).set_values({"max_new_tokens": 24, "seed": 7})
         await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: not screen.generating and "first token" in shown_text(screen.query_one("#stats-a", Static)))
+        await wait_until(pilot, lambda: not screen.generating
+                         and "first token" in shown_text(screen.query_one("#stats-a", Static)))
 
         batches = [m for m in messages if isinstance(m, GenerateScreen.Tokens)]
         view = screen.query_one("#tokens-a", TokenStreamView)
@@ -342,7 +343,8 @@ async def test_the_runs_screen_pauses_continues_and_stops_a_run_started_by_lmwb_
     child = subprocess.Popen(
         lmwb_command("train", "--model", "scratch:nano", "--dataset", "fables",
                      "--steps", "100000", "--batch-size", "2", "--block-size", "32", "--eval-every", "0",
-                     "--sample-every", "0", "--checkpoint-every", "0", "--vocab-size", "512", "--name", "from a terminal"),
+                     "--sample-every", "0", "--checkpoint-every", "0", "--vocab-size", "512",
+                     "--name", "from a terminal"),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     try:
         deadline = time.monotonic() + 180

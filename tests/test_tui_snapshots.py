@@ -51,7 +51,8 @@ def datasets_listed(pilot: Pilot) -> bool:
 @pytest.mark.parametrize("size", [WIDE, SMALL], ids=["100x32", "80x24"])
 def test_datasets_screen(snap_compare, size) -> None:
     async def ready(pilot: Pilot) -> None:
-        await settle(pilot, lambda: datasets_listed(pilot) and pilot.app.screen.query_one("#preview", OptionList).option_count > 0)
+        await settle(pilot, lambda: datasets_listed(pilot)
+                     and pilot.app.screen.query_one("#preview", OptionList).option_count > 0)
 
     assert snap_compare(WorkbenchApp(), terminal_size=size, run_before=ready)
 

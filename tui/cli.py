@@ -1080,7 +1080,8 @@ def _training_config(args: argparse.Namespace, store: RunStore) -> tuple[Any, st
 def _print_training_summary(store: RunStore, run: Any, progress: Any) -> None:
     """How the run ended, where its latest checkpoint is, and how to go on."""
     print(f"Run {run.id} {run.status} at step {run.steps} · {run.tokens:,} tokens · "
-          f"best val loss {_cell(run.best_val_loss).plain} · {human_duration(progress.elapsed)} of training", flush=True)
+          f"best val loss {_cell(run.best_val_loss).plain} · {human_duration(progress.elapsed)} of training",
+          flush=True)
     if run.status == "stopped" and progress.message:
         print(progress.message, flush=True)
     if run.error and run.status != "stopped":
@@ -1144,7 +1145,8 @@ def _follow_live(next_progress: Callable[[], tuple[Any, bool]], console: Console
     )
     with Progress(*columns, console=console, refresh_per_second=4) as display:
         progress, ended = next_progress()
-        task = display.add_task(progress.phase or progress.status, total=progress.max_steps or None, **_progress_fields(progress))
+        task = display.add_task(progress.phase or progress.status, total=progress.max_steps or None,
+                                **_progress_fields(progress))
         while True:
             description = ("stopping: saving a checkpoint" if stopping.is_set() and not ended
                            else progress.phase or progress.status)

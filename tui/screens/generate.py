@@ -338,7 +338,8 @@ class GenerateScreen(WorkbenchScreen):
         self.query_one("#title-a", Label).update(f"A · {generation['model']} · from history")
         self.query_one("#stats-a", Static).update(
             f"{generation.get('token_count', '?')} tokens · {generation.get('tokens_per_second') or 0:.1f} tok/s"
-            f" · {generation.get('finish_reason', '')} · {str(generation.get('created_at', ''))[:16].replace('T', ' ')}")
+            f" · {generation.get('finish_reason', '')}"
+            f" · {str(generation.get('created_at', ''))[:16].replace('T', ' ')}")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Offer Stop only while generating, Generate only while not."""

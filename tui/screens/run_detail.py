@@ -114,7 +114,8 @@ class RunDetailScreen(RunActionsScreen):
         summary.append(f"{run.name} ", style="bold")
         summary.append(f"{run.id} · {run.status}\n", style="dim")
         summary.append(f"{model_label(run.model, run.lora, run.world_size)} on {run.dataset}"
-                       f" · step {run.steps:,} · {human_count(run.tokens)} tokens · best val {loss_text(run.best_val_loss)} · created {run.created_at[:16].replace('T', ' ')}")
+                       f" · step {run.steps:,} · {human_count(run.tokens)} tokens"
+                       f" · best val {loss_text(run.best_val_loss)} · created {run.created_at[:16].replace('T', ' ')}")
         if run.finished_at:
             summary.append(f" · finished {run.finished_at[:16].replace('T', ' ')}")
         if run.error:
