@@ -460,10 +460,14 @@ class RunStore:
         process did (the pid was reused); a run from another host when its
         heartbeat is stale.
         """
+        placeholders = ", ".join("?" * len(ACTIVE_STATUSES))
+        query = f"SELECT * FROM runs WHERE status IN ({placeholders})"
+        # Followers call this every few seconds: read first, and take the write lock only when a run looks gone.
+        if all(_process_alive(run) for run in map(Run.from_row, self._query(query, ACTIVE_STATUSES))):
+            return []
         now = _now()
-        with self._write() as db:
-            placeholders = ", ".join("?" * len(ACTIVE_STATUSES))
-            active = db["runs"].rows_where(f"status IN ({placeholders})", ACTIVE_STATUSES)
+        with self._write() as db:  # look again under the lock: a run may have ended or moved on meanwhile
+            active = self._query(query, ACTIVE_STATUSES)
             gone = [run for run in map(Run.from_row, active) if not _process_alive(run)]
             for run in gone:
                 db["runs"].update(run.id, {
