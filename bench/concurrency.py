@@ -41,12 +41,28 @@ sys.path.insert(0, str(REPO))
 
 # What every trainer is told; the trainers differ only in their seed.
 MODEL, DATASET = "scratch:nano", "fables"
-SETTINGS = {"batch_size": 4, "block_size": 64, "warmup_steps": 10, "eval_every": 50, "eval_batches": 4,
-            "sample_every": 100, "sample_length": 16, "checkpoint_every": 50, "vocab_size": 2048,
-            "device": "cpu"}
-FLAGS = {"batch_size": "--batch-size", "block_size": "--block-size", "warmup_steps": "--warmup",
-         "eval_every": "--eval-every", "sample_every": "--sample-every", "checkpoint_every": "--checkpoint-every",
-         "vocab_size": "--vocab-size", "device": "--device"}
+SETTINGS = {
+    "batch_size": 4,
+    "block_size": 64,
+    "warmup_steps": 10,
+    "eval_every": 50,
+    "eval_batches": 4,
+    "sample_every": 100,
+    "sample_length": 16,
+    "checkpoint_every": 50,
+    "vocab_size": 2048,
+    "device": "cpu",
+}
+FLAGS = {
+    "batch_size": "--batch-size",
+    "block_size": "--block-size",
+    "warmup_steps": "--warmup",
+    "eval_every": "--eval-every",
+    "sample_every": "--sample-every",
+    "checkpoint_every": "--checkpoint-every",
+    "vocab_size": "--vocab-size",
+    "device": "--device",
+}
 SUMMARY_LINE = re.compile(r"Run (\w+) (\w+) at step (\d+)")
 MANY_STEPS = 10_000_000  # the time limit, not the step count, ends every run
 
@@ -99,13 +115,31 @@ def parse_args() -> argparse.Namespace:
 
 
 def headless_trainer(index: int, seconds: float) -> subprocess.Popen:
-    flags = ["--model", MODEL, "--dataset", DATASET, "--steps", str(MANY_STEPS), "--max-time", f"{seconds:g}",
-             "--seed", str(index), "--name", f"headless {index}"]
+    flags = [
+        "--model",
+        MODEL,
+        "--dataset",
+        DATASET,
+        "--steps",
+        str(MANY_STEPS),
+        "--max-time",
+        f"{seconds:g}",
+        "--seed",
+        str(index),
+        "--name",
+        f"headless {index}",
+    ]
     for name, flag in FLAGS.items():
         flags += [flag, str(SETTINGS[name])]
     # One intra-op thread each: the trainers share the machine's cores.
-    return subprocess.Popen([sys.executable, "-m", "tui.cli", "train", *flags], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "train", *flags],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def finish_headless(process: subprocess.Popen, writer: Writer) -> None:
@@ -132,20 +166,28 @@ def main() -> int:
 
     torch.set_num_threads(1)
     quiet_transformers()
-    print(f"LMWB_HOME={home}; {args.trainers} headless trainers + 1 in-process job, {seconds:g} s each, "
-          f"reader every {args.poll:g} s", flush=True)
+    print(
+        f"LMWB_HOME={home}; {args.trainers} headless trainers + 1 in-process job, {seconds:g} s each, "
+        f"reader every {args.poll:g} s",
+        flush=True,
+    )
     # Train the scratch tokenizer once, so the trainers start from the cache rather than all at once.
     load_model(MODEL, device="cpu", dataset=open_dataset(DATASET), vocab_size=SETTINGS["vocab_size"])
 
     reader = RunsScreenReader(interval=args.poll)
     reader.start()
-    headless = [(headless_trainer(index, seconds), Writer(f"lmwb train #{index}"))
-                for index in range(1, args.trainers + 1)]
+    headless = [
+        (headless_trainer(index, seconds), Writer(f"lmwb train #{index}")) for index in range(1, args.trainers + 1)
+    ]
     store = RunStore()
     while len(store.list_runs()) < args.trainers:  # let the headless ones get going first
         time.sleep(0.5)
-    job = TrainingJob(TrainingConfig(model=MODEL, dataset=DATASET, max_steps=MANY_STEPS, max_time=seconds, seed=0,
-                                     name="in the app", **SETTINGS), store=RunStore())
+    job = TrainingJob(
+        TrainingConfig(
+            model=MODEL, dataset=DATASET, max_steps=MANY_STEPS, max_time=seconds, seed=0, name="in the app", **SETTINGS
+        ),
+        store=RunStore(),
+    )
     app_writer = Writer("app TrainingJob", run_id=job.start())
     job.join()
     app_writer.status, app_writer.steps_written = job.progress.status, job.progress.step
@@ -162,8 +204,10 @@ def main() -> int:
 
 def report(writers: list[Writer], reader: RunsScreenReader, store, database: Path) -> int:
     """Print rows written against rows found; return 1 if anything was lost or locked."""
-    print(f"\n{'run':10} {'writer':18} {'status':10} {'rows written':>12} {'rows found':>11} {'missing':>8} "
-          f"{'reader saw':>11}")
+    print(
+        f"\n{'run':10} {'writer':18} {'status':10} {'rows written':>12} {'rows found':>11} {'missing':>8} "
+        f"{'reader saw':>11}"
+    )
     lost = 0
     for writer in writers:
         found = [row["step"] for row in store.metrics(writer.run_id)] if writer.run_id else []
@@ -171,13 +215,17 @@ def report(writers: list[Writer], reader: RunsScreenReader, store, database: Pat
         seen = reader.seen.get(writer.run_id, [])
         in_order = seen == sorted(set(seen))
         lost += missing + (len(found) != writer.steps_written) + (not in_order)
-        print(f"{writer.run_id:10} {writer.label:18} {writer.status:10} {writer.steps_written:>12} {len(found):>11} "
-              f"{missing:>8} {len(seen):>11}{'' if in_order else '  (out of order or repeated!)'}")
+        print(
+            f"{writer.run_id:10} {writer.label:18} {writer.status:10} {writer.steps_written:>12} {len(found):>11} "
+            f"{missing:>8} {len(seen):>11}{'' if in_order else '  (out of order or repeated!)'}"
+        )
 
     polls = sorted(reader.poll_seconds)
     if polls:
-        print(f"\nreader: {len(polls)} polls; per poll median {statistics.median(polls) * 1000:.1f} ms, "
-              f"p99 {polls[int(len(polls) * 0.99) - 1] * 1000:.1f} ms, max {polls[-1] * 1000:.1f} ms")
+        print(
+            f"\nreader: {len(polls)} polls; per poll median {statistics.median(polls) * 1000:.1f} ms, "
+            f"p99 {polls[int(len(polls) * 0.99) - 1] * 1000:.1f} ms, max {polls[-1] * 1000:.1f} ms"
+        )
     messages = [writer.errors for writer in writers] + reader.errors
     locked = sum(message.count("locked") for message in messages)
     print(f"'database is locked': {locked}")
@@ -189,8 +237,13 @@ def report(writers: list[Writer], reader: RunsScreenReader, store, database: Pat
     with sqlite3.connect(database) as connection:
         integrity = connection.execute("PRAGMA integrity_check").fetchone()[0]
     print(f"integrity_check: {integrity}")
-    ok = lost == 0 and locked == 0 and not reader.errors and integrity == "ok" and all(
-        writer.status in ("stopped", "completed") for writer in writers)
+    ok = (
+        lost == 0
+        and locked == 0
+        and not reader.errors
+        and integrity == "ok"
+        and all(writer.status in ("stopped", "completed") for writer in writers)
+    )
     print("OK: every row written was found, nothing was locked" if ok else "FAILED")
     return 0 if ok else 1
 

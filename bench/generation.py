@@ -29,15 +29,20 @@ from pathlib import Path
 
 import torch
 from tokenizers import ByteLevelBPETokenizer
-from transformers import (GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, TextIteratorStreamer,
-                          logging as transformers_logging)
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+    TextIteratorStreamer,
+    logging as transformers_logging,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.generation import GenerationSettings, TokenStream  # noqa: E402
 
 try:
     from engine.models import SCRATCH_PRESETS
-except ImportError:   # engine/models.py not there yet: the same sizes, mirrored
+except ImportError:  # engine/models.py not there yet: the same sizes, mirrored
     SCRATCH_PRESETS = {"tiny": {"n_embd": 256, "n_layer": 4, "n_head": 4, "n_positions": 256}}
 
 END_OF_TEXT = "<|endoftext|>"
@@ -57,8 +62,13 @@ class ModelSize:
 
 SIZES = {
     "tiny": ModelSize("scratch:tiny", SCRATCH_PRESETS["tiny"], vocab_size=8192, new_tokens=200, repeats=5),
-    "124m": ModelSize("GPT-2 124M", {"n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024},
-                      vocab_size=50257, new_tokens=64, repeats=3),
+    "124m": ModelSize(
+        "GPT-2 124M",
+        {"n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024},
+        vocab_size=50257,
+        new_tokens=64,
+        repeats=3,
+    ),
 }
 DECODINGS = {
     "greedy": {"temperature": 0.0},
@@ -73,7 +83,7 @@ class Timing:
     tokens: int
     seconds: float
     first_token: float
-    cpu_seconds: float          # CPU time of the whole process (all its threads) during the run
+    cpu_seconds: float  # CPU time of the whole process (all its threads) during the run
     token_ids: list[int]
 
     @property
@@ -105,8 +115,13 @@ def standard_library_texts(max_characters: int = 12_000_000) -> list[str]:
 def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     """A byte-level BPE with exactly ``vocab_size`` tokens, as a scratch model or GPT-2 would have."""
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(standard_library_texts(), vocab_size=vocab_size, min_frequency=1,
-                            special_tokens=[END_OF_TEXT], show_progress=False)
+    bpe.train_from_iterator(
+        standard_library_texts(),
+        vocab_size=vocab_size,
+        min_frequency=1,
+        special_tokens=[END_OF_TEXT],
+        show_progress=False,
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT)
     if len(tokenizer) != vocab_size:
         raise SystemExit(f"the tokenizer learned {len(tokenizer)} tokens, not {vocab_size}")
@@ -116,8 +131,12 @@ def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
 def build_model(size: ModelSize, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
     """A randomly initialised GPT-2 of this size (the same weights every run), in eval mode."""
     torch.manual_seed(0)
-    config = GPT2Config(**size.config, vocab_size=size.vocab_size,
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        **size.config,
+        vocab_size=size.vocab_size,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     return GPT2LMHeadModel(config).eval()
 
 
@@ -138,9 +157,10 @@ def time_hf_streamer(model, tokenizer, settings: GenerationSettings) -> Timing:
     cpu, start = time.process_time(), time.perf_counter()
     first_token = None
     inputs = tokenizer(PROMPT, return_tensors="pt")
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, timeout=600)   # no endless wait if it fails
-    kwargs = dict(**inputs, streamer=streamer, max_new_tokens=settings.max_new_tokens,
-                  pad_token_id=tokenizer.eos_token_id)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, timeout=600)  # no endless wait if it fails
+    kwargs = dict(
+        **inputs, streamer=streamer, max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.eos_token_id
+    )
     if settings.temperature == 0:
         kwargs.update(do_sample=False)
     else:
@@ -154,7 +174,7 @@ def time_hf_streamer(model, tokenizer, settings: GenerationSettings) -> Timing:
             first_token = time.perf_counter() - start
     thread.join()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    token_ids = outputs[0][0, inputs["input_ids"].shape[1]:].tolist()
+    token_ids = outputs[0][0, inputs["input_ids"].shape[1] :].tolist()
     return Timing(len(token_ids), seconds, first_token, cpu, token_ids)
 
 
@@ -176,7 +196,8 @@ def measure(size: ModelSize, new_tokens: int, repeats: int) -> list[dict]:
             ours.append(time_token_stream(model, tokenizer, settings))
             theirs.append(time_hf_streamer(model, tokenizer, settings))
         row = {
-            "size": size.name, "decoding": decoding,
+            "size": size.name,
+            "decoding": decoding,
             "ours": statistics.median(t.tokens_per_second for t in ours),
             "hf": statistics.median(t.tokens_per_second for t in theirs),
             "ours_first": statistics.median(t.first_token for t in ours),
@@ -195,15 +216,19 @@ def measure(size: ModelSize, new_tokens: int, repeats: int) -> list[dict]:
 def print_table(rows: list[dict], targets: dict[str, float]) -> None:
     """The medians side by side, the ratio against the issue's target, and the greedy identity check."""
     print()
-    print(f"{'model':<13} {'decoding':<8} {'ours tok/s':>10} {'HF tok/s':>9} {'ratio':>6} {'target':>7}"
-          f" {'ours TTFT':>10} {'HF TTFT':>9} {'CPU ms/tok ours':>16} {'HF':>6}")
+    print(
+        f"{'model':<13} {'decoding':<8} {'ours tok/s':>10} {'HF tok/s':>9} {'ratio':>6} {'target':>7}"
+        f" {'ours TTFT':>10} {'HF TTFT':>9} {'CPU ms/tok ours':>16} {'HF':>6}"
+    )
     for row in rows:
         ratio = row["ours"] / row["hf"]
         target = targets[row["size"]]
         mark = "met" if ratio >= target else "MISSED"
-        print(f"{row['size']:<13} {row['decoding']:<8} {row['ours']:>10.1f} {row['hf']:>9.1f} {ratio:>5.2f}x"
-              f" {f'{target:.2f}x':>7} {row['ours_first'] * 1000:>8.1f}ms {row['hf_first'] * 1000:>7.1f}ms"
-              f" {row['ours_cpu']:>16.2f} {row['hf_cpu']:>6.2f}  {mark}")
+        print(
+            f"{row['size']:<13} {row['decoding']:<8} {row['ours']:>10.1f} {row['hf']:>9.1f} {ratio:>5.2f}x"
+            f" {f'{target:.2f}x':>7} {row['ours_first'] * 1000:>8.1f}ms {row['hf_first'] * 1000:>7.1f}ms"
+            f" {row['ours_cpu']:>16.2f} {row['hf_cpu']:>6.2f}  {mark}"
+        )
     print()
     for row in rows:
         if "identical" in row:
@@ -217,15 +242,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="timed runs per side and decoding (default: 5 tiny, 3 124M)")
     parser.add_argument("--new-tokens", type=int, help="tokens per generation (default: 200 tiny, 64 124M)")
     parser.add_argument("--quick", action="store_true", help="1 repeat, 32 new tokens: a smoke run")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads, for both sides (default 1; 0: torch's choice); see bench/README.md")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads, for both sides (default 1; 0: torch's choice); see bench/README.md",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     transformers_logging.set_verbosity_error()
     sizes = [SIZES[name.strip()] for name in args.sizes.split(",")]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; "
-          "speed = generated tokens / wall time from prompt to last text, medians over the repeats")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; "
+        "speed = generated tokens / wall time from prompt to last text, medians over the repeats"
+    )
     rows = []
     for size in sizes:
         new_tokens = 32 if args.quick else (args.new_tokens or size.new_tokens)

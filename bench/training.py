@@ -45,8 +45,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); "
-                        "1 is steadier on a machine whose cores are shared")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's choice); 1 is steadier on a machine whose cores are shared",
+    )
     parser.add_argument("--bpb", action="store_true", help="also train scratch:tiny for 2 + 3 minutes")
     parser.add_argument("--home", help="LMWB_HOME for the runs (default: a temporary directory)")
     return parser.parse_args()
@@ -72,9 +75,19 @@ def engine_tokens_per_second(args, store) -> tuple[float, float]:
     from engine.training import TrainingConfig, TrainingJob
 
     # One step past the timed ones, so the final checkpoint is not timed.
-    config = TrainingConfig(model=args.model, dataset=args.dataset, max_steps=args.warmup + args.steps + 1,
-                            batch_size=args.batch_size, block_size=args.block_size, warmup_steps=0,
-                            eval_every=0, sample_every=0, checkpoint_every=0, device=args.device, seed=1337)
+    config = TrainingConfig(
+        model=args.model,
+        dataset=args.dataset,
+        max_steps=args.warmup + args.steps + 1,
+        batch_size=args.batch_size,
+        block_size=args.block_size,
+        warmup_steps=0,
+        eval_every=0,
+        sample_every=0,
+        checkpoint_every=0,
+        device=args.device,
+        seed=1337,
+    )
     marks: dict[int, tuple[float, float]] = {}
 
     def mark(progress) -> None:
@@ -101,8 +114,9 @@ def bare_tokens_per_second(args, store) -> tuple[float, float]:
     precision = resolve_precision("auto", device)
     train_split, _ = tokenize_dataset(dataset, loaded.tokenizer).split(VALIDATION_FRACTION)
     sampler = WindowSampler(train_split, args.block_size, args.batch_size, seed=1337)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1,
-                                  fused=True if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True if device.type == "cuda" else None
+    )
     model.train()
 
     def step() -> None:
@@ -186,12 +200,26 @@ def bits_per_byte_after_minutes(args, store) -> None:
     """
     from engine.training import TrainingConfig, TrainingJob
 
-    config = TrainingConfig(model="scratch:tiny", dataset=args.dataset, max_steps=1_000_000, max_time=120,
-                            batch_size=16, block_size=128, learning_rate=1e-3, min_learning_rate=1e-3,
-                            warmup_steps=20, eval_every=1_000_000, eval_batches=20, sample_every=0,
-                            checkpoint_every=0, device=args.device)
-    print(f"\nscratch:tiny on {args.dataset}: batch 16 x block 128, learning rate 1e-3 after 20 warmup steps; "
-          "2 minutes, then resumed for 3 more")
+    config = TrainingConfig(
+        model="scratch:tiny",
+        dataset=args.dataset,
+        max_steps=1_000_000,
+        max_time=120,
+        batch_size=16,
+        block_size=128,
+        learning_rate=1e-3,
+        min_learning_rate=1e-3,
+        warmup_steps=20,
+        eval_every=1_000_000,
+        eval_batches=20,
+        sample_every=0,
+        checkpoint_every=0,
+        device=args.device,
+    )
+    print(
+        f"\nscratch:tiny on {args.dataset}: batch 16 x block 128, learning rate 1e-3 after 20 warmup steps; "
+        "2 minutes, then resumed for 3 more"
+    )
     run = TrainingJob(config, store).run()
     report_bpb(store, run, "after 2 minutes")
     config.max_time = 180
@@ -201,8 +229,10 @@ def bits_per_byte_after_minutes(args, store) -> None:
 
 def report_bpb(store, run, when: str) -> None:
     last = [row for row in store.metrics(run.id) if row["val_bpb"] is not None][-1]
-    print(f"  {when} ({run.status}): step {last['step']}, {last['tokens']:,} tokens, {last['elapsed']:.0f} s of "
-          f"training, val loss {last['val_loss']:.3f}, val bits per byte {last['val_bpb']:.3f}")
+    print(
+        f"  {when} ({run.status}): step {last['step']}, {last['tokens']:,} tokens, {last['elapsed']:.0f} s of "
+        f"training, val loss {last['val_loss']:.3f}, val bits per byte {last['val_bpb']:.3f}"
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -219,8 +249,11 @@ def compare_throughput(args, store) -> dict[str, list[float]]:
             engine, bare = engine_tokens_per_second(args, store), bare_tokens_per_second(args, store)
         results["bare PyTorch loop"].append(bare)
         results["engine TrainingJob"].append(engine)
-        print(f"  repeat {repeat + 1}: bare {bare[0]:,.0f} / {bare[1]:,.0f}, "
-              f"engine {engine[0]:,.0f} / {engine[1]:,.0f} tokens/s (wall / CPU)", flush=True)
+        print(
+            f"  repeat {repeat + 1}: bare {bare[0]:,.0f} / {bare[1]:,.0f}, "
+            f"engine {engine[0]:,.0f} / {engine[1]:,.0f} tokens/s (wall / CPU)",
+            flush=True,
+        )
     print(f"  {'median tokens/s':<22} {'wall clock':>12} {'CPU time':>12}")
     medians = {}
     for name, runs in results.items():
@@ -233,8 +266,10 @@ def compare_throughput(args, store) -> dict[str, list[float]]:
 
 def report_compute(parameters: int, engine: list[float], device, precision: str) -> None:
     peaks, size = matmul_peak_flops(device, precision)
-    print(f"Compute: ~6*N*tokens/s achieved by the engine against a {size}x{size} {precision} matmul on {device} "
-          "(the fastest of 10)")
+    print(
+        f"Compute: ~6*N*tokens/s achieved by the engine against a {size}x{size} {precision} matmul on {device} "
+        "(the fastest of 10)"
+    )
     for clock, tokens_per_second, peak in zip(("wall clock", "CPU time"), engine, peaks):
         achieved = 6 * parameters * tokens_per_second
         print(f"  by {clock:<10} {achieved / 1e9:>8,.1f} GFLOP/s of {peak / 1e9:,.1f} peak = {achieved / peak:.0%}")
@@ -253,10 +288,12 @@ def main() -> int:
     quiet_transformers()
     store = RunStore()
     parameters, device, precision = model_parameters(args, store)
-    print(f"Training throughput: {args.model} ({parameters / 1e6:.1f}M parameters without position "
-          f"embeddings) on {args.dataset}, batch {args.batch_size} x block {args.block_size} = "
-          f"{args.batch_size * args.block_size} tokens/step, {device} {precision} ({torch.get_num_threads()} "
-          f"CPU threads); {args.repeats} repeats of {args.steps} timed steps after {args.warmup} warm-up steps")
+    print(
+        f"Training throughput: {args.model} ({parameters / 1e6:.1f}M parameters without position "
+        f"embeddings) on {args.dataset}, batch {args.batch_size} x block {args.block_size} = "
+        f"{args.batch_size * args.block_size} tokens/step, {device} {precision} ({torch.get_num_threads()} "
+        f"CPU threads); {args.repeats} repeats of {args.steps} timed steps after {args.warmup} warm-up steps"
+    )
     medians = compare_throughput(args, store)
     report_compute(parameters, medians["engine TrainingJob"], device, precision)
     if args.bpb:

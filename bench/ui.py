@@ -84,11 +84,11 @@ RUNS_MARK, TRAIN_MARK = b"best val", b"learning rate"
 # (the field is emptied before they run out, so it never scrolls).
 FILTER_PREFIX, FILTER_LETTERS = "qzx", "abcdefghijklmnopqrstuvwy"
 RUN_SETTINGS = ["--model", "scratch:nano", "--dataset", "fables"]  # the Train form's defaults otherwise
-LONG_RUN_STEPS = 100_000   # the keypress phase's run: stopped by the bench long before this
-STEADY_FROM = 50           # steps before this are start-up (warmup, caches), never timed
-SETTLE_STEPS = 10          # steps after the app settled on the run before its steady part starts
-MIN_WINDOW = 100           # fewest steps a tokens/s window may have
-PRESS_GAP = 0.25           # seconds between timed presses
+LONG_RUN_STEPS = 100_000  # the keypress phase's run: stopped by the bench long before this
+STEADY_FROM = 50  # steps before this are start-up (warmup, caches), never timed
+SETTLE_STEPS = 10  # steps after the app settled on the run before its steady part starts
+MIN_WINDOW = 100  # fewest steps a tokens/s window may have
+PRESS_GAP = 0.25  # seconds between timed presses
 TARGETS = {"first frame": 1.0, "ratio": 0.97, "p95 ms": 33.0}
 
 
@@ -96,21 +96,34 @@ class BenchError(RuntimeError):
     """The bench cannot measure what it should: said in words, and the phase fails."""
 
 
-PHASES = ("start-up", "speed", "keys")   # first frame; tokens/s with the app open; keypress to repaint
+PHASES = ("start-up", "speed", "keys")  # first frame; tokens/s with the app open; keypress to repaint
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=5, help="app starts timed for the first frame (default 5)")
-    parser.add_argument("--repeats", type=int, default=4, help="no-app/app run pairs for tokens/s (default 4; "
-                        "the order alternates, so an even number has each side first equally)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=4,
+        help="no-app/app run pairs for tokens/s (default 4; "
+        "the order alternates, so an even number has each side first equally)",
+    )
     parser.add_argument("--steps", type=int, default=500, help="steps of each tokens/s run (default 500)")
     parser.add_argument("--presses", type=int, default=40, help="timed keypresses of each kind (default 40)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads in the app and the runs "
-                        "(OMP_NUM_THREADS; default 1, steadier on a machine whose cores are shared)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads in the app and the runs "
+        "(OMP_NUM_THREADS; default 1, steadier on a machine whose cores are shared)",
+    )
     parser.add_argument("--home", help="LMWB_HOME for the runs (default: a temporary directory)")
-    parser.add_argument("--phases", default=",".join(PHASES), help="which to measure, comma-separated "
-                        f"(default: all of {','.join(PHASES)})")
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"which to measure, comma-separated (default: all of {','.join(PHASES)})",
+    )
     args = parser.parse_args()
     unknown = set(args.phases.split(",")) - set(PHASES)
     if unknown:
@@ -150,8 +163,15 @@ class TerminalApp:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", SIZE[1], SIZE[0], 0, 0))
         env = {**env, "TERM": "xterm-256color", "COLUMNS": str(SIZE[0]), "LINES": str(SIZE[1])}
         self.started = time.perf_counter()
-        self.process = subprocess.Popen([PYTHON, "-m", "tui.cli"], stdin=slave, stdout=slave, stderr=slave,
-                                        env=env, cwd=REPO_ROOT, start_new_session=True)
+        self.process = subprocess.Popen(
+            [PYTHON, "-m", "tui.cli"],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
         os.close(slave)
         CLEANUP.apps.append(self.process)
         self.master = master
@@ -194,18 +214,24 @@ class TerminalApp:
         deadline = time.monotonic() + timeout
         with self.lock:
             while True:
-                found = [(index, text) for text in texts
-                         if (index := self.output.find(text, max(0, after - len(text) + 1))) >= 0]
+                found = [
+                    (index, text)
+                    for text in texts
+                    if (index := self.output.find(text, max(0, after - len(text) + 1))) >= 0
+                ]
                 if found:
                     index, text = min(found)
                     end = index + len(text)
                     return text, next(when for length, when in self.arrivals if length >= end)
                 if self.closed:
-                    raise BenchError(f"the app exited while the bench waited for {what} "
-                                     f"({' or '.join(map(repr, texts))})")
+                    raise BenchError(
+                        f"the app exited while the bench waited for {what} ({' or '.join(map(repr, texts))})"
+                    )
                 if time.monotonic() > deadline:
-                    raise BenchError(f"{what}: {' or '.join(map(repr, texts))} did not appear on the app's "
-                                     f"terminal within {timeout:g} s")
+                    raise BenchError(
+                        f"{what}: {' or '.join(map(repr, texts))} did not appear on the app's "
+                        f"terminal within {timeout:g} s"
+                    )
                 self.lock.wait(timeout=0.5)
 
     def wait_for(self, text: bytes, after: int, timeout: float, what: str) -> float:
@@ -249,11 +275,14 @@ def open_on_train(app: TerminalApp) -> int:
 def check_train_screen_shows(app: TerminalApp, run: Run, after: int, timeout: float = 30) -> None:
     """The Train screen (painted after position ``after``) must show the run's id or name."""
     try:
-        app.wait_for_any([run.id.encode(), run.name.encode()], after, timeout,
-                         f"the Train screen showing run {run.id} ({run.name})")
+        app.wait_for_any(
+            [run.id.encode(), run.name.encode()], after, timeout, f"the Train screen showing run {run.id} ({run.name})"
+        )
     except BenchError as exc:
-        raise BenchError(f"{exc}. The Train screen does not follow the run started with `lmwb train --detach` "
-                         "(the app should show the latest active run there when it opens)") from None
+        raise BenchError(
+            f"{exc}. The Train screen does not follow the run started with `lmwb train --detach` "
+            "(the app should show the latest active run there when it opens)"
+        ) from None
 
 
 # -----------------------------------------------------------------------------
@@ -288,8 +317,15 @@ class Run:
 def lmwb(env: dict[str, str], *arguments: str, timeout: float) -> str:
     """Run an `lmwb` command (.venv/bin/python -m tui.cli); its output, or BenchError with it."""
     try:
-        done = subprocess.run([PYTHON, "-m", "tui.cli", *arguments], cwd=REPO_ROOT, env=env, text=True,
-                              capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [PYTHON, "-m", "tui.cli", *arguments],
+            cwd=REPO_ROOT,
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         raise BenchError(f"`lmwb {' '.join(arguments)}` did not finish within {timeout:g} s") from None
     if done.returncode != 0:
@@ -329,11 +365,14 @@ def wait_until(run: Run, done, what: str, timeout: float):
         if done(row):
             return row
         if row.status in FINISHED_STATUSES:
-            raise BenchError(f"run {run.id} ended ({row.status}: {row.error or 'no error'}) before {what}; "
-                             f"its log: {log_of(run)}")
+            raise BenchError(
+                f"run {run.id} ended ({row.status}: {row.error or 'no error'}) before {what}; its log: {log_of(run)}"
+            )
         if time.monotonic() > deadline:
-            raise BenchError(f"run {run.id} is {row.status} at step {row.steps}: not {what} within {timeout:g} s; "
-                             f"its log: {log_of(run)}")
+            raise BenchError(
+                f"run {run.id} is {row.status} at step {row.steps}: not {what} within {timeout:g} s; "
+                f"its log: {log_of(run)}"
+            )
         time.sleep(0.5)
 
 
@@ -346,8 +385,9 @@ def wait_until_finished(run: Run, timeout: float):
             raise BenchError(f"run {run.id} is still {row.status} at step {row.steps} after {timeout:g} s")
         time.sleep(1.0)
     if row.status != "completed":
-        raise BenchError(f"run {run.id} ended {row.status} at step {row.steps} ({row.error or 'no error'}); "
-                         f"its log: {log_of(run)}")
+        raise BenchError(
+            f"run {run.id} ended {row.status} at step {row.steps} ({row.error or 'no error'}); its log: {log_of(run)}"
+        )
     return row
 
 
@@ -359,8 +399,10 @@ def check_running(run: Run, moment: str) -> int:
     """The run must be `running` now (else the phase fails, loudly); return its step."""
     row = run.row()
     if row.status != "running":
-        raise BenchError(f"run {run.id} is {row.status!r}, not 'running', {moment} "
-                         f"({row.error or 'no error'}); its log: {log_of(run)}")
+        raise BenchError(
+            f"run {run.id} is {row.status!r}, not 'running', {moment} "
+            f"({row.error or 'no error'}); its log: {log_of(run)}"
+        )
     return row.steps
 
 
@@ -444,8 +486,12 @@ def time_start(env: dict[str, str]) -> dict[str, float]:
         cpu = cpu_seconds(app.process.pid)
         listed = app.wait_for(LISTED_MARK, 0, 60, "the bundled datasets in the Datasets list")
         ready = app.wait_for(READY_MARK, 0, 180, "the nav bar saying torch is ready")
-    return {"first frame": first - app.started, "cpu": cpu, "datasets listed": listed - app.started,
-            "torch ready": ready - app.started}
+    return {
+        "first frame": first - app.started,
+        "cpu": cpu,
+        "datasets listed": listed - app.started,
+        "torch ready": ready - app.started,
+    }
 
 
 def measure_start_up(env: dict[str, str], frames: int) -> None:
@@ -454,14 +500,18 @@ def measure_start_up(env: dict[str, str], frames: int) -> None:
     for number in range(1, frames + 1):
         start = time_start(env)
         starts.append(start)
-        print(f"  start {number}: first frame {start['first frame']:.3f} s (CPU {start['cpu']:.2f} s), "
-              f"datasets listed {start['datasets listed']:.3f} s, torch ready {start['torch ready']:.3f} s",
-              flush=True)
+        print(
+            f"  start {number}: first frame {start['first frame']:.3f} s (CPU {start['cpu']:.2f} s), "
+            f"datasets listed {start['datasets listed']:.3f} s, torch ready {start['torch ready']:.3f} s",
+            flush=True,
+        )
     for key in ("first frame", "datasets listed", "torch ready"):
         values = [start[key] for start in starts]
         target = f" · target <= {TARGETS['first frame']:g} s" if key == "first frame" else ""
-        print(f"  {key}: median {statistics.median(values):.3f} s "
-              f"(all: {', '.join(f'{value:.3f}' for value in values)}){target}")
+        print(
+            f"  {key}: median {statistics.median(values):.3f} s "
+            f"(all: {', '.join(f'{value:.3f}' for value in values)}){target}"
+        )
     print(f"  CPU at the first frame: median {statistics.median(start['cpu'] for start in starts):.2f} s")
 
 
@@ -509,14 +559,19 @@ def steady_window(settled_at: int, steps: int) -> tuple[int, int]:
     """The steps timed in both runs of a pair: from after start-up and after the app settled, to the end."""
     first = max(STEADY_FROM, settled_at + SETTLE_STEPS)
     if steps - first < MIN_WINDOW:
-        raise BenchError(f"the app settled on its run only at step {settled_at} of {steps}, leaving fewer than "
-                         f"{MIN_WINDOW} steady steps to time; give more --steps")
+        raise BenchError(
+            f"the app settled on its run only at step {settled_at} of {steps}, leaving fewer than "
+            f"{MIN_WINDOW} steady steps to time; give more --steps"
+        )
     return first, steps
 
 
 def measure_training_speed(home: Path, env: dict[str, str], repeats: int, steps: int) -> None:
-    print(f"\n2. Training tokens/s, app open on the Train screen / no app: {repeats} pairs of "
-          f"scratch:nano runs on fables, {steps} steps each (load average {load_average()})", flush=True)
+    print(
+        f"\n2. Training tokens/s, app open on the Train screen / no app: {repeats} pairs of "
+        f"scratch:nano runs on fables, {steps} steps each (load average {load_average()})",
+        flush=True,
+    )
     ratios, alone_rates, followed_rates = [], [], []
     for pair in range(1, repeats + 1):
         sides = [("no app", train_alone), ("app", train_followed)]
@@ -534,13 +589,20 @@ def measure_training_speed(home: Path, env: dict[str, str], repeats: int, steps:
         ratios.append(ratio)
         alone_rates.append(alone_rate)
         followed_rates.append(followed_rate)
-        print(f"  pair {pair} ({sides[0][0]} first; steps {first}-{last}; app settled at step {settled_at}): "
-              f"no app {alone_rate:,.0f} tokens/s (run {alone.id}), app {followed_rate:,.0f} tokens/s "
-              f"(run {followed.id}), ratio {ratio:.3f} · load average {load_average()}", flush=True)
-    print(f"  ratio app / no app: median {statistics.median(ratios):.3f} "
-          f"(all: {', '.join(f'{ratio:.3f}' for ratio in ratios)}) · target >= {TARGETS['ratio']:g}")
-    print(f"  tokens/s, median: no app {statistics.median(alone_rates):,.0f}, "
-          f"app {statistics.median(followed_rates):,.0f}")
+        print(
+            f"  pair {pair} ({sides[0][0]} first; steps {first}-{last}; app settled at step {settled_at}): "
+            f"no app {alone_rate:,.0f} tokens/s (run {alone.id}), app {followed_rate:,.0f} tokens/s "
+            f"(run {followed.id}), ratio {ratio:.3f} · load average {load_average()}",
+            flush=True,
+        )
+    print(
+        f"  ratio app / no app: median {statistics.median(ratios):.3f} "
+        f"(all: {', '.join(f'{ratio:.3f}' for ratio in ratios)}) · target >= {TARGETS['ratio']:g}"
+    )
+    print(
+        f"  tokens/s, median: no app {statistics.median(alone_rates):,.0f}, "
+        f"app {statistics.median(followed_rates):,.0f}"
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -600,24 +662,30 @@ def training_phase(run: Run, name: str, measure) -> list[float]:
     step_after = check_running(run, f"after {name}")
     if step_after <= step_before:
         raise BenchError(f"run {run.id} stayed at step {step_before} during {name}: it is not training")
-    print(f"  {name}: run {run.id} running, step {step_before} -> {step_after}; "
-          f"load average {load_before} -> {load_average()}", flush=True)
+    print(
+        f"  {name}: run {run.id} running, step {step_before} -> {step_after}; "
+        f"load average {load_before} -> {load_average()}",
+        flush=True,
+    )
     return latencies
 
 
 def report_latencies(name: str, latencies: list[float]) -> None:
     values = [latency * 1000 for latency in latencies]
-    print(f"  {name}: median {statistics.median(values):.1f} ms, p95 {percentile(values, 0.95):.1f} ms, "
-          f"max {max(values):.1f} ms, {len(values)} presses · target p95 <= {TARGETS['p95 ms']:g} ms")
+    print(
+        f"  {name}: median {statistics.median(values):.1f} ms, p95 {percentile(values, 0.95):.1f} ms, "
+        f"max {max(values):.1f} ms, {len(values)} presses · target p95 <= {TARGETS['p95 ms']:g} ms"
+    )
     print(f"    all, in order (ms): {' '.join(f'{value:.1f}' for value in values)}")
 
 
 def measure_keypresses(home: Path, env: dict[str, str], presses: int) -> None:
-    print(f"\n3. Keypress to repaint while a detached run trains, {presses} presses each "
-          f"(load average {load_average()})", flush=True)
+    print(
+        f"\n3. Keypress to repaint while a detached run trains, {presses} presses each (load average {load_average()})",
+        flush=True,
+    )
     with detached_run(home, env, "uibench-keys", LONG_RUN_STEPS) as run:
-        wait_until(run, lambda row: row.status == "running" and row.steps >= STEADY_FROM // 5,
-                   "training", 300)
+        wait_until(run, lambda row: row.status == "running" and row.steps >= STEADY_FROM // 5, "training", 300)
         with open_app(env) as app:
             position = open_on_train(app)
             try:
@@ -625,8 +693,10 @@ def measure_keypresses(home: Path, env: dict[str, str], presses: int) -> None:
                 print(f"  the Train screen shows run {run.id}")
             except BenchError as exc:
                 print(f"  note: {exc}; timing the keys anyway (the Train screen's chart is not drawing)")
-            print(f"  first visit to Runs (builds the screen; not timed below): "
-                  f"{first_visit_to_runs(app) * 1000:.0f} ms", flush=True)
+            print(
+                f"  first visit to Runs (builds the screen; not timed below): {first_visit_to_runs(app) * 1000:.0f} ms",
+                flush=True,
+            )
             switches = training_phase(run, "switching screens", lambda: time_switches(app, presses))
             typing = training_phase(run, "typing in the Runs filter", lambda: time_typing(app, presses))
             stop_run(run, env)  # before the app closes, which might ask about a run going
@@ -644,11 +714,16 @@ def main() -> int:
     atexit.register(CLEANUP)
     for number in (signal.SIGTERM, signal.SIGHUP):  # so atexit runs on these too
         signal.signal(number, lambda signum, _: sys.exit(128 + signum))
-    print(f"LMWB_HOME {home}; terminal {SIZE[0]}x{SIZE[1]}; torch threads {args.threads} (OMP_NUM_THREADS); "
-          f"{os.cpu_count()} CPUs; load average {load_average()} (1/5/15 min)", flush=True)
-    phases = {"start-up": lambda: measure_start_up(env, args.frames),
-              "speed": lambda: measure_training_speed(home, env, args.repeats, args.steps),
-              "keys": lambda: measure_keypresses(home, env, args.presses)}
+    print(
+        f"LMWB_HOME {home}; terminal {SIZE[0]}x{SIZE[1]}; torch threads {args.threads} (OMP_NUM_THREADS); "
+        f"{os.cpu_count()} CPUs; load average {load_average()} (1/5/15 min)",
+        flush=True,
+    )
+    phases = {
+        "start-up": lambda: measure_start_up(env, args.frames),
+        "speed": lambda: measure_training_speed(home, env, args.repeats, args.steps),
+        "keys": lambda: measure_keypresses(home, env, args.presses),
+    }
     failed = []
     for name, measure in phases.items():
         if name not in args.phases.split(","):

@@ -44,12 +44,12 @@ SUPPORTED_SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
 DEFAULT_FIELD = "text"
 Progress = Callable[[int, int], None]
 
-_BLOCK_BYTES = 1 << 16        # files are read (and open_dataset checks their start) in blocks this size
-_BATCH_CHARS = 1 << 17        # text handed to the tokenizer at once; progress is reported per batch
-_SUM_CHUNK = 1 << 24          # token ids summed at once when counting a split's bytes
-_PREVIEW_LINE_CHARS = 200     # preview lines longer than this are cut
-_CSV_CELL_LIMIT = 2**31 - 1    # characters in one CSV cell (the largest the csv module takes everywhere)
-_CACHE_FORMAT = 1             # bump when the cache layout changes, so old entries are ignored
+_BLOCK_BYTES = 1 << 16  # files are read (and open_dataset checks their start) in blocks this size
+_BATCH_CHARS = 1 << 17  # text handed to the tokenizer at once; progress is reported per batch
+_SUM_CHUNK = 1 << 24  # token ids summed at once when counting a split's bytes
+_PREVIEW_LINE_CHARS = 200  # preview lines longer than this are cut
+_CSV_CELL_LIMIT = 2**31 - 1  # characters in one CSV cell (the largest the csv module takes everywhere)
+_CACHE_FORMAT = 1  # bump when the cache layout changes, so old entries are ignored
 _STALE_TEMPORARY_SECONDS = 3600
 
 
@@ -84,10 +84,10 @@ class _Piece:
 class Dataset:
     """Text to train on: one file or a folder of files, read into documents."""
 
-    name: str                    # "fables" for sample_texts/fables.txt, else the file or folder name
-    path: Path                   # the resolved file or folder
-    files: tuple[Path, ...]      # the readable files it holds, sorted
-    field: str | None = None     # the .jsonl field or .csv column holding the text (None: "text")
+    name: str  # "fables" for sample_texts/fables.txt, else the file or folder name
+    path: Path  # the resolved file or folder
+    files: tuple[Path, ...]  # the readable files it holds, sorted
+    field: str | None = None  # the .jsonl field or .csv column holding the text (None: "text")
 
     def documents(self) -> Iterator[str]:
         """Every document in order; a DatasetError names the file (and line) of bad content."""
@@ -121,8 +121,9 @@ class Dataset:
         for piece, _ in self._pieces():
             documents += piece.starts_document
             characters += len(piece.text)
-        return DatasetStats(files=len(self.files), bytes=self._total_bytes(),
-                            documents=documents, characters=characters)
+        return DatasetStats(
+            files=len(self.files), bytes=self._total_bytes(), documents=documents, characters=characters
+        )
 
     def preview(self, max_lines: int = 20) -> str:
         """The first lines of the first documents, a blank line between documents.
@@ -172,11 +173,14 @@ def open_dataset(name_or_path: str, field: str | None = None) -> Dataset:
     field) is reported now, not half way through training.
     """
     if not name_or_path or not name_or_path.strip():
-        raise DatasetError("No dataset given. Name a bundled dataset "
-                           f"({_bundled_listing()}) or give a file or folder path.")
+        raise DatasetError(
+            f"No dataset given. Name a bundled dataset ({_bundled_listing()}) or give a file or folder path."
+        )
     if field is not None and not field.strip():
-        raise DatasetError("The field name is empty. Give the .jsonl field or .csv column that holds "
-                           f"the text, or leave it out to read '{DEFAULT_FIELD}'.")
+        raise DatasetError(
+            "The field name is empty. Give the .jsonl field or .csv column that holds "
+            f"the text, or leave it out to read '{DEFAULT_FIELD}'."
+        )
     bundled = _bundled_paths()
     if name_or_path in bundled:
         return _dataset_at(bundled[name_or_path], name_or_path, field)
@@ -187,8 +191,10 @@ def open_dataset(name_or_path: str, field: str | None = None) -> Dataset:
     except (OSError, RuntimeError) as exc:
         raise DatasetError(f"Cannot use '{name_or_path}' as a dataset path: {exc}.") from exc
     if not exists:
-        raise DatasetError(f"No dataset '{name_or_path}': there is no such file or folder, and no bundled "
-                           f"dataset has that name (bundled: {_bundled_listing()}).")
+        raise DatasetError(
+            f"No dataset '{name_or_path}': there is no such file or folder, and no bundled "
+            f"dataset has that name (bundled: {_bundled_listing()})."
+        )
     name = path.stem if path.parent == SAMPLE_TEXTS_DIR else path.name
     return _dataset_at(path, name, field)
 
@@ -231,8 +237,9 @@ def _dataset_at(path: Path, name: str, field: str | None) -> Dataset:
         _check_suffix(path)
         files = (path,)
     else:
-        raise DatasetError(f"{path} is neither a file nor a folder. Give a .txt, .md, .jsonl or .csv "
-                           "file, or a folder of them.")
+        raise DatasetError(
+            f"{path} is neither a file nor a folder. Give a .txt, .md, .jsonl or .csv file, or a folder of them."
+        )
     for file in files:
         _check_start(file, field or DEFAULT_FIELD)
     return Dataset(name=name, path=path, files=files, field=field)
@@ -250,16 +257,19 @@ def _folder_files(folder: Path) -> tuple[Path, ...]:
                 file = Path(root) / file_name
                 (supported if file.suffix.lower() in SUPPORTED_SUFFIXES else others).append(file)
     except OSError as exc:
-        raise DatasetError(f"Cannot read the folder {folder}: {exc.strerror or exc}. "
-                           "Check that it exists and that you may read it.") from exc
+        raise DatasetError(
+            f"Cannot read the folder {folder}: {exc.strerror or exc}. Check that it exists and that you may read it."
+        ) from exc
     if supported:
         return tuple(sorted(supported, key=lambda file: file.relative_to(folder).as_posix()))
     if not others:
         raise DatasetError(f"The folder {folder} is empty. Put .txt, .md, .jsonl or .csv files in it.")
     example = others[0].relative_to(folder)
-    raise DatasetError(f"The folder {folder} has no .txt, .md, .jsonl or .csv files ({len(others)} other "
-                       f"file{'s' if len(others) != 1 else ''}, such as {example}). Add text files or "
-                       "choose another folder.")
+    raise DatasetError(
+        f"The folder {folder} has no .txt, .md, .jsonl or .csv files ({len(others)} other "
+        f"file{'s' if len(others) != 1 else ''}, such as {example}). Add text files or "
+        "choose another folder."
+    )
 
 
 def _raise_walk_error(error: OSError) -> None:
@@ -269,8 +279,10 @@ def _raise_walk_error(error: OSError) -> None:
 def _check_suffix(path: Path) -> None:
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
         kind = f"'{path.suffix}' files" if path.suffix else "files without a suffix"
-        raise DatasetError(f"{path}: lm-workbench cannot read {kind}. It reads .txt, .md, .jsonl and "
-                           ".csv; save the text as one of these (UTF-8).")
+        raise DatasetError(
+            f"{path}: lm-workbench cannot read {kind}. It reads .txt, .md, .jsonl and "
+            ".csv; save the text as one of these (UTF-8)."
+        )
 
 
 def _check_start(path: Path, field: str) -> None:
@@ -287,7 +299,7 @@ def _check_start(path: Path, field: str) -> None:
 
 
 def _cut(line: str) -> str:
-    return line if len(line) <= _PREVIEW_LINE_CHARS else line[:_PREVIEW_LINE_CHARS - 1] + "…"
+    return line if len(line) <= _PREVIEW_LINE_CHARS else line[: _PREVIEW_LINE_CHARS - 1] + "…"
 
 
 # ---------------------------------------------------------------------------
@@ -325,8 +337,9 @@ def _jsonl_pieces(path: Path, field: str) -> Iterator[_Piece]:
             found = True
             yield _Piece(text, starts_document=True, end_offset=end)
     if not found:
-        raise DatasetError(f"{path} has no records with text in the field '{field}'. Add some, or name "
-                           "the field that holds the text.")
+        raise DatasetError(
+            f"{path} has no records with text in the field '{field}'. Add some, or name the field that holds the text."
+        )
 
 
 def _jsonl_field(path: Path, number: int, line: str, field: str) -> str:
@@ -335,23 +348,33 @@ def _jsonl_field(path: Path, number: int, line: str, field: str) -> str:
         record = json.loads(line)
     except (ValueError, RecursionError) as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or type(exc).__name__
-        raise DatasetError(f"{where}: not valid JSON ({reason}). Each line of a .jsonl file must be one "
-                           f'JSON object, like {{"{field}": "..."}}.') from exc
+        raise DatasetError(
+            f"{where}: not valid JSON ({reason}). Each line of a .jsonl file must be one "
+            f'JSON object, like {{"{field}": "..."}}.'
+        ) from exc
     if not isinstance(record, dict):
-        raise DatasetError(f"{where}: {_json_kind(record)} where a JSON object was expected. Each line of "
-                           f'a .jsonl file must be one object, like {{"{field}": "..."}}.')
+        raise DatasetError(
+            f"{where}: {_json_kind(record)} where a JSON object was expected. Each line of "
+            f'a .jsonl file must be one object, like {{"{field}": "..."}}.'
+        )
     if field not in record:
-        raise DatasetError(f"{where}: no field '{field}' (the fields are {_listing(list(record))}). Name the "
-                           "field that holds the text (--field NAME).")
+        raise DatasetError(
+            f"{where}: no field '{field}' (the fields are {_listing(list(record))}). Name the "
+            "field that holds the text (--field NAME)."
+        )
     value = record[field]
     if not isinstance(value, str):
-        raise DatasetError(f"{where}: the field '{field}' is {_json_kind(value)}, not text. Name a field "
-                           "that holds text (--field NAME).")
+        raise DatasetError(
+            f"{where}: the field '{field}' is {_json_kind(value)}, not text. Name a field "
+            "that holds text (--field NAME)."
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise DatasetError(f"{where}: the field '{field}' has a \\u escape that is not a character (a lone "
-                           "surrogate). Fix or remove that record.") from exc
+        raise DatasetError(
+            f"{where}: the field '{field}' has a \\u escape that is not a character (a lone "
+            "surrogate). Fix or remove that record."
+        ) from exc
     return value
 
 
@@ -373,16 +396,19 @@ def _csv_pieces(path: Path, column: str) -> Iterator[_Piece]:
         if header is None:
             raise _empty_file_error(path)
         if column not in header:
-            raise DatasetError(f"{path} has no column '{column}' (its columns are {_listing(header)}). "
-                               "Name the column that holds the text (--field NAME).")
+            raise DatasetError(
+                f"{path} has no column '{column}' (its columns are {_listing(header)}). "
+                "Name the column that holds the text (--field NAME)."
+            )
         index = header.index(column)
         for row in reader:
             if index < len(row) and row[index]:
                 found = True
                 yield _Piece(row[index], starts_document=True, end_offset=reached[0])
     except csv.Error as exc:
-        raise DatasetError(f"{path}, line {reader.line_num}: not valid CSV ({exc}). Check the quoting "
-                           "on that line.") from exc
+        raise DatasetError(
+            f"{path}, line {reader.line_num}: not valid CSV ({exc}). Check the quoting on that line."
+        ) from exc
     if not found:
         raise DatasetError(f"{path} has a '{column}' column, but no row has text in it.")
 
@@ -410,8 +436,8 @@ def _text_chunks(path: Path) -> Iterator[tuple[str, int, int]]:
     mark is dropped.
     """
     pending = bytearray()
-    start = 0              # file offset of pending[0]
-    lines_before = 0       # newlines before pending[0], for error messages
+    start = 0  # file offset of pending[0]
+    lines_before = 0  # newlines before pending[0], for error messages
     with _open_binary(path) as stream:
         while block := stream.read(_BLOCK_BYTES):
             nul = block.find(b"\0")
@@ -447,16 +473,18 @@ def _open_binary(path: Path) -> BinaryIO:
     try:
         return open(path, "rb")
     except OSError as exc:
-        raise DatasetError(f"Cannot read {path}: {exc.strerror or exc}. Check that it exists and that "
-                           "you may read it.") from exc
+        raise DatasetError(
+            f"Cannot read {path}: {exc.strerror or exc}. Check that it exists and that you may read it."
+        ) from exc
 
 
 def _file_size(path: Path) -> int:
     try:
         return path.stat().st_size
     except OSError as exc:
-        raise DatasetError(f"Cannot read {path}: {exc.strerror or exc}. Check that it exists and that "
-                           "you may read it.") from exc
+        raise DatasetError(
+            f"Cannot read {path}: {exc.strerror or exc}. Check that it exists and that you may read it."
+        ) from exc
 
 
 def _empty_file_error(path: Path) -> DatasetError:
@@ -464,13 +492,22 @@ def _empty_file_error(path: Path) -> DatasetError:
 
 
 def _binary_file_error(path: Path, offset: int) -> DatasetError:
-    return DatasetError(f"{path} looks like a binary file, not text (a NUL byte at offset {offset}). Use a "
-                        "UTF-8 text file; if it is UTF-16 text, save it again as UTF-8.")
+    return DatasetError(
+        f"{path} looks like a binary file, not text (a NUL byte at offset {offset}). Use a "
+        "UTF-8 text file; if it is UTF-16 text, save it again as UTF-8."
+    )
 
 
 def _json_kind(value: object) -> str:
-    kinds = {dict: "an object", list: "a list", str: "a string", bool: "true or false", int: "a number",
-             float: "a number", type(None): "null"}
+    kinds = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "true or false",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return kinds.get(type(value), type(value).__name__)
 
 
@@ -495,16 +532,16 @@ class TokenSplit:
 
     ids: np.ndarray
     num_bytes: int
-    name: str = "split"      # for messages: "validation split of 'fables' (its last 10%)"
+    name: str = "split"  # for messages: "validation split of 'fables' (its last 10%)"
 
 
 @dataclass
 class TokenizedDataset:
     """All of a dataset's token ids, documents joined by the tokenizer's EOS id."""
 
-    ids: np.ndarray                       # uint16 or uint32; read-only, mapped from the cache file
-    num_bytes: int                        # UTF-8 bytes of the text those ids encode
-    name: str = ""                        # the dataset's name, for messages
+    ids: np.ndarray  # uint16 or uint32; read-only, mapped from the cache file
+    num_bytes: int  # UTF-8 bytes of the text those ids encode
+    name: str = ""  # the dataset's name, for messages
     token_bytes: np.ndarray | None = None  # bytes of text each token id stands for, when known exactly
 
     def split(self, val_fraction: float = 0.1) -> tuple[TokenSplit, TokenSplit]:
@@ -515,15 +552,14 @@ class TokenizedDataset:
         val_bytes = self._bytes_in(self.ids[cut:])
         return (
             TokenSplit(self.ids[:cut], self.num_bytes - val_bytes, f"training split of '{self.name}'"),
-            TokenSplit(self.ids[cut:], val_bytes,
-                       f"validation split of '{self.name}' (its last {val_fraction:.0%})"),
+            TokenSplit(self.ids[cut:], val_bytes, f"validation split of '{self.name}' (its last {val_fraction:.0%})"),
         )
 
     def _bytes_in(self, ids: np.ndarray) -> int:
         """Bytes of text a run of ids encodes: exact with a byte-level vocabulary, else in proportion."""
         if self.token_bytes is None:
             return round(self.num_bytes * len(ids) / max(len(self.ids), 1))
-        return sum(int(self.token_bytes[ids[i:i + _SUM_CHUNK]].sum()) for i in range(0, len(ids), _SUM_CHUNK))
+        return sum(int(self.token_bytes[ids[i : i + _SUM_CHUNK]].sum()) for i in range(0, len(ids), _SUM_CHUNK))
 
 
 def tokenize_dataset(dataset: Dataset, tokenizer, progress: Progress | None = None) -> TokenizedDataset:
@@ -540,9 +576,14 @@ def tokenize_dataset(dataset: Dataset, tokenizer, progress: Progress | None = No
     ids_path, meta_path = cache_dir / f"{stem}.tokens", cache_dir / f"{stem}.json"
     meta = _read_cache_meta(ids_path, meta_path)
     if meta is None:
-        meta = {"format": _CACHE_FORMAT, "dataset": dataset.name, "path": str(dataset.path),
-                "content_hash": content_hash, "tokenizer": fingerprint,
-                **_tokenize_into(dataset, tokenizer, ids_path, progress)}
+        meta = {
+            "format": _CACHE_FORMAT,
+            "dataset": dataset.name,
+            "path": str(dataset.path),
+            "content_hash": content_hash,
+            "tokenizer": fingerprint,
+            **_tokenize_into(dataset, tokenizer, ids_path, progress),
+        }
         try:
             with _atomic_output(meta_path) as stream:
                 stream.write(json.dumps(meta, indent=2).encode())
@@ -614,12 +655,20 @@ def _tokenize_into(dataset: Dataset, tokenizer, ids_path: Path, progress: Progre
                 if progress is not None:
                     progress(done, total)
             if tokens == 0:
-                raise DatasetError(f"The tokenizer turned {dataset.path} into no tokens at all. Use a "
-                                   "dataset with more text, or another tokenizer.")
+                raise DatasetError(
+                    f"The tokenizer turned {dataset.path} into no tokens at all. Use a "
+                    "dataset with more text, or another tokenizer."
+                )
     except OSError as exc:
         raise _cache_write_error(ids_path.parent, exc) from exc
-    return {"dtype": dtype.name, "tokens": tokens, "bytes": text_bytes, "documents": documents,
-            "exact_bytes": exact, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return {
+        "dtype": dtype.name,
+        "tokens": tokens,
+        "bytes": text_bytes,
+        "documents": documents,
+        "exact_bytes": exact,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def _batches(dataset: Dataset) -> Iterator[tuple[list[_Piece], int]]:
@@ -702,8 +751,9 @@ def _read_cache_meta(ids_path: Path, meta_path: Path) -> dict | None:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         complete = ids_path.stat().st_size == meta["tokens"] * np.dtype(meta["dtype"]).itemsize > 0
-        usable = meta["format"] == _CACHE_FORMAT and isinstance(meta["bytes"], int) \
-            and isinstance(meta["exact_bytes"], bool)
+        usable = (
+            meta["format"] == _CACHE_FORMAT and isinstance(meta["bytes"], int) and isinstance(meta["exact_bytes"], bool)
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return meta if complete and usable else None
@@ -735,8 +785,10 @@ def _remove_stale_temporaries(cache_dir: Path) -> None:
 
 
 def _cache_write_error(cache_dir: Path, exc: OSError) -> DatasetError:
-    return DatasetError(f"Cannot write the token cache in {cache_dir}: {exc.strerror or exc}. Free some "
-                        "disk space, or set LMWB_HOME to a writable place with room.")
+    return DatasetError(
+        f"Cannot write the token cache in {cache_dir}: {exc.strerror or exc}. Free some "
+        "disk space, or set LMWB_HOME to a writable place with room."
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -760,8 +812,9 @@ class WindowSampler:
     more devices.
     """
 
-    def __init__(self, split: TokenSplit, block_size: int, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, split: TokenSplit, block_size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
         import torch
 
         if block_size < 1 or batch_size < 1:
@@ -770,10 +823,15 @@ class WindowSampler:
             raise ValueError(f"rank must be in 0..{world_size - 1}, not {rank}")
         available = len(split.ids)
         if available < block_size + 1:
-            advice = (f"lower block_size to at most {available - 1}, or use a bigger dataset" if available > 1
-                      else "use a bigger dataset")
-            raise DatasetError(f"The {split.name} has {available} tokens, fewer than one window of "
-                               f"block_size + 1 = {block_size + 1} tokens: {advice}.")
+            advice = (
+                f"lower block_size to at most {available - 1}, or use a bigger dataset"
+                if available > 1
+                else "use a bigger dataset"
+            )
+            raise DatasetError(
+                f"The {split.name} has {available} tokens, fewer than one window of "
+                f"block_size + 1 = {block_size + 1} tokens: {advice}."
+            )
         self.split = split
         self.block_size = block_size
         self.batch_size = batch_size
@@ -788,18 +846,24 @@ class WindowSampler:
         import torch
 
         highest_start = len(self.split.ids) - self.block_size - 1
-        global_starts = torch.randint(highest_start + 1, (self.batch_size * self.world_size,),
-                                      generator=self._generator)
-        starts = global_starts[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].tolist()
-        windows = np.stack([self.split.ids[start:start + self.block_size + 1] for start in starts])
+        global_starts = torch.randint(
+            highest_start + 1, (self.batch_size * self.world_size,), generator=self._generator
+        )
+        starts = global_starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size].tolist()
+        windows = np.stack([self.split.ids[start : start + self.block_size + 1] for start in starts])
         windows = torch.from_numpy(windows.astype(np.int64))
         self.batches_drawn += 1
         return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
     def state_dict(self) -> dict:
         """The stream's position: plain ints and lists, fit for JSON or ``torch.save``."""
-        return {"seed": self.seed, "rank": self.rank, "world_size": self.world_size,
-                "batches_drawn": self.batches_drawn, "generator": self._generator.get_state().tolist()}
+        return {
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "batches_drawn": self.batches_drawn,
+            "generator": self._generator.get_state().tolist(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue the stream from a saved position (of the same rank)."""
@@ -810,14 +874,18 @@ class WindowSampler:
             generator_state = torch.tensor(state["generator"], dtype=torch.uint8)
             batches_drawn = int(state["batches_drawn"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise TrainingError(f"The saved data position is damaged ({exc}). Resume from another "
-                                "checkpoint, or start a new run.") from exc
+            raise TrainingError(
+                f"The saved data position is damaged ({exc}). Resume from another checkpoint, or start a new run."
+            ) from exc
         if (rank, world_size) != (self.rank, self.world_size):
-            raise TrainingError(f"The saved data position belongs to rank {rank} of {world_size}, not rank "
-                                f"{self.rank} of {self.world_size}. Resume with the same number of processes.")
+            raise TrainingError(
+                f"The saved data position belongs to rank {rank} of {world_size}, not rank "
+                f"{self.rank} of {self.world_size}. Resume with the same number of processes."
+            )
         try:
             self._generator.set_state(generator_state)
         except RuntimeError as exc:
-            raise TrainingError(f"The saved data position is damaged ({exc}). Resume from another "
-                                "checkpoint, or start a new run.") from exc
+            raise TrainingError(
+                f"The saved data position is damaged ({exc}). Resume from another checkpoint, or start a new run."
+            ) from exc
         self.batches_drawn = batches_drawn

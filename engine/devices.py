@@ -12,7 +12,7 @@ import re
 from engine.errors import SettingsError
 
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")   # auto: fp32 on the CPU, bf16 (or fp16) autocast on a GPU
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: fp32 on the CPU, bf16 (or fp16) autocast on a GPU
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 

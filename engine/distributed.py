@@ -73,15 +73,17 @@ def _seconds_from_environment(name: str, default: float) -> float:
     except ValueError:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
-        raise TrainingError(f"{name}={text!r} is not a number of seconds above 0; unset it for the default "
-                            f"({default:g} s).")
+        raise TrainingError(
+            f"{name}={text!r} is not a number of seconds above 0; unset it for the default ({default:g} s)."
+        )
     return seconds
 
 
 def collective_timeout() -> datetime.timedelta:
     """How long a rank waits for the others at a collective: ``LMWB_COLLECTIVE_TIMEOUT`` seconds, or 30 minutes."""
-    return datetime.timedelta(seconds=_seconds_from_environment(COLLECTIVE_TIMEOUT_VARIABLE,
-                                                                COLLECTIVE_TIMEOUT.total_seconds()))
+    return datetime.timedelta(
+        seconds=_seconds_from_environment(COLLECTIVE_TIMEOUT_VARIABLE, COLLECTIVE_TIMEOUT.total_seconds())
+    )
 
 
 def rendezvous_timeout() -> int:
@@ -93,8 +95,8 @@ def rendezvous_timeout() -> int:
 class ProcessRank:
     """Where this process stands among the processes training one model: (0, 0, 1) when it is alone."""
 
-    rank: int = 0          # 0 .. world_size - 1, across all machines
-    local_rank: int = 0    # on this machine: the GPU this process takes
+    rank: int = 0  # 0 .. world_size - 1, across all machines
+    local_rank: int = 0  # on this machine: the GPU this process takes
     world_size: int = 1
 
     @property
@@ -118,12 +120,16 @@ def this_process() -> ProcessRank:
         elif text.isdigit():
             values[name] = int(text)
         else:
-            raise TrainingError(f"The environment variable {name}={text!r} is not a whole number; torchrun sets "
-                                "it. Start several processes with lmwb train --nproc N, or unset it.")
+            raise TrainingError(
+                f"The environment variable {name}={text!r} is not a whole number; torchrun sets "
+                "it. Start several processes with lmwb train --nproc N, or unset it."
+            )
     place = ProcessRank(rank=values["RANK"], local_rank=values["LOCAL_RANK"], world_size=values["WORLD_SIZE"])
     if not 0 <= place.rank < max(place.world_size, 1):
-        raise TrainingError(f"RANK={place.rank} does not fit WORLD_SIZE={place.world_size}; torchrun sets both. "
-                            "Start several processes with lmwb train --nproc N, or unset them.")
+        raise TrainingError(
+            f"RANK={place.rank} does not fit WORLD_SIZE={place.world_size}; torchrun sets both. "
+            "Start several processes with lmwb train --nproc N, or unset them."
+        )
     return place
 
 
@@ -143,17 +149,26 @@ def training_device(preference: str, place: ProcessRank) -> str:
     wanted = preference.strip().lower()
     if wanted in ("auto", "cuda") and torch.cuda.is_available():
         if place.local_rank >= torch.cuda.device_count():
-            raise SettingsError("device", f"this machine has {torch.cuda.device_count()} GPU(s) but local rank "
-                                f"{place.local_rank} needs one of its own; start at most "
-                                f"{torch.cuda.device_count()} processes per machine (--nproc).")
+            raise SettingsError(
+                "device",
+                f"this machine has {torch.cuda.device_count()} GPU(s) but local rank "
+                f"{place.local_rank} needs one of its own; start at most "
+                f"{torch.cuda.device_count()} processes per machine (--nproc).",
+            )
         return f"cuda:{place.local_rank}"
     if wanted in ("auto", "cpu"):
         return "cpu"
     if wanted == "cuda":
-        raise SettingsError("device", "several processes were asked to train on CUDA, but there is no CUDA here; "
-                            "use --device cpu (or auto) to train them on the CPU.")
-    raise SettingsError("device", f"{preference!r} cannot be shared by several processes: each takes the GPU of "
-                        "its local rank. Use auto, cuda or cpu.")
+        raise SettingsError(
+            "device",
+            "several processes were asked to train on CUDA, but there is no CUDA here; "
+            "use --device cpu (or auto) to train them on the CPU.",
+        )
+    raise SettingsError(
+        "device",
+        f"{preference!r} cannot be shared by several processes: each takes the GPU of "
+        "its local rank. Use auto, cuda or cpu.",
+    )
 
 
 # The process groups this process joined, held until it exits. Why: DDP's
@@ -189,7 +204,8 @@ def start_process_group(device: torch.device) -> None:
         raise TrainingError(
             f"This process could not join the other training processes ({_short_reason(exc)}) within "
             f"{_timeout_in_use.total_seconds():g} s ({COLLECTIVE_TIMEOUT_VARIABLE}): one of them failed to start or "
-            "its machine cannot be reached. Start them all again (lmwb train --nproc N, or torchrun).") from exc
+            "its machine cannot be reached. Start them all again (lmwb train --nproc N, or torchrun)."
+        ) from exc
     _keep_until_exit(dist.group.WORLD)
 
 
@@ -241,7 +257,8 @@ def _with_the_others(doing: str) -> Iterator[None]:
             f"Lost the other training processes while {doing} ({_short_reason(exc)}): one of them crashed, was "
             f"stopped or hangs, or its machine cannot be reached (each waits "
             f"{_timeout_in_use.total_seconds():g} s for the others; {COLLECTIVE_TIMEOUT_VARIABLE} sets it). "
-            "This run ends here: resume it from its last checkpoint.") from exc
+            "This run ends here: resume it from its last checkpoint."
+        ) from exc
 
 
 def broadcast_from_writer(value: Any) -> Any:
@@ -303,9 +320,20 @@ def torchrun_arguments(module: str, arguments: Sequence[str], nproc: int) -> lis
     rather than on whatever this machine's host name resolves to.
     """
     conf = f"join_timeout={rendezvous_timeout()},is_host=1"
-    return ["--nnodes=1", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0",
-            f"--rdzv-id=lmwb-{uuid.uuid4().hex}", f"--rdzv-conf={conf}", "--local-addr=127.0.0.1",
-            "--max-restarts=0", f"--shutdown-timeout={STOP_GRACE_SECONDS}", "-m", module, *arguments]
+    return [
+        "--nnodes=1",
+        f"--nproc-per-node={nproc}",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=127.0.0.1:0",
+        f"--rdzv-id=lmwb-{uuid.uuid4().hex}",
+        f"--rdzv-conf={conf}",
+        "--local-addr=127.0.0.1",
+        "--max-restarts=0",
+        f"--shutdown-timeout={STOP_GRACE_SECONDS}",
+        "-m",
+        module,
+        *arguments,
+    ]
 
 
 def run_under_torchrun(module: str, arguments: Sequence[str], nproc: int) -> int:
@@ -344,10 +372,13 @@ def run_under_torchrun(module: str, arguments: Sequence[str], nproc: int) -> int
         raise TrainingError(
             f"The {nproc} training processes did not all meet within {rendezvous_timeout()} s (torchrun's "
             f"rendezvous on 127.0.0.1): the machine may be too busy to start them. Try again, or allow longer "
-            f"with {RENDEZVOUS_TIMEOUT_VARIABLE}=SECONDS.") from exc
+            f"with {RENDEZVOUS_TIMEOUT_VARIABLE}=SECONDS."
+        ) from exc
     except RendezvousError as exc:
-        raise TrainingError(f"torchrun could not set up the meeting of the {nproc} training processes on "
-                            f"127.0.0.1 ({_short_reason(exc)}); try again.") from exc
+        raise TrainingError(
+            f"torchrun could not set up the meeting of the {nproc} training processes on "
+            f"127.0.0.1 ({_short_reason(exc)}); try again."
+        ) from exc
     return 0
 
 
@@ -357,10 +388,15 @@ def _say_which_rank_was_killed(failed: Any, nproc: int) -> None:
     for rank, failure in sorted(failed.failures.items(), key=lambda item: (item[1].timestamp, item[0])):
         if failure.exitcode < 0 and -failure.exitcode not in stopped_by_torchrun:
             name = failure.signal_name()
-            why = {"SIGKILL": " (often the system running out of memory)",
-                   "SIGABRT": " (it crashed, or NCCL ended it after a collective timed out)",
-                   "SIGSEGV": " (it crashed)"}.get(name, "")
-            print(f"lmwb: error: training process {rank} of {nproc} (pid {failure.pid}) was killed by {name}{why}; "
-                  "torchrun stopped the others. Resume the run from its last checkpoint (lmwb runs lists it).",
-                  file=sys.stderr, flush=True)
+            why = {
+                "SIGKILL": " (often the system running out of memory)",
+                "SIGABRT": " (it crashed, or NCCL ended it after a collective timed out)",
+                "SIGSEGV": " (it crashed)",
+            }.get(name, "")
+            print(
+                f"lmwb: error: training process {rank} of {nproc} (pid {failure.pid}) was killed by {name}{why}; "
+                "torchrun stopped the others. Resume the run from its last checkpoint (lmwb runs lists it).",
+                file=sys.stderr,
+                flush=True,
+            )
             return

@@ -48,7 +48,7 @@ MAX_ALTERNATIVES = 20
 # Below these the float32 arithmetic overflows (logits / 1e-300 is inf); they are greedy and "no repeats" in effect.
 MIN_TEMPERATURE = 1e-4
 MIN_REPETITION_PENALTY = 0.01
-_END = object()   # the generation thread's last word when nothing went wrong
+_END = object()  # the generation thread's last word when nothing went wrong
 
 
 @dataclass
@@ -56,32 +56,43 @@ class GenerationSettings:
     """How to pick each token, and when to stop: what the user sets in the Generate form or on the command line."""
 
     max_new_tokens: int = 200
-    temperature: float = 0.8      # 0 means greedy: always the most likely token
-    top_k: int = 50               # sample among the k likeliest tokens; 0 turns it off
-    top_p: float = 1.0            # sample among the fewest tokens holding this much probability
+    temperature: float = 0.8  # 0 means greedy: always the most likely token
+    top_k: int = 50  # sample among the k likeliest tokens; 0 turns it off
+    top_p: float = 1.0  # sample among the fewest tokens holding this much probability
     repetition_penalty: float = 1.0
-    seed: int | None = None       # same seed, same text; None draws a fresh one
-    stop: tuple[str, ...] = ()    # generation ends when one appears; it is cut from the text
-    alternatives: int = 5         # how many likeliest tokens each event lists
+    seed: int | None = None  # same seed, same text; None draws a fresh one
+    stop: tuple[str, ...] = ()  # generation ends when one appears; it is cut from the text
+    alternatives: int = 5  # how many likeliest tokens each event lists
 
     def validate(self) -> None:
         """Raise ``SettingsError`` naming the first field outside its allowed range."""
         _check_int("max_new_tokens", self.max_new_tokens, "1 or more", lambda n: n >= 1)
-        _check_float("temperature", self.temperature, f"0 (greedy) or at least {MIN_TEMPERATURE}",
-                     lambda x: x == 0 or x >= MIN_TEMPERATURE)
+        _check_float(
+            "temperature",
+            self.temperature,
+            f"0 (greedy) or at least {MIN_TEMPERATURE}",
+            lambda x: x == 0 or x >= MIN_TEMPERATURE,
+        )
         _check_int("top_k", self.top_k, "0 or more (0 turns top-k off)", lambda n: n >= 0)
         _check_float("top_p", self.top_p, "more than 0 and at most 1 (1 turns top-p off)", lambda x: 0 < x <= 1)
-        _check_float("repetition_penalty", self.repetition_penalty,
-                     f"at least {MIN_REPETITION_PENALTY} (1 means no penalty, above 1 discourages repeats)",
-                     lambda x: x >= MIN_REPETITION_PENALTY)
-        _check_int("alternatives", self.alternatives, f"0 to {MAX_ALTERNATIVES}",
-                   lambda n: 0 <= n <= MAX_ALTERNATIVES)
+        _check_float(
+            "repetition_penalty",
+            self.repetition_penalty,
+            f"at least {MIN_REPETITION_PENALTY} (1 means no penalty, above 1 discourages repeats)",
+            lambda x: x >= MIN_REPETITION_PENALTY,
+        )
+        _check_int("alternatives", self.alternatives, f"0 to {MAX_ALTERNATIVES}", lambda n: 0 <= n <= MAX_ALTERNATIVES)
         if self.seed is not None:
-            _check_int("seed", self.seed, "a whole number from 0 to 2**63 - 1, or none for a fresh random seed",
-                       lambda n: 0 <= n < 2**63)
+            _check_int(
+                "seed",
+                self.seed,
+                "a whole number from 0 to 2**63 - 1, or none for a fresh random seed",
+                lambda n: 0 <= n < 2**63,
+            )
         if not isinstance(self.stop, (tuple, list)) or not all(isinstance(s, str) and s for s in self.stop):
-            raise SettingsError("stop", "each stop string must be a non-empty piece of text; "
-                                        "give a list of strings such as ['\\n\\n']")
+            raise SettingsError(
+                "stop", "each stop string must be a non-empty piece of text; give a list of strings such as ['\\n\\n']"
+            )
 
     def as_dict(self) -> dict:
         """Plain values for JSON and the generation log."""
@@ -124,7 +135,7 @@ class TokenEvent:
     text: str
     probability: float
     alternatives: list[TokenAlternative]
-    elapsed: float              # seconds since the stream started
+    elapsed: float  # seconds since the stream started
 
 
 @dataclass
@@ -133,8 +144,8 @@ class GenerationResult:
 
     prompt: str
     text: str
-    token_ids: list[int]        # every generated token, an end-of-text or stop-string token included
-    finish_reason: str          # one of FINISH_REASONS
+    token_ids: list[int]  # every generated token, an end-of-text or stop-string token included
+    finish_reason: str  # one of FINISH_REASONS
     time_to_first_token: float
     elapsed: float
 
@@ -194,7 +205,7 @@ class TokenStream:
                     raise item
                 yield item
         finally:
-            self._cancelled.set()   # a no-op after the end; ends the thread when the consumer left early
+            self._cancelled.set()  # a no-op after the end; ends the thread when the consumer left early
             producer.join()
 
     def _produce(self, events: queue.SimpleQueue) -> None:
@@ -204,7 +215,7 @@ class TokenStream:
                 for event in self._generate():
                     events.put(event)
             events.put(_END)
-        except BaseException as error:   # whatever it is, the consumer must hear of it rather than wait
+        except BaseException as error:  # whatever it is, the consumer must hear of it rather than wait
             events.put(error)
 
     def _generate(self) -> Iterator[TokenEvent]:
@@ -239,14 +250,25 @@ class TokenStream:
             now = time.perf_counter() - start
             if first_token_at is None:
                 first_token_at = now
-            yield TokenEvent(index, token_id, text, probability,
-                             [TokenAlternative(i, self._token_text(i), p) for i, p in alternatives], now)
+            yield TokenEvent(
+                index,
+                token_id,
+                text,
+                probability,
+                [TokenAlternative(i, self._token_text(i), p) for i, p in alternatives],
+                now,
+            )
             if finish_reason is not None:
                 break
         elapsed = time.perf_counter() - start
         self.result = GenerationResult(
-            prompt=self.prompt, text="".join(pieces), token_ids=token_ids, finish_reason=finish_reason,
-            time_to_first_token=first_token_at if first_token_at is not None else elapsed, elapsed=elapsed)
+            prompt=self.prompt,
+            text="".join(pieces),
+            token_ids=token_ids,
+            finish_reason=finish_reason,
+            time_to_first_token=first_token_at if first_token_at is not None else elapsed,
+            elapsed=elapsed,
+        )
 
     def _finish_reason(self, generated: int, ends_text: bool, stopped: bool) -> str | None:
         """Why generation ends after this token, or None to go on."""
@@ -257,7 +279,7 @@ class TokenStream:
         if generated == self.settings.max_new_tokens:
             return "length"
         if self._context_length is not None and len(self._prompt_ids) + generated >= self._context_length:
-            return "context"   # no position left to feed this token back in
+            return "context"  # no position left to feed this token back in
         return None
 
     def _token_text(self, token_id: int) -> str:
@@ -279,8 +301,12 @@ def generate_text(model, tokenizer, prompt: str, settings: GenerationSettings) -
 def record_generation(store: RunStore, source: str, result: GenerationResult, settings: GenerationSettings) -> int:
     """Write a finished, stopped or cancelled generation to the store's log; returns its id."""
     return store.add_generation(
-        model=source, prompt=result.prompt, settings=settings.as_dict(), text=result.text,
-        token_count=len(result.token_ids), tokens_per_second=result.tokens_per_second,
+        model=source,
+        prompt=result.prompt,
+        settings=settings.as_dict(),
+        text=result.text,
+        token_count=len(result.token_ids),
+        tokens_per_second=result.tokens_per_second,
         finish_reason=result.finish_reason,
     )
 
@@ -305,20 +331,22 @@ def _encode_prompt(tokenizer, prompt: str, context_length: int | None) -> list[i
     if not ids:
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         if start is None:
-            raise SettingsError("prompt", "this model's tokenizer has no start token to begin from; "
-                                          "write a prompt for it to continue")
+            raise SettingsError(
+                "prompt", "this model's tokenizer has no start token to begin from; write a prompt for it to continue"
+            )
         ids = [start]
     if context_length is not None and len(ids) > context_length:
-        raise SettingsError("prompt", f"the prompt is {len(ids)} tokens but this model reads at most "
-                                      f"{context_length}; shorten the prompt")
+        raise SettingsError(
+            "prompt",
+            f"the prompt is {len(ids)} tokens but this model reads at most {context_length}; shorten the prompt",
+        )
     return ids
 
 
 def _end_of_text_ids(model, tokenizer) -> frozenset[int]:
     """The token ids that end generation, as ``model.generate`` sees them."""
     generation_config = getattr(model, "generation_config", None)
-    for value in (getattr(generation_config, "eos_token_id", None), model.config.eos_token_id,
-                  tokenizer.eos_token_id):
+    for value in (getattr(generation_config, "eos_token_id", None), model.config.eos_token_id, tokenizer.eos_token_id):
         if value is not None:
             return frozenset([value] if isinstance(value, int) else value)
     return frozenset()
@@ -339,8 +367,9 @@ def apply_repetition_penalty(logits: torch.Tensor, previous_ids: torch.Tensor, p
     return logits.scatter(0, previous_ids, seen)
 
 
-def sampling_distribution(logits: torch.Tensor, temperature: float, top_k: int,
-                          top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+def sampling_distribution(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The tokens sampling may draw and their probabilities, for temperature > 0.
 
     Temperature divides the logits; top-k keeps the k likeliest tokens; top-p
@@ -372,8 +401,9 @@ class _TokenChooser:
     as ``generate`` does, and reports probabilities under their softmax.
     """
 
-    def __init__(self, settings: GenerationSettings, prompt_ids: Sequence[int], capacity: int,
-                 device: torch.device) -> None:
+    def __init__(
+        self, settings: GenerationSettings, prompt_ids: Sequence[int], capacity: int, device: torch.device
+    ) -> None:
         self._settings = settings
         self._alternatives = settings.alternatives
         self._greedy = settings.temperature == 0
@@ -383,7 +413,7 @@ class _TokenChooser:
         self._seen: torch.Tensor | None = None
         if settings.repetition_penalty != 1.0:
             self._seen = torch.empty(capacity + 1, dtype=torch.long, device=device)
-            self._seen[:len(prompt_ids)] = torch.tensor(prompt_ids, dtype=torch.long)
+            self._seen[: len(prompt_ids)] = torch.tensor(prompt_ids, dtype=torch.long)
         self._seen_count = len(prompt_ids)
 
     def choose(self, logits: torch.Tensor) -> tuple[int, float, list[tuple[int, float]]]:
@@ -391,7 +421,7 @@ class _TokenChooser:
         settings = self._settings
         scores = logits.float()
         if self._seen is not None:
-            scores = apply_repetition_penalty(scores, self._seen[:self._seen_count], settings.repetition_penalty)
+            scores = apply_repetition_penalty(scores, self._seen[: self._seen_count], settings.repetition_penalty)
         if self._greedy:
             token_id = int(scores.argmax())
             probabilities = torch.softmax(scores, dim=0)
@@ -399,7 +429,8 @@ class _TokenChooser:
             token_ids = None
         else:
             token_ids, probabilities = sampling_distribution(
-                scores, settings.temperature, settings.top_k, settings.top_p)
+                scores, settings.temperature, settings.top_k, settings.top_p
+            )
             drawn = int(torch.multinomial(probabilities, 1, generator=self._generator))
             token_id = int(token_ids[drawn])
             probability = float(probabilities[drawn])
@@ -433,8 +464,8 @@ class _IncrementalText:
     def __init__(self, tokenizer) -> None:
         self._decode = tokenizer.decode
         self._ids: list[int] = []
-        self._window_start = 0      # context tokens, already released
-        self._released = 0          # tokens before this index are in the text already
+        self._window_start = 0  # context tokens, already released
+        self._released = 0  # tokens before this index are in the text already
 
     def push(self, token_id: int) -> str:
         """Add a token; return the text it completes (may be empty)."""
@@ -448,12 +479,12 @@ class _IncrementalText:
     def _release(self, final: bool) -> str:
         if self._released == len(self._ids):
             return ""
-        context = self._decode(self._ids[self._window_start:self._released])
-        text = self._decode(self._ids[self._window_start:])
+        context = self._decode(self._ids[self._window_start : self._released])
+        text = self._decode(self._ids[self._window_start :])
         if not final and (text.endswith("\ufffd") or len(text) <= len(context)):
             return ""
         self._window_start, self._released = self._released, len(self._ids)
-        return text[len(context):]
+        return text[len(context) :]
 
 
 class _TextPieces:
@@ -488,10 +519,10 @@ class _StopStringFilter:
         found = [index for index in (pending.find(s) for s in self._stop) if index >= 0]
         if found:
             self._pending = ""
-            return pending[:min(found)], True
+            return pending[: min(found)], True
         held = max(self._partial_match(pending, s) for s in self._stop)
-        self._pending = pending[len(pending) - held:]
-        return pending[:len(pending) - held], False
+        self._pending = pending[len(pending) - held :]
+        return pending[: len(pending) - held], False
 
     def flush(self) -> str:
         """At the end without a stop string: the held-back text is ordinary text."""
@@ -572,10 +603,16 @@ class _GPT2Decoder:
         from transformers import GPT2LMHeadModel
 
         config = model.config
-        return (type(model) is GPT2LMHeadModel and not model.training and model.device.type == "cpu"
-                and config._attn_implementation == "sdpa" and not config.add_cross_attention
-                and getattr(model, "hf_device_map", None) is None and not getattr(model, "is_quantized", False)
-                and not _has_hooks(model))
+        return (
+            type(model) is GPT2LMHeadModel
+            and not model.training
+            and model.device.type == "cpu"
+            and config._attn_implementation == "sdpa"
+            and not config.add_cross_attention
+            and getattr(model, "hf_device_map", None) is None
+            and not getattr(model, "is_quantized", False)
+            and not _has_hooks(model)
+        )
 
     def __init__(self, model, capacity: int) -> None:
         self._model = model
@@ -606,12 +643,29 @@ class _GPT2Decoder:
         seen = position + 1
         shape = (self._width,)
         hidden = (self._token_embedding[token_id] + self._position_embedding[position]).view(1, -1)
-        for (norm_1, qkv_weight, qkv_bias, qkv_rows, queries, keys, values, scale, out_weight, out_bias,
-             norm_2, fc_weight, fc_bias, activation, proj_weight, proj_bias) in self._layers:
+        for (
+            norm_1,
+            qkv_weight,
+            qkv_bias,
+            qkv_rows,
+            queries,
+            keys,
+            values,
+            scale,
+            out_weight,
+            out_bias,
+            norm_2,
+            fc_weight,
+            fc_bias,
+            activation,
+            proj_weight,
+            proj_bias,
+        ) in self._layers:
             x = torch.layer_norm(hidden, shape, *norm_1)
-            torch.addmm(qkv_bias, x, qkv_weight, out=qkv_rows[position:seen])   # this position's q, k and v
+            torch.addmm(qkv_bias, x, qkv_weight, out=qkv_rows[position:seen])  # this position's q, k and v
             attended = F.scaled_dot_product_attention(
-                queries[position:seen], keys[:, :, :seen], values[:, :, :seen], scale=scale)
+                queries[position:seen], keys[:, :, :seen], values[:, :, :seen], scale=scale
+            )
             hidden = torch.addmm(out_bias, attended.view(1, -1), out_weight) + hidden
             x = activation(torch.addmm(fc_bias, torch.layer_norm(hidden, shape, *norm_2), fc_weight))
             hidden = torch.addmm(proj_bias, x, proj_weight) + hidden
@@ -633,19 +687,19 @@ class _GPT2Layer(NamedTuple):
     """One GPT-2 block's tensors, fetched once (module attribute lookups cost more than tiny ops)."""
 
     norm_1: tuple
-    qkv_weight: torch.Tensor      # the Conv1D weight [width, 3 * width]: q, k and v in one product
+    qkv_weight: torch.Tensor  # the Conv1D weight [width, 3 * width]: q, k and v in one product
     qkv_bias: torch.Tensor
-    qkv_rows: torch.Tensor        # [capacity, 3 * width]: row p is position p's q, k and v
-    queries: torch.Tensor         # views of qkv_rows: [capacity, heads, 1, head size]
-    keys: torch.Tensor            # [1, heads, capacity, head size]
-    values: torch.Tensor          # [1, heads, capacity, head size]
+    qkv_rows: torch.Tensor  # [capacity, 3 * width]: row p is position p's q, k and v
+    queries: torch.Tensor  # views of qkv_rows: [capacity, heads, 1, head size]
+    keys: torch.Tensor  # [1, heads, capacity, head size]
+    values: torch.Tensor  # [1, heads, capacity, head size]
     scale: float
     out_weight: torch.Tensor
     out_bias: torch.Tensor
     norm_2: tuple
     fc_weight: torch.Tensor
     fc_bias: torch.Tensor
-    activation: Any               # the model's own activation module, for the same arithmetic
+    activation: Any  # the model's own activation module, for the same arithmetic
     proj_weight: torch.Tensor
     proj_bias: torch.Tensor
 
@@ -655,13 +709,23 @@ class _GPT2Layer(NamedTuple):
         weight = attention.c_attn.weight
         qkv = torch.empty(capacity, 3, attention.num_heads, attention.head_dim, dtype=weight.dtype)
         return cls(
-            (block.ln_1.weight, block.ln_1.bias, block.ln_1.eps), weight, attention.c_attn.bias,
-            qkv.view(capacity, -1), qkv[:, 0].unsqueeze(2),
-            qkv[:, 1].transpose(0, 1).unsqueeze(0), qkv[:, 2].transpose(0, 1).unsqueeze(0),
-            attention.scaling, attention.c_proj.weight, attention.c_proj.bias,
+            (block.ln_1.weight, block.ln_1.bias, block.ln_1.eps),
+            weight,
+            attention.c_attn.bias,
+            qkv.view(capacity, -1),
+            qkv[:, 0].unsqueeze(2),
+            qkv[:, 1].transpose(0, 1).unsqueeze(0),
+            qkv[:, 2].transpose(0, 1).unsqueeze(0),
+            attention.scaling,
+            attention.c_proj.weight,
+            attention.c_proj.bias,
             (block.ln_2.weight, block.ln_2.bias, block.ln_2.eps),
-            mlp.c_fc.weight, mlp.c_fc.bias, _exact_activation(mlp.act, weight.dtype), mlp.c_proj.weight,
-            mlp.c_proj.bias)
+            mlp.c_fc.weight,
+            mlp.c_fc.bias,
+            _exact_activation(mlp.act, weight.dtype),
+            mlp.c_proj.weight,
+            mlp.c_proj.bias,
+        )
 
 
 def _exact_activation(activation, dtype: torch.dtype):

@@ -43,13 +43,11 @@ def ensure_private_dir(path: Path) -> Path:
             directory.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         raise StoreError(
-            f"Cannot create the data directory {path}: {exc.strerror}. "
-            "Set LMWB_HOME to a writable directory."
+            f"Cannot create the data directory {path}: {exc.strerror}. Set LMWB_HOME to a writable directory."
         ) from exc
     if not os.access(path, os.W_OK):
         raise StoreError(
-            f"The data directory {path} is not writable. "
-            "Fix its permissions or set LMWB_HOME to a writable directory."
+            f"The data directory {path} is not writable. Fix its permissions or set LMWB_HOME to a writable directory."
         )
     return path
 

@@ -60,20 +60,27 @@ class LoraSettings:
     def validate(self) -> None:
         """Raise ``SettingsError`` naming the training field (``lora_rank``, ...) of the first bad value."""
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or not 1 <= self.rank <= 4096:
-            raise SettingsError("lora_rank", f"{self.rank!r} is not allowed; use a whole number from 1 to 4096 "
-                                "(8 or 16 is usual).")
+            raise SettingsError(
+                "lora_rank", f"{self.rank!r} is not allowed; use a whole number from 1 to 4096 (8 or 16 is usual)."
+            )
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 1e6:
-            raise SettingsError("lora_alpha", f"{self.alpha!r} is not allowed; use a number above 0 "
-                                "(twice the rank is usual).")
+            raise SettingsError(
+                "lora_alpha", f"{self.alpha!r} is not allowed; use a number above 0 (twice the rank is usual)."
+            )
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise SettingsError("lora_dropout", f"{self.dropout!r} is not allowed; use a number from 0 to below 1.")
         if not isinstance(self.targets, str) or (self.targets.strip() != AUTO_TARGETS and not self.target_names()):
-            raise SettingsError("lora_targets", f"{self.targets!r} names no modules; use auto or module names "
-                                "separated by commas, like c_attn,c_proj.")
+            raise SettingsError(
+                "lora_targets",
+                f"{self.targets!r} names no modules; use auto or module names separated by commas, like c_attn,c_proj.",
+            )
         bad = [name for name in self.target_names() if not _MODULE_NAME.fullmatch(name)]
         if bad:
-            raise SettingsError("lora_targets", f"{bad[0]!r} is not a module name; use auto or names like "
-                                "c_attn,c_proj (letters, digits, '_' and '.').")
+            raise SettingsError(
+                "lora_targets",
+                f"{bad[0]!r} is not a module name; use auto or names like "
+                "c_attn,c_proj (letters, digits, '_' and '.').",
+            )
 
     def target_names(self) -> list[str]:
         """The module names given, or [] for auto."""
@@ -96,9 +103,13 @@ def add_adapters(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
     base = _base_location(model)
     targets = settings.target_names() or _default_targets(model)
     config = LoraConfig(
-        r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets,
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets,
         fan_in_fan_out=model.config.model_type == "gpt2",  # GPT-2 stores its linear layers transposed (Conv1D)
-        task_type="CAUSAL_LM", base_model_name_or_path=base,
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base,
     )
     with _quiet_peft():
         try:
@@ -113,12 +124,18 @@ def _base_location(model: PreTrainedModel) -> str:
     """Where the base model was loaded from, as something that loads it again from any directory."""
     location = getattr(model, "name_or_path", "") or ""
     if not location:
-        raise SettingsError("lora", "LoRA adapts a pretrained model, and this one was not loaded from one "
-                            "(a scratch: model starts from random weights). Train it without --lora, or pick "
-                            "a Hugging Face model, a model directory or a run checkpoint.")
+        raise SettingsError(
+            "lora",
+            "LoRA adapts a pretrained model, and this one was not loaded from one "
+            "(a scratch: model starts from random weights). Train it without --lora, or pick "
+            "a Hugging Face model, a model directory or a run checkpoint.",
+        )
     if is_adapter_directory(Path(location)):
-        raise SettingsError("lora", f"{location} holds LoRA adapters itself. Export it as a merged model "
-                            "(lmwb runs export-model ID DIR) and train new adapters on DIR.")
+        raise SettingsError(
+            "lora",
+            f"{location} holds LoRA adapters itself. Export it as a merged model "
+            "(lmwb runs export-model ID DIR) and train new adapters on DIR.",
+        )
     path = Path(location).expanduser()
     return str(path.resolve()) if path.is_dir() else location
 
@@ -131,11 +148,18 @@ def _default_targets(model: PreTrainedModel) -> list[str] | None:
 def _targets_not_found(model: PreTrainedModel, settings: LoraSettings, exc: ValueError) -> SettingsError:
     import torch
 
-    layers = sorted({name.rpartition(".")[2] for name, module in model.named_modules()
-                     if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"})
+    layers = sorted(
+        {
+            name.rpartition(".")[2]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+        }
+    )
     which = settings.targets if settings.target_names() else f"auto ({model.config.model_type} has no default)"
-    return SettingsError("lora_targets", f"{which} matched no layer of this model ({exc}). Its linear "
-                         f"layers are named: {', '.join(layers) or 'none'}.")
+    return SettingsError(
+        "lora_targets",
+        f"{which} matched no layer of this model ({exc}). Its linear layers are named: {', '.join(layers) or 'none'}.",
+    )
 
 
 def is_adapter_directory(directory: Path) -> bool:
@@ -152,19 +176,25 @@ def adapter_base(directory: Path) -> str:
         raise ModelSourceError(f"{config_path} is not readable JSON ({exc}). Save the adapters again.") from exc
     base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
     if not isinstance(base, str) or not base.strip():
-        raise ModelSourceError(f"{config_path} does not name its base model (base_model_name_or_path). "
-                               "Add the Hugging Face id or the directory of the model the adapters were trained on.")
+        raise ModelSourceError(
+            f"{config_path} does not name its base model (base_model_name_or_path). "
+            "Add the Hugging Face id or the directory of the model the adapters were trained on."
+        )
     if config.get("peft_type", "LORA") != "LORA":
-        raise ModelSourceError(f"{config_path} holds {config.get('peft_type')} adapters; lm-workbench loads "
-                               "LoRA adapters only.")
+        raise ModelSourceError(
+            f"{config_path} holds {config.get('peft_type')} adapters; lm-workbench loads LoRA adapters only."
+        )
     if not (directory / ADAPTER_WEIGHTS_FILE).is_file():
-        raise ModelSourceError(f"{directory} has {ADAPTER_CONFIG_FILE} but no {ADAPTER_WEIGHTS_FILE}. lm-workbench "
-                               "loads adapter weights only from safetensors; save them again with save_pretrained.")
+        raise ModelSourceError(
+            f"{directory} has {ADAPTER_CONFIG_FILE} but no {ADAPTER_WEIGHTS_FILE}. lm-workbench "
+            "loads adapter weights only from safetensors; save them again with save_pretrained."
+        )
     return base
 
 
-def load_adapters(model: PreTrainedModel, directory: Path, *, trainable: bool,
-                  device: torch.device | None = None) -> PeftModel:
+def load_adapters(
+    model: PreTrainedModel, directory: Path, *, trainable: bool, device: torch.device | None = None
+) -> PeftModel:
     """Put saved adapters on their base model: trainable to resume a LoRA run, frozen to use it."""
     from peft import PeftModel
 
@@ -175,8 +205,10 @@ def load_adapters(model: PreTrainedModel, directory: Path, *, trainable: bool,
             return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable, **options)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelSourceError(f"The adapters in {directory} do not fit their base model ({reason}). "
-                                   "Check adapter_config.json's base_model_name_or_path.") from exc
+            raise ModelSourceError(
+                f"The adapters in {directory} do not fit their base model ({reason}). "
+                "Check adapter_config.json's base_model_name_or_path."
+            ) from exc
 
 
 def merge_adapters(model: PeftModel) -> PreTrainedModel:

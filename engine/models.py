@@ -226,8 +226,9 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, device=target)
 
 
-def export_model(source: ModelSource | str, directory: Path, *, store: RunStore | None = None,
-                 progress: Progress | None = None) -> Path:
+def export_model(
+    source: ModelSource | str, directory: Path, *, store: RunStore | None = None, progress: Progress | None = None
+) -> Path:
     """Write any model source out as a plain Hugging Face model directory, LoRA adapters merged in.
 
     What it writes loads with ``AutoModelForCausalLM.from_pretrained(directory)``
@@ -395,12 +396,16 @@ def _load_merged_adapters(source: ModelSource, directory: Path) -> PreTrainedMod
     except ModelSourceError as exc:
         raise ModelSourceError(f"{source}: the base model its adapter_config.json names cannot be used. {exc}") from exc
     if base.kind not in ("hub", "local"):
-        raise ModelSourceError(f"{source}: its adapter_config.json names {base_text!r} as the base model; "
-                               "name a Hugging Face id or a model directory there.")
+        raise ModelSourceError(
+            f"{source}: its adapter_config.json names {base_text!r} as the base model; "
+            "name a Hugging Face id or a model directory there."
+        )
     base_location = _locate(base, None)
     if is_adapter_directory(Path(base_location)):
-        raise ModelSourceError(f"{source}: its base {base_text} holds adapters too; lm-workbench puts one set of "
-                               "adapters on a whole model. Export the base merged (lmwb runs export-model) first.")
+        raise ModelSourceError(
+            f"{source}: its base {base_text} holds adapters too; lm-workbench puts one set of "
+            "adapters on a whole model. Export the base merged (lmwb runs export-model) first."
+        )
     model = merge_adapters(load_adapters(_load_weights(base, base_location), directory, trainable=False))
     # The weights now come from here: adapters trained on top of them must not name the bare base.
     model.name_or_path = model.config.name_or_path = str(directory.resolve())
@@ -456,7 +461,8 @@ def resolve_checkpoint(source: ModelSource, store: RunStore) -> Path:
         if not matching:
             steps = ", ".join(str(row["step"]) for row in checkpoints)
             raise ModelSourceError(
-                f"{source}: run {run.id} has no checkpoint at step {source.step}; it has steps {steps}.")
+                f"{source}: run {run.id} has no checkpoint at step {source.step}; it has steps {steps}."
+            )
         chosen = matching[0]
     path = Path(chosen["path"])
     # A relative path is read as relative to the workbench home, where runs live.
@@ -495,7 +501,7 @@ def train_tokenizer(dataset: Dataset, vocab_size: int, progress: Progress | None
     if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
         raise SettingsError(
             "vocab_size",
-            f"must be a whole number of at least {MIN_VOCAB_SIZE} (256 bytes + {END_OF_TEXT}), not {vocab_size!r}"
+            f"must be a whole number of at least {MIN_VOCAB_SIZE} (256 bytes + {END_OF_TEXT}), not {vocab_size!r}",
         )
     quiet_transformers()
     cached = tokenizer_cache_dir() / f"{dataset.content_hash()[:16]}-{vocab_size}"
@@ -551,9 +557,7 @@ def list_model_choices(store: RunStore | None) -> list[ModelChoice]:
 
     With ``store`` None, runs are not listed.
     """
-    choices = [
-        ModelChoice(f"scratch:{name}", "scratch", _describe_preset(name)) for name in SCRATCH_PRESETS
-    ]
+    choices = [ModelChoice(f"scratch:{name}", "scratch", _describe_preset(name)) for name in SCRATCH_PRESETS]
     choices += _cached_hub_models()
     if store is not None:
         for run in store.list_runs():

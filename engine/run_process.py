@@ -42,10 +42,10 @@ if TYPE_CHECKING:
     from engine.training_config import TrainingConfig
 
 LOG_FILE = "train.log"
-ANSWER_TIMEOUT = 30.0        # seconds a run has to answer a request before the asker gives up
-PULSE_INTERVAL = 0.5         # seconds between a run's heartbeats (progress out, requests in)
-QUEUE_SLOTS = 1              # queued runs start while fewer runs than this are active
-POLL_INTERVAL = 0.2          # seconds between reads while waiting for an answer
+ANSWER_TIMEOUT = 30.0  # seconds a run has to answer a request before the asker gives up
+PULSE_INTERVAL = 0.5  # seconds between a run's heartbeats (progress out, requests in)
+QUEUE_SLOTS = 1  # queued runs start while fewer runs than this are active
+POLL_INTERVAL = 0.2  # seconds between reads while waiting for an answer
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,10 @@ class TrainingProgress:
     val_loss: float | None = None
     tokens_per_sec: float = 0.0
     eta_seconds: float | None = None
-    elapsed: float = 0.0                # seconds of training in the run so far, pauses not counted
-    status: str = "starting"            # starting | running | paused | completed | stopped | failed | interrupted
-    phase: str = ""                     # what it does now: "Tokenizing fables: 40%", training, evaluating, ...
-    message: str = ""                   # the last thing it said: a checkpoint saved, how it ended
+    elapsed: float = 0.0  # seconds of training in the run so far, pauses not counted
+    status: str = "starting"  # starting | running | paused | completed | stopped | failed | interrupted
+    phase: str = ""  # what it does now: "Tokenizing fables: 40%", training, evaluating, ...
+    message: str = ""  # the last thing it said: a checkpoint saved, how it ended
     gpu_memory_bytes: int | None = None  # peak GPU memory the run has allocated (None off CUDA)
 
     def as_dict(self) -> dict[str, Any]:
@@ -85,8 +85,14 @@ def progress_of(run: Run) -> TrainingProgress | None:
 # Starting runs: now, or in the queue
 
 
-def submit_run(config: TrainingConfig, store: RunStore, *, resume_run: str | None = None, nproc: int | None = None,
-               queue: bool = False) -> Run:
+def submit_run(
+    config: TrainingConfig,
+    store: RunStore,
+    *,
+    resume_run: str | None = None,
+    nproc: int | None = None,
+    queue: bool = False,
+) -> Run:
     """Check the settings, record the run, and start its process now (or queue it); return the run.
 
     What can be checked quickly is checked here, before anything is
@@ -105,8 +111,15 @@ def submit_run(config: TrainingConfig, store: RunStore, *, resume_run: str | Non
     status = "queued" if queue else "starting"
     if resume_run is None:
         check_block_size(config.block_size, context_length_on_disk(config.model, store))
-        run = store.create_run(name=config.name, model=config.model, dataset=config.dataset,
-                               config=config.as_dict(), world_size=nproc or 1, lora=config.lora, status=status)
+        run = store.create_run(
+            name=config.name,
+            model=config.model,
+            dataset=config.dataset,
+            config=config.as_dict(),
+            world_size=nproc or 1,
+            lora=config.lora,
+            status=status,
+        )
     else:
         run = _check_resumable(store.get_run(resume_run), config, nproc, store)
         run = store.reopen_run(run.id, config.as_dict(), status)
@@ -122,13 +135,17 @@ def _check_resumable(run: Run, config: TrainingConfig, nproc: int | None, store:
     if run.status in ACTIVE_STATUSES or run.status == "queued":
         raise TrainingError(f"Run {run.id} is {run.status} already; stop it before resuming it.")
     if nproc is not None and run.world_size != nproc:
-        raise TrainingError(f"Run {run.id} was trained as {run.world_size} process(es); resume it as "
-                            f"{run.world_size} (lmwb train --resume {run.id} --nproc {run.world_size}).")
+        raise TrainingError(
+            f"Run {run.id} was trained as {run.world_size} process(es); resume it as "
+            f"{run.world_size} (lmwb train --resume {run.id} --nproc {run.world_size})."
+        )
     if not store.checkpoints(run.id):
         raise TrainingError(f"Run {run.id} has no checkpoint to resume from; start a new run instead.")
     if config.epochs is None and config.max_steps <= run.steps:
-        raise SettingsError("max_steps", f"run {run.id} is already at step {run.steps}; max_steps is the new "
-                            f"total, so give more than {run.steps}.")
+        raise SettingsError(
+            "max_steps",
+            f"run {run.id} is already at step {run.steps}; max_steps is the new total, so give more than {run.steps}.",
+        )
     return run
 
 
@@ -144,9 +161,14 @@ def launch(run: Run, store: RunStore) -> int:
     try:
         log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            process = subprocess.Popen([sys.executable, "-m", "engine.run_process", run.id],
-                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True, close_fds=True)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "engine.run_process", run.id],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
         finally:
             os.close(log)
     except OSError as exc:
@@ -190,8 +212,14 @@ def log_path(run_id: str) -> os.PathLike:
 # Asking a run to pause, continue or stop
 
 
-def control_run(store: RunStore, run_id: str, action: str, *, timeout: float = ANSWER_TIMEOUT,
-                waiting: Callable[[Run], None] | None = None) -> Run:
+def control_run(
+    store: RunStore,
+    run_id: str,
+    action: str,
+    *,
+    timeout: float = ANSWER_TIMEOUT,
+    waiting: Callable[[Run], None] | None = None,
+) -> Run:
     """Ask run ``run_id`` to ``action`` (pause, continue, stop) and wait for its answer; return the run then.
 
     Pause is answered by the status ``paused``, continue by ``running``; stop
@@ -217,13 +245,13 @@ def control_run(store: RunStore, run_id: str, action: str, *, timeout: float = A
             raise StoreError(
                 f"Run {run.id} did not answer within {timeout:g} s (its process, pid {run.pid} on {run.host}, may "
                 f"be busy loading, evaluating or saving, or hung). The request stays: it will {action} when it "
-                f"can. Its log: {log_path(run.id)}")
+                f"can. Its log: {log_path(run.id)}"
+            )
         if waiting is not None:
             waiting(run)
         time.sleep(POLL_INTERVAL)
         if run.id in store.mark_interrupted_runs():
-            raise StoreError(f"Run {run.id}'s process is gone; the run is now interrupted. Its log: "
-                             f"{log_path(run.id)}")
+            raise StoreError(f"Run {run.id}'s process is gone; the run is now interrupted. Its log: {log_path(run.id)}")
         run = store.get_run(run.id)
 
 
@@ -243,8 +271,14 @@ class RunPulse:
     request (again each time until the run's status answers it).
     """
 
-    def __init__(self, store: RunStore, run_id: str, progress: Callable[[], TrainingProgress],
-                 on_request: Callable[[str], None], interval: float = PULSE_INTERVAL) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: str,
+        progress: Callable[[], TrainingProgress],
+        on_request: Callable[[str], None],
+        interval: float = PULSE_INTERVAL,
+    ) -> None:
         self.store, self.run_id = store, run_id
         self.progress, self.on_request, self.interval = progress, on_request, interval
         self._stopped = threading.Event()
@@ -263,8 +297,9 @@ class RunPulse:
 
     def beat(self) -> None:
         progress = self.progress()
-        request = self.store.heartbeat(self.run_id, steps=progress.step, tokens=progress.tokens,
-                                       progress=progress.as_dict())
+        request = self.store.heartbeat(
+            self.run_id, steps=progress.step, tokens=progress.tokens, progress=progress.as_dict()
+        )
         if request is not None and not self._stopped.is_set():
             self.on_request(request)
 

@@ -42,9 +42,8 @@ from engine.errors import StoreError
 from engine.home import database_path, ensure_private_dir, workbench_home
 
 # queued: waits its turn; starting: a process was launched for it and is loading.
-RUN_STATUSES = ("queued", "starting", "running", "paused", "completed", "stopped", "failed", "interrupted",
-                "cancelled")
-ACTIVE_STATUSES = ("starting", "running", "paused")   # a process owns the run
+RUN_STATUSES = ("queued", "starting", "running", "paused", "completed", "stopped", "failed", "interrupted", "cancelled")
+ACTIVE_STATUSES = ("starting", "running", "paused")  # a process owns the run
 FINISHED_STATUSES = ("completed", "stopped", "failed", "interrupted", "cancelled")
 # Requests a front end writes for a run's process, and the status that answers each.
 CONTROL_ACTIONS = {"pause": ("paused",), "continue": ("running",), "stop": FINISHED_STATUSES}
@@ -52,11 +51,31 @@ CONTROL_ACTIONS = {"pause": ("paused",), "continue": ("running",), "stop": FINIS
 # newest, most trained first; lowest loss and A-Z first otherwise). The CLI and the Runs screen ask here.
 RUN_ORDERINGS = {"created_at": True, "name": False, "status": False, "steps": True, "best_val_loss": False}
 # The metric columns, in the order exports show them; other keys go to `extra`.
-METRIC_FIELDS = ("train_loss", "val_loss", "val_ppl", "val_bpb", "lr", "tokens_per_sec",
-                 "grad_norm", "tokens", "elapsed")
+METRIC_FIELDS = (
+    "train_loss",
+    "val_loss",
+    "val_ppl",
+    "val_bpb",
+    "lr",
+    "tokens_per_sec",
+    "grad_norm",
+    "tokens",
+    "elapsed",
+)
 # What update_run may change; status, times, pid and host belong to set_status.
-UPDATABLE_RUN_FIELDS = ("name", "model", "dataset", "config", "notes", "tags", "steps", "tokens",
-                        "best_val_loss", "world_size", "lora")
+UPDATABLE_RUN_FIELDS = (
+    "name",
+    "model",
+    "dataset",
+    "config",
+    "notes",
+    "tags",
+    "steps",
+    "tokens",
+    "best_val_loss",
+    "world_size",
+    "lora",
+)
 DEFAULT_BUSY_TIMEOUT = 10.0
 # A run recorded by another machine (a shared LMWB_HOME) cannot be checked by
 # pid; it counts as gone once its heartbeat is this old.
@@ -185,8 +204,7 @@ def m005_run_processes(db: sqlite_utils.Database) -> None:
     # process_start: when the owning process started (seconds since the epoch), so a
     # reused pid is told apart; control: a pending pause/continue/stop request;
     # progress: the trainer's live progress record (JSON); queued_at: the queue's order.
-    for column, kind in (("process_start", "REAL"), ("control", "TEXT"), ("progress", "TEXT"),
-                         ("queued_at", "TEXT")):
+    for column, kind in (("process_start", "REAL"), ("control", "TEXT"), ("progress", "TEXT"), ("queued_at", "TEXT")):
         db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
 
@@ -222,10 +240,10 @@ class Run:
     tags: list[str]
     world_size: int
     lora: bool
-    process_start: float | None = None   # when the owning process started (pid reuse check)
-    control: str | None = None           # a pending request: pause, continue or stop
-    progress: dict | None = None         # the trainer's live progress record (TrainingProgress fields)
-    queued_at: str | None = None         # when the run joined the queue
+    process_start: float | None = None  # when the owning process started (pid reuse check)
+    control: str | None = None  # a pending request: pause, continue or stop
+    progress: dict | None = None  # the trainer's live progress record (TrainingProgress fields)
+    queued_at: str | None = None  # when the run joined the queue
 
     def as_dict(self) -> dict:
         """Plain JSON-ready data, for `lmwb runs --json` and exports."""
@@ -234,9 +252,15 @@ class Run:
     @classmethod
     def from_row(cls, row: dict) -> Run:
         """Decode a `runs` row: JSON columns become dict/list, lora a bool."""
-        return cls(**{**row, "config": json.loads(row["config"]), "tags": json.loads(row["tags"]),
-                      "lora": bool(row["lora"]),
-                      "progress": json.loads(row["progress"]) if row.get("progress") else None})
+        return cls(
+            **{
+                **row,
+                "config": json.loads(row["config"]),
+                "tags": json.loads(row["tags"]),
+                "lora": bool(row["lora"]),
+                "progress": json.loads(row["progress"]) if row.get("progress") else None,
+            }
+        )
 
 
 class RunStore:
@@ -263,8 +287,19 @@ class RunStore:
 
     # -- runs ---------------------------------------------------------------
 
-    def create_run(self, *, name: str, model: str, dataset: str, config: dict, tags=(), notes: str = "",
-                   world_size: int = 1, lora: bool = False, status: str = "running") -> Run:
+    def create_run(
+        self,
+        *,
+        name: str,
+        model: str,
+        dataset: str,
+        config: dict,
+        tags=(),
+        notes: str = "",
+        world_size: int = 1,
+        lora: bool = False,
+        status: str = "running",
+    ) -> Run:
         """Record a new run: owned by this process (`running`; set_status("running") stamps its start),
         claimed by this process to launch one for it (`starting`), or owned by no process until the
         queue starts it (`queued`)."""
@@ -273,10 +308,19 @@ class RunStore:
         now = _now()
         owner = _this_process() if status != "queued" else {"pid": None, "host": None, "process_start": None}
         row = {
-            "name": name or f"{model} on {dataset}", "status": status, "model": str(model),
-            "dataset": str(dataset), "config": json.dumps(config), "created_at": now,
-            "heartbeat_at": now, **owner, "queued_at": now if status == "queued" else None,
-            "notes": notes, "tags": json.dumps(list(tags)), "world_size": world_size, "lora": int(lora),
+            "name": name or f"{model} on {dataset}",
+            "status": status,
+            "model": str(model),
+            "dataset": str(dataset),
+            "config": json.dumps(config),
+            "created_at": now,
+            "heartbeat_at": now,
+            **owner,
+            "queued_at": now if status == "queued" else None,
+            "notes": notes,
+            "tags": json.dumps(list(tags)),
+            "world_size": world_size,
+            "lora": int(lora),
         }
         while True:
             row["id"] = uuid.uuid4().hex[:8]
@@ -294,18 +338,22 @@ class RunStore:
         prefix = run_id.strip().lower()
         if not prefix:
             raise StoreError(f"No run id given. {LIST_RUNS_HINT}")
-        rows = self._query("SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY created_at",
-                           (len(prefix), prefix))
+        rows = self._query("SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY created_at", (len(prefix), prefix))
         if not rows:
             raise StoreError(f"No run has an id starting with {run_id!r}. {LIST_RUNS_HINT}")
         if len(rows) > 1:
             matches = ", ".join(row["id"] for row in rows[:5])
-            raise StoreError(f"{run_id!r} matches {len(rows)} runs ({matches}); type more of the id. "
-                             f"{LIST_RUNS_HINT}")
+            raise StoreError(f"{run_id!r} matches {len(rows)} runs ({matches}); type more of the id. {LIST_RUNS_HINT}")
         return Run.from_row(rows[0])
 
-    def list_runs(self, *, status: str | None = None, search: str | None = None,
-                  order_by: str = "created_at", descending: bool = True) -> list[Run]:
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        search: str | None = None,
+        order_by: str = "created_at",
+        descending: bool = True,
+    ) -> list[Run]:
         """Runs filtered by status and by text in name/model/dataset, sorted (missing values last)."""
         if order_by not in RUN_ORDERINGS:
             raise StoreError(f"Cannot sort runs by {order_by!r}; choose one of {', '.join(RUN_ORDERINGS)}.")
@@ -320,16 +368,18 @@ class RunStore:
             params += [pattern] * 3
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         direction = "DESC" if descending else "ASC"
-        rows = self._query(f"SELECT * FROM runs {where} "
-                           f"ORDER BY {order_by} {direction} NULLS LAST, rowid {direction}", params)
+        rows = self._query(
+            f"SELECT * FROM runs {where} ORDER BY {order_by} {direction} NULLS LAST, rowid {direction}", params
+        )
         return [Run.from_row(row) for row in rows]
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Change a run's descriptive fields or progress (see UPDATABLE_RUN_FIELDS)."""
         unknown = set(fields) - set(UPDATABLE_RUN_FIELDS)
         if unknown:
-            raise TypeError(f"update_run() cannot change {', '.join(sorted(unknown))}; "
-                            "status goes through set_status()")
+            raise TypeError(
+                f"update_run() cannot change {', '.join(sorted(unknown))}; status goes through set_status()"
+            )
         if "name" in fields and not str(fields["name"]).strip():
             raise StoreError("A run's name cannot be empty; type a name.")
         encoded = {key: _encode_run_field(key, value) for key, value in fields.items()}
@@ -348,8 +398,12 @@ class RunStore:
             run = db["runs"].get(run_id)
             changes: dict[str, Any] = {"status": status, "error": error}
             if status == "running":
-                changes |= {"started_at": run["started_at"] or now, "finished_at": None,
-                            "heartbeat_at": now, **_this_process()}
+                changes |= {
+                    "started_at": run["started_at"] or now,
+                    "finished_at": None,
+                    "heartbeat_at": now,
+                    **_this_process(),
+                }
             elif status in FINISHED_STATUSES:
                 changes["finished_at"] = now
             if run["control"] is not None and status in CONTROL_ACTIONS[run["control"]]:
@@ -359,8 +413,9 @@ class RunStore:
     def set_owner(self, run_id: str, pid: int) -> None:
         """Hand a starting run to the process launched for it (the launcher claimed it first)."""
         with self._write(run_id) as db:
-            db["runs"].update(run_id, {"pid": int(pid), "process_start": process_start_time(pid),
-                                       "heartbeat_at": _now()})
+            db["runs"].update(
+                run_id, {"pid": int(pid), "process_start": process_start_time(pid), "heartbeat_at": _now()}
+            )
 
     def heartbeat(self, run_id: str, *, steps: int, tokens: int, progress: dict | None = None) -> str | None:
         """Say the run is alive, how far it got and (``progress``) what it is doing; return any pending request.
@@ -389,15 +444,24 @@ class RunStore:
         with self._write(run.id) as db:
             status = db["runs"].get(run.id)["status"]
             if action == "stop" and status == "queued":
-                db["runs"].update(run.id, {"status": "cancelled", "finished_at": _now(), "control": None,
-                                           "error": "Cancelled while queued; it never started."})
+                db["runs"].update(
+                    run.id,
+                    {
+                        "status": "cancelled",
+                        "finished_at": _now(),
+                        "control": None,
+                        "error": "Cancelled while queued; it never started.",
+                    },
+                )
                 return self.get_run(run.id)
             allowed = {"pause": ("starting", "running"), "continue": ("paused",), "stop": ACTIVE_STATUSES}[action]
             if status in CONTROL_ACTIONS[action] or (action == "continue" and status in ("starting", "running")):
                 raise StoreError(f"Run {run.id} is {status} already; there is nothing to {action}.")
             if status not in allowed:
-                raise StoreError(f"Run {run.id} is {status}, so it cannot be asked to {action}; only a "
-                                 f"{' or '.join(allowed)} run can. {LIST_RUNS_HINT}")
+                raise StoreError(
+                    f"Run {run.id} is {status}, so it cannot be asked to {action}; only a "
+                    f"{' or '.join(allowed)} run can. {LIST_RUNS_HINT}"
+                )
             db["runs"].update(run.id, {"control": action})
         return self.get_run(run.id)
 
@@ -409,12 +473,12 @@ class RunStore:
         """
         with self._write() as db:
             placeholders = ", ".join("?" * len(ACTIVE_STATUSES))
-            active = db.execute(f"SELECT count(*) FROM runs WHERE status IN ({placeholders})",
-                                ACTIVE_STATUSES).fetchone()[0]
+            active = db.execute(
+                f"SELECT count(*) FROM runs WHERE status IN ({placeholders})", ACTIVE_STATUSES
+            ).fetchone()[0]
             if active >= slots:
                 return None
-            row = db.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY queued_at, rowid LIMIT 1"
-                             ).fetchone()
+            row = db.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY queued_at, rowid LIMIT 1").fetchone()
             if row is None:
                 return None
             db["runs"].update(row[0], {"status": "starting", "heartbeat_at": _now(), **_this_process()})
@@ -429,17 +493,28 @@ class RunStore:
             current = db["runs"].get(run_id)["status"]
             if current not in FINISHED_STATUSES:
                 raise StoreError(f"Run {run_id} is {current} already; stop it before starting it again.")
-            db["runs"].update(run_id, {"status": status, "queued_at": _now(), "config": json.dumps(config),
-                                       "heartbeat_at": _now(), **owner, "control": None, "error": None,
-                                       "finished_at": None})
+            db["runs"].update(
+                run_id,
+                {
+                    "status": status,
+                    "queued_at": _now(),
+                    "config": json.dumps(config),
+                    "heartbeat_at": _now(),
+                    **owner,
+                    "control": None,
+                    "error": None,
+                    "finished_at": None,
+                },
+            )
         return self.get_run(run_id)
 
     def delete_run(self, run_id: str) -> None:
         """Forget a run (id or prefix): its rows and its directory of checkpoints."""
         run = self.get_run(run_id)
         if run.status in ACTIVE_STATUSES and _process_alive(run):
-            raise StoreError(f"Run {run.id} is still {run.status} (pid {run.pid} on {run.host}); "
-                             "stop it before deleting it.")
+            raise StoreError(
+                f"Run {run.id} is still {run.status} (pid {run.pid} on {run.host}); stop it before deleting it."
+            )
         with self._write(run.id) as db:
             db["runs"].delete(run.id)  # metrics, samples and checkpoints cascade
         directory = workbench_home() / "runs" / run.id
@@ -448,8 +523,10 @@ class RunStore:
         try:
             shutil.rmtree(directory)
         except OSError as exc:
-            raise StoreError(f"Run {run.id} is deleted from the database but its files in {directory} "
-                             f"could not be removed ({exc.strerror}); delete that folder by hand.") from exc
+            raise StoreError(
+                f"Run {run.id} is deleted from the database but its files in {directory} "
+                f"could not be removed ({exc.strerror}); delete that folder by hand."
+            ) from exc
 
     def mark_interrupted_runs(self) -> list[str]:
         """Mark `interrupted` every running/paused run whose process is gone; return their ids.
@@ -470,11 +547,16 @@ class RunStore:
             active = self._query(query, ACTIVE_STATUSES)
             gone = [run for run in map(Run.from_row, active) if not _process_alive(run)]
             for run in gone:
-                db["runs"].update(run.id, {
-                    "status": "interrupted", "finished_at": now, "control": None,
-                    "error": f"The process that ran it (pid {run.pid} on {run.host}) ended without "
-                             "finishing; resume it from its last checkpoint.",
-                })
+                db["runs"].update(
+                    run.id,
+                    {
+                        "status": "interrupted",
+                        "finished_at": now,
+                        "control": None,
+                        "error": f"The process that ran it (pid {run.pid} on {run.host}) ended without "
+                        "finishing; resume it from its last checkpoint.",
+                    },
+                )
         return [run.id for run in gone]
 
     # -- metrics, samples, checkpoints ---------------------------------------
@@ -493,17 +575,22 @@ class RunStore:
         records = [_metric_record(run_id, row, now) for row in rows]
         columns = ("run_id", "step", *METRIC_FIELDS, "extra", "created_at")
         merge = ",\n".join(f"{name} = coalesce(excluded.{name}, {name})" for name in METRIC_FIELDS)
-        sql = (f"INSERT INTO metrics ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})\n"
-               f"ON CONFLICT (run_id, step) DO UPDATE SET {merge},\n"
-               "extra = CASE WHEN excluded.extra IS NULL THEN extra "
-               "ELSE json_patch(coalesce(extra, '{}'), excluded.extra) END")
+        sql = (
+            f"INSERT INTO metrics ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})\n"
+            f"ON CONFLICT (run_id, step) DO UPDATE SET {merge},\n"
+            "extra = CASE WHEN excluded.extra IS NULL THEN extra "
+            "ELSE json_patch(coalesce(extra, '{}'), excluded.extra) END"
+        )
         with self._write(run_id) as db:
             db.conn.executemany(sql, records)
 
     def metrics(self, run_id: str, after_step: int = -1) -> list[dict]:
         """Metric rows with step > after_step, by step; cheap enough to poll a few times a second."""
-        rows = self._query(f"SELECT step, {', '.join(METRIC_FIELDS)}, created_at, extra FROM metrics "
-                           "WHERE run_id = ? AND step > ? ORDER BY step", (run_id, after_step))
+        rows = self._query(
+            f"SELECT step, {', '.join(METRIC_FIELDS)}, created_at, extra FROM metrics "
+            "WHERE run_id = ? AND step > ? ORDER BY step",
+            (run_id, after_step),
+        )
         for row in rows:
             row.update(json.loads(row.pop("extra") or "{}"))
         return rows
@@ -511,13 +598,16 @@ class RunStore:
     def add_sample(self, run_id: str, step: int, prompt: str, text: str) -> None:
         """Record text the model wrote at `step`, to watch it learn."""
         with self._write(run_id) as db:
-            db["samples"].insert({"run_id": run_id, "step": int(step), "prompt": prompt, "text": text,
-                                  "created_at": _now()})
+            db["samples"].insert(
+                {"run_id": run_id, "step": int(step), "prompt": prompt, "text": text, "created_at": _now()}
+            )
 
     def samples(self, run_id: str, after_step: int = -1) -> list[dict]:
         """Samples with step > after_step, oldest first: step, prompt, text, created_at."""
-        return self._query("SELECT step, prompt, text, created_at FROM samples "
-                           "WHERE run_id = ? AND step > ? ORDER BY step, id", (run_id, after_step))
+        return self._query(
+            "SELECT step, prompt, text, created_at FROM samples WHERE run_id = ? AND step > ? ORDER BY step, id",
+            (run_id, after_step),
+        )
 
     def add_checkpoint(self, run_id: str, step: int, path: Path | str, val_loss: float | None = None) -> None:
         """Record a checkpoint already renamed into place (a re-save of a step replaces it).
@@ -530,13 +620,22 @@ class RunStore:
         with contextlib.suppress(ValueError):
             path = path.resolve().relative_to(self.path.parent.resolve())
         with self._write(run_id) as db:
-            db["checkpoints"].insert({"run_id": run_id, "step": int(step), "path": str(path),
-                                      "val_loss": _as_float(val_loss), "created_at": _now()}, replace=True)
+            db["checkpoints"].insert(
+                {
+                    "run_id": run_id,
+                    "step": int(step),
+                    "path": str(path),
+                    "val_loss": _as_float(val_loss),
+                    "created_at": _now(),
+                },
+                replace=True,
+            )
 
     def checkpoints(self, run_id: str) -> list[dict]:
         """The run's checkpoints, oldest first: step, path (absolute), val_loss, created_at."""
-        rows = self._query("SELECT step, path, val_loss, created_at FROM checkpoints "
-                           "WHERE run_id = ? ORDER BY step", (run_id,))
+        rows = self._query(
+            "SELECT step, path, val_loss, created_at FROM checkpoints WHERE run_id = ? ORDER BY step", (run_id,)
+        )
         home = self.path.resolve().parent
         return [{**row, "path": str(home / row["path"])} for row in rows]  # an absolute path stays as it is
 
@@ -547,15 +646,31 @@ class RunStore:
 
     # -- generations and evaluations -----------------------------------------
 
-    def add_generation(self, *, model: str, prompt: str, settings: dict, text: str, token_count: int,
-                       tokens_per_second: float, finish_reason: str) -> int:
+    def add_generation(
+        self,
+        *,
+        model: str,
+        prompt: str,
+        settings: dict,
+        text: str,
+        token_count: int,
+        tokens_per_second: float,
+        finish_reason: str,
+    ) -> int:
         """Log one finished generation; returns its id."""
         with self._write() as db:
-            table = db["generations"].insert({
-                "model": str(model), "prompt": prompt, "settings": json.dumps(settings), "text": text,
-                "token_count": int(token_count), "tokens_per_second": _as_float(tokens_per_second),
-                "finish_reason": finish_reason, "created_at": _now(),
-            })
+            table = db["generations"].insert(
+                {
+                    "model": str(model),
+                    "prompt": prompt,
+                    "settings": json.dumps(settings),
+                    "text": text,
+                    "token_count": int(token_count),
+                    "tokens_per_second": _as_float(tokens_per_second),
+                    "finish_reason": finish_reason,
+                    "created_at": _now(),
+                }
+            )
         return table.last_pk
 
     def generations(self, *, search: str | None = None, limit: int = 100) -> list[dict]:
@@ -577,15 +692,23 @@ class RunStore:
             row["settings"] = json.loads(row["settings"])
         return rows
 
-    def add_evaluation(self, *, model: str, dataset: str, split: str, loss: float, perplexity: float,
-                       bits_per_byte: float, tokens: int) -> int:
+    def add_evaluation(
+        self, *, model: str, dataset: str, split: str, loss: float, perplexity: float, bits_per_byte: float, tokens: int
+    ) -> int:
         """Log one evaluation of a model on a dataset split; returns its id."""
         with self._write() as db:
-            table = db["evaluations"].insert({
-                "model": str(model), "dataset": str(dataset), "split": split, "loss": _as_float(loss),
-                "perplexity": _as_float(perplexity), "bits_per_byte": _as_float(bits_per_byte),
-                "tokens": int(tokens), "created_at": _now(),
-            })
+            table = db["evaluations"].insert(
+                {
+                    "model": str(model),
+                    "dataset": str(dataset),
+                    "split": split,
+                    "loss": _as_float(loss),
+                    "perplexity": _as_float(perplexity),
+                    "bits_per_byte": _as_float(bits_per_byte),
+                    "tokens": int(tokens),
+                    "created_at": _now(),
+                }
+            )
         return table.last_pk
 
     def evaluations(self, *, limit: int = 100) -> list[dict]:
@@ -601,12 +724,20 @@ class RunStore:
         run = self.get_run(run_id)
         metrics = self.metrics(run.id)
         if fmt == "json":
-            return json.dumps({"run": run.as_dict(), "metrics": metrics, "samples": self.samples(run.id),
-                               "checkpoints": self.checkpoints(run.id)}, indent=2)
+            return json.dumps(
+                {
+                    "run": run.as_dict(),
+                    "metrics": metrics,
+                    "samples": self.samples(run.id),
+                    "checkpoints": self.checkpoints(run.id),
+                },
+                indent=2,
+            )
         extra_keys = sorted({key for row in metrics for key in row} - {"step", *METRIC_FIELDS, "created_at"})
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=["step", *METRIC_FIELDS, *extra_keys, "created_at"],
-                                lineterminator="\n")
+        writer = csv.DictWriter(
+            out, fieldnames=["step", *METRIC_FIELDS, *extra_keys, "created_at"], lineterminator="\n"
+        )
         writer.writeheader()
         writer.writerows(metrics)
         return out.getvalue()
@@ -624,8 +755,7 @@ class RunStore:
     def _connect(self) -> sqlite_utils.Database:
         with self._sqlite_errors():
             # The timeout is SQLite's busy_timeout: wait for a writer this long.
-            db = sqlite_utils.Database(sqlite3.connect(self.path, timeout=self.busy_timeout),
-                                       execute_plugins=False)
+            db = sqlite_utils.Database(sqlite3.connect(self.path, timeout=self.busy_timeout), execute_plugins=False)
             try:
                 db.enable_wal()
                 db.execute("PRAGMA synchronous = NORMAL")
@@ -645,8 +775,10 @@ class RunStore:
         except FileExistsError:
             pass  # another process created it a moment ago
         except OSError as exc:
-            raise StoreError(f"Cannot create the database {self.path}: {exc.strerror}. "
-                             "Fix the folder's permissions or set LMWB_HOME to a writable directory.") from exc
+            raise StoreError(
+                f"Cannot create the database {self.path}: {exc.strerror}. "
+                "Fix the folder's permissions or set LMWB_HOME to a writable directory."
+            ) from exc
 
     def _migrate(self) -> None:
         """Bring the schema up to date, or refuse a database from a newer lm-workbench."""
@@ -668,9 +800,11 @@ class RunStore:
         unknown = applied - known
         if version > SCHEMA_VERSION or unknown:
             found = f"migrations {', '.join(sorted(unknown))}" if unknown else f"schema version {version}"
-            raise StoreError(f"The database {self.path} was written by a newer version of lm-workbench "
-                             f"({found}; this version knows schema version {SCHEMA_VERSION}). "
-                             "Upgrade lm-workbench, or set LMWB_HOME to another directory.")
+            raise StoreError(
+                f"The database {self.path} was written by a newer version of lm-workbench "
+                f"({found}; this version knows schema version {SCHEMA_VERSION}). "
+                "Upgrade lm-workbench, or set LMWB_HOME to another directory."
+            )
         return [apply for apply in MIGRATIONS if apply.__name__ not in applied]
 
     @contextmanager
@@ -708,16 +842,22 @@ class RunStore:
     def _explain(self, exc: sqlite3.Error, run_id: str | None) -> StoreError | None:
         text = str(exc)
         if "locked" in text or "busy" in text:
-            return StoreError(f"The database {self.path} is in use by another process: it stayed locked for "
-                              f"more than {self.busy_timeout:g} s. Wait for the other lm-workbench to "
-                              "finish writing (or close it), then try again.")
+            return StoreError(
+                f"The database {self.path} is in use by another process: it stayed locked for "
+                f"more than {self.busy_timeout:g} s. Wait for the other lm-workbench to "
+                "finish writing (or close it), then try again."
+            )
         if "file is not a database" in text or "disk image is malformed" in text:
-            return StoreError(f"{self.path} is not a usable lm-workbench database (it is damaged or another "
-                              "kind of file). Move it aside, e.g. rename it to workbench.db.broken, and "
-                              "lm-workbench will start a new one.")
+            return StoreError(
+                f"{self.path} is not a usable lm-workbench database (it is damaged or another "
+                "kind of file). Move it aside, e.g. rename it to workbench.db.broken, and "
+                "lm-workbench will start a new one."
+            )
         if "readonly" in text or "unable to open" in text:
-            return StoreError(f"Cannot write the database {self.path} ({text}). Fix the permissions of "
-                              f"{self.path.parent} or set LMWB_HOME to a writable directory.")
+            return StoreError(
+                f"Cannot write the database {self.path} ({text}). Fix the permissions of "
+                f"{self.path.parent} or set LMWB_HOME to a writable directory."
+            )
         if "disk is full" in text:
             return StoreError(f"The disk holding {self.path} is full; free some space and try again.")
         if "FOREIGN KEY constraint failed" in text:

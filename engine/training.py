@@ -57,10 +57,10 @@ from engine.run_process import RunPulse, TrainingProgress, start_queued_runs
 from engine.store import Run, RunStore, process_alive
 
 TRAINER_STATE_FILE = "trainer_state.pt"
-TRAINER_STATE_FORMAT = 2                 # 2: each rank's sampler and random state, under "ranks"
-VALIDATION_FRACTION = 0.1            # the last tenth of a dataset's tokens is held out for validation
-PAUSE_POLL_SECONDS = 0.1            # how often a paused run looks whether to go on
-_TEMPORARY_PREFIX = ".tmp-step-"     # + "<step>-<pid>": a checkpoint being written
+TRAINER_STATE_FORMAT = 2  # 2: each rank's sampler and random state, under "ranks"
+VALIDATION_FRACTION = 0.1  # the last tenth of a dataset's tokens is held out for validation
+PAUSE_POLL_SECONDS = 0.1  # how often a paused run looks whether to go on
+_TEMPORARY_PREFIX = ".tmp-step-"  # + "<step>-<pid>": a checkpoint being written
 
 
 # -----------------------------------------------------------------------------
@@ -90,8 +90,12 @@ def configure_optimizer(model: torch.nn.Module, config: TrainingConfig, device: 
         {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2),
-                             fused=True if device.type == "cuda" else None)
+    return torch.optim.AdamW(
+        groups,
+        lr=config.learning_rate,
+        betas=(config.beta1, config.beta2),
+        fused=True if device.type == "cuda" else None,
+    )
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -102,8 +106,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             return "bf16" if cuda_has_bf16 else "fp16"
         return "fp32"
     if precision == "bf16" and device.type == "cuda" and not cuda_has_bf16:
-        raise SettingsError("precision", "this GPU has no native bf16 (torch would emulate it, slower than fp16); "
-                            "use fp16 or auto.")
+        raise SettingsError(
+            "precision", "this GPU has no native bf16 (torch would emulate it, slower than fp16); use fp16 or auto."
+        )
     return precision
 
 
@@ -147,16 +152,24 @@ def evaluation_windows(ids: np.ndarray, block_size: int, max_windows: int | None
 
 
 @torch.no_grad()
-def estimate_loss(model: torch.nn.Module, ids: np.ndarray, starts: np.ndarray, *, block_size: int,
-                  batch_size: int, device: torch.device, precision: str,
-                  progress: Callable[[int, int], None] | None = None) -> tuple[float, int]:
+def estimate_loss(
+    model: torch.nn.Module,
+    ids: np.ndarray,
+    starts: np.ndarray,
+    *,
+    block_size: int,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[float, int]:
     """Mean next-token loss over the windows at ``starts``, and how many tokens were predicted."""
     was_training = model.training
     model.eval()
     total_loss, total_tokens = 0.0, 0
-    batches = [starts[i:i + batch_size] for i in range(0, len(starts), batch_size)]
+    batches = [starts[i : i + batch_size] for i in range(0, len(starts), batch_size)]
     for done, batch_starts in enumerate(batches, start=1):
-        windows = torch.from_numpy(np.stack([ids[s:s + block_size + 1] for s in batch_starts]).astype(np.int64))
+        windows = torch.from_numpy(np.stack([ids[s : s + block_size + 1] for s in batch_starts]).astype(np.int64))
         x, y = windows[:, :-1].to(device), windows[:, 1:].to(device)
         with autocast_context(device, precision):
             loss = next_token_loss(model, x, y)
@@ -217,8 +230,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 # Checkpoints
 
 
-def save_checkpoint(checkpoints_dir: Path, step: int, model: torch.nn.Module, tokenizer: Any,
-                    trainer_state: dict[str, Any]) -> Path:
+def save_checkpoint(
+    checkpoints_dir: Path, step: int, model: torch.nn.Module, tokenizer: Any, trainer_state: dict[str, Any]
+) -> Path:
     """Write ``step-N/``: a Hugging Face model directory plus ``trainer_state.pt``.
 
     Everything goes into a temporary sibling first and is renamed into place
@@ -260,8 +274,17 @@ def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
             f"The trainer state {path} is corrupt or truncated ({type(exc).__name__}: {exc}). "
             f"Delete the directory {checkpoint} to resume from the checkpoint before it."
         ) from exc
-    required = {"format", "step", "tokens", "elapsed", "best_val_loss", "optimizer", "grad_scaler",
-                "ranks", "dataset_hash"}
+    required = {
+        "format",
+        "step",
+        "tokens",
+        "elapsed",
+        "best_val_loss",
+        "optimizer",
+        "grad_scaler",
+        "ranks",
+        "dataset_hash",
+    }
     if not isinstance(state, dict) or state.get("format") != TRAINER_STATE_FORMAT or not required <= state.keys():
         raise TrainingError(
             f"The trainer state {path} is not one this version of lm-workbench wrote. "
@@ -324,8 +347,11 @@ def failure_message(error: BaseException, config: TrainingConfig, step: int) -> 
             f"grad_accum {config.grad_accum}). Lower batch_size or block_size; to keep the tokens per step, "
             f"raise grad_accum as you lower batch_size (e.g. batch_size {smaller_batch} with grad_accum "
             f"{config.grad_accum * config.batch_size // smaller_batch}). Then resume the run."
-            + ("" if config.gradient_checkpointing else
-               " Turning on gradient_checkpointing also saves memory, at about a third more time per step.")
+            + (
+                ""
+                if config.gradient_checkpointing
+                else " Turning on gradient_checkpointing also saves memory, at about a third more time per step."
+            )
         )
     text = str(error)
     if isinstance(error, WorkbenchError):
@@ -434,24 +460,29 @@ class TrainingJob:
     ``engine.run_process``) starts from step 0 under its own id.
     """
 
-    def __init__(self, config: TrainingConfig, store: RunStore | None = None, resume_run: str | None = None,
-                 on_progress: Callable[[TrainingProgress], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainingConfig,
+        store: RunStore | None = None,
+        resume_run: str | None = None,
+        on_progress: Callable[[TrainingProgress], None] | None = None,
+    ) -> None:
         config.validate()
         self.config = config
         self.store = store if store is not None else RunStore()
         self.resume_run = resume_run
         self.on_progress = on_progress
         self.run_id: str | None = None
-        self.model: torch.nn.Module | None = None   # the model being trained, once loaded
-        self.error: BaseException | None = None     # why the run failed, once it has
+        self.model: torch.nn.Module | None = None  # the model being trained, once loaded
+        self.error: BaseException | None = None  # why the run failed, once it has
         self.progress = TrainingProgress(max_steps=config.max_steps)
-        self.place = distributed.this_process()   # rank and world size, from torchrun's environment
+        self.place = distributed.this_process()  # rank and world size, from torchrun's environment
         self.rank, self.world_size = self.place.rank, self.place.world_size
         self._stop_requested = False
         self._pause_requested = False
         self._thread: threading.Thread | None = None
-        self._progress_lock = threading.Lock()   # the loop and the pulse both report
-        self.pulse: RunPulse | None = None        # rank 0's heartbeat and request reader, once the run is open
+        self._progress_lock = threading.Lock()  # the loop and the pulse both report
+        self.pulse: RunPulse | None = None  # rank 0's heartbeat and request reader, once the run is open
 
     # -- controls, from any thread -------------------------------------------
 
@@ -523,8 +554,14 @@ class TrainingJob:
             remove_abandoned_temporaries()
             if self.resume_run is None:
                 check_block_size(config.block_size, context_length_on_disk(config.model, self.store))
-                run = self.store.create_run(name=config.name, model=config.model, dataset=config.dataset,
-                                            config=config.as_dict(), world_size=self.world_size, lora=config.lora)
+                run = self.store.create_run(
+                    name=config.name,
+                    model=config.model,
+                    dataset=config.dataset,
+                    config=config.as_dict(),
+                    world_size=self.world_size,
+                    lora=config.lora,
+                )
                 self.run_id = run.id
                 self.store.set_status(run.id, "running")  # stamps the start
                 self.checkpoints_dir = ensure_private_dir(run_dir(run.id) / "checkpoints")
@@ -581,8 +618,9 @@ class TrainingJob:
                 f"(lmwb train --resume {run.id} --nproc {run.world_size})."
             )
         if config.lora != run.lora:
-            raise SettingsError("lora", f"run {run.id} was trained {'with' if run.lora else 'without'} LoRA; "
-                                "resume it the same way.")
+            raise SettingsError(
+                "lora", f"run {run.id} was trained {'with' if run.lora else 'without'} LoRA; resume it the same way."
+            )
         self.checkpoints_dir = ensure_private_dir(run_dir(run.id) / "checkpoints")
         recorded = self.store.checkpoints(run.id)
         _remove_unrecorded_checkpoints(self.checkpoints_dir, recorded)
@@ -605,8 +643,9 @@ class TrainingJob:
     def _adopt_new_run(self, run: Run) -> None:
         """Train a run that was recorded before this process started (launched or queued): from step 0."""
         if run.world_size != self.world_size:
-            raise TrainingError(f"Run {run.id} is to be trained as {run.world_size} process(es) and this is "
-                                f"{self.world_size}.")
+            raise TrainingError(
+                f"Run {run.id} is to be trained as {run.world_size} process(es) and this is {self.world_size}."
+            )
         check_block_size(self.config.block_size, context_length_on_disk(self.config.model, self.store))
         self.run_id = run.id
         self.store.set_status(run.id, "running")  # claims it for this process (pid, host, start time)
@@ -668,8 +707,14 @@ class TrainingJob:
             source = ModelSource(kind="local", value=str(self.resume_checkpoint))
         self._report_setup(f"Loading {source}")
         with distributed.writer_first(self.place):  # rank 0 trains a scratch tokenizer; the others find it cached
-            loaded = load_model(source, device=self.device_name, dataset=self.dataset,
-                                vocab_size=config.vocab_size, store=self.store, progress=self._report_setup)
+            loaded = load_model(
+                source,
+                device=self.device_name,
+                dataset=self.dataset,
+                vocab_size=config.vocab_size,
+                store=self.store,
+                progress=self._report_setup,
+            )
         self.tokenizer, self.device = loaded.tokenizer, loaded.device
         self.model = self._trainable_model(loaded.model)
         context = loaded.info().context_length
@@ -693,18 +738,29 @@ class TrainingJob:
                 )
         self.max_steps = config.steps_for(len(train_split.ids), self.world_size)
         check_warmup(config.warmup_steps, self.max_steps)
-        self.sampler = WindowSampler(train_split, config.block_size, config.batch_size, seed=config.seed,
-                                     rank=self.rank, world_size=self.world_size)
+        self.sampler = WindowSampler(
+            train_split,
+            config.block_size,
+            config.batch_size,
+            seed=config.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
         # eval_batches global batches: rank 0 scores the windows one process with the global batch would.
-        self.val_starts = evaluation_windows(self.val_split.ids, config.block_size,
-                                             config.eval_batches * config.batch_size * self.world_size)
+        self.val_starts = evaluation_windows(
+            self.val_split.ids, config.block_size, config.eval_batches * config.batch_size * self.world_size
+        )
         self.dataset_hash = self.dataset.content_hash()
 
         self.model.train()
         # Several ranks: DDP averages the gradients of all ranks in the backward pass.
-        self.ddp_model = (torch.nn.parallel.DistributedDataParallel(
-            self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
-            if self.place.distributed else None)
+        self.ddp_model = (
+            torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
+            if self.place.distributed
+            else None
+        )
         self.optimizer = configure_optimizer(self.model, config, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step, self.tokens, self.elapsed_before, self.best_val_loss = 0, 0, 0.0, None
@@ -764,11 +820,17 @@ class TrainingJob:
         tokens_per_step = config.batch_size * config.block_size * config.grad_accum * self.world_size
         session_start = time.perf_counter()
         paused_seconds = 0.0
-        seconds_per_step: float | None = None   # smoothed wall time per step, for the ETA
+        seconds_per_step: float | None = None  # smoothed wall time per step, for the ETA
         last_step_end = session_start
         stop_reason = ""
-        self._report(status="running", phase="training", step=self.step, max_steps=self.max_steps,
-                     tokens=self.tokens, elapsed=self.elapsed_before)
+        self._report(
+            status="running",
+            phase="training",
+            step=self.step,
+            max_steps=self.max_steps,
+            tokens=self.tokens,
+            elapsed=self.elapsed_before,
+        )
 
         while self.step < self.max_steps:
             stop_reason, pause = self._controls(time.perf_counter() - session_start - paused_seconds)
@@ -798,16 +860,23 @@ class TrainingJob:
             # bookkeeping: metrics row, evaluation, sample, checkpoint
             now = time.perf_counter()
             session_seconds = now - session_start - paused_seconds
-            iteration_seconds = now - last_step_end   # the step and the bookkeeping after the last one
+            iteration_seconds = now - last_step_end  # the step and the bookkeeping after the last one
             last_step_end = now
-            seconds_per_step = (iteration_seconds if seconds_per_step is None
-                                else 0.9 * seconds_per_step + 0.1 * iteration_seconds)
+            seconds_per_step = (
+                iteration_seconds if seconds_per_step is None else 0.9 * seconds_per_step + 0.1 * iteration_seconds
+            )
             stop_reason, _ = self._controls(session_seconds)
             ending = bool(stop_reason) or self.step >= self.max_steps
             checkpoint_due = ending or (config.checkpoint_every > 0 and self.step % config.checkpoint_every == 0)
-            row = {"step": self.step, "train_loss": train_loss, "lr": lr, "grad_norm": grad_norm,
-                   "tokens_per_sec": tokens_per_step / step_seconds, "tokens": self.tokens,
-                   "elapsed": self.elapsed_before + session_seconds}
+            row = {
+                "step": self.step,
+                "train_loss": train_loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens_per_sec": tokens_per_step / step_seconds,
+                "tokens": self.tokens,
+                "elapsed": self.elapsed_before + session_seconds,
+            }
             self.elapsed = row["elapsed"]
             if config.eval_every > 0 and (self.step % config.eval_every == 0 or checkpoint_due):
                 row.update(self._evaluate())
@@ -816,12 +885,17 @@ class TrainingJob:
                 self._sample()
             if checkpoint_due:
                 self._checkpoint(row.get("val_loss"))
-            self._report(phase="stopping" if self._stop_requested else "training",
-                         step=self.step, tokens=self.tokens, train_loss=train_loss,
-                         val_loss=row.get("val_loss", self.progress.val_loss),
-                         tokens_per_sec=row["tokens_per_sec"], elapsed=row["elapsed"],
-                         eta_seconds=self._eta(seconds_per_step, session_seconds),
-                         gpu_memory_bytes=self._gpu_memory_bytes())
+            self._report(
+                phase="stopping" if self._stop_requested else "training",
+                step=self.step,
+                tokens=self.tokens,
+                train_loss=train_loss,
+                val_loss=row.get("val_loss", self.progress.val_loss),
+                tokens_per_sec=row["tokens_per_sec"],
+                elapsed=row["elapsed"],
+                eta_seconds=self._eta(seconds_per_step, session_seconds),
+                gpu_memory_bytes=self._gpu_memory_bytes(),
+            )
             if ending:
                 break
 
@@ -840,8 +914,10 @@ class TrainingJob:
         model = self.model if self.ddp_model is None else self.ddp_model
         loss_sum = torch.zeros((), device=self.device)
         for micro_step in range(config.grad_accum):
-            x, y = (t.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else t
-                    for t in self.sampler.next_batch())
+            x, y = (
+                t.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else t
+                for t in self.sampler.next_batch()
+            )
             # DDP averages gradients across ranks in the last micro-batch's backward pass only.
             last = micro_step == config.grad_accum - 1
             with contextlib.nullcontext() if self.ddp_model is None or last else self.ddp_model.no_sync():
@@ -912,14 +988,23 @@ class TrainingJob:
         self.recorder.flush()  # the TUI keeps up while the evaluation runs
         self._report(phase="evaluating")
         # In eval mode (no dropout) this draws no random numbers, so training's stream is untouched.
-        val_loss, _ = estimate_loss(self.model, self.val_split.ids, self.val_starts,
-                                    block_size=self.config.block_size, batch_size=self.config.batch_size,
-                                    device=self.device, precision=self.precision)
+        val_loss, _ = estimate_loss(
+            self.model,
+            self.val_split.ids,
+            self.val_starts,
+            block_size=self.config.block_size,
+            batch_size=self.config.batch_size,
+            device=self.device,
+            precision=self.precision,
+        )
         if self.best_val_loss is None or val_loss < self.best_val_loss:
             self.best_val_loss = val_loss
             self.recorder.set_best_val_loss(val_loss)
-        return {"val_loss": val_loss, "val_ppl": perplexity(val_loss),
-                "val_bpb": bits_per_byte(val_loss, self.val_split)}
+        return {
+            "val_loss": val_loss,
+            "val_ppl": perplexity(val_loss),
+            "val_bpb": bits_per_byte(val_loss, self.val_split),
+        }
 
     def _sample(self) -> None:
         """Generate a short text with the generation engine and store it with the step (rank 0 alone)."""
@@ -948,11 +1033,16 @@ class TrainingJob:
         phase = self.progress.phase
         self._report(phase=f"saving checkpoint step-{self.step}")
         state = {
-            "format": TRAINER_STATE_FORMAT, "step": self.step, "tokens": self.tokens,
-            "elapsed": self.elapsed, "best_val_loss": self.best_val_loss,
-            "optimizer": self.optimizer.state_dict(), "grad_scaler": self.scaler.state_dict(),
+            "format": TRAINER_STATE_FORMAT,
+            "step": self.step,
+            "tokens": self.tokens,
+            "elapsed": self.elapsed,
+            "best_val_loss": self.best_val_loss,
+            "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
             "ranks": ranks,
-            "dataset_hash": self.dataset_hash, "config": self.config.as_dict(),
+            "dataset_hash": self.dataset_hash,
+            "config": self.config.as_dict(),
         }
         path = save_checkpoint(self.checkpoints_dir, self.step, self.model, self.tokenizer, state)
         self.recorder.add_checkpoint(self.step, path, val_loss, self.config.checkpoints_kept)
@@ -973,17 +1063,27 @@ class EvaluationResult:
     loss: float
     perplexity: float
     bits_per_byte: float
-    tokens: int                          # tokens predicted
-    evaluation_id: int | None = None     # its row in the store
+    tokens: int  # tokens predicted
+    evaluation_id: int | None = None  # its row in the store
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def evaluate(model_source: str, dataset: str, split: str = "val", *, dataset_field: str | None = None,
-             block_size: int | None = None, batch_size: int = 8, max_batches: int | None = None,
-             device: str = "auto", precision: str = "auto", store: RunStore | None = None,
-             progress: Callable[[str], None] | None = None) -> EvaluationResult:
+def evaluate(
+    model_source: str,
+    dataset: str,
+    split: str = "val",
+    *,
+    dataset_field: str | None = None,
+    block_size: int | None = None,
+    batch_size: int = 8,
+    max_batches: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    store: RunStore | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> EvaluationResult:
     """Measure a model on a dataset's validation split (the last tenth, as training holds out) or on all of it.
 
     Every token of the split is predicted once, up to the last whole window
@@ -1007,8 +1107,9 @@ def evaluate(model_source: str, dataset: str, split: str = "val", *, dataset_fie
     data = open_dataset(dataset, dataset_field)
     quiet_transformers()
     loaded = load_model(model_source, device=device, dataset=data, store=store, progress=report)
-    tokens = tokenize_dataset(data, loaded.tokenizer,
-                              progress=lambda done, total: report(f"Tokenizing {data.name}: {_percent(done, total)}%"))
+    tokens = tokenize_dataset(
+        data, loaded.tokenizer, progress=lambda done, total: report(f"Tokenizing {data.name}: {_percent(done, total)}%")
+    )
     if split == "val":
         text = tokens.split(VALIDATION_FRACTION)[1]
     else:
@@ -1018,12 +1119,32 @@ def evaluate(model_source: str, dataset: str, split: str = "val", *, dataset_fie
     context = loaded.info().context_length
     window = min(block_size or min(context, 1024), context, len(text.ids) - 1)
     starts = evaluation_windows(text.ids, window, None if max_batches is None else max_batches * batch_size)
-    loss, predicted = estimate_loss(loaded.model, text.ids, starts, block_size=window, batch_size=batch_size,
-                                    device=loaded.device, precision=resolve_precision(precision, loaded.device),
-                                    progress=lambda done, total: report(f"Evaluating: {done}/{total} batches"))
-    result = EvaluationResult(model=str(loaded.source), dataset=data.name, split=split, loss=loss,
-                              perplexity=perplexity(loss), bits_per_byte=bits_per_byte(loss, text), tokens=predicted)
-    result.evaluation_id = store.add_evaluation(model=result.model, dataset=result.dataset, split=split, loss=loss,
-                                                perplexity=result.perplexity, bits_per_byte=result.bits_per_byte,
-                                                tokens=predicted)
+    loss, predicted = estimate_loss(
+        loaded.model,
+        text.ids,
+        starts,
+        block_size=window,
+        batch_size=batch_size,
+        device=loaded.device,
+        precision=resolve_precision(precision, loaded.device),
+        progress=lambda done, total: report(f"Evaluating: {done}/{total} batches"),
+    )
+    result = EvaluationResult(
+        model=str(loaded.source),
+        dataset=data.name,
+        split=split,
+        loss=loss,
+        perplexity=perplexity(loss),
+        bits_per_byte=bits_per_byte(loss, text),
+        tokens=predicted,
+    )
+    result.evaluation_id = store.add_evaluation(
+        model=result.model,
+        dataset=result.dataset,
+        split=split,
+        loss=loss,
+        perplexity=result.perplexity,
+        bits_per_byte=result.bits_per_byte,
+        tokens=predicted,
+    )
     return result

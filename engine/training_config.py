@@ -20,7 +20,6 @@ from engine.lora import LoraSettings
 from engine.model_source import ModelSource
 
 
-
 @dataclass
 class TrainingConfig:
     """Everything a training run is told, in one plain object.
@@ -33,40 +32,40 @@ class TrainingConfig:
     disk), a dataset too small for one window once it is tokenized.
     """
 
-    model: str                          # a model source: "gpt2", "./dir", "run:<id>@<step>", "scratch:tiny"
-    dataset: str                        # a bundled dataset name, a file or a folder
-    dataset_field: str | None = None    # the .jsonl field / .csv column holding the text
-    max_steps: int = 200                # optimizer steps in total (when resuming: the new total)
-    epochs: float | None = None         # when set, max_steps is derived: this many passes over the training tokens
-    max_time: float | None = None       # seconds of training in this session; then stop as if stop() was called
-    batch_size: int = 8                 # windows per micro-batch
-    block_size: int = 128               # tokens per window (at most the model's context)
-    grad_accum: int = 1                 # micro-batches per optimizer step
-    learning_rate: float = 3e-4         # peak learning rate, reached after the warmup
-    min_learning_rate: float = 3e-5     # where the cosine decay ends, at max_steps
-    warmup_steps: int = 20              # linear warmup from ~0 to learning_rate
-    weight_decay: float = 0.1           # AdamW decay, on matrices and embeddings only
+    model: str  # a model source: "gpt2", "./dir", "run:<id>@<step>", "scratch:tiny"
+    dataset: str  # a bundled dataset name, a file or a folder
+    dataset_field: str | None = None  # the .jsonl field / .csv column holding the text
+    max_steps: int = 200  # optimizer steps in total (when resuming: the new total)
+    epochs: float | None = None  # when set, max_steps is derived: this many passes over the training tokens
+    max_time: float | None = None  # seconds of training in this session; then stop as if stop() was called
+    batch_size: int = 8  # windows per micro-batch
+    block_size: int = 128  # tokens per window (at most the model's context)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    learning_rate: float = 3e-4  # peak learning rate, reached after the warmup
+    min_learning_rate: float = 3e-5  # where the cosine decay ends, at max_steps
+    warmup_steps: int = 20  # linear warmup from ~0 to learning_rate
+    weight_decay: float = 0.1  # AdamW decay, on matrices and embeddings only
     beta1: float = 0.9
     beta2: float = 0.95
-    grad_clip: float = 1.0              # clip the global gradient norm to this (0: no clipping)
-    eval_every: int = 50                # steps between validation evaluations (0: never)
-    eval_batches: int = 10              # validation batches per evaluation
-    sample_every: int = 100             # steps between generated samples (0: never)
-    sample_prompt: str = ""             # "" starts samples from the end-of-text token
-    sample_length: int = 60             # new tokens per sample
-    checkpoint_every: int = 100         # steps between checkpoints (0: only at the end or on stop)
-    checkpoints_kept: int = 2           # newest checkpoints kept on disk, plus the best by validation loss
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
+    eval_every: int = 50  # steps between validation evaluations (0: never)
+    eval_batches: int = 10  # validation batches per evaluation
+    sample_every: int = 100  # steps between generated samples (0: never)
+    sample_prompt: str = ""  # "" starts samples from the end-of-text token
+    sample_length: int = 60  # new tokens per sample
+    checkpoint_every: int = 100  # steps between checkpoints (0: only at the end or on stop)
+    checkpoints_kept: int = 2  # newest checkpoints kept on disk, plus the best by validation loss
     seed: int = 1337
-    device: str = "auto"                # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"             # auto (fp32 on CPU, bf16 autocast on CUDA) | fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto (fp32 on CPU, bf16 autocast on CUDA) | fp32 | bf16 | fp16
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower
-    lora: bool = False                  # train LoRA adapters on the frozen model instead of all its weights
-    lora_rank: int = 8                  # the adapters' rank
-    lora_alpha: float = 16.0            # the adapters' update is scaled by lora_alpha / lora_rank
-    lora_dropout: float = 0.05          # dropout on the adapters' input
-    lora_targets: str = "auto"          # modules to adapt, comma-separated; auto: c_attn,c_proj on GPT-2
-    vocab_size: int = 8192              # tokenizer size for scratch: presets
-    name: str = ""                      # a name for the run ("" lets the store pick one)
+    lora: bool = False  # train LoRA adapters on the frozen model instead of all its weights
+    lora_rank: int = 8  # the adapters' rank
+    lora_alpha: float = 16.0  # the adapters' update is scaled by lora_alpha / lora_rank
+    lora_dropout: float = 0.05  # dropout on the adapters' input
+    lora_targets: str = "auto"  # modules to adapt, comma-separated; auto: c_attn,c_proj on GPT-2
+    vocab_size: int = 8192  # tokenizer size for scratch: presets
+    name: str = ""  # a name for the run ("" lets the store pick one)
 
     def validate(self) -> None:
         """Raise ``SettingsError(field, ...)`` for the first bad or inconsistent value.
@@ -120,10 +119,18 @@ class TrainingConfig:
                 raise SettingsError(switch, f"{getattr(self, switch)!r} is not true or false.")
         self.lora_settings().validate()
         if self.lora and ModelSource.parse(self.model).kind == "scratch":
-            raise SettingsError("lora", "a scratch: model starts from random weights, and LoRA adapts a trained "
-                                "model. Train the scratch model without LoRA, or pick a pretrained model.")
-        check_int("vocab_size", self.vocab_size, 257, 1_000_000,
-                   hint=" (a byte-level tokenizer needs 256 byte tokens plus end-of-text)")
+            raise SettingsError(
+                "lora",
+                "a scratch: model starts from random weights, and LoRA adapts a trained "
+                "model. Train the scratch model without LoRA, or pick a pretrained model.",
+            )
+        check_int(
+            "vocab_size",
+            self.vocab_size,
+            257,
+            1_000_000,
+            hint=" (a byte-level tokenizer needs 256 byte tokens plus end-of-text)",
+        )
         if not isinstance(self.name, str) or len(self.name) > 200:
             raise SettingsError("name", "must be text of at most 200 characters.")
 
@@ -136,8 +143,9 @@ class TrainingConfig:
 
     def lora_settings(self) -> LoraSettings:
         """The LoRA fields as ``engine.lora`` takes them."""
-        return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout,
-                            targets=self.lora_targets)
+        return LoraSettings(
+            rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout, targets=self.lora_targets
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, for the run record and the trainer state."""
@@ -171,8 +179,16 @@ def check_int(name: str, value: object, minimum: int, maximum: int | None = None
         raise SettingsError(name, f"{value} is out of range; use a whole number {allowed}{hint}.")
 
 
-def _check_number(name: str, value: object, minimum: float, *, above: bool = False,
-                  below: float | None = None, unit: str = "", hint: str = "") -> None:
+def _check_number(
+    name: str,
+    value: object,
+    minimum: float,
+    *,
+    above: bool = False,
+    below: float | None = None,
+    unit: str = "",
+    hint: str = "",
+) -> None:
     lower = f"above {minimum:g}" if above else f"at least {minimum:g}"
     allowed = lower + (f" and below {below:g}" if below is not None else "") + unit
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -188,7 +204,6 @@ def check_warmup(warmup_steps: int, max_steps: int) -> None:
             f"{warmup_steps} warmup steps is more than the {max_steps} steps of the run; "
             "use at most max_steps (a tenth of it is usual).",
         )
-
 
 
 def check_block_size(block_size: int, context: int | None) -> None:

@@ -50,38 +50,102 @@ def capital(text: str) -> str:
 # --------------------------------------------------------------------------
 
 ANIMALS = [
-    "fox", "heron", "badger", "crow", "hare", "tortoise", "mole", "wren", "otter",
-    "goat", "beaver", "owl", "mouse", "lark", "toad", "stag", "weasel", "squirrel",
-    "bear", "magpie", "lynx", "hedgehog", "swallow", "ox", "boar", "sparrow", "frog",
-    "rabbit", "duck", "vole", "marten", "kingfisher", "salmon", "ant", "cricket", "robin",
+    "fox",
+    "heron",
+    "badger",
+    "crow",
+    "hare",
+    "tortoise",
+    "mole",
+    "wren",
+    "otter",
+    "goat",
+    "beaver",
+    "owl",
+    "mouse",
+    "lark",
+    "toad",
+    "stag",
+    "weasel",
+    "squirrel",
+    "bear",
+    "magpie",
+    "lynx",
+    "hedgehog",
+    "swallow",
+    "ox",
+    "boar",
+    "sparrow",
+    "frog",
+    "rabbit",
+    "duck",
+    "vole",
+    "marten",
+    "kingfisher",
+    "salmon",
+    "ant",
+    "cricket",
+    "robin",
 ]
 FAST_ANIMALS = ["hare", "stag", "swallow", "lynx", "weasel", "rabbit", "marten", "lark"]
 SLOW_ANIMALS = ["tortoise", "toad", "mole", "hedgehog", "ox", "beaver", "badger", "vole"]
 VAIN_FEATURES = {
-    "fox": "red tail", "heron": "long grey legs", "magpie": "shining feathers",
-    "stag": "great antlers", "lark": "sweet voice", "peacock": "bright fan",
-    "lynx": "tufted ears", "kingfisher": "blue back", "swallow": "forked tail",
-    "robin": "red breast", "squirrel": "bushy tail", "otter": "sleek coat",
+    "fox": "red tail",
+    "heron": "long grey legs",
+    "magpie": "shining feathers",
+    "stag": "great antlers",
+    "lark": "sweet voice",
+    "peacock": "bright fan",
+    "lynx": "tufted ears",
+    "kingfisher": "blue back",
+    "swallow": "forked tail",
+    "robin": "red breast",
+    "squirrel": "bushy tail",
+    "otter": "sleek coat",
 }
 PLACES = [
-    ("by a slow brown river", "river"), ("at the edge of a birch wood", "wood"),
-    ("in a meadow full of clover", "meadow"), ("under the roots of an old oak", "oak wood"),
-    ("on a hill above the village", "hill"), ("beside a quiet mill pond", "pond"),
-    ("among the reeds of a wide marsh", "marsh"), ("in a valley where the snow came early", "valley"),
-    ("near a stone bridge", "bridge"), ("in an orchard gone wild", "orchard"),
-    ("on the bank of a cold stream", "stream"), ("at the foot of a windy cliff", "cliff"),
-    ("in a field of tall barley", "field"), ("beside a hedge of blackthorn", "hedgerow"),
+    ("by a slow brown river", "river"),
+    ("at the edge of a birch wood", "wood"),
+    ("in a meadow full of clover", "meadow"),
+    ("under the roots of an old oak", "oak wood"),
+    ("on a hill above the village", "hill"),
+    ("beside a quiet mill pond", "pond"),
+    ("among the reeds of a wide marsh", "marsh"),
+    ("in a valley where the snow came early", "valley"),
+    ("near a stone bridge", "bridge"),
+    ("in an orchard gone wild", "orchard"),
+    ("on the bank of a cold stream", "stream"),
+    ("at the foot of a windy cliff", "cliff"),
+    ("in a field of tall barley", "field"),
+    ("beside a hedge of blackthorn", "hedgerow"),
 ]
 TIMES = [
-    "One autumn", "Early one spring morning", "In the middle of a dry summer",
-    "When the first frost came", "On a windy evening", "One grey winter",
-    "Late one summer night", "On the first warm day of the year", "One rainy week in April",
-    "At harvest time", "Long ago", "Once, in a hard year",
+    "One autumn",
+    "Early one spring morning",
+    "In the middle of a dry summer",
+    "When the first frost came",
+    "On a windy evening",
+    "One grey winter",
+    "Late one summer night",
+    "On the first warm day of the year",
+    "One rainy week in April",
+    "At harvest time",
+    "Long ago",
+    "Once, in a hard year",
 ]
 FOODS = [
-    "a basket of walnuts", "a ripe pear", "a piece of honeycomb", "a heap of acorns",
-    "a silver fish", "a handful of blackberries", "a round cheese", "a sack of grain",
-    "a bunch of sweet clover", "a crust of bread", "three red apples", "a pile of hazelnuts",
+    "a basket of walnuts",
+    "a ripe pear",
+    "a piece of honeycomb",
+    "a heap of acorns",
+    "a silver fish",
+    "a handful of blackberries",
+    "a round cheese",
+    "a sack of grain",
+    "a bunch of sweet clover",
+    "a crust of bread",
+    "three red apples",
+    "a pile of hazelnuts",
 ]
 TASKS = [
     ("cross the river when the bridge was washed away", "crossed the river"),
@@ -182,47 +246,76 @@ def new_scene(rng: random.Random, a: str | None = None, b: str | None = None) ->
 
 def opening(rng: random.Random, s: Scene, trait_a: str, trait_b: str) -> str:
     """The first sentence or two: who lived where (the time comes in the next sentence)."""
-    return pick(rng, [
-        f"{capital(article(trait_a))} {s.a} and {article(trait_b)} {s.b} lived {s.place}.",
-        f"There was once {article(trait_a)} {s.a} who lived {s.place}, and near by lived {article(trait_b)} {s.b}.",
-        f"{capital(article(trait_a))} {s.a} made its home {s.place}. Its neighbour was {article(trait_b)} {s.b}.",
-        f"{capital(s.place)} there lived {article(trait_a)} {s.a}. Not far away lived {article(trait_b)} {s.b}.",
-    ])
+    return pick(
+        rng,
+        [
+            f"{capital(article(trait_a))} {s.a} and {article(trait_b)} {s.b} lived {s.place}.",
+            f"There was once {article(trait_a)} {s.a} who lived {s.place}, and near by lived {article(trait_b)} {s.b}.",
+            f"{capital(article(trait_a))} {s.a} made its home {s.place}. Its neighbour was {article(trait_b)} {s.b}.",
+            f"{capital(s.place)} there lived {article(trait_a)} {s.a}. Not far away lived {article(trait_b)} {s.b}.",
+        ],
+    )
 
 
 def fable_race(rng: random.Random) -> tuple[str, str]:
     s = new_scene(rng, a=pick(rng, FAST_ANIMALS), b=pick(rng, SLOW_ANIMALS))
-    goal = pick(rng, ["the old oak at the top of the hill", "the far side of the meadow",
-                      "the stone bridge", "the mill and back", "the edge of the wood"])
+    goal = pick(
+        rng,
+        [
+            "the old oak at the top of the hill",
+            "the far side of the meadow",
+            "the stone bridge",
+            "the mill and back",
+            "the edge of the wood",
+        ],
+    )
     parts = [
         opening(rng, s, pick(rng, ["proud", "boastful", "quick"]), pick(rng, ["patient", "quiet", "steady"])),
-        pick(rng, [
-            f'Every day the {s.a} said, "There is no one in the whole {s.place_short} as fast as I am."',
-            f"The {s.a} never tired of telling everyone how fast it could run.",
-            f'"Look how slowly you move," the {s.a} laughed at the {s.b}. "You will be old before you get anywhere."',
-        ]),
-        pick(rng, [
-            f'At last the {s.b} said, "Then let us race to {goal}, and we shall see."',
-            f'The {s.b} answered calmly, "Race me to {goal}, if you are so sure."',
-            f"One morning the {s.b} asked the {s.a} for a race to {goal}.",
-        ]),
-        pick(rng, [
-            f"The {s.a} laughed and agreed, and all the animals came to watch.",
-            f"The {s.a} thought it was a joke, but it agreed, and the race began at sunrise.",
-        ]),
-        pick(rng, [
-            f"The {s.a} was soon far ahead. It lay down in the shade to rest, sure that it had time to spare, and fell asleep.",
-            f"The {s.a} ran off at once, then stopped to eat clover and talk with friends, for the {s.b} was far behind.",
-            f"Half way there the {s.a} stopped to show off to a crowd of sparrows, and it talked until the sun was high.",
-        ]),
-        pick(rng, [
-            f"Meanwhile the {s.b} kept walking, one step after another, and never stopped.",
-            f"All the while the {s.b} moved on without a pause, slowly but without rest.",
-        ]),
-        pick(rng, [
-            f"When the {s.a} woke and ran on, the {s.b} was already waiting at {goal}.",
-            f"By the time the {s.a} remembered the race, the {s.b} had reached {goal}, and the animals were cheering.",
-        ]),
+        pick(
+            rng,
+            [
+                f'Every day the {s.a} said, "There is no one in the whole {s.place_short} as fast as I am."',
+                f"The {s.a} never tired of telling everyone how fast it could run.",
+                f'"Look how slowly you move," the {s.a} laughed at the {s.b}. "You will be old before you get anywhere."',
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f'At last the {s.b} said, "Then let us race to {goal}, and we shall see."',
+                f'The {s.b} answered calmly, "Race me to {goal}, if you are so sure."',
+                f"One morning the {s.b} asked the {s.a} for a race to {goal}.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"The {s.a} laughed and agreed, and all the animals came to watch.",
+                f"The {s.a} thought it was a joke, but it agreed, and the race began at sunrise.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"The {s.a} was soon far ahead. It lay down in the shade to rest, sure that it had time to spare, and fell asleep.",
+                f"The {s.a} ran off at once, then stopped to eat clover and talk with friends, for the {s.b} was far behind.",
+                f"Half way there the {s.a} stopped to show off to a crowd of sparrows, and it talked until the sun was high.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"Meanwhile the {s.b} kept walking, one step after another, and never stopped.",
+                f"All the while the {s.b} moved on without a pause, slowly but without rest.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"When the {s.a} woke and ran on, the {s.b} was already waiting at {goal}.",
+                f"By the time the {s.a} remembered the race, the {s.b} had reached {goal}, and the animals were cheering.",
+            ],
+        ),
     ]
     return f"The {capital(s.a)} and the {capital(s.b)}", " ".join(parts) + "\n\nMoral: " + pick(rng, MORALS["race"])
 
@@ -232,64 +325,100 @@ def fable_greed(rng: random.Random) -> tuple[str, str]:
     food = pick(rng, FOODS)
     parts = [
         opening(rng, s, pick(rng, ["greedy", "grasping", "selfish"]), pick(rng, ["generous", "kind", "hungry"])),
-        pick(rng, [
-            f"{s.time}, the {s.a} found {food} and carried it home.",
-            f"The {s.a} came upon {food} lying in the grass and took it at once.",
-        ]),
-        pick(rng, [
-            f'The {s.b} asked for a share, but the {s.a} said, "Find your own."',
-            f"When the {s.b} came by, tired and hungry, the {s.a} hid the food and said it had none.",
-            f"The {s.b} had nothing to eat that day, yet the {s.a} would not give it a single bite.",
-        ]),
-        pick(rng, [
-            f"Not content, the {s.a} went out again to look for more, leaving its store unguarded.",
-            f"The {s.a} wanted still more, so it hid its prize under a root and went searching the {s.place_short}.",
-            f"Then the {s.a} heard of more food on the far side of the {s.place_short} and hurried off to get it first.",
-        ]),
-        pick(rng, [
-            "While it was gone, the rain came and spoiled the food it had left behind.",
-            "While it was away, a flock of crows found the food it had left behind and ate it all.",
-            "It searched until dark and found nothing, and when it came home a rat had eaten what it had left.",
-        ]),
-        pick(rng, [
-            f"Meanwhile the {s.b} had shared what little it found with its neighbours, and they shared with it in turn.",
-            f"The {s.b}, who had shared a few seeds with a mouse that morning, was invited to supper by the whole family.",
-        ]),
-        pick(rng, [
-            f"That night the {s.a} went to bed hungry, and the {s.b} did not.",
-            f"So the {s.a}, who had wanted everything, ended the day with an empty belly.",
-        ]),
+        pick(
+            rng,
+            [
+                f"{s.time}, the {s.a} found {food} and carried it home.",
+                f"The {s.a} came upon {food} lying in the grass and took it at once.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f'The {s.b} asked for a share, but the {s.a} said, "Find your own."',
+                f"When the {s.b} came by, tired and hungry, the {s.a} hid the food and said it had none.",
+                f"The {s.b} had nothing to eat that day, yet the {s.a} would not give it a single bite.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"Not content, the {s.a} went out again to look for more, leaving its store unguarded.",
+                f"The {s.a} wanted still more, so it hid its prize under a root and went searching the {s.place_short}.",
+                f"Then the {s.a} heard of more food on the far side of the {s.place_short} and hurried off to get it first.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                "While it was gone, the rain came and spoiled the food it had left behind.",
+                "While it was away, a flock of crows found the food it had left behind and ate it all.",
+                "It searched until dark and found nothing, and when it came home a rat had eaten what it had left.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"Meanwhile the {s.b} had shared what little it found with its neighbours, and they shared with it in turn.",
+                f"The {s.b}, who had shared a few seeds with a mouse that morning, was invited to supper by the whole family.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"That night the {s.a} went to bed hungry, and the {s.b} did not.",
+                f"So the {s.a}, who had wanted everything, ended the day with an empty belly.",
+            ],
+        ),
     ]
     title = pick(rng, [f"The Greedy {capital(s.a)}", f"The {capital(s.a)} Who Wanted More"])
     return title, " ".join(parts) + "\n\nMoral: " + pick(rng, MORALS["greed"])
 
 
 def fable_kindness(rng: random.Random) -> tuple[str, str]:
-    s = new_scene(rng, a=pick(rng, ["bear", "stag", "boar", "ox", "goat", "badger", "otter", "heron"]),
-                  b=pick(rng, ["mouse", "wren", "ant", "cricket", "vole", "sparrow", "frog", "robin"]))
+    s = new_scene(
+        rng,
+        a=pick(rng, ["bear", "stag", "boar", "ox", "goat", "badger", "otter", "heron"]),
+        b=pick(rng, ["mouse", "wren", "ant", "cricket", "vole", "sparrow", "frog", "robin"]),
+    )
     trouble, rescue, result = pick(rng, HELP_TROUBLES)
     parts = [
         opening(rng, s, pick(rng, ["big", "strong", "old"]), pick(rng, ["small", "little", "tiny"])),
-        pick(rng, [
-            f"{s.time}, the {s.b} was {trouble}, and it cried for help.",
-            f"One day the {s.b} found itself {trouble}, and no one came when it called.",
-        ]),
-        pick(rng, [
-            f"The {s.a} heard it. Though it was busy, it stopped, {rescue}, and the {s.b} was {result}.",
-            f"The {s.a} could have walked past, but it turned back, {rescue}, and soon the {s.b} was {result}.",
-        ]),
-        pick(rng, [
-            f'"I will not forget this," said the {s.b}. The {s.a} only smiled, for what could so small a creature ever do for it?',
-            f'"One day I will repay you," said the {s.b}, and the {s.a} laughed kindly at the thought.',
-        ]),
-        pick(rng, [
-            f"Many days later the {s.a} was in trouble of its own, and the {s.b} {pick(rng, REPAYS)}.",
-            f"Before the season was out, the {s.b} {pick(rng, REPAYS)}, and so saved the {s.a}.",
-        ]),
-        pick(rng, [
-            "After that the two were friends for the rest of their lives.",
-            f"The {s.a} never again thought that anyone was too small to matter.",
-        ]),
+        pick(
+            rng,
+            [
+                f"{s.time}, the {s.b} was {trouble}, and it cried for help.",
+                f"One day the {s.b} found itself {trouble}, and no one came when it called.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"The {s.a} heard it. Though it was busy, it stopped, {rescue}, and the {s.b} was {result}.",
+                f"The {s.a} could have walked past, but it turned back, {rescue}, and soon the {s.b} was {result}.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f'"I will not forget this," said the {s.b}. The {s.a} only smiled, for what could so small a creature ever do for it?',
+                f'"One day I will repay you," said the {s.b}, and the {s.a} laughed kindly at the thought.',
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"Many days later the {s.a} was in trouble of its own, and the {s.b} {pick(rng, REPAYS)}.",
+                f"Before the season was out, the {s.b} {pick(rng, REPAYS)}, and so saved the {s.a}.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                "After that the two were friends for the rest of their lives.",
+                f"The {s.a} never again thought that anyone was too small to matter.",
+            ],
+        ),
     ]
     return f"The {capital(s.a)} and the {capital(s.b)}", " ".join(parts) + "\n\nMoral: " + pick(rng, MORALS["kindness"])
 
@@ -299,63 +428,101 @@ def fable_trick(rng: random.Random) -> tuple[str, str]:
     food = pick(rng, FOODS)
     parts = [
         opening(rng, s, pick(rng, ["sly", "cunning", "clever"]), pick(rng, ["careful", "wise", "watchful"])),
-        pick(rng, [
-            f"{s.time}, the {s.b} was carrying {food} home.",
-            f"The {s.b} had found {food} and sat down {s.place} to enjoy it.",
-        ]),
-        pick(rng, [
-            f'The {s.a} wanted it for itself, so it called out, "What a handsome {s.b} you are! Surely your voice is as fine as your looks. Sing for me!"',
-            f'The {s.a} came near and said sweetly, "Friend, a creature as wise as you should not eat alone. Put that down and let me tell you a secret."',
-            f'"How tired you look," said the {s.a}. "Set your load down and rest, and I will guard it for you."',
-        ]),
-        pick(rng, [
-            f"But the {s.b} had heard such sweet words before. It held on to its food and said nothing.",
-            f"The {s.b} saw the hungry look in the {s.a}'s eyes and only held its food more tightly.",
-        ]),
-        pick(rng, [
-            f'Instead it said, "I hear there is a whole feast by the {pick(rng, ["mill", "barn", "old well", "farm gate"])}. Hurry, or the others will eat it first."',
-            f'"Thank you," said the {s.b}, "but I saw a far better prize behind the {pick(rng, ["hedge", "barn", "mill"])}. You should run and get it before the dogs wake."',
-        ]),
-        pick(rng, [
-            f"The {s.a} ran off, and by the time it came back empty and cross, the {s.b} had eaten every crumb.",
-            f"Off went the {s.a}, and found only a sleeping dog that chased it across the {s.place_short}. The {s.b} finished its meal in peace.",
-        ]),
+        pick(
+            rng,
+            [
+                f"{s.time}, the {s.b} was carrying {food} home.",
+                f"The {s.b} had found {food} and sat down {s.place} to enjoy it.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f'The {s.a} wanted it for itself, so it called out, "What a handsome {s.b} you are! Surely your voice is as fine as your looks. Sing for me!"',
+                f'The {s.a} came near and said sweetly, "Friend, a creature as wise as you should not eat alone. Put that down and let me tell you a secret."',
+                f'"How tired you look," said the {s.a}. "Set your load down and rest, and I will guard it for you."',
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"But the {s.b} had heard such sweet words before. It held on to its food and said nothing.",
+                f"The {s.b} saw the hungry look in the {s.a}'s eyes and only held its food more tightly.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f'Instead it said, "I hear there is a whole feast by the {pick(rng, ["mill", "barn", "old well", "farm gate"])}. Hurry, or the others will eat it first."',
+                f'"Thank you," said the {s.b}, "but I saw a far better prize behind the {pick(rng, ["hedge", "barn", "mill"])}. You should run and get it before the dogs wake."',
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"The {s.a} ran off, and by the time it came back empty and cross, the {s.b} had eaten every crumb.",
+                f"Off went the {s.a}, and found only a sleeping dog that chased it across the {s.place_short}. The {s.b} finished its meal in peace.",
+            ],
+        ),
     ]
     return f"The {capital(s.a)} and the {capital(s.b)}", " ".join(parts) + "\n\nMoral: " + pick(rng, MORALS["trick"])
 
 
 def fable_together(rng: random.Random) -> tuple[str, str]:
-    s = new_scene(rng, a=pick(rng, ["bear", "ox", "stag", "boar", "goat", "badger", "beaver", "otter"]),
-                  b=pick(rng, ["mouse", "wren", "squirrel", "magpie", "crow", "weasel", "vole", "robin"]))
+    s = new_scene(
+        rng,
+        a=pick(rng, ["bear", "ox", "stag", "boar", "goat", "badger", "beaver", "otter"]),
+        b=pick(rng, ["mouse", "wren", "squirrel", "magpie", "crow", "weasel", "vole", "robin"]),
+    )
     task, done = pick(rng, TASKS)
     parts = [
         opening(rng, s, pick(rng, ["strong", "big", "heavy"]), pick(rng, ["clever", "small", "quick"])),
-        pick(rng, [
-            f"{s.time}, both of them needed to {task}.",
-            f"One day the {s.a} and the {s.b} each wanted to {task}.",
-        ]),
-        pick(rng, [
-            f"The {s.a} tried first, but it was too heavy and too clumsy, and it gave up, tired and cross.",
-            f"The {s.a} pushed and pulled all morning, and got nowhere.",
-        ]),
-        pick(rng, [
-            f"The {s.b} tried next, but it was too small and too weak, and it failed as well.",
-            f"Then the {s.b} tried, and though it had a good plan, it had not the strength to carry it out.",
-        ]),
-        pick(rng, [
-            f'At last the {s.b} said, "You have the strength and I have the plan. Let us try together."',
-            f'"Alone we fail," said the {s.a}. "Tell me what to do, and I will do the heavy part."',
-        ]),
-        pick(rng, [
-            f"So the {s.b} showed the way and the {s.a} did the work, and before long they {done}.",
-            f"Working side by side, they {done} before the sun went down.",
-        ]),
-        pick(rng, [
-            f"From then on, whenever there was hard work to do {s.place}, the two of them did it together.",
-            f"The other animals {s.place} were amazed, and soon they too began to help one another.",
-        ]),
+        pick(
+            rng,
+            [
+                f"{s.time}, both of them needed to {task}.",
+                f"One day the {s.a} and the {s.b} each wanted to {task}.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"The {s.a} tried first, but it was too heavy and too clumsy, and it gave up, tired and cross.",
+                f"The {s.a} pushed and pulled all morning, and got nowhere.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"The {s.b} tried next, but it was too small and too weak, and it failed as well.",
+                f"Then the {s.b} tried, and though it had a good plan, it had not the strength to carry it out.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f'At last the {s.b} said, "You have the strength and I have the plan. Let us try together."',
+                f'"Alone we fail," said the {s.a}. "Tell me what to do, and I will do the heavy part."',
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"So the {s.b} showed the way and the {s.a} did the work, and before long they {done}.",
+                f"Working side by side, they {done} before the sun went down.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"From then on, whenever there was hard work to do {s.place}, the two of them did it together.",
+                f"The other animals {s.place} were amazed, and soon they too began to help one another.",
+            ],
+        ),
     ]
-    return f"The {capital(s.a)}, the {capital(s.b)} and the Hard Task", " ".join(parts) + "\n\nMoral: " + pick(rng, MORALS["together"])
+    return f"The {capital(s.a)}, the {capital(s.b)} and the Hard Task", " ".join(parts) + "\n\nMoral: " + pick(
+        rng, MORALS["together"]
+    )
 
 
 def fable_vanity(rng: random.Random) -> tuple[str, str]:
@@ -364,32 +531,52 @@ def fable_vanity(rng: random.Random) -> tuple[str, str]:
     feature = VAIN_FEATURES[a]
     parts = [
         opening(rng, s, pick(rng, ["vain", "proud", "handsome"]), pick(rng, ["busy", "hard-working", "plain"])),
-        pick(rng, [
-            f"The {s.a} spent every morning admiring its {feature} in the still water.",
-            f'"Is there anything in the {s.place_short} as fine as my {feature}?" the {s.a} asked every creature it met.',
-        ]),
-        pick(rng, [
-            f"The {s.b}, meanwhile, gathered food and mended its home, for the cold months were coming.",
-            f"All through the {pick(rng, ['summer', 'autumn'])} the {s.b} worked, storing food and lining its home with dry moss.",
-        ]),
-        pick(rng, [
-            f'"Why work so hard?" laughed the {s.a}. "No one looks at you."',
-            f'"You should rest and enjoy yourself," said the {s.a}, "as I do."',
-        ]),
-        pick(rng, [
-            f"Then the wind turned cold and the snow came, and the {s.a} had no food and no shelter.",
-            f"One night a storm blew in, and the {s.a} found that its {feature} could not keep it warm or fed.",
-        ]),
-        pick(rng, [
-            f"Shivering, it knocked at the {s.b}'s door. The {s.b} let it in and shared its store.",
-            f"Cold and hungry, the {s.a} went to the {s.b}, who gave it a place by the fire.",
-        ]),
-        pick(rng, [
-            f"The next year the {s.a} still liked its {feature}, but it worked beside the {s.b} all season.",
-            f"After that winter, the {s.a} looked into the water a little less and worked a great deal more.",
-        ]),
+        pick(
+            rng,
+            [
+                f"The {s.a} spent every morning admiring its {feature} in the still water.",
+                f'"Is there anything in the {s.place_short} as fine as my {feature}?" the {s.a} asked every creature it met.',
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"The {s.b}, meanwhile, gathered food and mended its home, for the cold months were coming.",
+                f"All through the {pick(rng, ['summer', 'autumn'])} the {s.b} worked, storing food and lining its home with dry moss.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f'"Why work so hard?" laughed the {s.a}. "No one looks at you."',
+                f'"You should rest and enjoy yourself," said the {s.a}, "as I do."',
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"Then the wind turned cold and the snow came, and the {s.a} had no food and no shelter.",
+                f"One night a storm blew in, and the {s.a} found that its {feature} could not keep it warm or fed.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"Shivering, it knocked at the {s.b}'s door. The {s.b} let it in and shared its store.",
+                f"Cold and hungry, the {s.a} went to the {s.b}, who gave it a place by the fire.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"The next year the {s.a} still liked its {feature}, but it worked beside the {s.b} all season.",
+                f"After that winter, the {s.a} looked into the water a little less and worked a great deal more.",
+            ],
+        ),
     ]
-    return f"The {capital(s.a)}'s {capital(feature.split()[-1])}", " ".join(parts) + "\n\nMoral: " + pick(rng, MORALS["vanity"])
+    return f"The {capital(s.a)}'s {capital(feature.split()[-1])}", " ".join(parts) + "\n\nMoral: " + pick(
+        rng, MORALS["vanity"]
+    )
 
 
 def fable_warning(rng: random.Random) -> tuple[str, str]:
@@ -397,27 +584,42 @@ def fable_warning(rng: random.Random) -> tuple[str, str]:
     danger, happened, cause = pick(rng, DANGERS)
     parts = [
         opening(rng, s, pick(rng, ["young", "reckless", "headstrong"]), pick(rng, ["old", "wise", "grey"])),
-        pick(rng, [
-            f'{s.time}, the {s.b} said to the {s.a}, "Be careful, for {danger}."',
-            f"One day the {s.b} warned the {s.a} that {danger}.",
-        ]),
-        pick(rng, [
-            f'"You are old and afraid of everything," said the {s.a}, and went on its way.',
-            f"The {s.a} only laughed, for it thought it knew better than anyone.",
-            f'"I am young and quick," said the {s.a}. "Nothing will happen to me."',
-        ]),
-        pick(rng, [
-            f"But soon {happened}, just as the {s.b} had said.",
-            f"Before long {happened}, and the {s.a} was in great danger.",
-        ]),
-        pick(rng, [
-            f"It escaped {cause} only because the {s.b} had followed and called out which way to go.",
-            f"It was lucky to escape {cause} with its life, and it limped home sore and ashamed.",
-        ]),
-        pick(rng, [
-            f"After that, when the {s.b} spoke, the {s.a} listened.",
-            f"From that day on, the {s.a} asked the {s.b} for advice before it set out anywhere new.",
-        ]),
+        pick(
+            rng,
+            [
+                f'{s.time}, the {s.b} said to the {s.a}, "Be careful, for {danger}."',
+                f"One day the {s.b} warned the {s.a} that {danger}.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f'"You are old and afraid of everything," said the {s.a}, and went on its way.',
+                f"The {s.a} only laughed, for it thought it knew better than anyone.",
+                f'"I am young and quick," said the {s.a}. "Nothing will happen to me."',
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"But soon {happened}, just as the {s.b} had said.",
+                f"Before long {happened}, and the {s.a} was in great danger.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"It escaped {cause} only because the {s.b} had followed and called out which way to go.",
+                f"It was lucky to escape {cause} with its life, and it limped home sore and ashamed.",
+            ],
+        ),
+        pick(
+            rng,
+            [
+                f"After that, when the {s.b} spoke, the {s.a} listened.",
+                f"From that day on, the {s.a} asked the {s.b} for advice before it set out anywhere new.",
+            ],
+        ),
     ]
     return f"The {capital(s.a)} Who Would Not Listen", " ".join(parts) + "\n\nMoral: " + pick(rng, MORALS["warning"])
 
@@ -442,51 +644,180 @@ def make_fables(rng: random.Random, target_bytes: int = 300_000) -> str:
 # --------------------------------------------------------------------------
 
 WORDS = [
-    "garden", "lantern", "meadow", "river", "window", "pencil", "basket", "thunder", "harvest",
-    "kettle", "orchard", "blanket", "candle", "ladder", "marble", "pepper", "saddle", "timber",
-    "violin", "walnut", "anchor", "bridge", "cellar", "feather", "hollow", "island", "jacket",
-    "mirror", "parcel", "quiver", "rocket", "silver", "tunnel", "velvet", "winter", "yellow",
+    "garden",
+    "lantern",
+    "meadow",
+    "river",
+    "window",
+    "pencil",
+    "basket",
+    "thunder",
+    "harvest",
+    "kettle",
+    "orchard",
+    "blanket",
+    "candle",
+    "ladder",
+    "marble",
+    "pepper",
+    "saddle",
+    "timber",
+    "violin",
+    "walnut",
+    "anchor",
+    "bridge",
+    "cellar",
+    "feather",
+    "hollow",
+    "island",
+    "jacket",
+    "mirror",
+    "parcel",
+    "quiver",
+    "rocket",
+    "silver",
+    "tunnel",
+    "velvet",
+    "winter",
+    "yellow",
 ]
 OPPOSITES = {
-    "early": "late", "hot": "cold", "up": "down", "light": "dark", "full": "empty", "open": "closed",
-    "fast": "slow", "loud": "quiet", "wet": "dry", "high": "low", "old": "young", "strong": "weak",
-    "wide": "narrow", "hard": "soft", "first": "last", "inside": "outside", "above": "below",
-    "heavy": "light", "rough": "smooth", "deep": "shallow", "sharp": "blunt", "brave": "afraid",
+    "early": "late",
+    "hot": "cold",
+    "up": "down",
+    "light": "dark",
+    "full": "empty",
+    "open": "closed",
+    "fast": "slow",
+    "loud": "quiet",
+    "wet": "dry",
+    "high": "low",
+    "old": "young",
+    "strong": "weak",
+    "wide": "narrow",
+    "hard": "soft",
+    "first": "last",
+    "inside": "outside",
+    "above": "below",
+    "heavy": "light",
+    "rough": "smooth",
+    "deep": "shallow",
+    "sharp": "blunt",
+    "brave": "afraid",
 }
 PLURALS = {
-    "mouse": "mice", "goose": "geese", "child": "children", "leaf": "leaves", "wolf": "wolves",
-    "fox": "foxes", "box": "boxes", "berry": "berries", "sheep": "sheep", "deer": "deer",
-    "tooth": "teeth", "foot": "feet", "knife": "knives", "city": "cities", "bus": "buses",
-    "ox": "oxen", "hero": "heroes", "church": "churches", "story": "stories", "shelf": "shelves",
+    "mouse": "mice",
+    "goose": "geese",
+    "child": "children",
+    "leaf": "leaves",
+    "wolf": "wolves",
+    "fox": "foxes",
+    "box": "boxes",
+    "berry": "berries",
+    "sheep": "sheep",
+    "deer": "deer",
+    "tooth": "teeth",
+    "foot": "feet",
+    "knife": "knives",
+    "city": "cities",
+    "bus": "buses",
+    "ox": "oxen",
+    "hero": "heroes",
+    "church": "churches",
+    "story": "stories",
+    "shelf": "shelves",
 }
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
-          "September", "October", "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 COLOUR_MIXES = {
-    ("blue", "yellow"): "green", ("red", "yellow"): "orange", ("red", "blue"): "purple",
-    ("red", "white"): "pink", ("black", "white"): "grey", ("blue", "white"): "light blue",
+    ("blue", "yellow"): "green",
+    ("red", "yellow"): "orange",
+    ("red", "blue"): "purple",
+    ("red", "white"): "pink",
+    ("black", "white"): "grey",
+    ("blue", "white"): "light blue",
 }
 UNITS = [  # (big unit, small unit, how many small in one big)
-    ("hours", "minutes", 60), ("minutes", "seconds", 60), ("days", "hours", 24),
-    ("weeks", "days", 7), ("metres", "centimetres", 100), ("kilograms", "grams", 1000),
-    ("years", "months", 12), ("litres", "millilitres", 1000),
+    ("hours", "minutes", 60),
+    ("minutes", "seconds", 60),
+    ("days", "hours", 24),
+    ("weeks", "days", 7),
+    ("metres", "centimetres", 100),
+    ("kilograms", "grams", 1000),
+    ("years", "months", 12),
+    ("litres", "millilitres", 1000),
 ]
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-                "ten", "eleven", "twelve"]
+NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+]
 
 
 def valley_facts(rng: random.Random) -> dict[str, dict[str, str]]:
     """A small, fixed world: where each animal of the valley lives, what it eats, what it is known for."""
-    homes = ["in the reeds by the mill pond", "under the old oak", "on the windy cliff",
-             "in the birch wood", "beside the stone bridge", "in the barley field",
-             "in the wild orchard", "by the cold stream", "on the hill above the village"]
-    foods = ["acorns", "small fish", "beetles", "clover", "blackberries", "grain",
-             "hazelnuts", "worms", "seeds", "pears", "roots", "moths"]
-    known = ["its patience", "its quick feet", "its loud song", "its sharp eyes", "its kindness",
-             "its tricks", "its wisdom", "its bad temper", "its fine coat", "its long memory"]
+    homes = [
+        "in the reeds by the mill pond",
+        "under the old oak",
+        "on the windy cliff",
+        "in the birch wood",
+        "beside the stone bridge",
+        "in the barley field",
+        "in the wild orchard",
+        "by the cold stream",
+        "on the hill above the village",
+    ]
+    foods = [
+        "acorns",
+        "small fish",
+        "beetles",
+        "clover",
+        "blackberries",
+        "grain",
+        "hazelnuts",
+        "worms",
+        "seeds",
+        "pears",
+        "roots",
+        "moths",
+    ]
+    known = [
+        "its patience",
+        "its quick feet",
+        "its loud song",
+        "its sharp eyes",
+        "its kindness",
+        "its tricks",
+        "its wisdom",
+        "its bad temper",
+        "its fine coat",
+        "its long memory",
+    ]
     return {
-        animal: {"home": pick(rng, homes), "food": pick(rng, foods), "known": pick(rng, known)}
-        for animal in ANIMALS
+        animal: {"home": pick(rng, homes), "food": pick(rng, foods), "known": pick(rng, known)} for animal in ANIMALS
     }
 
 
@@ -522,8 +853,11 @@ def qa_sequence(rng: random.Random) -> tuple[str, str, str]:
     start, step = rng.randint(1, 20), rng.randint(2, 9)
     terms = [start + step * i for i in range(4)]
     shown = ", ".join(str(t) for t in terms)
-    return ("numbers", f"What number comes next: {shown}?",
-            f"The numbers go up by {step} each time, so the next one is {terms[-1] + step}.")
+    return (
+        "numbers",
+        f"What number comes next: {shown}?",
+        f"The numbers go up by {step} each time, so the next one is {terms[-1] + step}.",
+    )
 
 
 def qa_units(rng: random.Random) -> tuple[str, str, str]:
@@ -573,16 +907,25 @@ def qa_colour(rng: random.Random) -> tuple[str, str, str]:
     (first, second), mixed = pick(rng, sorted(COLOUR_MIXES.items()))
     if rng.random() < 0.5:
         first, second = second, first
-    return ("colours", f"What colour do you get when you mix {first} and {second}?",
-            f"Mixing {first} and {second} gives {mixed}.")
+    return (
+        "colours",
+        f"What colour do you get when you mix {first} and {second}?",
+        f"Mixing {first} and {second} gives {mixed}.",
+    )
 
 
 def qa_counting(rng: random.Random) -> tuple[str, str, str]:
     animal = pick(rng, ["fox", "hen", "duck", "goat", "cat", "frog"])
     a, b = rng.randint(1, 6), rng.randint(1, 6)
-    question = (f"There are {NUMBER_WORDS[a]} {animal}s in the yard and {NUMBER_WORDS[b]} more come in. "
-                f"How many {animal}s are in the yard now?")
-    return "stories", question, f"{NUMBER_WORDS[a].capitalize()} and {NUMBER_WORDS[b]} make {NUMBER_WORDS[a + b]}, so there are {a + b} {animal}s."
+    question = (
+        f"There are {NUMBER_WORDS[a]} {animal}s in the yard and {NUMBER_WORDS[b]} more come in. "
+        f"How many {animal}s are in the yard now?"
+    )
+    return (
+        "stories",
+        question,
+        f"{NUMBER_WORDS[a].capitalize()} and {NUMBER_WORDS[b]} make {NUMBER_WORDS[a + b]}, so there are {a + b} {animal}s.",
+    )
 
 
 def make_qa_valley(facts: dict[str, dict[str, str]]):
@@ -596,22 +939,43 @@ def make_qa_valley(facts: dict[str, dict[str, str]]):
             return "valley", f"In the valley, where does the {animal} live?", f"The {animal} lives {fact['home']}."
         if kind == 1:
             return "valley", f"In the valley, what does the {animal} eat?", f"The {animal} eats {fact['food']}."
-        return "valley", f"In the valley, what is the {animal} known for?", f"The {animal} is known for {fact['known']}."
+        return (
+            "valley",
+            f"In the valley, what is the {animal} known for?",
+            f"The {animal} is known for {fact['known']}.",
+        )
 
     return qa_valley
 
 
 def make_qa(rng: random.Random, target_bytes: int = 260_000) -> str:
     """JSON lines with ``question``, ``answer``, ``topic`` and ``text`` (both together)."""
-    makers = [qa_arithmetic, qa_compare, qa_parity, qa_sequence, qa_units, qa_days, qa_spelling,
-              qa_opposite, qa_plural, qa_colour, qa_counting, make_qa_valley(valley_facts(rng))]
+    makers = [
+        qa_arithmetic,
+        qa_compare,
+        qa_parity,
+        qa_sequence,
+        qa_units,
+        qa_days,
+        qa_spelling,
+        qa_opposite,
+        qa_plural,
+        qa_colour,
+        qa_counting,
+        make_qa_valley(valley_facts(rng)),
+    ]
     weights = [4, 1, 1, 1, 2, 2, 2, 1, 1, 1, 1, 4]
     lines: list[str] = []
     size = 0
     while size < target_bytes:
         topic, question, answer = rng.choices(makers, weights)[0](rng)
-        record = {"id": len(lines) + 1, "topic": topic, "question": question, "answer": answer,
-                  "text": f"Question: {question}\nAnswer: {answer}"}
+        record = {
+            "id": len(lines) + 1,
+            "topic": topic,
+            "question": question,
+            "answer": answer,
+            "text": f"Question: {question}\nAnswer: {answer}",
+        }
         line = json.dumps(record, ensure_ascii=False)
         lines.append(line)
         size += len(line.encode()) + 1
@@ -627,43 +991,145 @@ def make_qa(rng: random.Random, target_bytes: int = 260_000) -> str:
 class Domain:
     """A record type the generated functions work on."""
 
-    module: str          # its name in CODE_MODULES
-    record: str          # class name
-    item: str            # variable name for one record
-    items: str           # variable name for many
-    number: str          # a numeric field
-    unit: str            # what the number counts
-    label: str           # a text field
+    module: str  # its name in CODE_MODULES
+    record: str  # class name
+    item: str  # variable name for one record
+    items: str  # variable name for many
+    number: str  # a numeric field
+    unit: str  # what the number counts
+    label: str  # a text field
     labels: tuple[str, ...]
     low: int
     high: int
 
 
 DOMAINS = [
-    Domain("orders", "Order", "order", "orders", "price", "pounds", "customer",
-           ("Ada", "Bram", "Cleo", "Dev", "Edda", "Finn"), 1, 90),
-    Domain("readings", "Reading", "reading", "readings", "value", "degrees", "sensor",
-           ("north", "south", "roof", "cellar", "porch"), -10, 40),
-    Domain("books", "Book", "book", "books", "pages", "pages", "author",
-           ("Hale", "Ibsen", "Jora", "Kemp", "Lund"), 40, 900),
-    Domain("trees", "Tree", "tree", "trees", "height", "metres", "species",
-           ("oak", "birch", "ash", "pine", "rowan", "alder"), 1, 40),
-    Domain("trips", "Trip", "trip", "trips", "distance", "kilometres", "driver",
-           ("Mara", "Nils", "Oona", "Pim", "Rosa"), 2, 600),
-    Domain("songs", "Song", "song", "songs", "seconds", "seconds", "artist",
-           ("Saga", "Tove", "Ulla", "Vik", "Wim"), 90, 420),
-    Domain("parcels", "Parcel", "parcel", "parcels", "weight", "grams", "city",
-           ("Arden", "Brill", "Corwen", "Dunmore", "Elstow"), 50, 5000),
-    Domain("plants", "Plant", "plant", "plants", "water", "millilitres", "room",
-           ("kitchen", "hall", "study", "attic", "porch"), 10, 500),
-    Domain("scores", "Score", "score", "scores", "points", "points", "player",
-           ("Agnes", "Bo", "Cyril", "Dora", "Emil"), 0, 100),
-    Domain("meals", "Meal", "meal", "meals", "calories", "calories", "cook",
-           ("Fern", "Gus", "Hilde", "Ivo", "Juno"), 150, 1200),
-    Domain("rivers", "River", "river", "rivers", "length", "kilometres", "region",
-           ("Fernmere", "Highmoor", "Lowdale", "Saltmarsh", "Westvale"), 5, 800),
-    Domain("tasks", "Task", "task", "tasks", "minutes", "minutes", "owner",
-           ("Kai", "Lena", "Milo", "Nora", "Otto"), 5, 240),
+    Domain(
+        "orders",
+        "Order",
+        "order",
+        "orders",
+        "price",
+        "pounds",
+        "customer",
+        ("Ada", "Bram", "Cleo", "Dev", "Edda", "Finn"),
+        1,
+        90,
+    ),
+    Domain(
+        "readings",
+        "Reading",
+        "reading",
+        "readings",
+        "value",
+        "degrees",
+        "sensor",
+        ("north", "south", "roof", "cellar", "porch"),
+        -10,
+        40,
+    ),
+    Domain(
+        "books", "Book", "book", "books", "pages", "pages", "author", ("Hale", "Ibsen", "Jora", "Kemp", "Lund"), 40, 900
+    ),
+    Domain(
+        "trees",
+        "Tree",
+        "tree",
+        "trees",
+        "height",
+        "metres",
+        "species",
+        ("oak", "birch", "ash", "pine", "rowan", "alder"),
+        1,
+        40,
+    ),
+    Domain(
+        "trips",
+        "Trip",
+        "trip",
+        "trips",
+        "distance",
+        "kilometres",
+        "driver",
+        ("Mara", "Nils", "Oona", "Pim", "Rosa"),
+        2,
+        600,
+    ),
+    Domain(
+        "songs",
+        "Song",
+        "song",
+        "songs",
+        "seconds",
+        "seconds",
+        "artist",
+        ("Saga", "Tove", "Ulla", "Vik", "Wim"),
+        90,
+        420,
+    ),
+    Domain(
+        "parcels",
+        "Parcel",
+        "parcel",
+        "parcels",
+        "weight",
+        "grams",
+        "city",
+        ("Arden", "Brill", "Corwen", "Dunmore", "Elstow"),
+        50,
+        5000,
+    ),
+    Domain(
+        "plants",
+        "Plant",
+        "plant",
+        "plants",
+        "water",
+        "millilitres",
+        "room",
+        ("kitchen", "hall", "study", "attic", "porch"),
+        10,
+        500,
+    ),
+    Domain(
+        "scores",
+        "Score",
+        "score",
+        "scores",
+        "points",
+        "points",
+        "player",
+        ("Agnes", "Bo", "Cyril", "Dora", "Emil"),
+        0,
+        100,
+    ),
+    Domain(
+        "meals",
+        "Meal",
+        "meal",
+        "meals",
+        "calories",
+        "calories",
+        "cook",
+        ("Fern", "Gus", "Hilde", "Ivo", "Juno"),
+        150,
+        1200,
+    ),
+    Domain(
+        "rivers",
+        "River",
+        "river",
+        "rivers",
+        "length",
+        "kilometres",
+        "region",
+        ("Fernmere", "Highmoor", "Lowdale", "Saltmarsh", "Westvale"),
+        5,
+        800,
+    ),
+    Domain(
+        "tasks", "Task", "task", "tasks", "minutes", "minutes", "owner", ("Kai", "Lena", "Milo", "Nora", "Otto"), 5, 240
+    ),
 ]
 
 
@@ -708,19 +1174,24 @@ TestMaker = Callable[[random.Random], str]
 def code_total(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
     name = f"total_{d.number}"
     if rng.random() < 0.5:
-        body = (f"    total = 0\n"
-                f"    for {d.item} in {d.items}:\n"
-                f"        total += {d.item}.{d.number}\n"
-                f"    return total\n")
+        body = (
+            f"    total = 0\n    for {d.item} in {d.items}:\n        total += {d.item}.{d.number}\n    return total\n"
+        )
     else:
         body = f"    return sum({d.item}.{d.number} for {d.item} in {d.items})\n"
-    function = (f"def {name}({d.items}):\n"
-                f'    """Return the sum of {d.number} over all {d.items}{"" if d.number == d.unit else ", in " + d.unit}."""\n' + body)
+    function = (
+        f"def {name}({d.items}):\n"
+        f'    """Return the sum of {d.number} over all {d.items}{"" if d.number == d.unit else ", in " + d.unit}."""\n'
+        + body
+    )
 
     def test(rng: random.Random) -> str:
         records = sample_records(rng, d, rng.randint(2, 5))
-        return (f"def test_{name}():\n" + records_literal(d, records)
-                + f"    assert {name}({d.items}) == {sum(r.number for r in records)}\n")
+        return (
+            f"def test_{name}():\n"
+            + records_literal(d, records)
+            + f"    assert {name}({d.items}) == {sum(r.number for r in records)}\n"
+        )
 
     return function, test
 
@@ -729,17 +1200,22 @@ def code_filter(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
     above = rng.random() < 0.5
     word, op = ("above", ">") if above else ("below", "<")
     name = f"{d.items}_{word}"
-    function = (f"def {name}({d.items}, limit):\n"
-                f'    """Return the {d.items} whose {d.number} is {word} limit, in their original order."""\n'
-                f"    return [{d.item} for {d.item} in {d.items} if {d.item}.{d.number} {op} limit]\n")
+    function = (
+        f"def {name}({d.items}, limit):\n"
+        f'    """Return the {d.items} whose {d.number} is {word} limit, in their original order."""\n'
+        f"    return [{d.item} for {d.item} in {d.items} if {d.item}.{d.number} {op} limit]\n"
+    )
 
     def test(rng: random.Random) -> str:
         records = sample_records(rng, d, rng.randint(3, 6))
         limit = rng.randint(d.low, d.high)
         kept = [r.number for r in records if (r.number > limit if above else r.number < limit)]
-        return (f"def test_{name}():\n" + records_literal(d, records)
-                + f"    kept = {name}({d.items}, {limit})\n"
-                + f"    assert [{d.item}.{d.number} for {d.item} in kept] == {kept}\n")
+        return (
+            f"def test_{name}():\n"
+            + records_literal(d, records)
+            + f"    kept = {name}({d.items}, {limit})\n"
+            + f"    assert [{d.item}.{d.number} for {d.item} in kept] == {kept}\n"
+        )
 
     return function, test
 
@@ -748,18 +1224,23 @@ def code_extreme(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
     largest = rng.random() < 0.5
     word, builtin = ("largest", "max") if largest else ("smallest", "min")
     name = f"{word}_{d.item}"
-    function = (f"def {name}({d.items}):\n"
-                f'    """Return the {d.item} with the {word} {d.number}, or None when there are none."""\n'
-                f"    if not {d.items}:\n"
-                f"        return None\n"
-                f"    return {builtin}({d.items}, key=lambda {d.item}: {d.item}.{d.number})\n")
+    function = (
+        f"def {name}({d.items}):\n"
+        f'    """Return the {d.item} with the {word} {d.number}, or None when there are none."""\n'
+        f"    if not {d.items}:\n"
+        f"        return None\n"
+        f"    return {builtin}({d.items}, key=lambda {d.item}: {d.item}.{d.number})\n"
+    )
 
     def test(rng: random.Random) -> str:
         records = sample_records(rng, d, rng.randint(2, 5))
         best = (max if largest else min)(records, key=lambda r: r.number)
-        return (f"def test_{name}():\n" + records_literal(d, records)
-                + f"    assert {name}({d.items}).{d.number} == {best.number}\n"
-                + f"    assert {name}([]) is None\n")
+        return (
+            f"def test_{name}():\n"
+            + records_literal(d, records)
+            + f"    assert {name}({d.items}).{d.number} == {best.number}\n"
+            + f"    assert {name}([]) is None\n"
+        )
 
     return function, test
 
@@ -767,26 +1248,35 @@ def code_extreme(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
 def code_group(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
     name = f"{d.items}_by_{d.label}"
     if rng.random() < 0.5:
-        body = (f"    groups = {{}}\n"
-                f"    for {d.item} in {d.items}:\n"
-                f"        groups.setdefault({d.item}.{d.label}, []).append({d.item})\n"
-                f"    return groups\n")
+        body = (
+            f"    groups = {{}}\n"
+            f"    for {d.item} in {d.items}:\n"
+            f"        groups.setdefault({d.item}.{d.label}, []).append({d.item})\n"
+            f"    return groups\n"
+        )
     else:
-        body = (f"    groups = defaultdict(list)\n"
-                f"    for {d.item} in {d.items}:\n"
-                f"        groups[{d.item}.{d.label}].append({d.item})\n"
-                f"    return dict(groups)\n")
-    function = (f"def {name}({d.items}):\n"
-                f'    """Group the {d.items} by {d.label}: a dict from each {d.label} to its {d.items}."""\n' + body)
+        body = (
+            f"    groups = defaultdict(list)\n"
+            f"    for {d.item} in {d.items}:\n"
+            f"        groups[{d.item}.{d.label}].append({d.item})\n"
+            f"    return dict(groups)\n"
+        )
+    function = (
+        f"def {name}({d.items}):\n"
+        f'    """Group the {d.items} by {d.label}: a dict from each {d.label} to its {d.items}."""\n' + body
+    )
 
     def test(rng: random.Random) -> str:
         records = sample_records(rng, d, rng.randint(3, 6))
         counts: dict[str, int] = {}
         for r in records:
             counts[r.label] = counts.get(r.label, 0) + 1
-        return (f"def test_{name}():\n" + records_literal(d, records)
-                + f"    groups = {name}({d.items})\n"
-                + f"    assert {{key: len(value) for key, value in groups.items()}} == {counts!r}\n")
+        return (
+            f"def test_{name}():\n"
+            + records_literal(d, records)
+            + f"    groups = {name}({d.items})\n"
+            + f"    assert {{key: len(value) for key, value in groups.items()}} == {counts!r}\n"
+        )
 
     return function, test
 
@@ -794,35 +1284,45 @@ def code_group(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
 def code_average(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
     name = f"average_{d.number}"
     total = pick(rng, [f"total_{d.number}({d.items})", f"sum({d.item}.{d.number} for {d.item} in {d.items})"])
-    function = (f"def {name}({d.items}):\n"
-                f'    """Return the mean {d.number} of the {d.items}; raise ValueError when there are none."""\n'
-                f"    if not {d.items}:\n"
-                f'        raise ValueError("no {d.items} to average")\n'
-                f"    return {total} / len({d.items})\n")
+    function = (
+        f"def {name}({d.items}):\n"
+        f'    """Return the mean {d.number} of the {d.items}; raise ValueError when there are none."""\n'
+        f"    if not {d.items}:\n"
+        f'        raise ValueError("no {d.items} to average")\n'
+        f"    return {total} / len({d.items})\n"
+    )
 
     def test(rng: random.Random) -> str:
         count = rng.choice([2, 4, 5])
         records = sample_records(rng, d, count)
         mean = sum(r.number for r in records) / count
-        return (f"def test_{name}():\n" + records_literal(d, records)
-                + f"    assert {name}({d.items}) == {mean!r}\n"
-                + "    with pytest.raises(ValueError):\n"
-                + f"        {name}([])\n")
+        return (
+            f"def test_{name}():\n"
+            + records_literal(d, records)
+            + f"    assert {name}({d.items}) == {mean!r}\n"
+            + "    with pytest.raises(ValueError):\n"
+            + f"        {name}([])\n"
+        )
 
     return function, test
 
 
 def code_count(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
     name = f"count_{d.items}_for"
-    function = (f"def {name}({d.items}, {d.label}):\n"
-                f'    """Return how many of the {d.items} belong to the given {d.label}."""\n'
-                f"    return sum(1 for {d.item} in {d.items} if {d.item}.{d.label} == {d.label})\n")
+    function = (
+        f"def {name}({d.items}, {d.label}):\n"
+        f'    """Return how many of the {d.items} belong to the given {d.label}."""\n'
+        f"    return sum(1 for {d.item} in {d.items} if {d.item}.{d.label} == {d.label})\n"
+    )
 
     def test(rng: random.Random) -> str:
         records = sample_records(rng, d, rng.randint(3, 6))
         target = pick(rng, d.labels)
-        return (f"def test_{name}():\n" + records_literal(d, records)
-                + f'    assert {name}({d.items}, "{target}") == {sum(r.label == target for r in records)}\n')
+        return (
+            f"def test_{name}():\n"
+            + records_literal(d, records)
+            + f'    assert {name}({d.items}, "{target}") == {sum(r.label == target for r in records)}\n'
+        )
 
     return function, test
 
@@ -832,15 +1332,20 @@ def code_sort(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
     name = f"sort_by_{d.number}"
     order = "largest first" if descending else "smallest first"
     reverse = ", reverse=True" if descending else ""
-    function = (f"def {name}({d.items}):\n"
-                f'    """Return a new list of the {d.items}, {order} by {d.number}."""\n'
-                f"    return sorted({d.items}, key=lambda {d.item}: {d.item}.{d.number}{reverse})\n")
+    function = (
+        f"def {name}({d.items}):\n"
+        f'    """Return a new list of the {d.items}, {order} by {d.number}."""\n'
+        f"    return sorted({d.items}, key=lambda {d.item}: {d.item}.{d.number}{reverse})\n"
+    )
 
     def test(rng: random.Random) -> str:
         records = sample_records(rng, d, rng.randint(3, 5))
         expected = sorted((r.number for r in records), reverse=descending)
-        return (f"def test_{name}():\n" + records_literal(d, records)
-                + f"    assert [{d.item}.{d.number} for {d.item} in {name}({d.items})] == {expected}\n")
+        return (
+            f"def test_{name}():\n"
+            + records_literal(d, records)
+            + f"    assert [{d.item}.{d.number} for {d.item} in {name}({d.items})] == {expected}\n"
+        )
 
     return function, test
 
@@ -848,19 +1353,29 @@ def code_sort(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
 def code_describe(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
     name = f"describe_{d.item}"
     label_first = rng.random() < 0.5
-    template = (f'f"{{{d.item}.{d.label}}}: {{{d.item}.{d.number}}} {d.unit}"' if label_first
-                else f'f"{d.record} of {{{d.item}.{d.label}}} ({{{d.item}.{d.number}}} {d.unit})"')
-    function = (f"def {name}({d.item}):\n"
-                f'    """A one-line description of {article(d.item)}, for logs and reports."""\n'
-                f"    return {template}\n")
+    template = (
+        f'f"{{{d.item}.{d.label}}}: {{{d.item}.{d.number}}} {d.unit}"'
+        if label_first
+        else f'f"{d.record} of {{{d.item}.{d.label}}} ({{{d.item}.{d.number}}} {d.unit})"'
+    )
+    function = (
+        f"def {name}({d.item}):\n"
+        f'    """A one-line description of {article(d.item)}, for logs and reports."""\n'
+        f"    return {template}\n"
+    )
 
     def test(rng: random.Random) -> str:
         record = sample_records(rng, d, 1)[0]
-        text = (f"{record.label}: {record.number} {d.unit}" if label_first
-                else f"{d.record} of {record.label} ({record.number} {d.unit})")
-        return (f"def test_{name}():\n"
-                f'    {d.item} = {d.record}({d.number}={record.number}, {d.label}="{record.label}")\n'
-                f'    assert {name}({d.item}) == "{text}"\n')
+        text = (
+            f"{record.label}: {record.number} {d.unit}"
+            if label_first
+            else f"{d.record} of {record.label} ({record.number} {d.unit})"
+        )
+        return (
+            f"def test_{name}():\n"
+            f'    {d.item} = {d.record}({d.number}={record.number}, {d.label}="{record.label}")\n'
+            f'    assert {name}({d.item}) == "{text}"\n'
+        )
 
     return function, test
 
@@ -868,30 +1383,35 @@ def code_describe(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
 def code_clamp(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
     name = f"clamp_{d.number}"
     low, high = sorted(rng.sample(range(d.low, d.high + 1), 2))
-    function = (f"def {name}(value, low={low}, high={high}):\n"
-                f'    """Keep a {d.number} between low and high, so one bad {d.item} cannot skew a report."""\n'
-                f"    if value < low:\n"
-                f"        return low\n"
-                f"    if value > high:\n"
-                f"        return high\n"
-                f"    return value\n")
+    function = (
+        f"def {name}(value, low={low}, high={high}):\n"
+        f'    """Keep a {d.number} between low and high, so one bad {d.item} cannot skew a report."""\n'
+        f"    if value < low:\n"
+        f"        return low\n"
+        f"    if value > high:\n"
+        f"        return high\n"
+        f"    return value\n"
+    )
 
     def test(rng: random.Random) -> str:
         probes = [rng.randint(d.low - 20, d.high + 20) for _ in range(3)]
         return f"def test_{name}():\n" + "".join(
-            f"    assert {name}({p}) == {min(max(p, low), high)}\n" for p in probes)
+            f"    assert {name}({p}) == {min(max(p, low), high)}\n" for p in probes
+        )
 
     return function, test
 
 
 def code_running(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
     name = f"running_{d.number}"
-    function = (f"def {name}({d.items}):\n"
-                f'    """Yield the total {d.number} so far after each {d.item}."""\n'
-                f"    total = 0\n"
-                f"    for {d.item} in {d.items}:\n"
-                f"        total += {d.item}.{d.number}\n"
-                f"        yield total\n")
+    function = (
+        f"def {name}({d.items}):\n"
+        f'    """Yield the total {d.number} so far after each {d.item}."""\n'
+        f"    total = 0\n"
+        f"    for {d.item} in {d.items}:\n"
+        f"        total += {d.item}.{d.number}\n"
+        f"        yield total\n"
+    )
 
     def test(rng: random.Random) -> str:
         records = sample_records(rng, d, rng.randint(2, 5))
@@ -899,44 +1419,65 @@ def code_running(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
         for r in records:
             total += r.number
             totals.append(total)
-        return (f"def test_{name}():\n" + records_literal(d, records)
-                + f"    assert list({name}({d.items})) == {totals}\n")
+        return (
+            f"def test_{name}():\n" + records_literal(d, records) + f"    assert list({name}({d.items})) == {totals}\n"
+        )
 
     return function, test
 
 
 def code_find(rng: random.Random, d: Domain) -> tuple[str, TestMaker]:
     name = f"first_{d.item}_for"
-    function = (f"def {name}({d.items}, {d.label}):\n"
-                f'    """Return the first {d.item} of the given {d.label}, or None if there is none."""\n'
-                f"    for {d.item} in {d.items}:\n"
-                f"        if {d.item}.{d.label} == {d.label}:\n"
-                f"            return {d.item}\n"
-                f"    return None\n")
+    function = (
+        f"def {name}({d.items}, {d.label}):\n"
+        f'    """Return the first {d.item} of the given {d.label}, or None if there is none."""\n'
+        f"    for {d.item} in {d.items}:\n"
+        f"        if {d.item}.{d.label} == {d.label}:\n"
+        f"            return {d.item}\n"
+        f"    return None\n"
+    )
 
     def test(rng: random.Random) -> str:
         records = sample_records(rng, d, rng.randint(3, 5))
         target = pick(rng, d.labels)
         found = next((r for r in records if r.label == target), None)
-        check = (f'    assert {name}({d.items}, "{target}") is None\n' if found is None
-                 else f'    assert {name}({d.items}, "{target}").{d.number} == {found.number}\n')
+        check = (
+            f'    assert {name}({d.items}, "{target}") is None\n'
+            if found is None
+            else f'    assert {name}({d.items}, "{target}").{d.number} == {found.number}\n'
+        )
         return f"def test_{name}():\n" + records_literal(d, records) + check
 
     return function, test
 
 
-CODE_PIECES = [code_total, code_filter, code_extreme, code_group, code_average, code_count,
-               code_sort, code_describe, code_clamp, code_running, code_find]
+CODE_PIECES = [
+    code_total,
+    code_filter,
+    code_extreme,
+    code_group,
+    code_average,
+    code_count,
+    code_sort,
+    code_describe,
+    code_clamp,
+    code_running,
+    code_find,
+]
 
 
 # Each module works on three record types, and each trio appears in two
 # modules, so whichever module ends up in the validation split, the model has
 # trained on its record types elsewhere.
 CODE_MODULES = {
-    "almanac": ("orders", "trips", "scores"), "bakery": ("readings", "songs", "meals"),
-    "courier": ("books", "parcels", "rivers"), "depot": ("trees", "plants", "tasks"),
-    "estate": ("scores", "orders", "trips"), "harbour": ("meals", "readings", "songs"),
-    "inn": ("rivers", "books", "parcels"), "library": ("tasks", "trees", "plants"),
+    "almanac": ("orders", "trips", "scores"),
+    "bakery": ("readings", "songs", "meals"),
+    "courier": ("books", "parcels", "rivers"),
+    "depot": ("trees", "plants", "tasks"),
+    "estate": ("scores", "orders", "trips"),
+    "harbour": ("meals", "readings", "songs"),
+    "inn": ("rivers", "books", "parcels"),
+    "library": ("tasks", "trees", "plants"),
 }
 
 
@@ -954,21 +1495,25 @@ def make_code_module(rng: random.Random, name: str, domains: list[Domain]) -> st
     tests = [maker(rng).replace("def test_", f"def test_{i:02d}_", 1) for i, maker in enumerate(makers)]
     kinds = ", ".join(d.items for d in domains[:-1]) + f" and {domains[-1].items}"
     fields = "".join(f"    {d.record}: {measure(d)}, and {article(d.label)}\n" for d in domains)
-    header = (f'"""The {name}: small helpers for working with {kinds}.\n\n'
-              f"Record types:\n{fields}\n"
-              f"The functions below are plain Python, so they can be read and tested one at a time.\n"
-              f'"""\n\n'
-              f"from collections import defaultdict\n"
-              f"from dataclasses import dataclass\n\n"
-              f"import pytest\n")
+    header = (
+        f'"""The {name}: small helpers for working with {kinds}.\n\n'
+        f"Record types:\n{fields}\n"
+        f"The functions below are plain Python, so they can be read and tested one at a time.\n"
+        f'"""\n\n'
+        f"from collections import defaultdict\n"
+        f"from dataclasses import dataclass\n\n"
+        f"import pytest\n"
+    )
     return "\n\n".join([header, *(code_class(d) for d in domains), *functions, *tests])
 
 
 def make_code(rng: random.Random) -> dict[str, str]:
     """The modules, keyed by file name."""
     by_name = {d.module: d for d in DOMAINS}
-    return {f"{name}.txt": make_code_module(rng, name, [by_name[m] for m in modules])
-            for name, modules in CODE_MODULES.items()}
+    return {
+        f"{name}.txt": make_code_module(rng, name, [by_name[m] for m in modules])
+        for name, modules in CODE_MODULES.items()
+    }
 
 
 # --------------------------------------------------------------------------
@@ -976,8 +1521,14 @@ def make_code(rng: random.Random) -> dict[str, str]:
 # --------------------------------------------------------------------------
 
 TOWNS = {  # town -> how much warmer than the valley average it runs, in degrees
-    "Millbrook": 0, "Ashford Cross": 1, "Fernmere": -1, "Kestrel Bay": 2, "Oakhollow": -2,
-    "Stonebridge": 0, "Wrenfield": 1, "High Tarn": -4,
+    "Millbrook": 0,
+    "Ashford Cross": 1,
+    "Fernmere": -1,
+    "Kestrel Bay": 2,
+    "Oakhollow": -2,
+    "Stonebridge": 0,
+    "Wrenfield": 1,
+    "High Tarn": -4,
 }
 MONTH_MEAN = [3, 4, 7, 10, 13, 16, 18, 18, 15, 11, 7, 4]  # mean daily high, degrees C
 WIND_DIRECTIONS = ["north", "north-east", "east", "south-east", "south", "south-west", "west", "north-west"]
@@ -989,21 +1540,41 @@ def weather_report(rng: random.Random, day: datetime.date, town: str) -> str:
     wind_speed = pick(rng, ["calm", "light", "moderate", "fresh", "strong"])
     wind = "calm air" if wind_speed == "calm" else f"a {wind_speed} {pick(rng, WIND_DIRECTIONS)} wind"
     if low <= 0 and rng.random() < 0.4:
-        sky = pick(rng, ["Snow showers through the morning", "A light fall of snow overnight",
-                         "Sleet turning to snow by evening"])
+        sky = pick(
+            rng,
+            ["Snow showers through the morning", "A light fall of snow overnight", "Sleet turning to snow by evening"],
+        )
     elif low <= 1:
-        sky = pick(rng, ["A hard frost at dawn, then bright sunshine", "Frost and freezing fog early",
-                         "A frosty start and a clear, cold day"])
+        sky = pick(
+            rng,
+            [
+                "A hard frost at dawn, then bright sunshine",
+                "Frost and freezing fog early",
+                "A frosty start and a clear, cold day",
+            ],
+        )
     else:
-        sky = pick(rng, ["Morning fog lifting by ten o'clock", "Sunshine from start to finish",
-                         "Grey skies with drizzle at times", "Heavy showers, some with thunder",
-                         "Cloud building through the afternoon", "Long sunny spells",
-                         "Steady rain until midday, then brighter", "A dull, damp day"])
-    ending = pick(rng, [
-        f"High of {high}°C, low of {low}°C, with {wind}.",
-        f"Temperatures from {low}°C overnight to {high}°C in the afternoon; {wind}.",
-        f"{capital(wind)}; the thermometer reached {high}°C and fell to {low}°C at night.",
-    ])
+        sky = pick(
+            rng,
+            [
+                "Morning fog lifting by ten o'clock",
+                "Sunshine from start to finish",
+                "Grey skies with drizzle at times",
+                "Heavy showers, some with thunder",
+                "Cloud building through the afternoon",
+                "Long sunny spells",
+                "Steady rain until midday, then brighter",
+                "A dull, damp day",
+            ],
+        )
+    ending = pick(
+        rng,
+        [
+            f"High of {high}°C, low of {low}°C, with {wind}.",
+            f"Temperatures from {low}°C overnight to {high}°C in the afternoon; {wind}.",
+            f"{capital(wind)}; the thermometer reached {high}°C and fell to {low}°C at night.",
+        ],
+    )
     return f"{sky} in {town}. {ending}"
 
 

@@ -88,16 +88,24 @@ def build_tiny_gpt2(directory: Path, *, n_positions: int = 64, vocab_size: int =
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(TOKENIZER_TEXTS, vocab_size=vocab_size, min_frequency=1,
-                            special_tokens=["<|endoftext|>"], show_progress=False)
+    bpe.train_from_iterator(
+        TOKENIZER_TEXTS, vocab_size=vocab_size, min_frequency=1, special_tokens=["<|endoftext|>"], show_progress=False
+    )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+        tokenizer_object=bpe,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
         unk_token="<|endoftext|>",
     )
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=n_positions, n_embd=32, n_layer=2, n_head=2,
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        n_positions=n_positions,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     model = GPT2LMHeadModel(config)
     directory.mkdir(parents=True, exist_ok=True)
@@ -135,8 +143,13 @@ def lmwb_command(*args: str) -> list[str]:
 def lmwb_in_subprocess(*args: str, stdin: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """Run the real `lmwb ARGS` in a child process (same LMWB_HOME), as a shell would; wait for it to end."""
     return subprocess.run(
-        lmwb_command(*args), input=stdin, capture_output=True, text=True, cwd=REPO_ROOT,
-        timeout=timeout, stdin=None if stdin is not None else subprocess.DEVNULL,
+        lmwb_command(*args),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=timeout,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
     )
 
 
@@ -167,8 +180,13 @@ def write_fables(path: Path, count: int = 300) -> Path:
     """A small made-up corpus: varied sentences, enough for a tokenizer and a few training windows."""
     animals = ["fox", "crow", "hare", "tortoise", "owl", "wolf", "lamb", "mouse", "lion", "ant"]
     places = ["old mill", "river bank", "dark wood", "barley field", "stone bridge", "hollow oak"]
-    morals = ["slow and steady wins", "pride comes before a fall", "a friend in need is a friend indeed",
-              "look before you leap", "honesty is the best policy"]
+    morals = [
+        "slow and steady wins",
+        "pride comes before a fall",
+        "a friend in need is a friend indeed",
+        "look before you leap",
+        "honesty is the best policy",
+    ]
     lines = []
     for index, (first, second) in enumerate(itertools.islice(itertools.permutations(animals, 2), count)):
         place, moral = places[index % len(places)], morals[index % len(morals)]

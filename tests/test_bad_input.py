@@ -40,8 +40,24 @@ from tui.cli import main
 
 
 def quick_training(model: Path, dataset: Path, *more: str) -> list[str]:
-    return ["train", "--model", str(model), "--dataset", str(dataset), "--steps", "4", "--batch-size", "2",
-            "--block-size", "16", "--warmup", "1", "--device", "cpu", *more]
+    return [
+        "train",
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--block-size",
+        "16",
+        "--warmup",
+        "1",
+        "--device",
+        "cpu",
+        *more,
+    ]
 
 
 # -----------------------------------------------------------------------------
@@ -63,8 +79,9 @@ def test_a_binary_file(capsys, tmp_path, tiny_model_dir):
     path = tmp_path / "photo.txt"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + os.urandom(2000))
     code, _, stderr = lmwb_in_process(capsys, "datasets", str(path))
-    assert_one_line_error(code, stderr, str(path), "binary file, not text",
-                          "NUL byte at offset 8", "Use a UTF-8 text file")
+    assert_one_line_error(
+        code, stderr, str(path), "binary file, not text", "NUL byte at offset 8", "Use a UTF-8 text file"
+    )
     code, _, stderr = lmwb_in_process(capsys, *quick_training(tiny_model_dir, path))
     assert_one_line_error(code, stderr, "binary file")
     assert RunStore().list_runs() == []
@@ -74,8 +91,9 @@ def test_non_utf8_text(capsys, tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("Le corbeau et le renard\nCafé au lait\n".encode("latin-1"))
     code, _, stderr = lmwb_in_process(capsys, "datasets", str(path))
-    assert_one_line_error(code, stderr, str(path), "not UTF-8 text",
-                          "byte 0xE9", "(line 2)", "iconv -f latin1 -t utf-8")
+    assert_one_line_error(
+        code, stderr, str(path), "not UTF-8 text", "byte 0xE9", "(line 2)", "iconv -f latin1 -t utf-8"
+    )
 
 
 def test_non_utf8_bytes_deep_in_a_big_file_fail_the_run_with_the_line(capsys, tmp_path, tiny_model_dir):
@@ -127,18 +145,28 @@ def test_a_dataset_shorter_than_one_block(capsys, tmp_path, tiny_model_dir):
     path = tmp_path / "note.txt"
     path.write_text("A fox. A crow. " * 4, encoding="utf-8")
     code, _, stderr = lmwb_in_process(capsys, *quick_training(tiny_model_dir, path, "--block-size", "32"))
-    line = assert_one_line_error(code, stderr, "--dataset", str(path), "fewer than one window of block_size + 1 = 33",
-                                 "use more text or a smaller block_size")
+    line = assert_one_line_error(
+        code,
+        stderr,
+        "--dataset",
+        str(path),
+        "fewer than one window of block_size + 1 = 33",
+        "use more text or a smaller block_size",
+    )
     [run] = RunStore().list_runs()
     assert run.status == "failed" and run.error in line
 
 
-@pytest.mark.parametrize(("lines", "message"), [
-    ('{"text": "a fox"}\n{"text": "a crow"\n', 'line 2: not valid JSON'),
-    ('{"text": "a fox"}\n\n{"body": "a crow"}\n', "line 3: no field 'text' (the fields are 'body')"),
-    ('{"text": "a fox"}\n["a crow"]\n', "line 2: a list where a JSON object was expected"),
-    ('{"text": "a fox"}\n{"text": 42}\n', "line 2: the field 'text' is a number, not text"),
-], ids=["not-json", "no-field", "not-an-object", "not-text"])
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('{"text": "a fox"}\n{"text": "a crow"\n', "line 2: not valid JSON"),
+        ('{"text": "a fox"}\n\n{"body": "a crow"}\n', "line 3: no field 'text' (the fields are 'body')"),
+        ('{"text": "a fox"}\n["a crow"]\n', "line 2: a list where a JSON object was expected"),
+        ('{"text": "a fox"}\n{"text": 42}\n', "line 2: the field 'text' is a number, not text"),
+    ],
+    ids=["not-json", "no-field", "not-an-object", "not-text"],
+)
 def test_a_jsonl_line_that_is_not_json_or_lacks_the_field(capsys, tmp_path, lines, message):
     path = tmp_path / "records.jsonl"
     path.write_text(lines, encoding="utf-8")
@@ -151,16 +179,16 @@ def test_a_jsonl_field_that_is_named_is_used_and_a_wrong_name_says_which_fields_
     path.write_text('{"body": "a fox"}\n{"body": "a crow"}\n', encoding="utf-8")
     assert lmwb_in_process(capsys, "datasets", str(path), "--field", "body")[0] == 0
     code, _, stderr = lmwb_in_process(capsys, "datasets", str(path), "--field", "story")
-    assert_one_line_error(code, stderr,
-                          "line 1: no field 'story' (the fields are 'body')", "--field NAME")
+    assert_one_line_error(code, stderr, "line 1: no field 'story' (the fields are 'body')", "--field NAME")
 
 
 def test_a_csv_without_the_column(capsys, tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("title,body\nThe fox,A fox met a crow.\n", encoding="utf-8")
     code, _, stderr = lmwb_in_process(capsys, "datasets", str(path))
-    assert_one_line_error(code, stderr, f"{path} has no column 'text'",
-                          "its columns are 'title', 'body'", "--field NAME")
+    assert_one_line_error(
+        code, stderr, f"{path} has no column 'text'", "its columns are 'title', 'body'", "--field NAME"
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -183,21 +211,35 @@ def numeric_flags() -> list[tuple[str, str, object]]:
 NUMERIC_FLAGS = numeric_flags()
 # What a user might mistype: words, signs, special floats, overflow; fractions and zero where counts go.
 NONSENSE = ("abc", "-1", "nan", "inf", "1e999", "", "0x1g")
-MORE_NONSENSE = {cli.positive_int: ("1.5", "0"), cli.non_negative_int: ("1.5",), cli.positive_float: ("0",),
-                 cli.probability: ("0", "1.5")}
+MORE_NONSENSE = {
+    cli.positive_int: ("1.5", "0"),
+    cli.non_negative_int: ("1.5",),
+    cli.positive_float: ("0",),
+    cli.probability: ("0", "1.5"),
+}
 
 
 def required_arguments(command: str, tmp_path: Path) -> list[str]:
-    return {"train": ["--model", "scratch:nano", "--dataset", "fables"],
-            "generate": ["--model", str(tmp_path), "--prompt", "Once"],
-            "eval": ["--model", str(tmp_path), "--dataset", "fables"]}[command]
+    return {
+        "train": ["--model", "scratch:nano", "--dataset", "fables"],
+        "generate": ["--model", str(tmp_path), "--prompt", "Once"],
+        "eval": ["--model", str(tmp_path), "--dataset", "fables"],
+    }[command]
 
 
 def test_the_flag_list_covers_train_generate_and_eval():
     flags = {(command, flag) for command, flag, _ in NUMERIC_FLAGS}
-    assert {("train", "--steps"), ("train", "--lr"), ("train", "--batch-size"), ("train", "--device"),
-            ("generate", "--temperature"), ("generate", "--top-p"), ("generate", "--seed"),
-            ("eval", "--split"), ("eval", "--device")} <= flags
+    assert {
+        ("train", "--steps"),
+        ("train", "--lr"),
+        ("train", "--batch-size"),
+        ("train", "--device"),
+        ("generate", "--temperature"),
+        ("generate", "--top-p"),
+        ("generate", "--seed"),
+        ("eval", "--split"),
+        ("eval", "--device"),
+    } <= flags
     assert len(flags) >= 25
 
 
@@ -208,22 +250,28 @@ def test_nonsense_in_every_flag(capsys, tmp_path, command, flag, kind):
         assert_one_line_error(code, stderr, flag, repr(value))
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--seed", "99999999999"], "--seed: 99999999999 is out of range; use a whole number from 0 to 4294967295"),
-    (["--warmup", "50"], "--warmup: 50 warmup steps is more than the 4 steps of the run"),
-    (["--lr", "1e-4", "--min-lr", "1e-3"], "--min-lr: 0.001 is above learning_rate (0.0001)"),
-    (["--vocab-size", "5"], "--vocab-size: 5 is out of range"),
-    (["--block-size", "4096"], "--block-size: 4096 is more than the model's context of 64 tokens"),
-], ids=["seed", "warmup", "min-lr", "vocab-size", "block-size"])
-def test_numbers_that_parse_but_the_engine_refuses_name_their_flag(capsys, tiny_model_dir, fables_excerpt, args,
-                                                                   message):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seed", "99999999999"], "--seed: 99999999999 is out of range; use a whole number from 0 to 4294967295"),
+        (["--warmup", "50"], "--warmup: 50 warmup steps is more than the 4 steps of the run"),
+        (["--lr", "1e-4", "--min-lr", "1e-3"], "--min-lr: 0.001 is above learning_rate (0.0001)"),
+        (["--vocab-size", "5"], "--vocab-size: 5 is out of range"),
+        (["--block-size", "4096"], "--block-size: 4096 is more than the model's context of 64 tokens"),
+    ],
+    ids=["seed", "warmup", "min-lr", "vocab-size", "block-size"],
+)
+def test_numbers_that_parse_but_the_engine_refuses_name_their_flag(
+    capsys, tiny_model_dir, fables_excerpt, args, message
+):
     code, _, stderr = lmwb_in_process(capsys, *quick_training(tiny_model_dir, fables_excerpt, *args))
     assert_one_line_error(code, stderr, message)
 
 
 def test_generation_numbers_the_engine_refuses_name_their_flag(capsys, tiny_model_dir):
-    code, _, stderr = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Once",
-                                      "--alternatives", "999")
+    code, _, stderr = lmwb_in_process(
+        capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Once", "--alternatives", "999"
+    )
     assert_one_line_error(code, stderr, "alternatives", "999", "0 to 20")
 
 
@@ -304,20 +352,28 @@ def test_generation_settings_the_form_accepts_generate_text(tiny_model_dir, valu
 
 def test_a_model_id_not_cached_while_offline(capsys):
     code, _, stderr = lmwb_in_process(capsys, "generate", "--model", "openai-community/gpt2", "--prompt", "Once")
-    assert_one_line_error(code, stderr,
-                          "'openai-community/gpt2' is not in the Hugging Face cache", "HF_HUB_OFFLINE is set",
-                          "hf download openai-community/gpt2", "./my-model")
+    assert_one_line_error(
+        code,
+        stderr,
+        "'openai-community/gpt2' is not in the Hugging Face cache",
+        "HF_HUB_OFFLINE is set",
+        "hf download openai-community/gpt2",
+        "./my-model",
+    )
 
 
 def test_a_directory_that_is_not_a_model(capsys, tmp_path, fables_excerpt):
     folder = tmp_path / "holiday-photos"
     folder.mkdir()
     (folder / "notes.txt").write_text("not a model", encoding="utf-8")
-    for command in (["generate", "--model", str(folder), "--prompt", "Once"],
-                    ["eval", "--model", str(folder), "--dataset", str(fables_excerpt)]):
+    for command in (
+        ["generate", "--model", str(folder), "--prompt", "Once"],
+        ["eval", "--model", str(folder), "--dataset", str(fables_excerpt)],
+    ):
         code, _, stderr = lmwb_in_process(capsys, *command)
-        assert_one_line_error(code, stderr, f"{folder} is not a Hugging Face model directory",
-                              "no config.json", "save_pretrained")
+        assert_one_line_error(
+            code, stderr, f"{folder} is not a Hugging Face model directory", "no config.json", "save_pretrained"
+        )
 
 
 @pytest.fixture
@@ -343,9 +399,11 @@ def test_a_corrupt_trainer_state_is_refused_when_resumed_and_the_run_is_untouche
 
     run, checkpoint = trained_run
     state = checkpoint / TRAINER_STATE_FILE
-    {"truncated": lambda: state.write_bytes(state.read_bytes()[:300]),
-     "garbage": lambda: state.write_bytes(os.urandom(4096)),
-     "missing": state.unlink}[damage]()
+    {
+        "truncated": lambda: state.write_bytes(state.read_bytes()[:300]),
+        "garbage": lambda: state.write_bytes(os.urandom(4096)),
+        "missing": state.unlink,
+    }[damage]()
     code, _, stderr = lmwb_in_process(capsys, "train", "--resume", run.id, "--steps", "8")
     expected = "has no trainer_state.pt" if damage == "missing" else "is corrupt or truncated"
     assert_one_line_error(code, stderr, str(checkpoint), expected)
@@ -362,9 +420,11 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("newer", ["PRAGMA user_version = 99",
-                                   "INSERT INTO _migrations VALUES ('m042_future_feature', '2031-01-01')"],
-                         ids=["user-version", "unknown-migration"])
+@pytest.mark.parametrize(
+    "newer",
+    ["PRAGMA user_version = 99", "INSERT INTO _migrations VALUES ('m042_future_feature', '2031-01-01')"],
+    ids=["user-version", "unknown-migration"],
+)
 def test_a_database_from_a_newer_version_is_refused_untouched(capsys, lmwb_home, newer):
     RunStore().create_run(name="precious", model="gpt2", dataset="fables", config={})
     database = lmwb_home / "workbench.db"
@@ -375,8 +435,12 @@ def test_a_database_from_a_newer_version_is_refused_untouched(capsys, lmwb_home,
     before = digest(database)
     for command in (["runs"], ["history"], ["train", "--model", "scratch:nano", "--dataset", "fables"]):
         code, _, stderr = lmwb_in_process(capsys, *command)
-        assert_one_line_error(code, stderr, f"The database {database} was written by a newer version",
-                              "Upgrade lm-workbench, or set LMWB_HOME to another directory")
+        assert_one_line_error(
+            code,
+            stderr,
+            f"The database {database} was written by a newer version",
+            "Upgrade lm-workbench, or set LMWB_HOME to another directory",
+        )
     assert digest(database) == before
 
 
@@ -386,8 +450,9 @@ def test_a_corrupt_database_file_is_refused_untouched(capsys, lmwb_home):
     database.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
     before = digest(database)
     code, _, stderr = lmwb_in_process(capsys, "runs")
-    assert_one_line_error(code, stderr, f"{database} is not a usable lm-workbench database",
-                          "rename it to workbench.db.broken")
+    assert_one_line_error(
+        code, stderr, f"{database} is not a usable lm-workbench database", "rename it to workbench.db.broken"
+    )
     assert digest(database) == before
 
 
@@ -395,9 +460,11 @@ def unwritable_homes(tmp_path: Path) -> list[tuple[str, Path, str]]:
     """Places LMWB_HOME cannot be written, as far as this user can make them: (case, path, message)."""
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder", encoding="utf-8")
-    homes = [("a regular file", a_file, "is a file, not a directory"),
-             ("a folder that cannot be created", Path("/proc/lmwb-home"), "Cannot create the data directory"),
-             ("an existing folder no one may write", Path("/proc/self"), "is not writable")]
+    homes = [
+        ("a regular file", a_file, "is a file, not a directory"),
+        ("a folder that cannot be created", Path("/proc/lmwb-home"), "Cannot create the data directory"),
+        ("an existing folder no one may write", Path("/proc/self"), "is not writable"),
+    ]
     if os.geteuid() != 0:  # root writes through permissions; for anyone else a chmod is enough
         read_only = tmp_path / "read-only"
         read_only.mkdir(mode=0o500)
@@ -415,14 +482,24 @@ def test_lmwb_home_that_cannot_be_written(capsys, monkeypatch, tmp_path):
 
 
 def test_disk_full_during_a_checkpoint_fails_the_run_and_keeps_the_previous_checkpoint(
-        monkeypatch, tiny_model_dir, fables_excerpt):
+    monkeypatch, tiny_model_dir, fables_excerpt
+):
     import torch
 
     from engine.training import TrainingConfig, TrainingJob, load_trainer_state
 
-    config = TrainingConfig(model=str(tiny_model_dir), dataset=str(fables_excerpt), max_steps=6, batch_size=2,
-                            block_size=16, warmup_steps=1, eval_every=0, sample_every=0, checkpoint_every=3,
-                            device="cpu")
+    config = TrainingConfig(
+        model=str(tiny_model_dir),
+        dataset=str(fables_excerpt),
+        max_steps=6,
+        batch_size=2,
+        block_size=16,
+        warmup_steps=1,
+        eval_every=0,
+        sample_every=0,
+        checkpoint_every=3,
+        device="cpu",
+    )
     real_save = torch.save
     saves = []
 
@@ -464,8 +541,7 @@ def test_disk_full_while_writing_metrics_says_so_and_keeps_what_was_written(lmwb
     store._db.execute(f"PRAGMA max_page_count = {pages}")
     with pytest.raises(StoreError) as full:
         store.add_metrics(run_id, [{"step": step, "train_loss": 2.0, "note": "x" * 2000} for step in range(2, 400)])
-    assert str(full.value) == (f"The disk holding {lmwb_home / 'workbench.db'} is full; "
-                               "free some space and try again.")
+    assert str(full.value) == (f"The disk holding {lmwb_home / 'workbench.db'} is full; free some space and try again.")
     store.close()
     assert [row["step"] for row in RunStore().metrics(run_id)] == [1]
     with sqlite3.connect(lmwb_home / "workbench.db") as connection:
@@ -476,11 +552,28 @@ def test_disk_full_while_writing_metrics_says_so_and_keeps_what_was_written(lmwb
 def test_a_second_lmwb_on_the_same_home_works_beside_the_first(capsys, tiny_model_dir, fables_excerpt):
     """While one lmwb trains, another lists, trains and reads the same home; it may not resume or delete the live
     run."""
-    first = subprocess.Popen(lmwb_command("train", "--model", str(tiny_model_dir), "--dataset",
-                                          str(fables_excerpt), "--steps", "100000", "--batch-size", "2",
-                                          "--block-size", "16", "--device", "cpu"), cwd=REPO_ROOT, text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    first = subprocess.Popen(
+        lmwb_command(
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--dataset",
+            str(fables_excerpt),
+            "--steps",
+            "100000",
+            "--batch-size",
+            "2",
+            "--block-size",
+            "16",
+            "--device",
+            "cpu",
+        ),
+        cwd=REPO_ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     run_id = first.stdout.readline().split()[2].rstrip(":")
     threading.Thread(target=first.stdout.read, daemon=True).start()
     try:
@@ -489,14 +582,14 @@ def test_a_second_lmwb_on_the_same_home_works_beside_the_first(capsys, tiny_mode
             assert first.poll() is None, first.stderr.read()
         assert main(["runs", "--json"]) == 0
         listed = {run["id"]: run for run in json.loads(capsys.readouterr().out)}
-        assert listed[run_id]["status"] == "running"   # the start-up sweep leaves a live run alone
+        assert listed[run_id]["status"] == "running"  # the start-up sweep leaves a live run alone
 
         code, _, stderr = lmwb_in_process(capsys, "train", "--resume", run_id, "--steps", "200000")
-        assert_one_line_error(code, stderr,
-                              f"Run {run_id} is still running (process {first.pid} on", "stop it before resuming it")
+        assert_one_line_error(
+            code, stderr, f"Run {run_id} is still running (process {first.pid} on", "stop it before resuming it"
+        )
         code, _, stderr = lmwb_in_process(capsys, "runs", "delete", run_id, "--yes")
-        assert_one_line_error(code, stderr,
-                              f"Run {run_id} is running (process {first.pid}", "stop it first")
+        assert_one_line_error(code, stderr, f"Run {run_id} is running (process {first.pid}", "stop it first")
 
         assert lmwb_in_process(capsys, *quick_training(tiny_model_dir, fables_excerpt, "--name", "second"))[0] == 0
         assert first.poll() is None
@@ -515,15 +608,24 @@ def test_a_second_lmwb_on_the_same_home_works_beside_the_first(capsys, tiny_mode
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-anything = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
-                     st.lists(st.text(max_size=5), max_size=3), st.tuples(st.text(max_size=5)))
+anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=20),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.tuples(st.text(max_size=5)),
+)
 
 
 @FUZZ
 @given(data=st.data())
 def test_fuzz_the_training_form(data):
-    values = {name: data.draw(anything, label=name) for name in data.draw(
-        st.sets(st.sampled_from(form_fields(TrainingConfig)), max_size=4))}
+    values = {
+        name: data.draw(anything, label=name)
+        for name in data.draw(st.sets(st.sampled_from(form_fields(TrainingConfig)), max_size=4))
+    }
     try:
         TrainingConfig.from_dict({"model": "scratch:nano", "dataset": "fables", **values}).validate()
     except SettingsError as error:
@@ -533,8 +635,10 @@ def test_fuzz_the_training_form(data):
 @FUZZ
 @given(data=st.data())
 def test_fuzz_the_generation_form(data):
-    values = {name: data.draw(anything, label=name) for name in data.draw(
-        st.sets(st.sampled_from(form_fields(GenerationSettings)), max_size=4))}
+    values = {
+        name: data.draw(anything, label=name)
+        for name in data.draw(st.sets(st.sampled_from(form_fields(GenerationSettings)), max_size=4))
+    }
     try:
         GenerationSettings(**values).validate()
     except SettingsError as error:

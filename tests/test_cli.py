@@ -22,15 +22,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import (
-    REPO_ROOT, assert_one_line_error, build_tiny_gpt2, lmwb_command, lmwb_in_process, lmwb_in_subprocess)
+    REPO_ROOT,
+    assert_one_line_error,
+    build_tiny_gpt2,
+    lmwb_command,
+    lmwb_in_process,
+    lmwb_in_subprocess,
+)
 from tui.cli import device_name, main, non_negative_float, non_negative_int, positive_float, positive_int, probability
+
 
 @pytest.fixture(autouse=True)
 def piped_output_width(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tables go to a pipe here: lmwb picks its own width unless COLUMNS says otherwise."""
     monkeypatch.delenv("COLUMNS", raising=False)
-
-
 
 
 # --- starting up -----------------------------------------------------------------------------
@@ -50,9 +55,16 @@ def test_version_and_help_work_without_loading_torch_or_textual() -> None:
     assert train_help.returncode == 0 and "--resume" in train_help.stdout and "--max-time" in train_help.stdout
 
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys; from tui.cli import main; main(['--help']); "
-         "print(sorted(m for m in ('torch', 'textual', 'transformers') if m in sys.modules))"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from tui.cli import main; main(['--help']); "
+            "print(sorted(m for m in ('torch', 'textual', 'transformers') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
     )
     assert probe.stdout.strip().splitlines()[-1] == "[]"
 
@@ -66,23 +78,26 @@ def test_no_command_opens_the_app(monkeypatch) -> None:
     assert opened == [True]
 
 
-@pytest.mark.parametrize("args, flag", [
-    (["train", "--model", "scratch:nano", "--dataset", "fables", "--steps", "-3"], "--steps"),
-    (["train", "--model", "scratch:nano", "--dataset", "fables", "--batch-size", "2.5"], "--batch-size"),
-    (["train", "--model", "scratch:nano", "--dataset", "fables", "--lr", "0"], "--lr"),
-    (["train", "--model", "scratch:nano", "--dataset", "fables", "--max-time", "inf"], "--max-time"),
-    (["train", "--model", "scratch:nano", "--dataset", "fables", "--device", "gpu"], "--device"),
-    (["generate", "--model", "gpt2", "--prompt", "hi", "--temperature", "abc"], "--temperature"),
-    (["generate", "--model", "gpt2", "--prompt", "hi", "--temperature", "-1"], "--temperature"),
-    (["generate", "--model", "gpt2", "--prompt", "hi", "--top-p", "1.5"], "--top-p"),
-    (["generate", "--model", "gpt2", "--prompt", "hi", "--top-p", "0"], "--top-p"),
-    (["generate", "--model", "gpt2", "--prompt", "hi", "--top-k", "-1"], "--top-k"),
-    (["generate", "--model", "gpt2", "--prompt", "hi", "--repetition-penalty", "nan"], "--repetition-penalty"),
-    (["generate", "--model", "gpt2", "--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens"),
-    (["history", "--limit", "many"], "--limit"),
-    (["runs", "--status", "sleeping"], "--status"),
-    (["eval", "--model", "gpt2", "--dataset", "fables", "--split", "test"], "--split"),
-])
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["train", "--model", "scratch:nano", "--dataset", "fables", "--steps", "-3"], "--steps"),
+        (["train", "--model", "scratch:nano", "--dataset", "fables", "--batch-size", "2.5"], "--batch-size"),
+        (["train", "--model", "scratch:nano", "--dataset", "fables", "--lr", "0"], "--lr"),
+        (["train", "--model", "scratch:nano", "--dataset", "fables", "--max-time", "inf"], "--max-time"),
+        (["train", "--model", "scratch:nano", "--dataset", "fables", "--device", "gpu"], "--device"),
+        (["generate", "--model", "gpt2", "--prompt", "hi", "--temperature", "abc"], "--temperature"),
+        (["generate", "--model", "gpt2", "--prompt", "hi", "--temperature", "-1"], "--temperature"),
+        (["generate", "--model", "gpt2", "--prompt", "hi", "--top-p", "1.5"], "--top-p"),
+        (["generate", "--model", "gpt2", "--prompt", "hi", "--top-p", "0"], "--top-p"),
+        (["generate", "--model", "gpt2", "--prompt", "hi", "--top-k", "-1"], "--top-k"),
+        (["generate", "--model", "gpt2", "--prompt", "hi", "--repetition-penalty", "nan"], "--repetition-penalty"),
+        (["generate", "--model", "gpt2", "--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens"),
+        (["history", "--limit", "many"], "--limit"),
+        (["runs", "--status", "sleeping"], "--status"),
+        (["eval", "--model", "gpt2", "--dataset", "fables", "--split", "test"], "--split"),
+    ],
+)
 def test_nonsense_numbers_and_choices_get_one_line_naming_the_flag(capsys, args, flag) -> None:
     status, out, err = lmwb_in_process(capsys, *args)
     assert_one_line_error(status, err, flag)
@@ -160,8 +175,9 @@ def test_datasets_with_a_path_shows_its_stats_and_preview(capsys, fables: Path) 
 
 def test_datasets_reads_a_named_jsonl_field(capsys, tmp_path: Path) -> None:
     records = tmp_path / "qa.jsonl"
-    records.write_text("\n".join(json.dumps({"body": f"Question {n}? Answer {n}."}) for n in range(5)) + "\n",
-                       encoding="utf-8")
+    records.write_text(
+        "\n".join(json.dumps({"body": f"Question {n}? Answer {n}."}) for n in range(5)) + "\n", encoding="utf-8"
+    )
     status, out, _ = lmwb_in_process(capsys, "datasets", str(records), "--field", "body", "--json")
     assert status == 0
     shown = json.loads(out)
@@ -175,16 +191,18 @@ def test_datasets_reads_a_named_jsonl_field(capsys, tmp_path: Path) -> None:
 def test_datasets_counts_tokens_with_a_models_tokenizer(capsys, fables: Path, tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    status, out, _ = lmwb_in_process(capsys, "datasets", str(fables), "--tokens", "--model", str(tiny_model_dir),
-                                     "--json")
+    status, out, _ = lmwb_in_process(
+        capsys, "datasets", str(fables), "--tokens", "--model", str(tiny_model_dir), "--json"
+    )
     assert status == 0
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     expected = len(tokenizer(fables.read_text(encoding="utf-8"))["input_ids"])
     assert abs(json.loads(out)["tokens"] - expected) <= 1  # the engine may end the document with EOS
 
     # A scratch model's tokenizer is trained on the dataset itself: it packs the text tighter than bytes.
-    status, out, _ = lmwb_in_process(capsys, "datasets", str(fables), "--tokens", "--model", "scratch:nano",
-                             "--vocab-size", "400", "--json")
+    status, out, _ = lmwb_in_process(
+        capsys, "datasets", str(fables), "--tokens", "--model", "scratch:nano", "--vocab-size", "400", "--json"
+    )
     assert status == 0
     assert 0 < json.loads(out)["tokens"] < fables.stat().st_size / 2
 
@@ -211,11 +229,21 @@ def record_run(store, name: str, status: str, losses: list[float]) -> str:
     """A finished run as a training job would have written it: metrics, a sample, a checkpoint."""
     run = store.create_run(name=name, model="scratch:nano", dataset="fables", config={"max_steps": len(losses)})
     store.set_status(run.id, "running")
-    store.add_metrics(run.id, [
-        {"step": step, "train_loss": loss, "val_loss": loss + 0.1 if step % 2 == 0 else None, "lr": 1e-3,
-         "tokens_per_sec": 1000.0, "tokens": 64 * step, "elapsed": 0.1 * step}
-        for step, loss in enumerate(losses, start=1)
-    ])
+    store.add_metrics(
+        run.id,
+        [
+            {
+                "step": step,
+                "train_loss": loss,
+                "val_loss": loss + 0.1 if step % 2 == 0 else None,
+                "lr": 1e-3,
+                "tokens_per_sec": 1000.0,
+                "tokens": 64 * step,
+                "elapsed": 0.1 * step,
+            }
+            for step, loss in enumerate(losses, start=1)
+        ],
+    )
     store.add_sample(run.id, len(losses), "The fox", " ran to the mill.")
     checkpoint = store_run_dir(run.id) / "checkpoints" / f"step-{len(losses)}"
     checkpoint.mkdir(parents=True)
@@ -364,8 +392,12 @@ def test_a_bug_prints_one_line_and_keeps_the_traceback_in_a_log(capsys, monkeypa
 
 
 def test_an_unknown_run_id_is_one_line(capsys, two_runs) -> None:
-    for args in (["runs", "show", "zz-not-a-run"], ["runs", "export", "zz-not-a-run"],
-                 ["runs", "delete", "zz-not-a-run", "--yes"], ["train", "--resume", "zz-not-a-run"]):
+    for args in (
+        ["runs", "show", "zz-not-a-run"],
+        ["runs", "export", "zz-not-a-run"],
+        ["runs", "delete", "zz-not-a-run", "--yes"],
+        ["train", "--resume", "zz-not-a-run"],
+    ):
         status, _, err = lmwb_in_process(capsys, *args)
         assert_one_line_error(status, err, "zz-not-a-run")
 
@@ -390,8 +422,20 @@ class FlushCountingStdout(io.StringIO):
 def test_generate_streams_each_token_as_it_arrives(monkeypatch, tiny_model_dir: Path) -> None:
     stdout = FlushCountingStdout()
     monkeypatch.setattr(sys, "stdout", stdout)
-    status = main(["generate", "--model", str(tiny_model_dir), "--prompt", "The fox", "--max-new-tokens", "12",
-                   "--seed", "3", "--json"])
+    status = main(
+        [
+            "generate",
+            "--model",
+            str(tiny_model_dir),
+            "--prompt",
+            "The fox",
+            "--max-new-tokens",
+            "12",
+            "--seed",
+            "3",
+            "--json",
+        ]
+    )
     assert status == 0
     events = [json.loads(line) for line in stdout.getvalue().splitlines()]
     tokens, summary = events[:-1], events[-1]
@@ -404,13 +448,33 @@ def test_generate_streams_each_token_as_it_arrives(monkeypatch, tiny_model_dir: 
 
 
 def test_generate_prints_text_and_records_it_in_history(capsys, tiny_model_dir: Path) -> None:
-    status, out, err = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Question: what",
-                               "--max-new-tokens", "10", "--temperature", "0")
+    status, out, err = lmwb_in_process(
+        capsys,
+        "generate",
+        "--model",
+        str(tiny_model_dir),
+        "--prompt",
+        "Question: what",
+        "--max-new-tokens",
+        "10",
+        "--temperature",
+        "0",
+    )
     assert status == 0, err
     assert "tokens" in err and "tok/s" in err and "finish" in err
 
-    status, again, _ = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Question: what",
-                               "--max-new-tokens", "10", "--temperature", "0")
+    status, again, _ = lmwb_in_process(
+        capsys,
+        "generate",
+        "--model",
+        str(tiny_model_dir),
+        "--prompt",
+        "Question: what",
+        "--max-new-tokens",
+        "10",
+        "--temperature",
+        "0",
+    )
     assert again == out  # greedy decoding: same text
 
     status, out, _ = lmwb_in_process(capsys, "history", "--json")
@@ -418,8 +482,9 @@ def test_generate_prints_text_and_records_it_in_history(capsys, tiny_model_dir: 
     history = json.loads(out)
     assert len(history) == 2 and all(row["prompt"] == "Question: what" for row in history)
 
-    status, out, _ = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Emoji test",
-                             "--max-new-tokens", "3")
+    status, out, _ = lmwb_in_process(
+        capsys, "generate", "--model", str(tiny_model_dir), "--prompt", "Emoji test", "--max-new-tokens", "3"
+    )
     status, out, _ = lmwb_in_process(capsys, "history", "--search", "Emoji", "--json")
     assert [row["prompt"] for row in json.loads(out)] == ["Emoji test"]
     status, out, _ = lmwb_in_process(capsys, "history", "--limit", "1", "--json")
@@ -428,24 +493,35 @@ def test_generate_prints_text_and_records_it_in_history(capsys, tiny_model_dir: 
     assert status == 0 and "Emoji test" in out
 
 
-def test_generate_reads_the_prompt_from_a_pipe_or_a_file(capsys, monkeypatch, tmp_path: Path,
-                                                         tiny_model_dir: Path) -> None:
+def test_generate_reads_the_prompt_from_a_pipe_or_a_file(
+    capsys, monkeypatch, tmp_path: Path, tiny_model_dir: Path
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("Once upon"))  # `echo Once upon | lmwb generate ...`
-    status, out, err = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir), "--max-new-tokens", "4",
-                                       "--json")
+    status, out, err = lmwb_in_process(
+        capsys, "generate", "--model", str(tiny_model_dir), "--max-new-tokens", "4", "--json"
+    )
     assert status == 0, err
     assert json.loads(out.splitlines()[-1])["prompt"] == "Once upon"
 
     prompt_file = tmp_path / "prompt.txt"
     prompt_file.write_text("Café au lait", encoding="utf-8")
-    status, out, err = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir),
-                                       "--prompt-file", str(prompt_file),
-                               "--max-new-tokens", "4", "--json")
+    status, out, err = lmwb_in_process(
+        capsys,
+        "generate",
+        "--model",
+        str(tiny_model_dir),
+        "--prompt-file",
+        str(prompt_file),
+        "--max-new-tokens",
+        "4",
+        "--json",
+    )
     assert status == 0, err
     assert json.loads(out.splitlines()[-1])["prompt"] == "Café au lait"
 
-    status, _, err = lmwb_in_process(capsys, "generate", "--model", str(tiny_model_dir),
-                             "--prompt-file", str(tmp_path / "nope.txt"))
+    status, _, err = lmwb_in_process(
+        capsys, "generate", "--model", str(tiny_model_dir), "--prompt-file", str(tmp_path / "nope.txt")
+    )
     assert_one_line_error(status, err, "nope.txt")
 
 
@@ -464,9 +540,23 @@ def test_ctrl_c_stops_generation_cleanly_and_records_it(tmp_path: Path) -> None:
     # Greedy: this random model's greedy path never reaches end-of-text (checked to 4000 tokens), while
     # sampling drew it by chance now and then before the Ctrl+C landed.
     child = subprocess.Popen(
-        lmwb_command("generate", "--model", str(long_context), "--prompt", "The fox",
-                     "--max-new-tokens", "4000", "--temperature", "0", "--json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=REPO_ROOT,
+        lmwb_command(
+            "generate",
+            "--model",
+            str(long_context),
+            "--prompt",
+            "The fox",
+            "--max-new-tokens",
+            "4000",
+            "--temperature",
+            "0",
+            "--json",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO_ROOT,
     )
     first = child.stdout.readline()
     assert json.loads(first)["type"] == "token"
@@ -483,8 +573,24 @@ def test_ctrl_c_stops_generation_cleanly_and_records_it(tmp_path: Path) -> None:
 
 # --- train and eval --------------------------------------------------------------------------
 
-NANO_RUN = ("--model", "scratch:nano", "--batch-size", "2", "--block-size", "16", "--vocab-size", "300",
-            "--eval-every", "3", "--sample-every", "3", "--checkpoint-every", "3", "--warmup", "1")
+NANO_RUN = (
+    "--model",
+    "scratch:nano",
+    "--batch-size",
+    "2",
+    "--block-size",
+    "16",
+    "--vocab-size",
+    "300",
+    "--eval-every",
+    "3",
+    "--sample-every",
+    "3",
+    "--checkpoint-every",
+    "3",
+    "--warmup",
+    "1",
+)
 
 
 def started_run_id(out: str) -> str:
@@ -495,10 +601,30 @@ def started_run_id(out: str) -> str:
 
 
 def test_train_with_evaluation_samples_and_periodic_checkpoints_off(capsys, fables: Path) -> None:
-    status, out, err = lmwb_in_process(capsys, "train", "--model", "scratch:nano", "--batch-size", "2",
-                                       "--block-size", "16",
-                               "--vocab-size", "300", "--warmup", "1", "--dataset", str(fables), "--steps", "4",
-                               "--eval-every", "0", "--sample-every", "0", "--checkpoint-every", "0")
+    status, out, err = lmwb_in_process(
+        capsys,
+        "train",
+        "--model",
+        "scratch:nano",
+        "--batch-size",
+        "2",
+        "--block-size",
+        "16",
+        "--vocab-size",
+        "300",
+        "--warmup",
+        "1",
+        "--dataset",
+        str(fables),
+        "--steps",
+        "4",
+        "--eval-every",
+        "0",
+        "--sample-every",
+        "0",
+        "--checkpoint-every",
+        "0",
+    )
     assert status == 0, err
     status, out, _ = lmwb_in_process(capsys, "runs", "show", started_run_id(out), "--json")
     shown = json.loads(out)
@@ -508,8 +634,9 @@ def test_train_with_evaluation_samples_and_periodic_checkpoints_off(capsys, fabl
 
 @pytest.mark.slow
 def test_train_records_a_run_that_resumes_and_evaluates(capsys, fables: Path) -> None:
-    status, out, err = lmwb_in_process(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--steps", "6",
-                               "--name", "fable-nano")
+    status, out, err = lmwb_in_process(
+        capsys, "train", *NANO_RUN, "--dataset", str(fables), "--steps", "6", "--name", "fable-nano"
+    )
     assert status == 0, err
     run_id = started_run_id(out)
     assert "step 6/6" in out  # plain progress lines when stdout is not a terminal
@@ -550,16 +677,18 @@ def test_train_mistakes_are_one_line(capsys, fables: Path, tmp_path: Path) -> No
     # The model's context is read from its config before the run is created.
     status, out, err = lmwb_in_process(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--block-size", "100000")
     assert_one_line_error(status, err, "--block-size", "context of 256 tokens")
-    status, out, err = lmwb_in_process(capsys, "train", *NANO_RUN[2:], "--model", str(tmp_path / "nope"),
-                               "--dataset", str(fables))
+    status, out, err = lmwb_in_process(
+        capsys, "train", *NANO_RUN[2:], "--model", str(tmp_path / "nope"), "--dataset", str(fables)
+    )
     assert_one_line_error(status, err, "nope", "no such directory")
     status, out, _ = lmwb_in_process(capsys, "runs", "--json")
     assert json.loads(out) == []  # no run left behind by a refused configuration
 
 
 def test_max_time_stops_with_a_checkpoint_and_says_how_to_resume(capsys, fables: Path) -> None:
-    status, out, err = lmwb_in_process(capsys, "train", *NANO_RUN, "--dataset", str(fables), "--steps", "100000",
-                               "--max-time", "2")
+    status, out, err = lmwb_in_process(
+        capsys, "train", *NANO_RUN, "--dataset", str(fables), "--steps", "100000", "--max-time", "2"
+    )
     assert status == 0, err
     run_id = started_run_id(out)
     assert f"lmwb train --resume {run_id} --steps 100000" in out
@@ -573,7 +702,11 @@ def test_max_time_stops_with_a_checkpoint_and_says_how_to_resume(capsys, fables:
 def test_sigterm_stops_a_headless_run_cleanly(fables: Path) -> None:
     child = subprocess.Popen(
         lmwb_command("train", *NANO_RUN, "--dataset", str(fables), "--steps", "100000"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO_ROOT,
     )
     started = child.stdout.readline()
     progress = child.stdout.readline()

@@ -98,8 +98,10 @@ def test_jsonl_reads_the_text_field_and_skips_blank_lines(tmp_path: Path):
 
 
 def test_jsonl_reads_a_named_field(tmp_path: Path):
-    path = write(tmp_path / "qa.jsonl", jsonl([{"question": "Why?", "answer": "Because."},
-                                               {"question": "Who?", "answer": "The fox."}]))
+    path = write(
+        tmp_path / "qa.jsonl",
+        jsonl([{"question": "Why?", "answer": "Because."}, {"question": "Who?", "answer": "The fox."}]),
+    )
     dataset = open_dataset(str(path), field="answer")
 
     assert dataset.field == "answer"
@@ -112,7 +114,7 @@ def test_csv_reads_the_text_column_with_quoted_newlines(tmp_path: Path):
 
 
 def test_csv_cells_may_hold_long_documents(tmp_path: Path):
-    chapter = "The fox ran on. " * 20_000      # longer than the csv module's default cell limit
+    chapter = "The fox ran on. " * 20_000  # longer than the csv module's default cell limit
     path = write(tmp_path / "chapters.csv", f'title,text\nOne,"{chapter}"\n')
     assert list(open_dataset(str(path)).documents()) == [chapter]
 
@@ -140,13 +142,14 @@ def test_a_folder_holds_its_supported_files_recursively_in_order(tmp_path: Path)
 
 def test_stats_count_files_bytes_documents_and_characters(tmp_path: Path):
     folder = tmp_path / "two"
-    write(folder / "one.txt", "héllo\n")                     # 7 bytes, 6 characters
+    write(folder / "one.txt", "héllo\n")  # 7 bytes, 6 characters
     write(folder / "two.jsonl", jsonl([{"text": "ab"}, {"text": "cde"}]))
 
     stats = open_dataset(str(folder)).stats()
 
-    assert stats == DatasetStats(files=2, bytes=7 + (tmp_path / "two" / "two.jsonl").stat().st_size,
-                                 documents=3, characters=6 + 2 + 3)
+    assert stats == DatasetStats(
+        files=2, bytes=7 + (tmp_path / "two" / "two.jsonl").stat().st_size, documents=3, characters=6 + 2 + 3
+    )
 
 
 def test_preview_shows_the_first_lines_of_the_first_documents(tmp_path: Path):
@@ -163,7 +166,7 @@ def test_preview_shows_the_first_lines_of_the_first_documents(tmp_path: Path):
 
 
 def test_iter_texts_gives_all_the_text_for_tokenizer_training(tmp_path: Path):
-    text = story_text(5000)   # bigger than one read block, so it comes in pieces
+    text = story_text(5000)  # bigger than one read block, so it comes in pieces
     dataset = open_dataset(str(write(tmp_path / "big.txt", text)))
 
     pieces = list(iter_texts(dataset))
@@ -237,7 +240,7 @@ def test_latin1_bytes_are_reported_with_their_offset_and_line(tmp_path: Path):
 
 
 def test_bad_bytes_far_into_a_big_file_are_caught_while_reading(tmp_path: Path):
-    good = story_text(10_000).encode()        # far past the start that open_dataset checks
+    good = story_text(10_000).encode()  # far past the start that open_dataset checks
     path = write(tmp_path / "big.txt", good + b"then \xff\xfe garbage\n")
 
     dataset = open_dataset(str(path))
@@ -323,7 +326,7 @@ def test_documents_are_tokenized_and_joined_by_the_eos_id(tmp_path: Path, tokeni
 
 
 def test_a_big_file_is_tokenized_with_progress_and_cached(tmp_path: Path, tokenizer):
-    text = story_text(12_000)                  # about 500 KB: several batches
+    text = story_text(12_000)  # about 500 KB: several batches
     dataset = open_dataset(str(write(tmp_path / "big.txt", text)))
     reports: list[tuple[int, int]] = []
 
@@ -374,7 +377,7 @@ def test_another_field_of_the_same_file_is_another_cache_entry(tmp_path: Path, t
 
 
 def test_a_failed_tokenization_leaves_no_cache_entry_or_temporary_file(tmp_path: Path, tokenizer):
-    good = jsonl([{"text": story_text(3, seed=i)} for i in range(2000)])   # bad line past open_dataset's check
+    good = jsonl([{"text": story_text(3, seed=i)} for i in range(2000)])  # bad line past open_dataset's check
     dataset = open_dataset(str(write(tmp_path / "late-error.jsonl", good + "not json\n")))
 
     with pytest.raises(DatasetError, match="line 2001"):
@@ -387,9 +390,9 @@ def test_the_fingerprint_follows_the_vocabulary_not_transformers_settings(tiny_m
     from tokenizers import ByteLevelBPETokenizer
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)   # its own copy: this test changes its settings
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)  # its own copy: this test changes its settings
     fingerprint = tokenizer_fingerprint(tokenizer)
-    tokenizer(["a long sentence about a fox"], truncation=True, max_length=3)   # leaves truncation on
+    tokenizer(["a long sentence about a fox"], truncation=True, max_length=3)  # leaves truncation on
     assert tokenizer_fingerprint(tokenizer) == fingerprint
 
     bpe = ByteLevelBPETokenizer()
@@ -405,13 +408,14 @@ def test_a_fresh_scratch_tokenizer_and_its_saved_copy_share_one_cache_entry(tmp_
     dataset = open_dataset(str(write(tmp_path / "fox.txt", story_text(400))))
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(iter_texts(dataset), vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False)
-    fresh = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")   # as just trained
+    fresh = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")  # as just trained
     tokens = tokenize_dataset(dataset, fresh)
     fresh.save_pretrained(tmp_path / "tokenizer")
     reports: list[tuple[int, int]] = []
 
-    reloaded = tokenize_dataset(dataset, AutoTokenizer.from_pretrained(tmp_path / "tokenizer"),
-                                progress=lambda *r: reports.append(r))
+    reloaded = tokenize_dataset(
+        dataset, AutoTokenizer.from_pretrained(tmp_path / "tokenizer"), progress=lambda *r: reports.append(r)
+    )
 
     assert reports == [] and np.array_equal(tokens.ids, reloaded.ids)
     assert fresh.decode(tokens.ids.tolist()) == dataset.path.read_text()
@@ -472,7 +476,7 @@ def test_windows_are_packed_and_shifted_by_one(tmp_path: Path, tokenizer):
     stream = train.ids.tolist()
     for x_row, y_row in zip(x.tolist(), y.tolist()):
         window = x_row + y_row[-1:]
-        assert any(stream[i:i + 17] == window for i in range(len(stream) - 16))
+        assert any(stream[i : i + 17] == window for i in range(len(stream) - 16))
 
 
 def test_the_same_seed_gives_the_same_batches_and_ranks_differ(tmp_path: Path, tokenizer):
@@ -494,7 +498,7 @@ def test_a_resumed_sampler_continues_the_same_data_order(tmp_path: Path, tokeniz
 
     first = WindowSampler(train, block_size=16, batch_size=4, seed=3)
     seen = [first.next_batch()[0].tolist() for _ in range(3)]
-    saved = json.loads(json.dumps(first.state_dict()))          # as a checkpoint would keep it
+    saved = json.loads(json.dumps(first.state_dict()))  # as a checkpoint would keep it
     resumed = WindowSampler(train, block_size=16, batch_size=4, seed=3)
     resumed.load_state_dict(saved)
     seen += [resumed.next_batch()[0].tolist() for _ in range(2)]
@@ -573,8 +577,7 @@ def test_arbitrary_json_lines_give_documents_or_a_dataset_error(records: list, f
 
 
 @FUZZ
-@given(rows=st.lists(st.lists(st.text(max_size=12), max_size=4), max_size=6),
-       field=st.sampled_from([None, "text", ""]))
+@given(rows=st.lists(st.lists(st.text(max_size=12), max_size=4), max_size=6), field=st.sampled_from([None, "text", ""]))
 def test_arbitrary_csv_rows_give_documents_or_a_dataset_error(rows: list, field: str | None):
     import csv
     import io

@@ -24,8 +24,15 @@ import psutil
 import pytest
 
 from engine.datasets import WindowSampler, open_dataset, tokenize_dataset
-from engine.distributed import (ProcessRank, _short_reason, collective_timeout, rendezvous_timeout, this_process,
-                                torchrun_arguments, training_device)
+from engine.distributed import (
+    ProcessRank,
+    _short_reason,
+    collective_timeout,
+    rendezvous_timeout,
+    this_process,
+    torchrun_arguments,
+    training_device,
+)
 from engine.errors import SettingsError, TrainingError
 from engine.models import load_model
 
@@ -106,12 +113,16 @@ def test_every_launch_meets_on_a_rendezvous_of_its_own_that_gives_up(monkeypatch
 
 
 def test_a_gloo_error_is_told_in_a_few_words():
-    gloo = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed "
-                        "by peer [127.0.0.1]:51903. This is typically caused by a remote worker crashing. Check the "
-                        "logs of the remote worker before reporting an error. GLHF!")
+    gloo = RuntimeError(
+        "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed "
+        "by peer [127.0.0.1]:51903. This is typically caused by a remote worker crashing. Check the "
+        "logs of the remote worker before reporting an error. GLHF!"
+    )
     assert _short_reason(gloo) == "Connection closed by peer [127.0.0.1]:51903"
-    timeout = RuntimeError("[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 5000ms "
-                           "for recv operation to complete")
+    timeout = RuntimeError(
+        "[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 5000ms "
+        "for recv operation to complete"
+    )
     assert _short_reason(timeout) == "Timed out waiting 5000ms for recv operation to complete"
 
 
@@ -129,15 +140,24 @@ def test_ranks_that_never_meet_end_the_launch_with_an_error_that_says_so(monkeyp
         raise RendezvousTimeoutError("timed out")
 
     monkeypatch.setattr(torch.distributed.run, "run", never_meet)
-    with pytest.raises(TrainingError, match=r"The 2 training processes did not all meet within 7 s .* allow longer "
-                                            r"with LMWB_RENDEZVOUS_TIMEOUT=SECONDS"):
+    with pytest.raises(
+        TrainingError,
+        match=r"The 2 training processes did not all meet within 7 s .* allow longer "
+        r"with LMWB_RENDEZVOUS_TIMEOUT=SECONDS",
+    ):
         run_under_torchrun("tui.cli", ["train"], 2)
     assert launched[0].rdzv_endpoint == "127.0.0.1:0" and launched[0].rdzv_conf == "join_timeout=7,is_host=1"
 
-    monkeypatch.setattr(torch.distributed.run, "run", lambda args: (_ for _ in ()).throw(
-        RendezvousConnectionError("The connection to the C10d store has failed.")))
-    with pytest.raises(TrainingError, match=r"torchrun could not set up .* \(The connection to the C10d store has "
-                                            r"failed\); try again"):
+    monkeypatch.setattr(
+        torch.distributed.run,
+        "run",
+        lambda args: (_ for _ in ()).throw(RendezvousConnectionError("The connection to the C10d store has failed.")),
+    )
+    with pytest.raises(
+        TrainingError,
+        match=r"torchrun could not set up .* \(The connection to the C10d store has "
+        r"failed\); try again",
+    ):
         run_under_torchrun("tui.cli", ["train"], 2)
 
     monkeypatch.setenv("LMWB_COLLECTIVE_TIMEOUT", "never")  # refused before anything starts
@@ -157,10 +177,22 @@ TEST_TIMEOUTS = {"LMWB_COLLECTIVE_TIMEOUT": "120", "LMWB_RENDEZVOUS_TIMEOUT": "1
 
 def start_python(*arguments: str, environment: dict[str, str] | None = None) -> subprocess.Popen:
     """`python ARGUMENTS` started in a process of its own, from the repository, as a user would type it."""
-    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), "OMP_NUM_THREADS": "1", **TEST_TIMEOUTS,
-                   **(environment or {})}
-    return subprocess.Popen([sys.executable, *arguments], cwd=REPOSITORY, env=environment, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(REPOSITORY),
+        "OMP_NUM_THREADS": "1",
+        **TEST_TIMEOUTS,
+        **(environment or {}),
+    }
+    return subprocess.Popen(
+        [sys.executable, *arguments],
+        cwd=REPOSITORY,
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def kill_with_its_ranks(process: subprocess.Popen) -> None:
@@ -192,15 +224,21 @@ def finish(launches: list[subprocess.Popen], timeout: float = LAUNCH_TIMEOUT) ->
     for launch in launches[hung:]:
         kill_with_its_ranks(launch)
     output = [(result.stdout, result.stderr) for result in results] + [
-        launch.communicate(timeout=30) for launch in launches[hung:]]
-    printed = "\n".join(f"--- launch {n}: stdout\n{out}\n--- launch {n}: stderr\n{err}"
-                         for n, (out, err) in enumerate(output))
-    pytest.fail(f"launch {hung} ({' '.join(launches[hung].args[1:])}) hung: still going after {timeout:g} s, so it "
-                f"was killed with its ranks. What the launches printed:\n{printed}", pytrace=False)
+        launch.communicate(timeout=30) for launch in launches[hung:]
+    ]
+    printed = "\n".join(
+        f"--- launch {n}: stdout\n{out}\n--- launch {n}: stderr\n{err}" for n, (out, err) in enumerate(output)
+    )
+    pytest.fail(
+        f"launch {hung} ({' '.join(launches[hung].args[1:])}) hung: still going after {timeout:g} s, so it "
+        f"was killed with its ranks. What the launches printed:\n{printed}",
+        pytrace=False,
+    )
 
 
-def run_python(*arguments: str, environment: dict[str, str] | None = None,
-               timeout: float = LAUNCH_TIMEOUT) -> subprocess.CompletedProcess:
+def run_python(
+    *arguments: str, environment: dict[str, str] | None = None, timeout: float = LAUNCH_TIMEOUT
+) -> subprocess.CompletedProcess:
     """`python ARGUMENTS` to its end, or a failed test if it runs past ``timeout``."""
     return finish([start_python(*arguments, environment=environment)], timeout)[0]
 
@@ -218,9 +256,18 @@ def fables_excerpt(tmp_path: Path) -> Path:
 
 
 # scratch:nano has no dropout, so one process and two see the same arithmetic.
-SETTINGS = dict(model="scratch:nano", block_size=32, learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=2,
-                eval_every=3, sample_every=3, vocab_size=512, device="cpu",
-                seed=11)
+SETTINGS = dict(
+    model="scratch:nano",
+    block_size=32,
+    learning_rate=3e-3,
+    min_learning_rate=3e-4,
+    warmup_steps=2,
+    eval_every=3,
+    sample_every=3,
+    vocab_size=512,
+    device="cpu",
+    seed=11,
+)
 
 
 def as_flags(settings: dict) -> list[str]:
@@ -248,8 +295,9 @@ def test_two_processes_draw_the_loss_curve_of_one_process_with_the_same_global_b
     two = next(run for run in store.list_runs() if run.id != first.id)
     assert f"Started run {two.id} as 2 processes" in started.stdout
     # torchrun by hand works too: resume it that way (with the launch's own rendezvous, as lmwb's).
-    resumed = run_python("-m", "torch.distributed.run",
-                         *torchrun_arguments("tui.cli", ["train", "--resume", two.id, "--steps", "6"], 2))
+    resumed = run_python(
+        "-m", "torch.distributed.run", *torchrun_arguments("tui.cli", ["train", "--resume", two.id, "--steps", "6"], 2)
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"Resuming run {two.id} as 2 processes" in resumed.stdout
 
@@ -259,8 +307,9 @@ def test_two_processes_draw_the_loss_curve_of_one_process_with_the_same_global_b
     expected, got = store.metrics(first.id), store.metrics(two.id)
     assert [row["step"] for row in got] == [1, 2, 3, 4, 5, 6]
     for column in ("train_loss", "val_loss", "grad_norm", "lr"):
-        assert [row[column] for row in got] == pytest.approx([row[column] for row in expected], rel=1e-4,
-                                                            nan_ok=True), column
+        assert [row[column] for row in got] == pytest.approx(
+            [row[column] for row in expected], rel=1e-4, nan_ok=True
+        ), column
     assert [row["step"] for row in store.samples(two.id)] == [3, 6]  # rank 0 alone samples
     assert [row["step"] for row in store.checkpoints(two.id)] == [3, 6]
 
@@ -278,19 +327,33 @@ def test_two_machines_meet_on_a_rendezvous_endpoint_and_train_the_run_of_one_pro
     from engine.training import TrainingConfig, TrainingJob
 
     store = RunStore()
-    alone = TrainingJob(TrainingConfig(dataset=str(fables_excerpt), batch_size=4, max_steps=3, **SETTINGS),
-                        store).run()
+    alone = TrainingJob(TrainingConfig(dataset=str(fables_excerpt), batch_size=4, max_steps=3, **SETTINGS), store).run()
 
     # Two "machines" on this one: two torchrun launches of one process each, meeting on a c10d rendezvous at an
     # endpoint that the first hosts (is_host=1) and the second joins, as README's commands for two machines do.
     # (torchrun's --node-rank is for its static rendezvous; c10d numbers the machines itself, by address and pid.)
     endpoint, meeting = f"127.0.0.1:{free_loopback_port()}", f"lmwb-test-{uuid.uuid4().hex}"
     flags = as_flags({"dataset": fables_excerpt, "batch_size": 2, **SETTINGS})
-    machines = [start_python("-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
-                             "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={meeting}",
-                             f"--rdzv-conf=join_timeout=120,is_host={int(host)}", "--local-addr=127.0.0.1",
-                             "-m", "tui.cli", "train", "--steps", "3", *flags)
-                for host in (True, False)]
+    machines = [
+        start_python(
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=2",
+            "--nproc-per-node=1",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={endpoint}",
+            f"--rdzv-id={meeting}",
+            f"--rdzv-conf=join_timeout=120,is_host={int(host)}",
+            "--local-addr=127.0.0.1",
+            "-m",
+            "tui.cli",
+            "train",
+            "--steps",
+            "3",
+            *flags,
+        )
+        for host in (True, False)
+    ]
     results = finish(machines)
     printed = "\n".join(result.stdout + result.stderr for result in results)
     assert [result.returncode for result in results] == [0, 0], printed
@@ -303,8 +366,9 @@ def test_two_machines_meet_on_a_rendezvous_endpoint_and_train_the_run_of_one_pro
     expected, got = store.metrics(alone.id), store.metrics(two.id)
     assert [row["step"] for row in got] == [1, 2, 3]
     for column in ("train_loss", "val_loss", "grad_norm", "lr"):
-        assert [row[column] for row in got] == pytest.approx([row[column] for row in expected], rel=1e-4,
-                                                            nan_ok=True), column
+        assert [row[column] for row in got] == pytest.approx(
+            [row[column] for row in expected], rel=1e-4, nan_ok=True
+        ), column
 
 
 # A module that torchrun runs as two ranks: they join, then rank 1 dies, hangs, or lets rank 0 tear down while
@@ -349,15 +413,23 @@ print(f"rank {place.rank} done", flush=True)
 """
 
 
-def launch_ranks(tmp_path: Path, how: str, collective_timeout_seconds: int = 120) -> tuple[subprocess.CompletedProcess,
-                                                                                          float]:
+def launch_ranks(
+    tmp_path: Path, how: str, collective_timeout_seconds: int = 120
+) -> tuple[subprocess.CompletedProcess, float]:
     """Two ranks of RANKS under run_under_torchrun, as lmwb train --nproc 2 starts them: (result, seconds)."""
     (tmp_path / "two_ranks.py").write_text(RANKS, encoding="utf-8")
     started = time.monotonic()
-    result = run_python("-c", "import sys; from engine.distributed import run_under_torchrun; "
-                        "sys.exit(run_under_torchrun('two_ranks', sys.argv[1:], 2))", how,
-                        environment={"PYTHONPATH": f"{REPOSITORY}{os.pathsep}{tmp_path}",
-                                     "LMWB_COLLECTIVE_TIMEOUT": str(collective_timeout_seconds)}, timeout=120)
+    result = run_python(
+        "-c",
+        "import sys; from engine.distributed import run_under_torchrun; "
+        "sys.exit(run_under_torchrun('two_ranks', sys.argv[1:], 2))",
+        how,
+        environment={
+            "PYTHONPATH": f"{REPOSITORY}{os.pathsep}{tmp_path}",
+            "LMWB_COLLECTIVE_TIMEOUT": str(collective_timeout_seconds),
+        },
+        timeout=120,
+    )
     return result, time.monotonic() - started
 
 
@@ -381,8 +453,10 @@ def test_a_rank_that_hangs_is_given_up_on_after_the_collective_timeout(tmp_path:
     lost = [line for line in result.stderr.splitlines() if line.startswith("lmwb: error:")]
     # The clear line comes first. On a loaded machine the rank that gave up may then abort in gloo's
     # teardown (std::terminate), which the launcher reports in a second line naming the signal.
-    assert lost and "Lost the other training processes while agreeing on whether to stop (Timed " \
-        "out waiting 5000ms" in lost[0], result.stderr
+    assert (
+        lost
+        and "Lost the other training processes while agreeing on whether to stop (Timed out waiting 5000ms" in lost[0]
+    ), result.stderr
     assert all("was killed by SIGABRT" in line for line in lost[1:]), result.stderr
     assert "each waits 5 s for the others; LMWB_COLLECTIVE_TIMEOUT sets it" in lost[0]
     assert "resume it from its last checkpoint" in lost[0] and "Traceback" not in result.stderr
@@ -403,9 +477,13 @@ def test_resuming_with_another_number_of_processes_is_refused(fables_excerpt: Pa
     from engine.store import RunStore
     from tui.cli import main
 
-    run = RunStore().create_run(name="two", model="scratch:nano", dataset=str(fables_excerpt), world_size=2,
-                                config={"model": "scratch:nano", "dataset": str(fables_excerpt), "max_steps": 3,
-                                        "warmup_steps": 1})
+    run = RunStore().create_run(
+        name="two",
+        model="scratch:nano",
+        dataset=str(fables_excerpt),
+        world_size=2,
+        config={"model": "scratch:nano", "dataset": str(fables_excerpt), "max_steps": 3, "warmup_steps": 1},
+    )
     RunStore().set_status(run.id, "stopped")
 
     assert main(["train", "--resume", run.id, "--steps", "6"]) == 2
@@ -423,11 +501,26 @@ def test_nproc_is_refused_under_torchrun(monkeypatch: pytest.MonkeyPatch, capsys
 def test_each_rank_runs_the_users_arguments_less_nproc():
     from tui.cli import _rank_arguments, build_parser
 
-    typed = ["train", "--model", "./m", "--dataset", "my data", "--nproc", "2", "--sample-prompt", "-dash first",
-             "--lr", "0.001", "--lora", "--name", "a; b"]
+    typed = [
+        "train",
+        "--model",
+        "./m",
+        "--dataset",
+        "my data",
+        "--nproc",
+        "2",
+        "--sample-prompt",
+        "-dash first",
+        "--lr",
+        "0.001",
+        "--lora",
+        "--name",
+        "a; b",
+    ]
     arguments = _rank_arguments(build_parser().parse_args(typed))
 
     assert "--nproc" not in " ".join(arguments)
     again = vars(build_parser().parse_args(arguments))
     assert {key: value for key, value in again.items() if key != "nproc"} == {
-        key: value for key, value in vars(build_parser().parse_args(typed)).items() if key != "nproc"}
+        key: value for key, value in vars(build_parser().parse_args(typed)).items() if key != "nproc"
+    }

@@ -16,14 +16,31 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import (AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM,
-                          LlamaConfig, LlamaForCausalLM, PretrainedConfig)
+from transformers import (
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PretrainedConfig,
+)
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from engine.errors import SettingsError
-from engine.generation import (GenerationResult, GenerationSettings, TokenStream, _GPT2Decoder, _NewGELU,
-                               apply_repetition_penalty, generate_text, record_generation, sampling_distribution)
+from engine.generation import (
+    GenerationResult,
+    GenerationSettings,
+    TokenStream,
+    _GPT2Decoder,
+    _NewGELU,
+    apply_repetition_penalty,
+    generate_text,
+    record_generation,
+    sampling_distribution,
+)
 from engine.store import RunStore
 
 GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=24)
@@ -38,36 +55,65 @@ def gpt2(tokenizer, *, n_positions: int = 64, **config) -> GPT2LMHeadModel:
     """A small random GPT-2; a wide initialisation makes its greedy text varied rather than one token repeated."""
     torch.manual_seed(0)
     eos = tokenizer.eos_token_id
-    return GPT2LMHeadModel(GPT2Config(
-        vocab_size=len(tokenizer), n_positions=n_positions, n_embd=32, n_layer=2, n_head=2,
-        initializer_range=0.3, bos_token_id=eos, eos_token_id=eos, **config)).eval()
+    return GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=n_positions,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            initializer_range=0.3,
+            bos_token_id=eos,
+            eos_token_id=eos,
+            **config,
+        )
+    ).eval()
 
 
 def llama(tokenizer) -> LlamaForCausalLM:
     torch.manual_seed(0)
     eos = tokenizer.eos_token_id
-    return LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, initializer_range=0.3,
-        bos_token_id=eos, eos_token_id=eos)).eval()
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            initializer_range=0.3,
+            bos_token_id=eos,
+            eos_token_id=eos,
+        )
+    ).eval()
 
 
 def gpt_neox(tokenizer) -> GPTNeoXForCausalLM:
     torch.manual_seed(0)
     eos = tokenizer.eos_token_id
-    return GPTNeoXForCausalLM(GPTNeoXConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=64, initializer_range=0.3,
-        bos_token_id=eos, eos_token_id=eos)).eval()
+    return GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            initializer_range=0.3,
+            bos_token_id=eos,
+            eos_token_id=eos,
+        )
+    ).eval()
 
 
 def generate_ids(model, tokenizer, prompt: str, max_new_tokens: int, **kwargs) -> list[int]:
     """What Hugging Face's own generate makes: the reference for greedy decoding."""
-    input_ids = tokenizer(prompt, return_tensors="pt").input_ids if prompt else torch.tensor(
-        [[tokenizer.bos_token_id]])
-    output = model.generate(input_ids, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.eos_token_id,
-                            do_sample=False, **kwargs)
-    return output[0, input_ids.shape[1]:].tolist()
+    input_ids = tokenizer(prompt, return_tensors="pt").input_ids if prompt else torch.tensor([[tokenizer.bos_token_id]])
+    output = model.generate(
+        input_ids, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.eos_token_id, do_sample=False, **kwargs
+    )
+    return output[0, input_ids.shape[1] :].tolist()
 
 
 def stream(model, tokenizer, prompt: str, settings: GenerationSettings):
@@ -99,7 +145,7 @@ class ScriptedLM(torch.nn.Module):
     def forward(self, input_ids, cache=None, use_cache=True, **kwargs):
         self.forward_calls += 1
         time.sleep(self.seconds_per_token)
-        written = 0 if cache is None else cache + 1   # the cache counts the tokens the model has written
+        written = 0 if cache is None else cache + 1  # the cache counts the tokens the model has written
         token = self.script[written] if written < len(self.script) else self.eos_token_id
         logits = torch.full((1, input_ids.shape[1], self.vocab_size), -20.0)
         logits[0, -1, token] = 20.0
@@ -142,11 +188,15 @@ def test_greedy_on_the_gpt2_fast_road_is_token_for_token_generate(tokenizer, pro
     assert [event.token_id for event in events] == result.token_ids
 
 
-@pytest.mark.parametrize("config", [
-    {},
-    {"activation_function": "relu", "n_inner": 48},
-    {"scale_attn_by_inverse_layer_idx": True, "layer_norm_epsilon": 1e-3},
-], ids=["default", "relu-activation", "scaled-attention"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"activation_function": "relu", "n_inner": 48},
+        {"scale_attn_by_inverse_layer_idx": True, "layer_norm_epsilon": 1e-3},
+    ],
+    ids=["default", "relu-activation", "scaled-attention"],
+)
 def test_the_gpt2_fast_road_computes_the_models_logits_bit_for_bit(tokenizer, config):
     model = gpt2(tokenizer, **config)
     prompt_ids = tokenizer("The fox and the crow", return_tensors="pt").input_ids
@@ -170,8 +220,11 @@ def test_the_fast_roads_gelu_is_bit_for_bit_the_models():
         assert torch.equal(_NewGELU()(x), NewGELUActivation()(x))
 
 
-@pytest.mark.parametrize("build", [llama, gpt_neox, lambda t: gpt2(t, attn_implementation="eager")],
-                         ids=["llama", "gpt-neox", "gpt2-eager-attention"])
+@pytest.mark.parametrize(
+    "build",
+    [llama, gpt_neox, lambda t: gpt2(t, attn_implementation="eager")],
+    ids=["llama", "gpt-neox", "gpt2-eager-attention"],
+)
 def test_greedy_on_the_general_road_is_token_for_token_generate(tokenizer, build):
     model = build(tokenizer)
     assert not _GPT2Decoder.supports(model)
@@ -195,7 +248,7 @@ def test_a_gpt2_being_watched_by_a_hook_takes_the_general_road_and_the_hook_runs
         _, result = stream(model, tokenizer, "The fox", GenerationSettings(temperature=0.0, max_new_tokens=5))
     finally:
         handle.remove()
-    assert len(calls) == 5   # the prompt once, then one call per further token
+    assert len(calls) == 5  # the prompt once, then one call per further token
     assert result.token_ids == generate_ids(model, tokenizer, "The fox", 5)
 
 
@@ -208,12 +261,13 @@ def test_each_event_reports_the_probability_of_its_token_and_the_likeliest_alter
     prompt_ids = tokenizer("The fox", return_tensors="pt").input_ids
     with torch.no_grad():
         expected = torch.softmax(model(prompt_ids).logits[0, -1], dim=0)
-    events, _ = stream(model, tokenizer, "The fox", GenerationSettings(temperature=0.0, max_new_tokens=3,
-                                                                       alternatives=4))
+    events, _ = stream(
+        model, tokenizer, "The fox", GenerationSettings(temperature=0.0, max_new_tokens=3, alternatives=4)
+    )
     first = events[0]
     assert first.probability == pytest.approx(expected[first.token_id].item(), rel=1e-5)
     assert [a.token_id for a in first.alternatives] == torch.topk(expected, 4).indices.tolist()
-    assert first.alternatives[0].token_id == first.token_id   # greedy takes the likeliest
+    assert first.alternatives[0].token_id == first.token_id  # greedy takes the likeliest
     assert first.alternatives[0].text == tokenizer.decode([first.token_id])
     assert all(a.probability >= b.probability for a, b in zip(first.alternatives, first.alternatives[1:]))
     assert [e.index for e in events] == [0, 1, 2]
@@ -224,7 +278,7 @@ def test_a_sampled_token_reports_its_probability_under_the_truncated_distributio
     settings = GenerationSettings(temperature=0.7, top_k=5, max_new_tokens=1, seed=3, alternatives=20)
     events, _ = stream(gpt2(tokenizer), tokenizer, "The fox", settings)
     alternatives = events[0].alternatives
-    assert len(alternatives) == 5    # only top-k tokens can be drawn, so only they are listed
+    assert len(alternatives) == 5  # only top-k tokens can be drawn, so only they are listed
     assert sum(a.probability for a in alternatives) == pytest.approx(1.0, abs=1e-5)
     assert events[0].probability == next(a.probability for a in alternatives if a.token_id == events[0].token_id)
 
@@ -289,8 +343,9 @@ def test_the_same_seed_gives_the_same_text_and_another_seed_another(tokenizer):
     settings = GenerationSettings(temperature=1.0, top_k=0, max_new_tokens=20, seed=42)
     first = generate_text(model, tokenizer, "The fox", settings)
     again = generate_text(model, tokenizer, "The fox", settings)
-    other = generate_text(model, tokenizer, "The fox", GenerationSettings(
-        temperature=1.0, top_k=0, max_new_tokens=20, seed=43))
+    other = generate_text(
+        model, tokenizer, "The fox", GenerationSettings(temperature=1.0, top_k=0, max_new_tokens=20, seed=43)
+    )
     assert first.token_ids == again.token_ids and first.text == again.text
     assert other.token_ids != first.token_ids
 
@@ -321,11 +376,14 @@ def sentencepiece_style_tokenizer():
 
     backend = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     backend.pre_tokenizer = pre_tokenizers.Metaspace()
-    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                         decoders.Strip(" ", 1, 0)])
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     byte_tokens = [f"<0x{byte:02X}>" for byte in range(256)]
-    backend.train_from_iterator(TOKENIZER_TEXTS, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<unk>", "</s>", *byte_tokens], show_progress=False))
+    backend.train_from_iterator(
+        TOKENIZER_TEXTS,
+        trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "</s>", *byte_tokens], show_progress=False),
+    )
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>")
 
 
@@ -334,8 +392,9 @@ def test_pieces_join_to_decode_on_a_sentencepiece_style_tokenizer():
     fox_bytes = tokenizer.convert_tokens_to_ids([f"<0x{byte:02X}>" for byte in "🐺".encode()])
     words = tokenizer.convert_tokens_to_ids(["▁", "The", "▁fox", "▁"])
     script = [words, fox_bytes, tokenizer.convert_tokens_to_ids(["▁and", "▁the", "▁c", "row"])]
-    events, result = stream(scripted(tokenizer, script), tokenizer, "x",
-                            GenerationSettings(temperature=0.0, max_new_tokens=100))
+    events, result = stream(
+        scripted(tokenizer, script), tokenizer, "x", GenerationSettings(temperature=0.0, max_new_tokens=100)
+    )
     generated = [event.token_id for event in events if event.token_id != tokenizer.eos_token_id]
     assert "".join(event.text for event in events) == result.text == tokenizer.decode(generated)
     assert result.text == "The fox 🐺 and the crow"
@@ -345,16 +404,18 @@ def test_pieces_join_to_decode_on_a_sentencepiece_style_tokenizer():
 def test_an_invalid_byte_comes_out_as_the_decoder_shows_it(tokenizer):
     lone_lead_byte = byte_token_ids(tokenizer, "é")[:1]
     script = [" a", lone_lead_byte, " b", lone_lead_byte]
-    events, result = stream(scripted(tokenizer, script), tokenizer, "x",
-                            GenerationSettings(temperature=0.0, max_new_tokens=4))
+    events, result = stream(
+        scripted(tokenizer, script), tokenizer, "x", GenerationSettings(temperature=0.0, max_new_tokens=4)
+    )
     ids = [event.token_id for event in events]
     assert result.text == tokenizer.decode(ids) == " a\ufffd b\ufffd"
     assert result.finish_reason == "length"
 
 
 def test_end_of_text_ends_the_stream_and_its_text_is_not_shown(tokenizer):
-    events, result = stream(scripted(tokenizer, [" The fox"]), tokenizer, "x",
-                            GenerationSettings(temperature=0.0, max_new_tokens=50))
+    events, result = stream(
+        scripted(tokenizer, [" The fox"]), tokenizer, "x", GenerationSettings(temperature=0.0, max_new_tokens=50)
+    )
     assert result.finish_reason == "eos"
     assert result.token_ids[-1] == tokenizer.eos_token_id
     assert events[-1].text == "" and result.text == " The fox"
@@ -406,7 +467,7 @@ def test_the_earliest_of_several_stop_strings_wins(tokenizer):
 
 @pytest.mark.parametrize("build", [gpt2, llama], ids=["gpt2-fast-road", "llama-general-road"])
 def test_reaching_the_context_length_ends_with_a_reason(tokenizer, build):
-    model = build(tokenizer)   # 64 positions
+    model = build(tokenizer)  # 64 positions
     prompt = " fox" * 60
     prompt_length = len(tokenizer(prompt)["input_ids"])
     events, result = stream(model, tokenizer, prompt, GenerationSettings(temperature=0.0, max_new_tokens=50))
@@ -498,26 +559,29 @@ def test_an_empty_prompt_starts_from_the_start_token(tokenizer):
 # Settings
 
 
-@pytest.mark.parametrize(("field", "value", "allowed"), [
-    ("temperature", -0.1, "0 (greedy) or at least 0.0001"),
-    ("temperature", math.nan, "0 (greedy) or at least 0.0001"),
-    ("temperature", 5e-324, "0 (greedy) or at least 0.0001"),
-    ("top_k", -1, "0 or more"),
-    ("top_k", 2.5, "0 or more"),
-    ("top_p", 0.0, "more than 0 and at most 1"),
-    ("top_p", 1.5, "more than 0 and at most 1"),
-    ("repetition_penalty", 0.0, "at least 0.01"),
-    ("repetition_penalty", 5e-324, "at least 0.01"),
-    ("max_new_tokens", 0, "1 or more"),
-    ("alternatives", 21, "0 to 20"),
-    ("alternatives", -1, "0 to 20"),
-    ("seed", "seven", "a whole number"),
-    ("seed", -1, "from 0 to 2**63 - 1"),
-    ("stop", ("",), "non-empty"),
-    ("stop", "\n", "list of strings"),
-    ("stop", None, "list of strings"),
-    ("stop", 3, "list of strings"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("temperature", -0.1, "0 (greedy) or at least 0.0001"),
+        ("temperature", math.nan, "0 (greedy) or at least 0.0001"),
+        ("temperature", 5e-324, "0 (greedy) or at least 0.0001"),
+        ("top_k", -1, "0 or more"),
+        ("top_k", 2.5, "0 or more"),
+        ("top_p", 0.0, "more than 0 and at most 1"),
+        ("top_p", 1.5, "more than 0 and at most 1"),
+        ("repetition_penalty", 0.0, "at least 0.01"),
+        ("repetition_penalty", 5e-324, "at least 0.01"),
+        ("max_new_tokens", 0, "1 or more"),
+        ("alternatives", 21, "0 to 20"),
+        ("alternatives", -1, "0 to 20"),
+        ("seed", "seven", "a whole number"),
+        ("seed", -1, "from 0 to 2**63 - 1"),
+        ("stop", ("",), "non-empty"),
+        ("stop", "\n", "list of strings"),
+        ("stop", None, "list of strings"),
+        ("stop", 3, "list of strings"),
+    ],
+)
 def test_invalid_settings_name_the_field_and_the_allowed_range(field, value, allowed):
     settings = GenerationSettings(**{field: value})
     with pytest.raises(SettingsError) as error:
@@ -546,8 +610,14 @@ def test_generations_are_recorded_and_found_by_full_text_search(tokenizer):
     store = RunStore()
     settings = GenerationSettings(temperature=0.0, max_new_tokens=50, stop=(" met",))
     result = generate_text(scripted(tokenizer, [" The fox and the crow met"]), tokenizer, "A fable:", settings)
-    cancelled = GenerationResult(prompt="Question: why?", text=" Because", token_ids=[5, 6],
-                                 finish_reason="cancelled", time_to_first_token=0.1, elapsed=0.2)
+    cancelled = GenerationResult(
+        prompt="Question: why?",
+        text=" Because",
+        token_ids=[5, 6],
+        finish_reason="cancelled",
+        time_to_first_token=0.1,
+        elapsed=0.2,
+    )
     first_id = record_generation(store, "scratch:tiny", result, settings)
     record_generation(store, "gpt2", cancelled, GenerationSettings())
 

@@ -73,8 +73,9 @@ def test_an_adapter_checkpoint_holds_only_adapters_and_names_its_base(adapter_di
 def test_an_adapter_directory_loads_as_its_base_with_the_adapters_merged(adapter_dir: Path, tiny_model_dir: Path):
     from peft import PeftModel
 
-    expected = logits_of(PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(adapter_dir)))
+    expected = logits_of(
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(adapter_dir))
+    )
     loaded = load_model(str(adapter_dir), device="cpu")
 
     assert type(loaded.model).__name__ == "GPT2LMHeadModel"  # plain, so generation takes the fast road
@@ -118,13 +119,16 @@ def test_new_adapters_need_a_pretrained_base_that_is_not_itself_adapters(adapter
         add_adapters(merged, LoraSettings())
 
 
-@pytest.mark.parametrize(("settings", "field"), [
-    (LoraSettings(rank=0), "lora_rank"),
-    (LoraSettings(alpha=0), "lora_alpha"),
-    (LoraSettings(dropout=1.0), "lora_dropout"),
-    (LoraSettings(targets=" , "), "lora_targets"),
-    (LoraSettings(targets="c_attn;rm"), "lora_targets"),
-])
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        (LoraSettings(rank=0), "lora_rank"),
+        (LoraSettings(alpha=0), "lora_alpha"),
+        (LoraSettings(dropout=1.0), "lora_dropout"),
+        (LoraSettings(targets=" , "), "lora_targets"),
+        (LoraSettings(targets="c_attn;rm"), "lora_targets"),
+    ],
+)
 def test_bad_lora_settings_name_their_field(settings: LoraSettings, field: str):
     with pytest.raises(SettingsError) as caught:
         settings.validate()
@@ -145,16 +149,34 @@ def test_targets_that_match_no_layer_list_the_layers_there_are(tiny_model_dir: P
 def lora_settings(model: Path, dataset: Path, **overrides):
     from engine.training import TrainingConfig
 
-    values = dict(model=str(model), dataset=str(dataset), lora=True, lora_rank=4, lora_alpha=8, lora_dropout=0.1,
-                  max_steps=6, batch_size=4, block_size=32, learning_rate=1e-2, min_learning_rate=1e-3,
-                  warmup_steps=1, eval_every=3, eval_batches=2, sample_every=3, sample_length=8,
-                  checkpoint_every=3, device="cpu", seed=5)
+    values = dict(
+        model=str(model),
+        dataset=str(dataset),
+        lora=True,
+        lora_rank=4,
+        lora_alpha=8,
+        lora_dropout=0.1,
+        max_steps=6,
+        batch_size=4,
+        block_size=32,
+        learning_rate=1e-2,
+        min_learning_rate=1e-3,
+        warmup_steps=1,
+        eval_every=3,
+        eval_batches=2,
+        sample_every=3,
+        sample_length=8,
+        checkpoint_every=3,
+        device="cpu",
+        seed=5,
+    )
     values.update(overrides)
     return TrainingConfig(**values)
 
 
 def test_a_lora_run_trains_adapters_only_and_its_checkpoint_is_base_plus_adapters(
-        tiny_model_dir: Path, fables_excerpt: Path, tmp_path: Path, capsys):
+    tiny_model_dir: Path, fables_excerpt: Path, tmp_path: Path, capsys
+):
     from engine.store import RunStore
     from engine.training import TrainingJob
     from tui.cli import main
@@ -200,6 +222,7 @@ def test_a_resumed_lora_run_matches_one_that_was_never_stopped(tiny_model_dir: P
     def stop_after_step_2(progress) -> None:
         if progress.step == 2 and progress.status == "running":
             first_part.stop()
+
     first_part = TrainingJob(config, store, on_progress=stop_after_step_2)
     first = first_part.run()
     assert first.status == "stopped" and first.steps == 2
@@ -232,13 +255,15 @@ def test_gradient_checkpointing_saves_memory_without_changing_the_run(tiny_model
     store = RunStore()
     config = lora_settings(tiny_model_dir, fables_excerpt, max_steps=4, eval_every=0, sample_every=0)
     plain = TrainingJob(config, store).run()
-    checkpointed_job = TrainingJob(TrainingConfig.from_dict({**config.as_dict(), "gradient_checkpointing": True}),
-                                   store)
+    checkpointed_job = TrainingJob(
+        TrainingConfig.from_dict({**config.as_dict(), "gradient_checkpointing": True}), store
+    )
     checkpointed = checkpointed_job.run()
 
     assert checkpointed_job.model.get_base_model().is_gradient_checkpointing
     assert [row["train_loss"] for row in store.metrics(checkpointed.id)] == pytest.approx(
-        [row["train_loss"] for row in store.metrics(plain.id)], rel=1e-5)
+        [row["train_loss"] for row in store.metrics(plain.id)], rel=1e-5
+    )
     assert checkpointed_job.progress.gpu_memory_bytes is None  # on the CPU there is no GPU memory to show
 
     out_of_memory = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -51,9 +51,32 @@ TRAINER_THREADS = "1"
 
 def training_flags(model: Path, dataset: Path, *, checkpoint_every: int) -> list[str]:
     """`lmwb train` flags for a short run of the tiny model (which has dropout: random state matters)."""
-    return ["--model", str(model), "--dataset", str(dataset), "--steps", str(TOTAL_STEPS), "--batch-size", "4",
-            "--block-size", "32", "--lr", "3e-3", "--min-lr", "3e-4", "--warmup", "2", "--eval-every", "20",
-            "--checkpoint-every", str(checkpoint_every), "--seed", "7", "--device", "cpu"]
+    return [
+        "--model",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--steps",
+        str(TOTAL_STEPS),
+        "--batch-size",
+        "4",
+        "--block-size",
+        "32",
+        "--lr",
+        "3e-3",
+        "--min-lr",
+        "3e-4",
+        "--warmup",
+        "2",
+        "--eval-every",
+        "20",
+        "--checkpoint-every",
+        str(checkpoint_every),
+        "--seed",
+        "7",
+        "--device",
+        "cpu",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +125,16 @@ def started(process: subprocess.Popen) -> subprocess.Popen:
 
 def start_training(*flags: str) -> tuple[subprocess.Popen, str]:
     """Start a real `lmwb train` process; return it and the run id it prints first."""
-    process = started(subprocess.Popen(lmwb_command("train", *flags), cwd=REPO_ROOT, text=True,
-                                       env={**os.environ, "OMP_NUM_THREADS": TRAINER_THREADS},
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    process = started(
+        subprocess.Popen(
+            lmwb_command("train", *flags),
+            cwd=REPO_ROOT,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": TRAINER_THREADS},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    )
     first_line = process.stdout.readline()
     if not first_line.startswith(("Started run", "Resuming run")):
         process.kill()
@@ -179,7 +209,7 @@ def assert_recovers_like_a_run_never_killed(run_id: str, never_killed: list[dict
 
     assert integrity() == "ok"
     assert RunStore().get_run(run_id).status == "running"  # nobody has looked yet
-    assert main(["runs", "--json"]) == 0                     # the next lmwb start sweeps
+    assert main(["runs", "--json"]) == 0  # the next lmwb start sweeps
     capsys.readouterr()
     interrupted = RunStore().get_run(run_id)
     assert interrupted.status == "interrupted"
@@ -210,7 +240,8 @@ def assert_recovers_like_a_run_never_killed(run_id: str, never_killed: list[dict
         assert [row[column] for row in got] == pytest.approx([row[column] for row in never_killed], rel=1e-4), column
     evaluated = [row["step"] for row in never_killed if row["val_loss"] is not None]
     assert [got[step - 1]["val_loss"] for step in evaluated] == pytest.approx(
-        [never_killed[step - 1]["val_loss"] for step in evaluated], rel=1e-4)
+        [never_killed[step - 1]["val_loss"] for step in evaluated], rel=1e-4
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -219,7 +250,8 @@ def assert_recovers_like_a_run_never_killed(run_id: str, never_killed: list[dict
 
 @pytest.mark.slow
 def test_kill_9_during_a_checkpoint_write_leaves_no_half_checkpoint(
-        tiny_model_dir, fables_excerpt, never_killed, capsys):
+    tiny_model_dir, fables_excerpt, never_killed, capsys
+):
     process, run_id = start_training(*training_flags(tiny_model_dir, fables_excerpt, checkpoint_every=3))
     store = RunStore()
     wait_for(lambda: store.checkpoints(run_id), what="the first checkpoint")
@@ -237,7 +269,8 @@ def test_kill_9_during_a_checkpoint_write_leaves_no_half_checkpoint(
 
 @pytest.mark.slow
 def test_kill_9_in_the_middle_of_a_database_write_loses_nothing_committed(
-        tiny_model_dir, fables_excerpt, never_killed, capsys):
+    tiny_model_dir, fables_excerpt, never_killed, capsys
+):
     # A checkpoint every step means a metrics flush, a heartbeat and a checkpoint record every step.
     process, run_id = start_training(*training_flags(tiny_model_dir, fables_excerpt, checkpoint_every=1))
     store = RunStore()
@@ -278,14 +311,33 @@ APP_WITH_A_RUN_GOING = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_kill_9_of_the_app_leaves_its_run_going_and_kill_9_of_the_run_resumes_it_exactly(
-        tiny_model_dir, fables_excerpt, never_killed, capsys):
+    tiny_model_dir, fables_excerpt, never_killed, capsys
+):
     # The form holds what training_flags() gives `lmwb train`; every other field keeps its default.
-    form = {"model": str(tiny_model_dir), "dataset": str(fables_excerpt), "max_steps": TOTAL_STEPS, "batch_size": 4,
-            "block_size": 32, "learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_steps": 2,
-            "eval_every": 20, "checkpoint_every": 10, "seed": 7, "device": "cpu"}
-    app = started(subprocess.Popen([sys.executable, "-c", APP_WITH_A_RUN_GOING, json.dumps(form)], cwd=REPO_ROOT,
-                                   text=True, env={**os.environ, "OMP_NUM_THREADS": TRAINER_THREADS},
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    form = {
+        "model": str(tiny_model_dir),
+        "dataset": str(fables_excerpt),
+        "max_steps": TOTAL_STEPS,
+        "batch_size": 4,
+        "block_size": 32,
+        "learning_rate": 3e-3,
+        "min_learning_rate": 3e-4,
+        "warmup_steps": 2,
+        "eval_every": 20,
+        "checkpoint_every": 10,
+        "seed": 7,
+        "device": "cpu",
+    }
+    app = started(
+        subprocess.Popen(
+            [sys.executable, "-c", APP_WITH_A_RUN_GOING, json.dumps(form)],
+            cwd=REPO_ROOT,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": TRAINER_THREADS},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    )
     first_line = app.stdout.readline()
     assert first_line.startswith("Started run"), first_line + app.communicate()[1]
     run_id = first_line.split()[2]
@@ -334,8 +386,14 @@ def test_kill_9_mid_metrics_batch_keeps_every_committed_batch_whole():
     run_id = store.create_run(name="killed often", model="scratch:nano", dataset="fables", config={}).id
     last_step = 0
     for _ in range(6):
-        writer = started(subprocess.Popen([sys.executable, "-c", METRICS_WRITER, run_id, str(last_step), str(batch)],
-                                          cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True))
+        writer = started(
+            subprocess.Popen(
+                [sys.executable, "-c", METRICS_WRITER, run_id, str(last_step), str(batch)],
+                cwd=REPO_ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
         acknowledged = [int(writer.stdout.readline()) for _ in range(rng.randint(1, 4))][-1]
         time.sleep(rng.uniform(0, 0.003))
         writer.kill()
@@ -343,7 +401,7 @@ def test_kill_9_mid_metrics_batch_keeps_every_committed_batch_whole():
 
         assert integrity() == "ok"
         steps = [row["step"] for row in store.metrics(run_id)]
-        assert steps == list(range(1, len(steps) + 1))          # no gaps, no torn batch
+        assert steps == list(range(1, len(steps) + 1))  # no gaps, no torn batch
         assert len(steps) % batch == 0 and len(steps) >= acknowledged
         assert RunStore().mark_interrupted_runs() == [run_id]
         last_step = len(steps)
@@ -384,8 +442,7 @@ class RunsScreenReader(threading.Thread):
 
 
 @pytest.mark.slow
-def test_two_headless_trainers_and_an_app_job_write_at_once_while_the_runs_screen_reads(
-        tiny_model_dir, fables_excerpt):
+def test_two_headless_trainers_and_an_app_job_write_at_once_while_the_runs_screen_reads(tiny_model_dir, fables_excerpt):
     from engine.training import TrainingConfig, TrainingJob
 
     reader = RunsScreenReader()
@@ -396,9 +453,20 @@ def test_two_headless_trainers_and_an_app_job_write_at_once_while_the_runs_scree
     store = RunStore()
     wait_for(lambda: all(store.metrics(run_id) for _, run_id in headless), what="both headless trainers")
 
-    app_config = TrainingConfig(model=str(tiny_model_dir), dataset=str(fables_excerpt), max_steps=20,
-                                batch_size=4, block_size=32, warmup_steps=2, eval_every=5, checkpoint_every=5,
-                                sample_every=10, sample_length=8, device="cpu", name="in the app")
+    app_config = TrainingConfig(
+        model=str(tiny_model_dir),
+        dataset=str(fables_excerpt),
+        max_steps=20,
+        batch_size=4,
+        block_size=32,
+        warmup_steps=2,
+        eval_every=5,
+        checkpoint_every=5,
+        sample_every=10,
+        sample_length=8,
+        device="cpu",
+        name="in the app",
+    )
     with one_torch_thread():
         job = TrainingJob(app_config, store=RunStore())
         app_run_id = job.start()
@@ -410,8 +478,11 @@ def test_two_headless_trainers_and_an_app_job_write_at_once_while_the_runs_scree
     # One last poll sees the final rows: the poll under way now may have read before they were written,
     # the one after it began after the last write (a reader that failed stops polling: its error is the finding).
     polls_after_the_last_write = reader.polls + 2
-    wait_for(lambda: reader.polls >= polls_after_the_last_write or not reader.is_alive(), timeout=60,
-             what="a poll of the Runs screen reader begun after the last write")
+    wait_for(
+        lambda: reader.polls >= polls_after_the_last_write or not reader.is_alive(),
+        timeout=60,
+        what="a poll of the Runs screen reader begun after the last write",
+    )
     reader.stop()
 
     assert reader.errors == [] and reader.polls > 10
@@ -422,8 +493,12 @@ def test_two_headless_trainers_and_an_app_job_write_at_once_while_the_runs_scree
     for _, run_id in headless:
         assert runs[run_id].status == "stopped"
         # the two were training the whole time the app's job was
-        assert (runs[run_id].started_at < runs[app_run_id].started_at < runs[app_run_id].finished_at
-                < runs[run_id].finished_at)
+        assert (
+            runs[run_id].started_at
+            < runs[app_run_id].started_at
+            < runs[app_run_id].finished_at
+            < runs[run_id].finished_at
+        )
     for run_id, run in runs.items():
         every_step = list(range(1, run.steps + 1))
         assert [row["step"] for row in store.metrics(run_id)] == every_step, run.name  # none lost

@@ -30,8 +30,8 @@ import pytest
 from tests.conftest import REPO_ROOT, assert_one_line_error, lmwb_command, lmwb_in_process, lmwb_in_subprocess
 from tests.test_cli import NANO_RUN, started_run_id
 
-LONG = "100000"          # steps: a run that goes on until it is stopped
-START_TIMEOUT = 120      # seconds for a run's process to load and take its first steps (2 shared cores)
+LONG = "100000"  # steps: a run that goes on until it is stopped
+START_TIMEOUT = 120  # seconds for a run's process to load and take its first steps (2 shared cores)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -75,13 +75,16 @@ def wait_for_run(store, run_id: str, condition: Callable, what: str, timeout: fl
         if condition(run):
             return run
         if time.monotonic() > deadline:
-            pytest.fail(f"run {run_id} was not {what} within {timeout} s: status {run.status}, step {run.steps}, "
-                        f"progress {run.progress}, error {run.error}\nlog:\n{log_tail(run_id)}")
+            pytest.fail(
+                f"run {run_id} was not {what} within {timeout} s: status {run.status}, step {run.steps}, "
+                f"progress {run.progress}, error {run.error}\nlog:\n{log_tail(run_id)}"
+            )
         time.sleep(0.1)
 
 
-def start_detached(fables: Path, *extra: str, steps: str = LONG,
-                   capsys: pytest.CaptureFixture[str] | None = None) -> tuple[str, int]:
+def start_detached(
+    fables: Path, *extra: str, steps: str = LONG, capsys: pytest.CaptureFixture[str] | None = None
+) -> tuple[str, int]:
     """`lmwb train --detach`: the run's id and the pid of the process it launched.
 
     In a child process, as a user types it; or, given ``capsys``, in this process (a child spends most of
@@ -117,8 +120,12 @@ class Follower:
 
     def __init__(self, run_id: str) -> None:
         self.process = subprocess.Popen(
-            lmwb_command("runs", "follow", run_id), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, cwd=REPO_ROOT,
+            lmwb_command("runs", "follow", run_id),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            cwd=REPO_ROOT,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
@@ -174,7 +181,7 @@ def assert_paused_and_still(store, run_id: str) -> int:
     """The run is paused and its steps do not advance while its process beats on; return its step."""
     before = store.get_run(run_id)
     assert before.status == "paused", before
-    beats(store, run_id, 3)   # over a second in which an unpaused nano run takes dozens of steps
+    beats(store, run_id, 3)  # over a second in which an unpaused nano run takes dozens of steps
     after = store.get_run(run_id)
     assert after.status == "paused", after
     assert after.steps == before.steps > 0
@@ -195,7 +202,7 @@ def test_an_unknown_run_id_is_one_line(capsys, action: str) -> None:
 
 @pytest.mark.slow
 def test_pause_continue_stop_and_follow_a_detached_run(capsys, store, fables: Path) -> None:
-    run_id, _ = start_detached(fables)   # a child process, as typed at a shell
+    run_id, _ = start_detached(fables)  # a child process, as typed at a shell
     training(store, run_id)
 
     # A running run: continue has nothing to do.
@@ -205,7 +212,8 @@ def test_pause_continue_stop_and_follow_a_detached_run(capsys, store, fables: Pa
     # Ctrl+C on `follow` stops following; the run goes on.
     with Follower(run_id) as follower:
         assert follower.wait_for_line(lambda line: line.startswith("Following run")).startswith(
-            f"Following run {run_id} ")
+            f"Following run {run_id} "
+        )
         follower.wait_for_line(is_step_line)  # following: its Ctrl+C handler is in place
         status, out = follower.interrupt()
     assert status == 0, out
@@ -274,8 +282,9 @@ def test_pause_continue_stop_and_follow_a_detached_run(capsys, store, fables: Pa
 
 def queue_run(capsys, dataset: Path, name: str, steps: str = "6") -> tuple[str, str]:
     """`lmwb train --queue` (in this process: a child would spend seconds importing torch): the id and output."""
-    status, out, err = lmwb_in_process(capsys, "train", *NANO_RUN, "--dataset", str(dataset), "--steps", steps,
-                               "--name", name, "--queue")
+    status, out, err = lmwb_in_process(
+        capsys, "train", *NANO_RUN, "--dataset", str(dataset), "--steps", steps, "--name", name, "--queue"
+    )
     assert status == 0, out + err
     first = out.splitlines()[0]
     assert first.startswith(("Queued run ", "Started run ")), out
@@ -316,7 +325,8 @@ def test_queued_runs_start_one_after_another_and_a_cancelled_one_never_does(caps
         wait_for_run(store, run_id, lambda run: run.status not in ("queued", "starting", "running"), "finished")
     runs = {run_id: store.get_run(run_id) for run_id in (first, second, middle, last)}
     assert [run.status for run in runs.values()] == ["stopped", "completed", "cancelled", "completed"], [
-        (run.name, run.status, run.error) for run in runs.values()]
+        (run.name, run.status, run.error) for run in runs.values()
+    ]
     assert runs[second].steps == runs[last].steps == 6 and runs[middle].steps == 0
     # One after another, in the order queued: each started after the one before it had finished.
     assert runs[first].finished_at <= runs[second].started_at
@@ -396,15 +406,17 @@ def test_a_killed_run_and_a_reused_pid_are_found_interrupted(capsys, store, fabl
     # The pid is reused by another process (this one): its start time tells it apart.
     my_start = process_start_time()
     assert abs(my_start - killed_start) > 1.0  # this test's process was running well before the run's
-    set_owner_columns(lmwb_home, run_id, status="running", finished_at=None, error=None, pid=os.getpid(),
-                      process_start=killed_start)
+    set_owner_columns(
+        lmwb_home, run_id, status="running", finished_at=None, error=None, pid=os.getpid(), process_start=killed_start
+    )
     assert store.get_run(run_id).status == "running"
     assert store.mark_interrupted_runs() == [run_id]
     assert store.get_run(run_id).status == "interrupted"
 
     # The same live pid with its own start time is the run's process: left alone, by the CLI too.
-    set_owner_columns(lmwb_home, run_id, status="running", finished_at=None, error=None, pid=os.getpid(),
-                      process_start=my_start)
+    set_owner_columns(
+        lmwb_home, run_id, status="running", finished_at=None, error=None, pid=os.getpid(), process_start=my_start
+    )
     assert store.mark_interrupted_runs() == []
     result = lmwb_in_subprocess("runs", "--json", timeout=60)
     assert json.loads(result.stdout)[0]["status"] == "running"
@@ -418,8 +430,9 @@ def test_a_killed_run_and_a_reused_pid_are_found_interrupted(capsys, store, fabl
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_a_two_process_run_pauses_and_stops_from_the_store_and_the_command_line(capsys, store, fables: Path,
-                                                                                lmwb_home: Path) -> None:
+def test_a_two_process_run_pauses_and_stops_from_the_store_and_the_command_line(
+    capsys, store, fables: Path, lmwb_home: Path
+) -> None:
     from engine.run_process import control_run
 
     run_id, launcher = start_detached(fables, "--nproc", "2", "--device", "cpu", capsys=capsys)
@@ -429,7 +442,7 @@ def test_a_two_process_run_pauses_and_stops_from_the_store_and_the_command_line(
 
     paused = control_run(store, run_id, "pause", timeout=120)
     assert paused.status == "paused"
-    paused_at = assert_paused_and_still(store, run_id)   # both ranks hold: rank 1 alone cannot step
+    paused_at = assert_paused_and_still(store, run_id)  # both ranks hold: rank 1 alone cannot step
 
     result = lmwb_in_subprocess("runs", "stop", run_id, timeout=240)  # a paused run stops too, with a checkpoint
     assert result.returncode == 0, result.stdout + result.stderr

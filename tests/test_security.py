@@ -73,8 +73,11 @@ def test_every_torch_load_refuses_pickled_code(modules):
     loads, unsafe = [], []
     for path, tree in modules:
         for node in ast.walk(tree):
-            if (isinstance(node, ast.ImportFrom) and node.module == "torch"
-                    and any(a.name == "load" for a in node.names)):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "torch"
+                and any(a.name == "load" for a in node.names)
+            ):
                 unsafe.append(f"{where(path, node)}: 'from torch import load' hides torch.load from this check")
         for call, name in calls(tree):
             if name == "torch.load":
@@ -89,8 +92,18 @@ def test_nothing_unpickles_files_by_any_other_road(modules):
     unsafe = []
     for path, tree in modules:
         for call, name in calls(tree):
-            if name in ("pickle.load", "pickle.loads", "pickle.Unpickler", "dill.load", "joblib.load",
-                        "cloudpickle.load", "torch.jit.load", "shelve.open", "marshal.load", "marshal.loads"):
+            if name in (
+                "pickle.load",
+                "pickle.loads",
+                "pickle.Unpickler",
+                "dill.load",
+                "joblib.load",
+                "cloudpickle.load",
+                "torch.jit.load",
+                "shelve.open",
+                "marshal.load",
+                "marshal.loads",
+            ):
                 unsafe.append(f"{where(path, call)}: {name}")
             if name in ("np.load", "numpy.load") and keyword_value(call, "allow_pickle") not in ("<missing>", False):
                 unsafe.append(f"{where(path, call)}: {name} with allow_pickle")
@@ -128,8 +141,16 @@ def test_remote_code_is_never_trusted(modules):
 
 
 def test_no_shell_ever_runs_and_no_text_is_evaluated(modules):
-    shells = ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput", "commands.getoutput",
-              "pty.spawn", "eval", "exec")
+    shells = (
+        "os.system",
+        "os.popen",
+        "subprocess.getoutput",
+        "subprocess.getstatusoutput",
+        "commands.getoutput",
+        "pty.spawn",
+        "eval",
+        "exec",
+    )
     unsafe = []
     for path, tree in modules:
         for call, name in calls(tree):
@@ -196,9 +217,19 @@ def test_beside_safetensors_a_booby_trapped_pickle_is_ignored(tmp_path, tiny_mod
 def test_lora_adapters_with_only_a_booby_trapped_pickle_are_refused_unopened(tmp_path, tiny_model_dir, capsys):
     adapters = tmp_path / "downloaded-adapters"
     adapters.mkdir()
-    (adapters / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "base_model_name_or_path": str(tiny_model_dir), "r": 4, "lora_alpha": 8,
-        "target_modules": ["c_attn"], "task_type": "CAUSAL_LM"}), encoding="utf-8")
+    (adapters / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "base_model_name_or_path": str(tiny_model_dir),
+                "r": 4,
+                "lora_alpha": 8,
+                "target_modules": ["c_attn"],
+                "task_type": "CAUSAL_LM",
+            }
+        ),
+        encoding="utf-8",
+    )
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tiny_model_dir / name, adapters / name)
     marker = tmp_path / "pwned"
@@ -217,8 +248,18 @@ def test_a_booby_trapped_trainer_state_is_refused_unopened(tmp_path, tiny_model_
 
     text = tmp_path / "fables.txt"
     text.write_text(FABLES.read_text(encoding="utf-8")[:12_000], encoding="utf-8")
-    config = TrainingConfig(model=str(tiny_model_dir), dataset=str(text), max_steps=2, batch_size=2, block_size=16,
-                            warmup_steps=0, eval_every=0, sample_every=0, checkpoint_every=0, device="cpu")
+    config = TrainingConfig(
+        model=str(tiny_model_dir),
+        dataset=str(text),
+        max_steps=2,
+        batch_size=2,
+        block_size=16,
+        warmup_steps=0,
+        eval_every=0,
+        sample_every=0,
+        checkpoint_every=0,
+        device="cpu",
+    )
     run = TrainingJob(config, RunStore()).run()
     checkpoint = Path(RunStore().checkpoints(run.id)[-1]["path"])
     marker = tmp_path / "pwned"
@@ -251,9 +292,18 @@ def trained_under_an_open_umask(lmwb_home, tiny_model_dir, tmp_path):
     text.write_text(FABLES.read_text(encoding="utf-8")[:12_000], encoding="utf-8")
     previous = os.umask(0)
     try:
-        config = TrainingConfig(model=str(tiny_model_dir), dataset=str(text), max_steps=2, batch_size=2,
-                                block_size=16, warmup_steps=0, eval_every=0, sample_every=0, checkpoint_every=0,
-                                device="cpu")
+        config = TrainingConfig(
+            model=str(tiny_model_dir),
+            dataset=str(text),
+            max_steps=2,
+            batch_size=2,
+            block_size=16,
+            warmup_steps=0,
+            eval_every=0,
+            sample_every=0,
+            checkpoint_every=0,
+            device="cpu",
+        )
         return TrainingJob(config, RunStore()).run()
     finally:
         os.umask(previous)
@@ -267,8 +317,11 @@ def test_the_data_directory_and_database_are_private_even_with_an_open_umask(lmw
     for companion in (Path(f"{database}-wal"), Path(f"{database}-shm")):
         if companion.exists():  # SQLite gives them the database's own mode
             assert mode(companion) == 0o600, companion.name
-    for directory in (lmwb_home / "runs" / run.id, lmwb_home / "runs" / run.id / "checkpoints",
-                      lmwb_home / "cache" / "tokens"):
+    for directory in (
+        lmwb_home / "runs" / run.id,
+        lmwb_home / "runs" / run.id / "checkpoints",
+        lmwb_home / "cache" / "tokens",
+    ):
         assert mode(directory) == 0o700, directory
 
 

@@ -33,24 +33,36 @@ def store() -> RunStore:
 
 
 def new_run(store: RunStore, **overrides) -> str:
-    fields = {"name": "fox fables", "model": "scratch:nano", "dataset": "fables",
-              "config": {"max_steps": 200, "learning_rate": 3e-4}} | overrides
+    fields = {
+        "name": "fox fables",
+        "model": "scratch:nano",
+        "dataset": "fables",
+        "config": {"max_steps": 200, "learning_rate": 3e-4},
+    } | overrides
     return store.create_run(**fields).id
 
 
 def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter that shares this test's LMWB_HOME."""
     env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
-                          check=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True, timeout=60
+    )
 
 
 # -- runs ---------------------------------------------------------------------
 
 
 def test_a_new_run_belongs_to_this_process_and_reads_back(store):
-    run = store.create_run(name="", model="gpt2", dataset="fables", config={"block_size": 64},
-                           tags=["baseline"], notes="first try", lora=True)
+    run = store.create_run(
+        name="",
+        model="gpt2",
+        dataset="fables",
+        config={"block_size": 64},
+        tags=["baseline"],
+        notes="first try",
+        lora=True,
+    )
 
     assert len(run.id) == 8 and int(run.id, 16) >= 0
     assert run.name == "gpt2 on fables"
@@ -94,8 +106,7 @@ def test_runs_are_filtered_by_status_and_text_and_sorted(store):
     assert [r.id for r in store.list_runs(order_by="best_val_loss", descending=False)] == [dialogue, fables, code]
     assert [r.id for r in store.list_runs(order_by="best_val_loss")] == [fables, dialogue, code]
     assert [r.id for r in store.list_runs(order_by="steps")] == [fables, dialogue, code]
-    assert [r.name for r in store.list_runs(order_by="name", descending=False)] == ["100% code", "Fables small",
-                                                                                    "chat"]
+    assert [r.name for r in store.list_runs(order_by="name", descending=False)] == ["100% code", "Fables small", "chat"]
     with pytest.raises(StoreError, match="Cannot sort runs by 'pid'; choose one of created_at, name"):
         store.list_runs(order_by="pid")
     with pytest.raises(StoreError, match="Unknown run status 'done'"):
@@ -104,13 +115,16 @@ def test_runs_are_filtered_by_status_and_text_and_sorted(store):
 
 def test_a_run_is_renamed_annotated_and_its_progress_recorded(store):
     run_id = new_run(store)
-    store.update_run(run_id, name="renamed", notes="lr too high?", tags=["sweep", "lr"],
-                     config={"learning_rate": 1e-3})
+    store.update_run(run_id, name="renamed", notes="lr too high?", tags=["sweep", "lr"], config={"learning_rate": 1e-3})
     store.heartbeat(run_id, steps=40, tokens=40 * 8 * 128)
 
     run = store.get_run(run_id)
-    assert (run.name, run.notes, run.tags, run.config) == ("renamed", "lr too high?", ["sweep", "lr"],
-                                                            {"learning_rate": 1e-3})
+    assert (run.name, run.notes, run.tags, run.config) == (
+        "renamed",
+        "lr too high?",
+        ["sweep", "lr"],
+        {"learning_rate": 1e-3},
+    )
     assert (run.steps, run.tokens) == (40, 40960) and run.heartbeat_at >= run.created_at
     with pytest.raises(StoreError, match="name cannot be empty"):
         store.update_run(run_id, name=" ")
@@ -149,9 +163,21 @@ def test_status_changes_stamp_the_start_and_end_of_a_run(store):
 
 def test_metrics_are_written_in_batches_and_read_after_a_step(store):
     run_id = new_run(store)
-    store.add_metrics(run_id, [{"step": s, "train_loss": 5.0 - s / 100, "lr": 3e-4, "tokens": s * 1024,
-                                "tokens_per_sec": 900.0, "grad_norm": 1.2, "elapsed": s / 10}
-                               for s in range(1, 51)])
+    store.add_metrics(
+        run_id,
+        [
+            {
+                "step": s,
+                "train_loss": 5.0 - s / 100,
+                "lr": 3e-4,
+                "tokens": s * 1024,
+                "tokens_per_sec": 900.0,
+                "grad_norm": 1.2,
+                "elapsed": s / 10,
+            }
+            for s in range(1, 51)
+        ],
+    )
     store.add_metrics(run_id, [{"step": 50, "val_loss": 4.6, "val_ppl": 99.5, "val_bpb": 1.8, "mfu": 0.31}])
 
     rows = store.metrics(run_id)
@@ -199,11 +225,15 @@ def test_samples_and_checkpoints_are_kept_in_step_order(store, lmwb_home):
     store.add_checkpoint(run_id, 100, step_100, val_loss=3.1)  # saved again after a resume
 
     assert [(s["step"], s["text"]) for s in store.samples(run_id)] == [
-        (100, "Once upon a time the fox"), (200, "Once upon a time there was a crow")]
+        (100, "Once upon a time the fox"),
+        (200, "Once upon a time there was a crow"),
+    ]
     assert [s["step"] for s in store.samples(run_id, after_step=100)] == [200]
     checkpoints = store.checkpoints(run_id)
     assert [(c["step"], c["path"], c["val_loss"]) for c in checkpoints] == [
-        (100, str(step_100), 3.1), (200, str(step_100.with_name("step-200")), None)]
+        (100, str(step_100), 3.1),
+        (200, str(step_100.with_name("step-200")), None),
+    ]
 
     store.remove_checkpoint(run_id, 100)
     assert [c["step"] for c in store.checkpoints(run_id)] == [200]
@@ -231,9 +261,15 @@ def test_checkpoints_move_with_the_workbench_home(tmp_path):
 
 def test_generations_are_logged_and_found_by_words_in_prompt_or_text(store):
     def log(prompt, text):
-        return store.add_generation(model="gpt2", prompt=prompt, settings={"temperature": 0.8}, text=text,
-                                    token_count=len(text.split()), tokens_per_second=41.5,
-                                    finish_reason="length")
+        return store.add_generation(
+            model="gpt2",
+            prompt=prompt,
+            settings={"temperature": 0.8},
+            text=text,
+            token_count=len(text.split()),
+            tokens_per_second=41.5,
+            finish_reason="length",
+        )
 
     fox = log("The fox", "The fox jumped over the fence.")
     crow = log("A crow", "A crow sat on the mill and sang.")
@@ -254,10 +290,12 @@ def test_generations_are_logged_and_found_by_words_in_prompt_or_text(store):
 
 
 def test_evaluations_are_logged_newest_first(store):
-    first = store.add_evaluation(model="gpt2", dataset="fables", split="val", loss=3.5, perplexity=33.1,
-                                 bits_per_byte=1.4, tokens=20_000)
-    second = store.add_evaluation(model="run:ab12cd34", dataset="fables", split="val", loss=2.9,
-                                  perplexity=18.2, bits_per_byte=1.1, tokens=20_000)
+    first = store.add_evaluation(
+        model="gpt2", dataset="fables", split="val", loss=3.5, perplexity=33.1, bits_per_byte=1.4, tokens=20_000
+    )
+    second = store.add_evaluation(
+        model="run:ab12cd34", dataset="fables", split="val", loss=2.9, perplexity=18.2, bits_per_byte=1.1, tokens=20_000
+    )
     rows = store.evaluations()
     assert [r["id"] for r in rows] == [second, first]
     assert (rows[0]["model"], rows[0]["loss"], rows[0]["perplexity"]) == ("run:ab12cd34", 2.9, 18.2)
@@ -268,8 +306,9 @@ def test_evaluations_are_logged_newest_first(store):
 
 def test_a_run_exports_as_json_and_csv(store):
     run_id = new_run(store)
-    store.add_metrics(run_id, [{"step": 1, "train_loss": 4.0}, {"step": 2, "train_loss": 3.5, "val_loss": 3.7,
-                                                                 "mfu": 0.2}])
+    store.add_metrics(
+        run_id, [{"step": 1, "train_loss": 4.0}, {"step": 2, "train_loss": 3.5, "val_loss": 3.7, "mfu": 0.2}]
+    )
     store.add_sample(run_id, 2, "The", "The fox")
     store.add_checkpoint(run_id, 2, "/tmp/step-2", val_loss=3.7)
 
@@ -327,8 +366,15 @@ def test_the_database_is_private_to_its_owner(store, lmwb_home):
 def test_the_database_is_a_plain_sqlite_file_users_can_query(store):
     run_id = new_run(store)
     store.add_metrics(run_id, [{"step": 1, "train_loss": 4.0}])
-    store.add_generation(model="gpt2", prompt="The fox", settings={}, text="ran away", token_count=2,
-                         tokens_per_second=10.0, finish_reason="eos")
+    store.add_generation(
+        model="gpt2",
+        prompt="The fox",
+        settings={},
+        text="ran away",
+        token_count=2,
+        tokens_per_second=10.0,
+        finish_reason="eos",
+    )
 
     db = sqlite_utils.Database(store.path)
     assert [row["id"] for row in db["runs"].rows] == [run_id]
@@ -358,13 +404,19 @@ def test_a_database_missing_a_later_migration_is_brought_up_to_date(store):
         conn.execute("PRAGMA user_version = 3")
 
     upgraded = RunStore()
-    upgraded.add_evaluation(model="gpt2", dataset="fables", split="val", loss=3.0, perplexity=20.1,
-                            bits_per_byte=1.2, tokens=100)
+    upgraded.add_evaluation(
+        model="gpt2", dataset="fables", split="val", loss=3.0, perplexity=20.1, bits_per_byte=1.2, tokens=100
+    )
     assert len(upgraded.evaluations()) == 1 and upgraded.get_run(run_id).id == run_id
 
 
-@pytest.mark.parametrize("newer", ["INSERT INTO _migrations VALUES ('m042_future_feature', '2031-01-01')",
-                                   f"PRAGMA user_version = {SCHEMA_VERSION + 1}"])
+@pytest.mark.parametrize(
+    "newer",
+    [
+        "INSERT INTO _migrations VALUES ('m042_future_feature', '2031-01-01')",
+        f"PRAGMA user_version = {SCHEMA_VERSION + 1}",
+    ],
+)
 def test_a_database_from_a_newer_version_is_refused(store, newer):
     run_id = new_run(store)
     with sqlite3.connect(store.path) as conn:
@@ -498,8 +550,9 @@ def test_a_run_written_by_another_process_shows_up_live(store):
     run_id = new_run(store)
     steps = 2000
     env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
-    writer = subprocess.Popen([sys.executable, "-c", HEADLESS_TRAINER, run_id, str(steps)], env=env,
-                              stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HEADLESS_TRAINER, run_id, str(steps)], env=env, stderr=subprocess.PIPE, text=True
+    )
     seen: list[int] = []
     reads_while_writing = 0
     deadline = time.monotonic() + 60

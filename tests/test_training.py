@@ -51,18 +51,33 @@ def store() -> RunStore:
 
 def settings(model: Path | str, dataset: Path, **overrides) -> TrainingConfig:
     """Small, fast settings for the tiny model; evaluation, samples and periodic checkpoints off."""
-    values = dict(model=str(model), dataset=str(dataset), max_steps=20, batch_size=4, block_size=32,
-                  learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=2, eval_every=0, eval_batches=2,
-                  sample_every=0, checkpoint_every=0, device="cpu", seed=7)
+    values = dict(
+        model=str(model),
+        dataset=str(dataset),
+        max_steps=20,
+        batch_size=4,
+        block_size=32,
+        learning_rate=3e-3,
+        min_learning_rate=3e-4,
+        warmup_steps=2,
+        eval_every=0,
+        eval_batches=2,
+        sample_every=0,
+        checkpoint_every=0,
+        device="cpu",
+        seed=7,
+    )
     values.update(overrides)
     return TrainingConfig(**values)
 
 
 def stop_at(step: int):
     """A progress callback that stops its job once the job reports `step`."""
+
     def callback(progress) -> None:
         if progress.step >= step and progress.status == "running":
             job_holder[0].stop()
+
     job_holder: list[TrainingJob] = []
     return callback, job_holder
 
@@ -79,8 +94,16 @@ def wait_for(condition, timeout: float = 60.0) -> None:
 
 
 def test_fine_tuning_lowers_the_loss_and_records_everything(tiny_model_dir, fables_excerpt, store):
-    config = settings(tiny_model_dir, fables_excerpt, max_steps=50, eval_every=25, sample_every=25,
-                      checkpoint_every=25, sample_prompt="The fox", sample_length=8)
+    config = settings(
+        tiny_model_dir,
+        fables_excerpt,
+        max_steps=50,
+        eval_every=25,
+        sample_every=25,
+        checkpoint_every=25,
+        sample_prompt="The fox",
+        sample_length=8,
+    )
     job = TrainingJob(config, store)
     run = job.run()
 
@@ -213,14 +236,15 @@ def test_a_resumed_run_matches_one_that_was_never_stopped(tiny_model_dir, fables
     evaluated = [row["step"] for row in expected if row["val_loss"] is not None]
     assert evaluated == [4, 8, 12, 16]
     assert [got[step - 1]["val_loss"] for step in evaluated] == pytest.approx(
-        [expected[step - 1]["val_loss"] for step in evaluated], rel=1e-5)
+        [expected[step - 1]["val_loss"] for step in evaluated], rel=1e-5
+    )
 
 
 def test_resume_refuses_a_corrupt_trainer_state_and_cleans_up_leftovers(tiny_model_dir, fables_excerpt, store):
     config = settings(tiny_model_dir, fables_excerpt, max_steps=4)
     run = TrainingJob(config, store).run()
     checkpoints_dir = run_dir(run.id) / "checkpoints"
-    (checkpoints_dir / "step-9").mkdir()   # renamed into place by a process killed before recording it
+    (checkpoints_dir / "step-9").mkdir()  # renamed into place by a process killed before recording it
     state_file = checkpoints_dir / "step-4" / TRAINER_STATE_FILE
     state_file.write_bytes(state_file.read_bytes()[:200])
 
@@ -233,8 +257,9 @@ def test_resume_refuses_a_corrupt_trainer_state_and_cleans_up_leftovers(tiny_mod
 def test_a_new_run_sweeps_away_checkpoint_writes_of_killed_processes(tiny_model_dir, fables_excerpt, store):
     earlier = TrainingJob(settings(tiny_model_dir, fables_excerpt, max_steps=2), store).run()
     checkpoints_dir = run_dir(earlier.id) / "checkpoints"
-    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+    dead_pid = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     abandoned = checkpoints_dir / f".tmp-step-9-{dead_pid}"
     being_written = checkpoints_dir / f".tmp-step-9-{os.getpid()}"
     abandoned.mkdir()
@@ -328,14 +353,40 @@ def test_out_of_memory_says_what_to_lower():
 # Settings
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("batch_size", 0), ("batch_size", 2.5), ("block_size", -1), ("max_steps", True), ("grad_accum", "2"),
-    ("learning_rate", 0), ("learning_rate", float("nan")), ("min_learning_rate", -1e-5), ("warmup_steps", 500),
-    ("beta1", 1.0), ("beta2", -0.1), ("weight_decay", -1), ("grad_clip", -1), ("max_time", 0), ("epochs", 0),
-    ("eval_every", -5), ("eval_batches", 0), ("sample_length", 0), ("checkpoints_kept", 0), ("seed", -1),
-    ("seed", 2**32), ("device", "tpu"), ("precision", "fp8"), ("vocab_size", 100), ("model", ""),
-    ("model", "scratch:huge"), ("dataset", "  "), ("name", "x" * 201), ("sample_prompt", None),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("batch_size", 0),
+        ("batch_size", 2.5),
+        ("block_size", -1),
+        ("max_steps", True),
+        ("grad_accum", "2"),
+        ("learning_rate", 0),
+        ("learning_rate", float("nan")),
+        ("min_learning_rate", -1e-5),
+        ("warmup_steps", 500),
+        ("beta1", 1.0),
+        ("beta2", -0.1),
+        ("weight_decay", -1),
+        ("grad_clip", -1),
+        ("max_time", 0),
+        ("epochs", 0),
+        ("eval_every", -5),
+        ("eval_batches", 0),
+        ("sample_length", 0),
+        ("checkpoints_kept", 0),
+        ("seed", -1),
+        ("seed", 2**32),
+        ("device", "tpu"),
+        ("precision", "fp8"),
+        ("vocab_size", 100),
+        ("model", ""),
+        ("model", "scratch:huge"),
+        ("dataset", "  "),
+        ("name", "x" * 201),
+        ("sample_prompt", None),
+    ],
+)
 def test_bad_settings_name_their_field(field, value):
     config = TrainingConfig(model="gpt2", dataset="fables", max_steps=200)
     setattr(config, field, value)
@@ -366,8 +417,7 @@ def test_settings_round_trip_and_unknown_keys_are_named():
 
 
 def test_learning_rate_warms_up_then_decays_to_the_minimum():
-    config = TrainingConfig(model="gpt2", dataset="fables", learning_rate=1e-3, min_learning_rate=1e-4,
-                            warmup_steps=10)
+    config = TrainingConfig(model="gpt2", dataset="fables", learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=10)
     rates = [get_lr(step, config, 100) for step in range(101)]
     assert rates[:10] == pytest.approx([1e-3 * (s + 1) / 11 for s in range(10)])
     assert rates[10] == pytest.approx(1e-3)
@@ -385,16 +435,22 @@ def test_weight_decay_applies_to_matrices_only(tiny_model_dir):
 
 
 def test_retention_keeps_the_newest_and_the_best():
-    rows = [{"step": 10, "val_loss": 3.0}, {"step": 20, "val_loss": 2.1}, {"step": 30, "val_loss": 2.5},
-            {"step": 40, "val_loss": None}, {"step": 50, "val_loss": 2.4}]
+    rows = [
+        {"step": 10, "val_loss": 3.0},
+        {"step": 20, "val_loss": 2.1},
+        {"step": 30, "val_loss": 2.5},
+        {"step": 40, "val_loss": None},
+        {"step": 50, "val_loss": 2.4},
+    ]
     assert checkpoints_to_remove(rows, kept=2) == [10, 30]
     assert checkpoints_to_remove(rows, kept=1) == [10, 30, 40]
     assert checkpoints_to_remove(rows[:1], kept=2) == []
 
 
 def test_old_checkpoints_are_removed_from_disk_and_store(tiny_model_dir, fables_excerpt, store):
-    config = settings(tiny_model_dir, fables_excerpt, max_steps=10, checkpoint_every=2, eval_every=2,
-                      checkpoints_kept=2)
+    config = settings(
+        tiny_model_dir, fables_excerpt, max_steps=10, checkpoint_every=2, eval_every=2, checkpoints_kept=2
+    )
     run = TrainingJob(config, store).run()
     recorded = store.checkpoints(run.id)
     best = min(recorded, key=lambda row: row["val_loss"])

@@ -72,8 +72,9 @@ def shown_text(widget: Widget) -> str:
 async def open_train_screen(pilot: Pilot) -> Screen:
     """From any screen (out of any field): go to Train and wait until its form, built once torch is in, is there."""
     await pilot.press("escape", "4")
-    await wait_until(pilot, lambda: bool(pilot.app.screen.query("#config"))
-                     and pilot.app.screen.query_one("#config").is_mounted)
+    await wait_until(
+        pilot, lambda: bool(pilot.app.screen.query("#config")) and pilot.app.screen.query_one("#config").is_mounted
+    )
     return pilot.app.screen
 
 
@@ -139,8 +140,9 @@ async def test_generate_streams_tokens_and_logs_the_generation(tiny_model_dir) -
         screen.query_one("#prompt", TextArea).text = "The fox and the crow"
         screen.query_one("#settings", ConfigForm).set_values({"max_new_tokens": 24, "seed": 7})
         await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: not screen.generating
-                         and "first token" in shown_text(screen.query_one("#stats-a", Static)))
+        await wait_until(
+            pilot, lambda: not screen.generating and "first token" in shown_text(screen.query_one("#stats-a", Static))
+        )
 
         batches = [m for m in messages if isinstance(m, GenerateScreen.Tokens)]
         view = screen.query_one("#tokens-a", TokenStreamView)
@@ -223,9 +225,21 @@ async def test_train_ten_steps_then_find_the_run_completed_in_runs() -> None:
         form = train.query_one("#config", ConfigForm)
         assert form.query_one("#field-model", Input).value == "scratch:nano"
         assert form.query_one("#field-dataset", Input).value == "fables"
-        form.set_values({"max_steps": 10, "batch_size": 2, "block_size": 32, "warmup_steps": 2,
-                         "eval_every": 5, "eval_batches": 2, "sample_every": 5, "sample_length": 8,
-                         "checkpoint_every": 0, "vocab_size": 512, "name": "ten steps"})
+        form.set_values(
+            {
+                "max_steps": 10,
+                "batch_size": 2,
+                "block_size": 32,
+                "warmup_steps": 2,
+                "eval_every": 5,
+                "eval_batches": 2,
+                "sample_every": 5,
+                "sample_length": 8,
+                "checkpoint_every": 0,
+                "vocab_size": 512,
+                "name": "ten steps",
+            }
+        )
         assert form.errors == {}
         await pilot.press("ctrl+r")
         chart = train.query_one("#train-chart", LossChart)
@@ -258,9 +272,20 @@ async def test_train_ten_steps_then_find_the_run_completed_in_runs() -> None:
 async def start_small_run(pilot: Pilot, app: WorkbenchApp, **settings: object) -> None:
     """From any screen: go to Train, fill the form for a quick scratch:nano run, start it."""
     form = (await open_train_screen(pilot)).query_one("#config", ConfigForm)
-    form.set_values({"model": "scratch:nano", "dataset": "fables", "batch_size": 2, "block_size": 32,
-                     "warmup_steps": 2, "eval_every": 0, "sample_every": 0, "checkpoint_every": 0,
-                     "vocab_size": 512, **settings})
+    form.set_values(
+        {
+            "model": "scratch:nano",
+            "dataset": "fables",
+            "batch_size": 2,
+            "block_size": 32,
+            "warmup_steps": 2,
+            "eval_every": 0,
+            "sample_every": 0,
+            "checkpoint_every": 0,
+            "vocab_size": 512,
+            **settings,
+        }
+    )
     assert form.errors == {}
     await pilot.press("ctrl+r")
     await wait_until(pilot, lambda: app.screen.run_id is not None)
@@ -338,14 +363,37 @@ async def test_the_run_is_its_own_process_paused_and_continued_from_the_app_and_
 
 @pytest.mark.slow
 @story
-async def test_the_runs_screen_pauses_continues_and_stops_a_run_started_by_lmwb_train_elsewhere(
-        tmp_path: Path) -> None:
+async def test_the_runs_screen_pauses_continues_and_stops_a_run_started_by_lmwb_train_elsewhere(tmp_path: Path) -> None:
     child = subprocess.Popen(
-        lmwb_command("train", "--model", "scratch:nano", "--dataset", "fables",
-                     "--steps", "100000", "--batch-size", "2", "--block-size", "32", "--eval-every", "0",
-                     "--sample-every", "0", "--checkpoint-every", "0", "--vocab-size", "512",
-                     "--name", "from a terminal"),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+        lmwb_command(
+            "train",
+            "--model",
+            "scratch:nano",
+            "--dataset",
+            "fables",
+            "--steps",
+            "100000",
+            "--batch-size",
+            "2",
+            "--block-size",
+            "32",
+            "--eval-every",
+            "0",
+            "--sample-every",
+            "0",
+            "--checkpoint-every",
+            "0",
+            "--vocab-size",
+            "512",
+            "--name",
+            "from a terminal",
+        ),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     try:
         deadline = time.monotonic() + 180
         while not RunStore().list_runs(status="running") or RunStore().list_runs()[0].steps < 2:
@@ -380,8 +428,9 @@ async def test_the_runs_screen_pauses_continues_and_stops_a_run_started_by_lmwb_
 
 def record_run(store: RunStore, name: str, losses: list[float], status: str = "completed", **setup: Any) -> str:
     """Write a run into the store the way a trainer in another process would."""
-    run = store.create_run(name=name, model="scratch:nano", dataset="fables", config={"max_steps": len(losses)},
-                           **setup)
+    run = store.create_run(
+        name=name, model="scratch:nano", dataset="fables", config={"max_steps": len(losses)}, **setup
+    )
     store.set_status(run.id, "running")
     store.add_metrics(run.id, [{"step": step, "train_loss": loss} for step, loss in enumerate(losses, 1)])
     store.heartbeat(run.id, steps=len(losses), tokens=64 * len(losses))
@@ -447,8 +496,9 @@ async def test_train_screen_shows_the_progress_record_a_run_writes_with_its_gpu_
         status = train.query_one("#run-status", Static)
         await wait_until(pilot, lambda: "on a gpu" in shown_text(status))
         # What a trainer on CUDA writes with its heartbeat (this machine has no GPU to measure).
-        progress = TrainingProgress(step=2, max_steps=9, status="running", phase="Tokenizing fables: 40%",
-                                    gpu_memory_bytes=3 * 2**30 // 2)
+        progress = TrainingProgress(
+            step=2, max_steps=9, status="running", phase="Tokenizing fables: 40%", gpu_memory_bytes=3 * 2**30 // 2
+        )
         store.heartbeat(run_id, steps=2, tokens=128, progress=progress.as_dict())
         await wait_until(pilot, lambda: "GPU 1.5 GB peak" in shown_text(status))
         assert "step 2/9" in shown_text(status) and "Tokenizing fables: 40%" in shown_text(status)

@@ -51,8 +51,10 @@ def datasets_listed(pilot: Pilot) -> bool:
 @pytest.mark.parametrize("size", [WIDE, SMALL], ids=["100x32", "80x24"])
 def test_datasets_screen(snap_compare, size) -> None:
     async def ready(pilot: Pilot) -> None:
-        await settle(pilot, lambda: datasets_listed(pilot)
-                     and pilot.app.screen.query_one("#preview", OptionList).option_count > 0)
+        await settle(
+            pilot,
+            lambda: datasets_listed(pilot) and pilot.app.screen.query_one("#preview", OptionList).option_count > 0,
+        )
 
     assert snap_compare(WorkbenchApp(), terminal_size=size, run_before=ready)
 
@@ -71,8 +73,13 @@ def test_train_screen(snap_compare, size) -> None:
     async def ready(pilot: Pilot) -> None:
         await pilot.press("4")
         # The form puts the cursor in its first field once it is mounted.
-        await settle(pilot, lambda: pilot.app.screen.query("#field-model")
-                     and pilot.app.focused is pilot.app.screen.query_one("#field-model"))
+        await settle(
+            pilot,
+            lambda: (
+                pilot.app.screen.query("#field-model")
+                and pilot.app.focused is pilot.app.screen.query_one("#field-model")
+            ),
+        )
 
     assert snap_compare(WorkbenchApp(), terminal_size=size, run_before=ready)
 

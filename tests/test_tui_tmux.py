@@ -32,8 +32,17 @@ class Terminal:
 
     def __init__(self, command: str, *, width: int = 100, height: int = 30) -> None:
         self.socket = f"lmwb-test-{uuid.uuid4().hex[:8]}"
-        self.tmux("new-session", "-d", "-s", "app", "-x", str(width), "-y", str(height),
-                  f"{command}; echo {EXITED} $?; sleep 60")
+        self.tmux(
+            "new-session",
+            "-d",
+            "-s",
+            "app",
+            "-x",
+            str(width),
+            "-y",
+            str(height),
+            f"{command}; echo {EXITED} $?; sleep 60",
+        )
 
     def tmux(self, *args: str) -> str:
         done = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30)
@@ -66,8 +75,10 @@ class Terminal:
 
 @pytest.fixture
 def terminal(lmwb_home: Path, tmp_path: Path):
-    command = (f"cd {REPO_ROOT} && LMWB_HOME={lmwb_home} HF_HUB_OFFLINE=1 HF_HOME={tmp_path / 'hf'} "
-               f"{sys.executable} -m tui.cli")
+    command = (
+        f"cd {REPO_ROOT} && LMWB_HOME={lmwb_home} HF_HUB_OFFLINE=1 HF_HOME={tmp_path / 'hf'} "
+        f"{sys.executable} -m tui.cli"
+    )
     term = Terminal(command)
     yield term
     term.close()
@@ -101,11 +112,14 @@ def test_lmwb_opens_switches_screens_and_quits_cleanly(terminal: Terminal) -> No
 
 
 def test_a_run_started_in_the_app_outlives_the_terminal_and_shows_again_when_reopened(
-        lmwb_home: Path, tmp_path: Path) -> None:
+    lmwb_home: Path, tmp_path: Path
+) -> None:
     from engine.store import RunStore
 
-    command = (f"cd {REPO_ROOT} && LMWB_HOME={lmwb_home} HF_HUB_OFFLINE=1 HF_HOME={tmp_path / 'hf'} "
-               f"OMP_NUM_THREADS=1 {sys.executable} -m tui.cli")
+    command = (
+        f"cd {REPO_ROOT} && LMWB_HOME={lmwb_home} HF_HUB_OFFLINE=1 HF_HOME={tmp_path / 'hf'} "
+        f"OMP_NUM_THREADS=1 {sys.executable} -m tui.cli"
+    )
     first = Terminal(command)
     try:
         first.wait_for("torch ready")

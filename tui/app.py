@@ -98,8 +98,9 @@ class ModelCache:
         self._lock = threading.Lock()
         self._models: OrderedDict[tuple[str, str | None], LoadedModel] = OrderedDict()
 
-    def get(self, source: str, dataset: str | None, store: RunStore,
-            progress: Callable[[str], None] | None = None) -> LoadedModel:
+    def get(
+        self, source: str, dataset: str | None, store: RunStore, progress: Callable[[str], None] | None = None
+    ) -> LoadedModel:
         """The loaded model for ``source`` (a scratch preset's tokenizer is trained on ``dataset``)."""
         from engine.datasets import open_dataset
         from engine.models import ModelSource, load_model
@@ -126,8 +127,7 @@ class WorkbenchApp(App):
     # reading a screen's own CSS on its first showing, restyles every widget of
     # every screen then. The first screen's and the dialogs' is read at start;
     # the rest (40 ms: too much for the first frame) once torch is in.
-    CSS_PATH = ["app.tcss", "screens/datasets.tcss", "screens/help.tcss", "screens/confirm.tcss",
-                "screens/quit.tcss"]
+    CSS_PATH = ["app.tcss", "screens/datasets.tcss", "screens/help.tcss", "screens/confirm.tcss", "screens/quit.tcss"]
     LATER_CSS = ("models", "generate", "train", "runs", "run_detail", "history")
     COMMANDS = App.COMMANDS | {ScreenActions}
 
@@ -146,28 +146,49 @@ class WorkbenchApp(App):
         "train": ("tui.screens.train", "TrainScreen"),
         "runs": ("tui.screens.runs", "RunsScreen"),
     }
-    MODES = {"datasets": DatasetsScreen,
-             **{mode: screen_made_on_first_visit(*where) for mode, where in LATER_SCREENS.items()}}
+    MODES = {
+        "datasets": DatasetsScreen,
+        **{mode: screen_made_on_first_visit(*where) for mode, where in LATER_SCREENS.items()},
+    }
     DEFAULT_MODE = "datasets"
 
     BINDINGS = [
         *(
-            Binding(key, f"switch_mode('{mode}')", title, show=False, id=f"screen.{mode}",
-                    tooltip=f"Go to the {title} screen")
+            Binding(
+                key,
+                f"switch_mode('{mode}')",
+                title,
+                show=False,
+                id=f"screen.{mode}",
+                tooltip=f"Go to the {title} screen",
+            )
             for mode, key, title in SCREEN_ORDER
         ),
         # In a text field a digit is text: F1-F5 switch screens from anywhere,
         # whatever has focus (function keys reach the app over SSH; Alt+digit
         # does not: Textual reads Esc+5 as the Mac's Option+5, "∞").
         *(
-            Binding(f"f{key}", f"switch_mode('{mode}')", "Screens", show=key == "1", priority=True,
-                    key_display="f1-5" if key == "1" else None, id=f"screen.f.{mode}",
-                    tooltip=f"Go to the {title} screen, even from a text field")
+            Binding(
+                f"f{key}",
+                f"switch_mode('{mode}')",
+                "Screens",
+                show=key == "1",
+                priority=True,
+                key_display="f1-5" if key == "1" else None,
+                id=f"screen.f.{mode}",
+                tooltip=f"Go to the {title} screen, even from a text field",
+            )
             for mode, key, title in SCREEN_ORDER
         ),
         Binding("question_mark", "help", "Help", id="app.help", tooltip="Keys and what each screen does"),
-        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True,
-                tooltip="Quit (asks first if a training run is in progress)"),
+        Binding(
+            "ctrl+q",
+            "quit",
+            "Quit",
+            id="app.quit",
+            priority=True,
+            tooltip="Quit (asks first if a training run is in progress)",
+        ),
     ]
 
     engine_status: reactive[str] = reactive("loading torch…")
@@ -274,8 +295,12 @@ class WorkbenchApp(App):
             self.notify(str(error), severity="error", timeout=10)
             return
         self.log.error("".join(traceback.format_exception(error)))
-        self.notify(f"{type(error).__name__}: {error}\n(This is a bug in lm-workbench.)",
-                    title="Internal error", severity="error", timeout=15)
+        self.notify(
+            f"{type(error).__name__}: {error}\n(This is a bug in lm-workbench.)",
+            title="Internal error",
+            severity="error",
+            timeout=15,
+        )
 
     # -- actions ----------------------------------------------------------------
 
@@ -320,8 +345,9 @@ class WorkbenchApp(App):
                 self.store.request_control(run.id, "stop")
             except StoreError:
                 pass  # it ended meanwhile: nothing to stop
-        self.call_from_thread(self.exit, message=f"Asked {len(runs)} run(s) to stop; each saves a checkpoint. "
-                              "Follow them with: lmwb runs")
+        self.call_from_thread(
+            self.exit, message=f"Asked {len(runs)} run(s) to stop; each saves a checkpoint. Follow them with: lmwb runs"
+        )
 
 
 def run_app() -> None:

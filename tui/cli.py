@@ -144,8 +144,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"lmwb: error: {message} (see '{self.prog} --help')\n")
 
 
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Every command, flag and help text of `lmwb`."""
     parser = _Parser(
@@ -162,8 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_argument("--field", help="the .jsonl field or .csv column holding the text (default: text)")
     datasets.add_argument("--model", metavar="SRC", help="count tokens with this model's tokenizer")
     datasets.add_argument("--tokens", action="store_true", help="count tokens (needs --model)")
-    datasets.add_argument("--vocab-size", type=positive_int, metavar="N",
-                          help="with a scratch: model, the vocabulary of its tokenizer (default: as training)")
+    datasets.add_argument(
+        "--vocab-size",
+        type=positive_int,
+        metavar="N",
+        help="with a scratch: model, the vocabulary of its tokenizer (default: as training)",
+    )
     datasets.add_argument("--json", action="store_true", help="print JSON for scripts")
     datasets.set_defaults(handler=cmd_datasets)
 
@@ -186,14 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, metavar="SRC", help="model source (see 'lmwb models')")
     evaluate.add_argument("--dataset", required=True, metavar="PATH_OR_NAME", help="a bundled name, file or folder")
     evaluate.add_argument("--field", help="the .jsonl field or .csv column holding the text")
-    evaluate.add_argument("--split", choices=("val", "all"), default="val",
-                          help="the validation split (default) or the whole dataset")
-    _add_flags(evaluate, (
-        ("--block-size", "block_size", positive_int, "tokens per window (default: the model's context)"),
-        ("--batch-size", "batch_size", positive_int, "windows per batch"),
-        ("--max-batches", "max_batches", positive_int, "evaluate an even spread of this many batches only"),
-        ("--device", "device", device_name, "auto, cpu, cuda[:N] or mps"),
-    ))
+    evaluate.add_argument(
+        "--split", choices=("val", "all"), default="val", help="the validation split (default) or the whole dataset"
+    )
+    _add_flags(
+        evaluate,
+        (
+            ("--block-size", "block_size", positive_int, "tokens per window (default: the model's context)"),
+            ("--batch-size", "batch_size", positive_int, "windows per batch"),
+            ("--max-batches", "max_batches", positive_int, "evaluate an even spread of this many batches only"),
+            ("--device", "device", device_name, "auto, cpu, cuda[:N] or mps"),
+        ),
+    )
     evaluate.add_argument("--json", action="store_true", help="print JSON for scripts")
     evaluate.set_defaults(handler=cmd_eval)
     return parser
@@ -203,8 +209,12 @@ def _add_runs_parser(commands: argparse._SubParsersAction) -> None:
     runs = commands.add_parser("runs", help="list, show, delete and export training runs")
     runs.add_argument("--status", type=run_status, help="only runs with this status (running, completed, ...)")
     runs.add_argument("--search", metavar="QUERY", help="only runs whose name, model or dataset contains this")
-    runs.add_argument("--sort", choices=tuple(RUN_ORDERINGS), default="created_at",
-                      help="sort field (default: created_at, newest first)")
+    runs.add_argument(
+        "--sort",
+        choices=tuple(RUN_ORDERINGS),
+        default="created_at",
+        help="sort field (default: created_at, newest first)",
+    )
     runs.add_argument("--reverse", action="store_true", help="reverse the sort order")
     runs.add_argument("--json", action="store_true", help="print JSON for scripts")
     runs.set_defaults(handler=cmd_runs_list)
@@ -226,23 +236,28 @@ def _add_runs_parser(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--output", type=Path, metavar="FILE", help="write here instead of stdout")
     export.set_defaults(handler=cmd_runs_export)
 
-    follow = actions.add_parser("follow", help="the live progress of a run, wherever it was started "
-                                "(Ctrl+C leaves the run going)")
+    follow = actions.add_parser(
+        "follow", help="the live progress of a run, wherever it was started (Ctrl+C leaves the run going)"
+    )
     follow.add_argument("run_id", metavar="ID", help="run id (a unique prefix is enough)")
     follow.set_defaults(handler=cmd_runs_follow)
-    for action, text in (("pause", "pause a running run between two steps (it keeps its place and memory)"),
-                         ("continue", "continue a paused run"),
-                         ("stop", "stop a run with a checkpoint (it can be resumed), or cancel a queued one")):
+    for action, text in (
+        ("pause", "pause a running run between two steps (it keeps its place and memory)"),
+        ("continue", "continue a paused run"),
+        ("stop", "stop a run with a checkpoint (it can be resumed), or cancel a queued one"),
+    ):
         control = actions.add_parser(action, help=text)
         control.add_argument("run_id", metavar="ID", help="run id (a unique prefix is enough)")
         control.set_defaults(handler=cmd_runs_control, action=action)
 
     export_model = actions.add_parser(
-        "export-model", help="a run's checkpoint as a plain Hugging Face model directory (LoRA adapters merged in)")
+        "export-model", help="a run's checkpoint as a plain Hugging Face model directory (LoRA adapters merged in)"
+    )
     export_model.add_argument("run_id", metavar="ID", help="run id (a unique prefix is enough)")
     export_model.add_argument("directory", type=Path, metavar="DIR", help="a new (or empty) directory to write")
-    export_model.add_argument("--step", type=non_negative_int, metavar="N", help="that step's checkpoint "
-                              "(default: the latest)")
+    export_model.add_argument(
+        "--step", type=non_negative_int, metavar="N", help="that step's checkpoint (default: the latest)"
+    )
     export_model.set_defaults(handler=cmd_runs_export_model)
 
 
@@ -260,7 +275,8 @@ GENERATION_FLAGS = (
 
 def _add_generate_parser(commands: argparse._SubParsersAction) -> None:
     generate = commands.add_parser(
-        "generate", help="stream text from a model, token by token",
+        "generate",
+        help="stream text from a model, token by token",
         description="Stream text from a model. Text goes to stdout as each token arrives; "
         "a summary goes to stderr. Ctrl+C stops and still records the generation.",
     )
@@ -270,11 +286,13 @@ def _add_generate_parser(commands: argparse._SubParsersAction) -> None:
     prompt.add_argument("--prompt-file", type=Path, metavar="FILE", help="read the prompt from a UTF-8 file")
     sampling = generate.add_argument_group("sampling settings (defaults: the engine's GenerationSettings)")
     _add_flags(sampling, GENERATION_FLAGS)
-    sampling.add_argument("--stop", action="append", default=[], metavar="TEXT",
-                          help="stop when this text appears (repeatable)")
+    sampling.add_argument(
+        "--stop", action="append", default=[], metavar="TEXT", help="stop when this text appears (repeatable)"
+    )
     generate.add_argument("--dataset", metavar="PATH_OR_NAME", help="for scratch: models, the tokenizer's dataset")
-    generate.add_argument("--device", type=device_name, default="auto", metavar="DEVICE",
-                          help="auto (default), cpu, cuda[:N] or mps")
+    generate.add_argument(
+        "--device", type=device_name, default="auto", metavar="DEVICE", help="auto (default), cpu, cuda[:N] or mps"
+    )
     generate.add_argument("--json", action="store_true", help="one JSON object per token, then a summary")
     generate.set_defaults(handler=cmd_generate)
 
@@ -294,15 +312,27 @@ TRAINING_FLAGS = (
     ("--eval-every", "eval_every", non_negative_int, "steps between evaluations (0: none)"),
     ("--sample-every", "sample_every", non_negative_int, "steps between samples (0: none)"),
     ("--sample-prompt", "sample_prompt", str, "prompt for the samples"),
-    ("--checkpoint-every", "checkpoint_every", non_negative_int, "steps between checkpoints "
-     "(0: only at the end or on stop)"),
+    (
+        "--checkpoint-every",
+        "checkpoint_every",
+        non_negative_int,
+        "steps between checkpoints (0: only at the end or on stop)",
+    ),
     ("--vocab-size", "vocab_size", positive_int, "tokenizer vocabulary of a scratch: model"),
     ("--seed", "seed", non_negative_int, "same seed, same run"),
     ("--device", "device", device_name, "auto, cpu, cuda[:N] or mps"),
-    ("--precision", "precision", precision_name, "auto (bf16 or fp16 autocast on a GPU, fp32 on the CPU), fp32, "
-     "bf16 or fp16"),
-    ("--gradient-checkpointing", "gradient_checkpointing", bool, "recompute activations in the backward pass: "
-     "less GPU memory for large models, about a third slower"),
+    (
+        "--precision",
+        "precision",
+        precision_name,
+        "auto (bf16 or fp16 autocast on a GPU, fp32 on the CPU), fp32, bf16 or fp16",
+    ),
+    (
+        "--gradient-checkpointing",
+        "gradient_checkpointing",
+        bool,
+        "recompute activations in the backward pass: less GPU memory for large models, about a third slower",
+    ),
     ("--lora", "lora", bool, "train LoRA adapters on the frozen model instead of all its weights"),
     ("--lora-rank", "lora_rank", positive_int, "rank of the LoRA adapters"),
     ("--lora-alpha", "lora_alpha", positive_float, "LoRA scale (the update is scaled by alpha / rank)"),
@@ -314,33 +344,51 @@ TRAINING_FLAGS = (
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser(
-        "train", help="train or fine-tune a model; the run is recorded in the store",
+        "train",
+        help="train or fine-tune a model; the run is recorded in the store",
         description="Train or fine-tune a model headless. Ctrl+C or SIGTERM stops with a checkpoint; "
         "'lmwb train --resume ID --steps N' continues to N steps in all. With --detach (or --queue) the run "
         "is a background process of its own that outlives this terminal and an SSH connection.",
     )
     train.add_argument("--model", metavar="SRC", help="model source, e.g. scratch:tiny or gpt2")
     train.add_argument("--dataset", metavar="PATH_OR_NAME", help="a bundled name, file or folder")
-    train.add_argument("--field", dest="dataset_field", metavar="FIELD",
-                       help="the .jsonl field or .csv column holding the text")
+    train.add_argument(
+        "--field", dest="dataset_field", metavar="FIELD", help="the .jsonl field or .csv column holding the text"
+    )
     train.add_argument("--resume", metavar="RUN_ID", help="continue this run from its latest checkpoint")
-    train.add_argument("--nproc", type=positive_int, metavar="N",
-                       help="train as N processes under torchrun, one per GPU (global batch: batch size x "
-                       "grad accum x N)")
+    train.add_argument(
+        "--nproc",
+        type=positive_int,
+        metavar="N",
+        help="train as N processes under torchrun, one per GPU (global batch: batch size x grad accum x N)",
+    )
     background = train.add_mutually_exclusive_group()
-    background.add_argument("--detach", action="store_true",
-                            help="start the run as a background process and return; follow it with "
-                            "'lmwb runs follow ID'")
-    background.add_argument("--queue", action="store_true",
-                            help="add the run to the queue: it starts in the background once the runs "
-                            "before it have ended (at once if none is going)")
+    background.add_argument(
+        "--detach",
+        action="store_true",
+        help="start the run as a background process and return; follow it with 'lmwb runs follow ID'",
+    )
+    background.add_argument(
+        "--queue",
+        action="store_true",
+        help="add the run to the queue: it starts in the background once the runs "
+        "before it have ended (at once if none is going)",
+    )
     _add_flags(train.add_argument_group("training settings (defaults: the engine's TrainingConfig)"), TRAINING_FLAGS)
     train.set_defaults(handler=cmd_train)
 
 
 # How each argument type shows in --help.
-METAVARS = {positive_int: "N", non_negative_int: "N", positive_float: "X", non_negative_float: "X",
-            probability: "P", device_name: "DEVICE", precision_name: "PRECISION", str: "TEXT"}
+METAVARS = {
+    positive_int: "N",
+    non_negative_int: "N",
+    positive_float: "X",
+    non_negative_float: "X",
+    probability: "P",
+    device_name: "DEVICE",
+    precision_name: "PRECISION",
+    str: "TEXT",
+}
 
 
 def _add_flags(group: argparse._ActionsContainer, flags: Sequence[tuple[str, str, Callable, str]]) -> None:
@@ -590,8 +638,12 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def _dataset_summary(dataset: Any, model: str | None, vocab_size: int | None) -> dict[str, Any]:
     stats = dataset.stats()
     summary: dict[str, Any] = {
-        "name": dataset.name, "path": str(dataset.path), "files": stats.files, "bytes": stats.bytes,
-        "documents": stats.documents, "characters": stats.characters,
+        "name": dataset.name,
+        "path": str(dataset.path),
+        "files": stats.files,
+        "bytes": stats.bytes,
+        "documents": stats.documents,
+        "characters": stats.characters,
     }
     if dataset.field is not None:
         summary["field"] = dataset.field
@@ -652,8 +704,6 @@ def _as_dict(value: Any) -> dict[str, Any]:
 # lmwb runs
 
 
-
-
 def cmd_runs_list(args: argparse.Namespace) -> int:
     """Runs, filtered and sorted, newest first by default."""
     descending = RUN_ORDERINGS[args.sort] != args.reverse
@@ -666,8 +716,19 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
         _stdout().print("No runs yet. Start one with: lmwb train --model scratch:tiny --dataset NAME")
         return EXIT_OK
     columns = ["id", "name", "status", "model", "dataset", "steps", "best val loss", "created"]
-    table_rows = [[row["id"], row["name"], row["status"], model_label(row["model"], row["lora"], row["world_size"]),
-                   row["dataset"], row["steps"], row["best_val_loss"], _local_time(row["created_at"])] for row in rows]
+    table_rows = [
+        [
+            row["id"],
+            row["name"],
+            row["status"],
+            model_label(row["model"], row["lora"], row["world_size"]),
+            row["dataset"],
+            row["steps"],
+            row["best_val_loss"],
+            _local_time(row["created_at"]),
+        ]
+        for row in rows
+    ]
     _stdout().print(_table("Runs", columns, table_rows))
     return EXIT_OK
 
@@ -694,24 +755,44 @@ def _print_run(detail: dict[str, Any]) -> None:
     summary = detail["metrics_summary"]
     status = detail["status"] + (f": {detail['error']}" if detail["error"] else "")
     about = [
-        ("name", detail["name"]), ("status", status), ("model", detail["model"]), ("dataset", detail["dataset"]),
-        ("steps", detail["steps"]), ("tokens", detail["tokens"]), ("best val loss", detail["best_val_loss"]),
-        ("created", _local_time(detail["created_at"])), ("finished", _local_time(detail["finished_at"])),
-        ("LoRA", detail["lora"]), ("processes", detail["world_size"]),
+        ("name", detail["name"]),
+        ("status", status),
+        ("model", detail["model"]),
+        ("dataset", detail["dataset"]),
+        ("steps", detail["steps"]),
+        ("tokens", detail["tokens"]),
+        ("best val loss", detail["best_val_loss"]),
+        ("created", _local_time(detail["created_at"])),
+        ("finished", _local_time(detail["finished_at"])),
+        ("LoRA", detail["lora"]),
+        ("processes", detail["world_size"]),
     ] + ([("notes", detail["notes"])] if detail["notes"] else [])
     console.print(_key_values(f"Run {detail['id']}", about))
     console.print()
     # Config values as typed (a seed is 1337, not 1,337).
-    console.print(_key_values("Config", [(key, None if value is None else str(value))
-                                         for key, value in sorted(detail["config"].items())]))
+    console.print(
+        _key_values(
+            "Config", [(key, None if value is None else str(value)) for key, value in sorted(detail["config"].items())]
+        )
+    )
     console.print()
-    console.print(_key_values("Metrics", [
-        ("logged steps", summary["logged_steps"]),
-        ("train loss", f"{_cell(summary['first_train_loss']).plain} → {_cell(summary['last_train_loss']).plain}"),
-        ("best val loss", summary["best_val_loss"]), ("last val loss", summary["last_val_loss"]),
-        ("last val perplexity", summary["last_val_ppl"]), ("last val bits/byte", summary["last_val_bpb"]),
-        ("tokens/s", None if summary["tokens_per_sec"] is None else round(summary["tokens_per_sec"])),
-    ]))
+    console.print(
+        _key_values(
+            "Metrics",
+            [
+                ("logged steps", summary["logged_steps"]),
+                (
+                    "train loss",
+                    f"{_cell(summary['first_train_loss']).plain} → {_cell(summary['last_train_loss']).plain}",
+                ),
+                ("best val loss", summary["best_val_loss"]),
+                ("last val loss", summary["last_val_loss"]),
+                ("last val perplexity", summary["last_val_ppl"]),
+                ("last val bits/byte", summary["last_val_bpb"]),
+                ("tokens/s", None if summary["tokens_per_sec"] is None else round(summary["tokens_per_sec"])),
+            ],
+        )
+    )
     if detail["checkpoints"]:
         rows = [[c["step"], c["val_loss"], c["path"]] for c in detail["checkpoints"]]
         console.print(_table("Checkpoints", ["step", "val loss", "path"], rows))
@@ -764,8 +845,9 @@ def cmd_runs_follow(args: argparse.Namespace) -> int:
         return _stored_progress(run, progress_of(run)), run.status in FINISHED_STATUSES
 
     with stop_on_signals(lambda: None) as leaving:
-        print(f"Following run {run.id} ({run.name}), {run.status}. Ctrl+C stops following; the run goes on.",
-              flush=True)
+        print(
+            f"Following run {run.id} ({run.name}), {run.status}. Ctrl+C stops following; the run goes on.", flush=True
+        )
         follow_progress(next_progress, threading.Event())
     if leaving.is_set() and run.status not in FINISHED_STATUSES:
         print(f"Stopped following; run {run.id} goes on. Follow it again: lmwb runs follow {run.id}", flush=True)
@@ -781,8 +863,7 @@ def _stored_progress(run: Any, progress: Any) -> Any:
     if progress is None:
         progress = TrainingProgress(step=run.steps, tokens=run.tokens, max_steps=run.config.get("max_steps", 0))
     phase = progress.phase if run.status in ("running", "starting") else run.status
-    return dataclasses.replace(progress, status=run.status, phase=phase,
-                               message=run.error or progress.message)
+    return dataclasses.replace(progress, status=run.status, phase=phase, message=run.error or progress.message)
 
 
 def cmd_runs_control(args: argparse.Namespace) -> int:
@@ -792,11 +873,13 @@ def cmd_runs_control(args: argparse.Namespace) -> int:
     store = _open_store()
     doing = {"pause": "pausing", "continue": "continuing", "stop": "stopping"}[args.action]
     with _status_line(f"Asking run {args.run_id} to {args.action} (it answers between two steps)…") as update:
+
         def waiting(run: Any) -> None:
             if run.progress and run.progress.get("phase") == "stopping":
                 update(f"Run {run.id} is stopping: saving a checkpoint…")
             else:
                 update(f"Waiting up to {ANSWER_TIMEOUT:g} s for run {run.id} to answer ({doing})…")
+
         run = control_run(store, args.run_id, args.action, waiting=waiting)
     if run.status == "cancelled":
         print(f"Cancelled queued run {run.id}; it never started.", flush=True)
@@ -821,7 +904,8 @@ def cmd_runs_delete(args: argparse.Namespace) -> int:
     run = store.get_run(args.run_id)
     if run.status in ACTIVE_STATUSES:
         raise CommandError(
-            f"Run {run.id} is {run.status} (process {run.pid} on {run.host}); stop it first, then delete it.")
+            f"Run {run.id} is {run.status} (process {run.pid} on {run.host}); stop it first, then delete it."
+        )
     if not args.yes:
         if not sys.stdin.isatty():
             raise CommandError(f"Not deleting run {run.id} without confirmation; pass --yes to delete it.")
@@ -859,8 +943,10 @@ def cmd_runs_export_model(args: argparse.Namespace) -> int:
     source = ModelSource("run", store.get_run(args.run_id).id, args.step)
     with _status_line(f"Exporting {source}…") as update:
         path = export_model(source, args.directory, store=store, progress=update)
-    print(f"Wrote {source} to {path}; it loads with AutoModelForCausalLM.from_pretrained, or here as --model {path}.",
-          file=sys.stderr)
+    print(
+        f"Wrote {source} to {path}; it loads with AutoModelForCausalLM.from_pretrained, or here as --model {path}.",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -893,18 +979,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.json:
         summary = {
-            "type": "summary", "id": generation_id, "model": str(loaded.source), "prompt": result.prompt,
-            "text": result.text, "tokens": len(result.token_ids), "finish_reason": result.finish_reason,
-            "tokens_per_second": result.tokens_per_second, "time_to_first_token": result.time_to_first_token,
-            "elapsed": result.elapsed, "settings": settings.as_dict(),
+            "type": "summary",
+            "id": generation_id,
+            "model": str(loaded.source),
+            "prompt": result.prompt,
+            "text": result.text,
+            "tokens": len(result.token_ids),
+            "finish_reason": result.finish_reason,
+            "tokens_per_second": result.tokens_per_second,
+            "time_to_first_token": result.time_to_first_token,
+            "elapsed": result.elapsed,
+            "settings": settings.as_dict(),
         }
         sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
     else:
         if not result.text.endswith("\n"):
             sys.stdout.write("\n")
-        print(f"{len(result.token_ids)} tokens · {result.tokens_per_second:.1f} tok/s · "
-              f"first token {result.time_to_first_token * 1000:.0f} ms · finish: {result.finish_reason} · "
-              f"saved as generation {generation_id}", file=sys.stderr)
+        print(
+            f"{len(result.token_ids)} tokens · {result.tokens_per_second:.1f} tok/s · "
+            f"first token {result.time_to_first_token * 1000:.0f} ms · finish: {result.finish_reason} · "
+            f"saved as generation {generation_id}",
+            file=sys.stderr,
+        )
     sys.stdout.flush()
     return EXIT_OK
 
@@ -936,8 +1032,10 @@ def _load_model(model: str, *, device: str, dataset_name: str | None, store: Run
 
     source = ModelSource.parse(model)
     if source.kind == "scratch" and dataset_name is None:
-        raise CommandError(f"{source} is a from-scratch model: its tokenizer is trained on a dataset, "
-                           "so give one with --dataset NAME_OR_PATH.")
+        raise CommandError(
+            f"{source} is a from-scratch model: its tokenizer is trained on a dataset, "
+            "so give one with --dataset NAME_OR_PATH."
+        )
     dataset = open_dataset(dataset_name) if dataset_name is not None else None
     with _status_line(f"Loading {source}…") as update:
         return load_model(source, device=device, dataset=dataset, store=store, progress=update)
@@ -953,8 +1051,18 @@ def cmd_history(args: argparse.Namespace) -> int:
         found = "matching that search" if args.search else "yet"
         _stdout().print(f"No generations {found}. Make one with: lmwb generate --model SRC --prompt TEXT")
         return EXIT_OK
-    table_rows = [[row["id"], _local_time(row["created_at"]), row["model"], _shorten(row["prompt"], 30),
-                   _shorten(row["text"], 50), row["token_count"], row["finish_reason"]] for row in rows]
+    table_rows = [
+        [
+            row["id"],
+            _local_time(row["created_at"]),
+            row["model"],
+            _shorten(row["prompt"], 30),
+            _shorten(row["text"], 50),
+            row["token_count"],
+            row["finish_reason"],
+        ]
+        for row in rows
+    ]
     columns = ["id", "created", "model", "prompt", "text", "tokens", "finish"]
     _stdout().print(_table("Generations", columns, table_rows))
     return EXIT_OK
@@ -994,8 +1102,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             run_id = job.start()
             if place.writes:
                 processes = f" as {place.world_size} processes" if place.distributed else ""
-                print(f"{'Resuming' if resume_run else 'Started'} run {run_id}{processes}: {config.model} on "
-                      f"{config.dataset}, to step {config.max_steps}. Ctrl+C stops it with a checkpoint.", flush=True)
+                print(
+                    f"{'Resuming' if resume_run else 'Started'} run {run_id}{processes}: {config.model} on "
+                    f"{config.dataset}, to step {config.max_steps}. Ctrl+C stops it with a checkpoint.",
+                    flush=True,
+                )
                 follow_training(job, stopping)
             else:
                 while not job.join(timeout=0.5):
@@ -1016,17 +1127,29 @@ def _train_in_background(args: argparse.Namespace) -> int:
         config, resume_run = _training_config(args, store)
         run = submit_run(config, store, resume_run=resume_run, nproc=args.nproc, queue=args.queue)
     if run.status == "queued":
-        ahead = [queued.id for queued in store.list_runs(status="queued", order_by="created_at", descending=False)
-                 if (queued.queued_at or "") < (run.queued_at or "")]
-        print(f"Queued run {run.id}: {config.model} on {config.dataset}. It starts when the run going now "
-              f"{'and the ' + str(len(ahead)) + ' queued before it end' if ahead else 'ends'}.", flush=True)
+        ahead = [
+            queued.id
+            for queued in store.list_runs(status="queued", order_by="created_at", descending=False)
+            if (queued.queued_at or "") < (run.queued_at or "")
+        ]
+        print(
+            f"Queued run {run.id}: {config.model} on {config.dataset}. It starts when the run going now "
+            f"{'and the ' + str(len(ahead)) + ' queued before it end' if ahead else 'ends'}.",
+            flush=True,
+        )
     else:
         verb = "Resuming" if resume_run else "Started"
-        print(f"{verb} run {run.id} in the background (pid {run.pid}): {config.model} on {config.dataset}, to step "
-              f"{config.max_steps}. It goes on if this terminal closes.", flush=True)
-    print(f"Follow it:  lmwb runs follow {run.id}\n"
-          f"Control it: lmwb runs pause|continue|stop {run.id}\n"
-          f"Its log:    {log_path(run.id)}", flush=True)
+        print(
+            f"{verb} run {run.id} in the background (pid {run.pid}): {config.model} on {config.dataset}, to step "
+            f"{config.max_steps}. It goes on if this terminal closes.",
+            flush=True,
+        )
+    print(
+        f"Follow it:  lmwb runs follow {run.id}\n"
+        f"Control it: lmwb runs pause|continue|stop {run.id}\n"
+        f"Its log:    {log_path(run.id)}",
+        flush=True,
+    )
     return EXIT_OK
 
 
@@ -1039,8 +1162,11 @@ def _train_under_torchrun(args: argparse.Namespace) -> int:
         config, _ = _training_config(args, _open_store())
         config.validate()
         open_dataset(config.dataset, config.dataset_field)
-    print(f"Starting {args.nproc} processes with torchrun; global batch {config.batch_size} x {config.grad_accum} "
-          f"x {args.nproc} = {config.batch_size * config.grad_accum * args.nproc} windows per step.", flush=True)
+    print(
+        f"Starting {args.nproc} processes with torchrun; global batch {config.batch_size} x {config.grad_accum} "
+        f"x {args.nproc} = {config.batch_size * config.grad_accum * args.nproc} windows per step.",
+        flush=True,
+    )
     return run_under_torchrun("tui.cli", _rank_arguments(args), args.nproc)
 
 
@@ -1067,8 +1193,9 @@ def _training_config(args: argparse.Namespace, store: RunStore) -> tuple[Any, st
     settings = _given(args, [field.name for field in dataclasses.fields(TrainingConfig)])
     if args.resume:
         if "model" in settings or "dataset" in settings:
-            raise CommandError("--resume continues a run with its own model and dataset; "
-                               "leave out --model and --dataset.")
+            raise CommandError(
+                "--resume continues a run with its own model and dataset; leave out --model and --dataset."
+            )
         run = store.get_run(args.resume)
         return TrainingConfig.from_dict({**run.config, **settings}), run.id
     missing = [TRAINING_FLAG_NAMES[field] for field in ("model", "dataset") if field not in settings]
@@ -1079,9 +1206,11 @@ def _training_config(args: argparse.Namespace, store: RunStore) -> tuple[Any, st
 
 def _print_training_summary(store: RunStore, run: Any, progress: Any) -> None:
     """How the run ended, where its latest checkpoint is, and how to go on."""
-    print(f"Run {run.id} {run.status} at step {run.steps} · {run.tokens:,} tokens · "
-          f"best val loss {_cell(run.best_val_loss).plain} · {human_duration(progress.elapsed)} of training",
-          flush=True)
+    print(
+        f"Run {run.id} {run.status} at step {run.steps} · {run.tokens:,} tokens · "
+        f"best val loss {_cell(run.best_val_loss).plain} · {human_duration(progress.elapsed)} of training",
+        flush=True,
+    )
     if run.status == "stopped" and progress.message:
         print(progress.message, flush=True)
     if run.error and run.status != "stopped":
@@ -1091,17 +1220,18 @@ def _print_training_summary(store: RunStore, run: Any, progress: Any) -> None:
         print(f"Latest checkpoint: {checkpoints[-1]['path']} (model source: run:{run.id})", flush=True)
     if run.status == "stopped":
         processes = f" --nproc {run.world_size}" if run.world_size > 1 else ""
-        print(f"Resume with: lmwb train --resume {run.id} --steps {run.config.get('max_steps')}{processes}",
-              flush=True)
+        print(f"Resume with: lmwb train --resume {run.id} --steps {run.config.get('max_steps')}{processes}", flush=True)
 
 
 # The flag that sets each TrainingConfig field, to name it in messages.
 TRAINING_FLAG_NAMES = {"model": "--model", "dataset": "--dataset", "dataset_field": "--field"} | {
-    field: flag for flag, field, _, _ in TRAINING_FLAGS}
+    field: flag for flag, field, _, _ in TRAINING_FLAGS
+}
 
 
 def follow_training(job: Any, stopping: threading.Event, interval: float = 0.25) -> None:
     """Show a job's progress (``lmwb train`` in the foreground) until its thread ends."""
+
     def next_progress() -> tuple[Any, bool]:
         ended = job.join(timeout=interval)
         return job.progress, ended
@@ -1127,38 +1257,52 @@ def _progress_fields(progress: Any) -> dict[str, str]:
         return "–" if value is None else f"{value:.4f}"
 
     return {
-        "loss": number(progress.train_loss), "val": number(progress.val_loss),
+        "loss": number(progress.train_loss),
+        "val": number(progress.val_loss),
         "speed": f"{progress.tokens_per_sec:,.0f}" if progress.tokens_per_sec else "–",
         "eta": human_duration(progress.eta_seconds),
         "gpu": "" if progress.gpu_memory_bytes is None else f" · GPU peak {progress.gpu_memory_bytes / 2**30:.1f} GiB",
     }
 
 
-def _follow_live(next_progress: Callable[[], tuple[Any, bool]], console: Console,
-                 stopping: threading.Event) -> None:
+def _follow_live(next_progress: Callable[[], tuple[Any, bool]], console: Console, stopping: threading.Event) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]} · val {task.fields[val]} · {task.fields[speed]} tok/s · "
-                   "ETA {task.fields[eta]}{task.fields[gpu]}"),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "loss {task.fields[loss]} · val {task.fields[val]} · {task.fields[speed]} tok/s · "
+            "ETA {task.fields[eta]}{task.fields[gpu]}"
+        ),
     )
     with Progress(*columns, console=console, refresh_per_second=4) as display:
         progress, ended = next_progress()
-        task = display.add_task(progress.phase or progress.status, total=progress.max_steps or None,
-                                **_progress_fields(progress))
+        task = display.add_task(
+            progress.phase or progress.status, total=progress.max_steps or None, **_progress_fields(progress)
+        )
         while True:
-            description = ("stopping: saving a checkpoint" if stopping.is_set() and not ended
-                           else progress.phase or progress.status)
-            display.update(task, description=description, completed=progress.step,
-                           total=progress.max_steps or None, **_progress_fields(progress))
+            description = (
+                "stopping: saving a checkpoint"
+                if stopping.is_set() and not ended
+                else progress.phase or progress.status
+            )
+            display.update(
+                task,
+                description=description,
+                completed=progress.step,
+                total=progress.max_steps or None,
+                **_progress_fields(progress),
+            )
             if ended:
                 return
             progress, ended = next_progress()
 
 
-def _follow_lines(next_progress: Callable[[], tuple[Any, bool]], stopping: threading.Event,
-                  every_seconds: float = 2.0) -> None:
+def _follow_lines(
+    next_progress: Callable[[], tuple[Any, bool]], stopping: threading.Event, every_seconds: float = 2.0
+) -> None:
     """One line per step (at most every few seconds, but every evaluation), for logs and pipes."""
     last_shown, last_val, last_time, told_stopping = None, None, 0.0, False
     ended = False
@@ -1181,8 +1325,10 @@ FINISHED_PROGRESS = ("completed", "stopped", "failed", "interrupted", "cancelled
 
 def _progress_line(progress: Any) -> str:
     fields = _progress_fields(progress)
-    return (f"step {progress.step}/{progress.max_steps} · loss {fields['loss']} · val {fields['val']} · "
-            f"{fields['speed']} tok/s · ETA {fields['eta']}{fields['gpu']}")
+    return (
+        f"step {progress.step}/{progress.max_steps} · loss {fields['loss']} · val {fields['val']} · "
+        f"{fields['speed']} tok/s · ETA {fields['eta']}{fields['gpu']}"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -1195,18 +1341,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     store = _open_store()
     options = _given(args, ("block_size", "batch_size", "max_batches", "device"))
-    flags = {"model": "--model", "dataset": "--dataset", "dataset_field": "--field", "split": "--split",
-             "block_size": "--block-size", "batch_size": "--batch-size", "max_batches": "--max-batches"}
+    flags = {
+        "model": "--model",
+        "dataset": "--dataset",
+        "dataset_field": "--field",
+        "split": "--split",
+        "block_size": "--block-size",
+        "batch_size": "--batch-size",
+        "max_batches": "--max-batches",
+    }
     with settings_named_by_flags(flags), _status_line(f"Evaluating {args.model} on {args.dataset}…") as update:
-        result = evaluate(args.model, args.dataset, split=args.split, dataset_field=args.field, store=store,
-                          progress=update, **options)
+        result = evaluate(
+            args.model,
+            args.dataset,
+            split=args.split,
+            dataset_field=args.field,
+            store=store,
+            progress=update,
+            **options,
+        )
     if args.json:
         print_json(result.as_dict())
         return EXIT_OK
-    _stdout().print(_key_values(f"{result.model} on {result.dataset} ({result.split} split)", [
-        ("loss", result.loss), ("perplexity", result.perplexity), ("bits per byte", result.bits_per_byte),
-        ("tokens", result.tokens),
-    ]))
+    _stdout().print(
+        _key_values(
+            f"{result.model} on {result.dataset} ({result.split} split)",
+            [
+                ("loss", result.loss),
+                ("perplexity", result.perplexity),
+                ("bits per byte", result.bits_per_byte),
+                ("tokens", result.tokens),
+            ],
+        )
+    )
     return EXIT_OK
 
 

@@ -23,8 +23,14 @@ class WorkbenchScreen(Screen):
     """A screen of the workbench: subclasses set MODE, TITLE, HELP and compose_body()."""
 
     BINDINGS = [
-        Binding("escape", "leave_field", "Leave field", show=False, id="screen.leave_field",
-                tooltip="Leave the text field, so single keys (1-5, ?) act again"),
+        Binding(
+            "escape",
+            "leave_field",
+            "Leave field",
+            show=False,
+            id="screen.leave_field",
+            tooltip="Leave the text field, so single keys (1-5, ?) act again",
+        ),
     ]
 
     MODE = ""

@@ -53,19 +53,32 @@ class DatasetsScreen(WorkbenchScreen):
 
     MODE = "datasets"
     TITLE = "Datasets"
-    HELP = ("Pick a bundled or recent dataset from the list, or type a path to a .txt/.md/.jsonl/.csv "
-            "file or a folder. The highlighted dataset is the one Train uses. 'c' counts its tokens "
-            "with the chosen model's tokenizer; the Tokenizer tab shows any text split into tokens. "
-            "In the preview, Enter sends a line to the tokenizer.")
+    HELP = (
+        "Pick a bundled or recent dataset from the list, or type a path to a .txt/.md/.jsonl/.csv "
+        "file or a folder. The highlighted dataset is the one Train uses. 'c' counts its tokens "
+        "with the chosen model's tokenizer; the Tokenizer tab shows any text split into tokens. "
+        "In the preview, Enter sends a line to the tokenizer."
+    )
 
     BINDINGS = [
         Binding("o", "open_path", "Open path", id="datasets.open", tooltip="Type a file or folder to open"),
-        Binding("c", "count_tokens", "Count tokens", id="datasets.count_tokens",
-                tooltip="Count the dataset's tokens with the chosen model's tokenizer"),
-        Binding("t", "show_tab('tokenizer')", "Tokenizer", id="datasets.tokenizer",
-                tooltip="Show text split into tokens"),
-        Binding("v", "show_tab('overview')", "Overview", id="datasets.overview",
-                tooltip="Show the dataset's stats and preview"),
+        Binding(
+            "c",
+            "count_tokens",
+            "Count tokens",
+            id="datasets.count_tokens",
+            tooltip="Count the dataset's tokens with the chosen model's tokenizer",
+        ),
+        Binding(
+            "t", "show_tab('tokenizer')", "Tokenizer", id="datasets.tokenizer", tooltip="Show text split into tokens"
+        ),
+        Binding(
+            "v",
+            "show_tab('overview')",
+            "Overview",
+            id="datasets.overview",
+            tooltip="Show the dataset's stats and preview",
+        ),
         Binding("escape", "focus_list", "Back to list", show=False, id="datasets.focus_list"),
     ]
 
@@ -145,8 +158,11 @@ class DatasetsScreen(WorkbenchScreen):
     @on(Listed)
     def _show_list(self, message: Listed) -> None:
         options = self.query_one("#dataset-list", OptionList)
-        entries = message.entries + [(value, label, "opened") for value, label in self._opened.items()
-                                     if value not in {v for v, _, _ in message.entries}]
+        entries = message.entries + [
+            (value, label, "opened")
+            for value, label in self._opened.items()
+            if value not in {v for v, _, _ in message.entries}
+        ]
         highlighted = self.workbench.dataset
         options.clear_options()
         for value, label, kind in entries:
@@ -201,7 +217,8 @@ class DatasetsScreen(WorkbenchScreen):
         self.query_one("#dataset-stats", Static).update(table)
         tokens = self._token_counts.get((value, self.workbench.model))
         self.query_one("#token-count", Static).update(
-            f"tokens  {tokens:,} ({self.workbench.model} tokenizer)" if tokens is not None
+            f"tokens  {tokens:,} ({self.workbench.model} tokenizer)"
+            if tokens is not None
             else f"tokens  press c to count with {self.workbench.model}'s tokenizer"
         )
 
@@ -241,8 +258,11 @@ class DatasetsScreen(WorkbenchScreen):
         from engine.datasets import count_tokens, open_dataset
 
         loaded = self.workbench.load_model(model)
-        tokens = count_tokens(open_dataset(value), loaded.tokenizer,
-                              progress=lambda done, total: self.post_message(self.CountProgress(done, total)))
+        tokens = count_tokens(
+            open_dataset(value),
+            loaded.tokenizer,
+            progress=lambda done, total: self.post_message(self.CountProgress(done, total)),
+        )
         self.post_message(self.Counted(value, model, tokens))
 
     @on(CountProgress)
@@ -284,7 +304,8 @@ class DatasetsScreen(WorkbenchScreen):
         self.query_one("#tokenize-view", TokenStreamView).set_tokens(message.tokens)
         count = len(message.tokens)
         self.query_one("#tokenize-summary", Static).update(
-            f"{count} token{'s' if count != 1 else ''} · {message.model} tokenizer" if count else "")
+            f"{count} token{'s' if count != 1 else ''} · {message.model} tokenizer" if count else ""
+        )
 
     def _model_changed(self, model: str) -> None:
         self._show_stats()

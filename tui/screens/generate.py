@@ -40,8 +40,12 @@ SIDES = ("a", "b")
 
 def shown(event: "TokenEvent") -> ShownToken:
     """A streamed token as the view shows it, with its alternatives."""
-    return ShownToken(event.text, event.token_id, event.probability,
-                      [(alt.text, alt.token_id, alt.probability) for alt in event.alternatives])
+    return ShownToken(
+        event.text,
+        event.token_id,
+        event.probability,
+        [(alt.text, alt.token_id, alt.probability) for alt in event.alternatives],
+    )
 
 
 class GenerateScreen(WorkbenchScreen):
@@ -49,23 +53,31 @@ class GenerateScreen(WorkbenchScreen):
 
     MODE = "generate"
     TITLE = "Generate"
-    HELP = ("Type a prompt, adjust the sampling settings (errors show beside the field), and press "
-            "Ctrl+R. Tokens stream in with tokens/s and the time to the first token; Ctrl+S stops at "
-            "once. Ctrl+L colours tokens by probability; Ctrl+G puts the cursor on the tokens — move "
-            "with ←/→ to see each token's top alternatives. Ctrl+B turns on A/B: the same prompt and "
-            "seed on two models side by side. Ctrl+O browses and searches past generations.")
+    HELP = (
+        "Type a prompt, adjust the sampling settings (errors show beside the field), and press "
+        "Ctrl+R. Tokens stream in with tokens/s and the time to the first token; Ctrl+S stops at "
+        "once. Ctrl+L colours tokens by probability; Ctrl+G puts the cursor on the tokens — move "
+        "with ←/→ to see each token's top alternatives. Ctrl+B turns on A/B: the same prompt and "
+        "seed on two models side by side. Ctrl+O browses and searches past generations."
+    )
 
     BINDINGS = [
         Binding("ctrl+r", "generate", "Generate", id="generate.run", tooltip="Generate from the prompt"),
         Binding("ctrl+s", "stop", "Stop", id="generate.stop", tooltip="Stop generating now"),
-        Binding("ctrl+b", "toggle_ab", "A/B", id="generate.ab",
-                tooltip="Compare two models on the same prompt and seed"),
-        Binding("ctrl+l", "toggle_colour", "Colour", id="generate.colour",
-                tooltip="Colour tokens by their probability"),
-        Binding("ctrl+g", "focus_tokens", "Tokens", id="generate.tokens",
-                tooltip="Select tokens with ←/→ to see their alternatives"),
-        Binding("ctrl+o", "history", "History", id="generate.history",
-                tooltip="Browse and search past generations"),
+        Binding(
+            "ctrl+b", "toggle_ab", "A/B", id="generate.ab", tooltip="Compare two models on the same prompt and seed"
+        ),
+        Binding(
+            "ctrl+l", "toggle_colour", "Colour", id="generate.colour", tooltip="Colour tokens by their probability"
+        ),
+        Binding(
+            "ctrl+g",
+            "focus_tokens",
+            "Tokens",
+            id="generate.tokens",
+            tooltip="Select tokens with ←/→ to see their alternatives",
+        ),
+        Binding("ctrl+o", "history", "History", id="generate.history", tooltip="Browse and search past generations"),
     ]
 
     ab_mode: reactive[bool] = reactive(False)
@@ -113,8 +125,9 @@ class GenerateScreen(WorkbenchScreen):
                     yield Input(id="model-a", classes="model-input", compact=True)
                 with Horizontal(classes="model-row", id="model-b-row"):
                     yield Label("model B", classes="model-label")
-                    yield Input(placeholder="e.g. run:<id> or a directory", id="model-b", classes="model-input",
-                                compact=True)
+                    yield Input(
+                        placeholder="e.g. run:<id> or a directory", id="model-b", classes="model-input", compact=True
+                    )
                 yield Label("Sampling", classes="section")
                 yield Vertical(Static("loading torch…", classes="placeholder"), id="settings-box")
             with Vertical(id="generate-right"):
@@ -241,8 +254,9 @@ class GenerateScreen(WorkbenchScreen):
         if message.run != self._run:
             return
         seed = f" · seed {message.seed}" if message.seed is not None else ""
-        self.query_one(f"#stats-{message.side}", Static).update(Text(f"waiting for the first token…{seed}",
-                                                                     style="dim"))
+        self.query_one(f"#stats-{message.side}", Static).update(
+            Text(f"waiting for the first token…{seed}", style="dim")
+        )
 
     @on(Tokens)
     def _tokens_arrived(self, message: Tokens) -> None:
@@ -254,7 +268,8 @@ class GenerateScreen(WorkbenchScreen):
         count = len(view.tokens)
         rate = count / message.last if message.last > 0 else 0.0
         self.query_one(f"#stats-{message.side}", Static).update(
-            f"{count} tokens · {rate:.1f} tok/s · first token {first:.2f} s · generating…")
+            f"{count} tokens · {rate:.1f} tok/s · first token {first:.2f} s · generating…"
+        )
 
     @on(Finished)
     def _finished(self, message: Finished) -> None:
@@ -263,7 +278,8 @@ class GenerateScreen(WorkbenchScreen):
         result = message.result
         self.query_one(f"#stats-{message.side}", Static).update(
             f"{len(result.token_ids)} tokens · {result.tokens_per_second:.1f} tok/s · "
-            f"first token {result.time_to_first_token:.2f} s · {result.finish_reason}")
+            f"first token {result.time_to_first_token:.2f} s · {result.finish_reason}"
+        )
 
     @on(Done)
     def _done(self, message: Done) -> None:
@@ -339,7 +355,8 @@ class GenerateScreen(WorkbenchScreen):
         self.query_one("#stats-a", Static).update(
             f"{generation.get('token_count', '?')} tokens · {generation.get('tokens_per_second') or 0:.1f} tok/s"
             f" · {generation.get('finish_reason', '')}"
-            f" · {str(generation.get('created_at', ''))[:16].replace('T', ' ')}")
+            f" · {str(generation.get('created_at', ''))[:16].replace('T', ' ')}"
+        )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Offer Stop only while generating, Generate only while not."""

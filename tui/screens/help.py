@@ -24,9 +24,12 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="help-body"):
             yield Static(self._summary(), id="help-summary")
             yield Static(self._keys(), id="help-keys")
-            yield Static("Ctrl+P opens the command palette: every action above, searchable, plus "
-                         "'Theme' to change colours. Tab moves between fields; Escape leaves one. "
-                         "Press Escape to close this help.", id="help-footer")
+            yield Static(
+                "Ctrl+P opens the command palette: every action above, searchable, plus "
+                "'Theme' to change colours. Tab moves between fields; Escape leaves one. "
+                "Press Escape to close this help.",
+                id="help-footer",
+            )
 
     def _summary(self) -> Text:
         title = getattr(self.about, "TITLE", None) or type(self.about).__name__
@@ -43,8 +46,11 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("key", no_wrap=True)
         table.add_column("action")
         table.add_column("id", style="dim", no_wrap=True)
-        active = [item for item in self.about.active_bindings.values()
-                  if item.node in (self.about, self.app) and item.binding.id and item.binding.description]
+        active = [
+            item
+            for item in self.about.active_bindings.values()
+            if item.node in (self.about, self.app) and item.binding.id and item.binding.description
+        ]
         active.sort(key=lambda item: item.node is self.app)
         seen: set[str] = set()
         for item in active:
@@ -52,6 +58,5 @@ class HelpScreen(ModalScreen[None]):
             if (binding.id or binding.action) in seen:
                 continue
             seen.add(binding.id or binding.action)
-            table.add_row(self.app.get_key_display(binding), binding.tooltip or binding.description,
-                          binding.id or "")
+            table.add_row(self.app.get_key_display(binding), binding.tooltip or binding.description, binding.id or "")
         return table

@@ -63,8 +63,11 @@ class HistoryScreen(ModalScreen[dict | None]):
         options = self.query_one("#history-list", OptionList)
         options.clear_options()
         if not message.generations:
-            options.add_option(Option(Text("no generations yet" if not message.search else "nothing matches",
-                                           style="dim"), disabled=True))
+            options.add_option(
+                Option(
+                    Text("no generations yet" if not message.search else "nothing matches", style="dim"), disabled=True
+                )
+            )
         for index, generation in enumerate(message.generations):
             line = Text(no_wrap=True, overflow="ellipsis")
             line.append(f"{str(generation.get('created_at', ''))[:16].replace('T', ' ')}  ", style="dim")

@@ -37,15 +37,22 @@ class ModelsScreen(WorkbenchScreen):
 
     MODE = "models"
     TITLE = "Models"
-    HELP = ("Choose a model: a scratch preset (trained from nothing on the chosen dataset), a model in "
-            "your Hugging Face cache, a checkpoint of a past run, or type any hub id, directory, "
-            "run:<id>@<step> or scratch:<preset>. Enter loads it and makes it the chosen model for "
-            "Generate, Train and the tokenizer view. Loading never blocks the screen.")
+    HELP = (
+        "Choose a model: a scratch preset (trained from nothing on the chosen dataset), a model in "
+        "your Hugging Face cache, a checkpoint of a past run, or type any hub id, directory, "
+        "run:<id>@<step> or scratch:<preset>. Enter loads it and makes it the chosen model for "
+        "Generate, Train and the tokenizer view. Loading never blocks the screen."
+    )
 
     BINDINGS = [
         Binding("l", "load_highlighted", "Load", id="models.load", tooltip="Load the highlighted model"),
-        Binding("i", "focus_input", "Type a source", id="models.input",
-                tooltip="Type a hub id, directory, run:<id>@<step> or scratch:<preset>"),
+        Binding(
+            "i",
+            "focus_input",
+            "Type a source",
+            id="models.input",
+            tooltip="Type a hub id, directory, run:<id>@<step> or scratch:<preset>",
+        ),
         Binding("g", "generate", "Generate", id="models.generate", tooltip="Generate with the chosen model"),
         Binding("r", "refresh", "Refresh", id="models.refresh", tooltip="List the model choices again"),
         Binding("escape", "focus_list", "Back to list", show=False, id="models.focus_list"),
@@ -73,8 +80,12 @@ class ModelsScreen(WorkbenchScreen):
         self._descriptions: dict[str, str] = {}
 
     def compose_body(self) -> ComposeResult:
-        yield CheckedInput("model", "a hub id, a directory, run:<id>@<step> or scratch:<preset> (i)",
-                           self._describe_source, id="source")
+        yield CheckedInput(
+            "model",
+            "a hub id, a directory, run:<id>@<step> or scratch:<preset> (i)",
+            self._describe_source,
+            id="source",
+        )
         with Horizontal(id="models-body"):
             yield OptionList(id="model-list")
             with VerticalScroll(id="models-right"):
@@ -164,7 +175,8 @@ class ModelsScreen(WorkbenchScreen):
         if not self.workbench.engine_loaded:
             self.post_message(self.LoadProgress(source, "loading torch…"))
         loaded = self.workbench.load_model(
-            source, progress=lambda stage: self.post_message(self.LoadProgress(source, stage)))
+            source, progress=lambda stage: self.post_message(self.LoadProgress(source, stage))
+        )
         self.post_message(self.Loaded(source, loaded.info()))
 
     @on(LoadProgress)

@@ -34,8 +34,11 @@ class QuitScreen(ModalScreen[str | None]):
         count = "A run is" if len(self.runs) == 1 else f"{len(self.runs)} runs are"
         with Vertical(id="dialog"):
             yield Static(f"{count} going: {names}{more}.", id="title")
-            yield Static("Runs are processes of their own: left running, they go on without the app, and the "
-                         "app shows them again when you reopen it (or: lmwb runs follow ID).", id="question")
+            yield Static(
+                "Runs are processes of their own: left running, they go on without the app, and the "
+                "app shows them again when you reopen it (or: lmwb runs follow ID).",
+                id="question",
+            )
             with Horizontal(id="buttons"):
                 yield Button("Leave running (l)", id="leave", variant="primary")
                 yield Button("Stop with a checkpoint (s)", id="stop", variant="warning")

@@ -21,9 +21,13 @@ if TYPE_CHECKING:
 
 
 # What the app says once a run has answered a request, by the status it answered with.
-ANSWERS = {"paused": "paused at step {steps}", "running": "continues from step {steps}",
-           "stopped": "stopped at step {steps}; its checkpoint is saved", "cancelled": "was queued; cancelled",
-           "completed": "completed at step {steps}"}
+ANSWERS = {
+    "paused": "paused at step {steps}",
+    "running": "continues from step {steps}",
+    "stopped": "stopped at step {steps}; its checkpoint is saved",
+    "cancelled": "was queued; cancelled",
+    "completed": "completed at step {steps}",
+}
 
 
 class RunActionsScreen(WorkbenchScreen):
@@ -59,9 +63,12 @@ class RunActionsScreen(WorkbenchScreen):
                 self._delete(run.id, run.name)
 
         self.app.push_screen(
-            ConfirmScreen(f"Delete run {run.name} ({run.id})?",
-                          "Its metrics, samples and checkpoints are removed from disk. This cannot be undone.",
-                          yes="Delete", no="Keep"),
+            ConfirmScreen(
+                f"Delete run {run.name} ({run.id})?",
+                "Its metrics, samples and checkpoints are removed from disk. This cannot be undone.",
+                yes="Delete",
+                no="Keep",
+            ),
             answered,
         )
 

@@ -28,9 +28,11 @@ class RunDetailScreen(RunActionsScreen):
 
     MODE = "runs"
     TITLE = "Run detail"
-    HELP = ("One run: its loss curve, its full configuration, the samples it wrote and its "
-            "checkpoints. In the Checkpoints tab, g generates with the highlighted checkpoint "
-            "(elsewhere, the latest). r resumes the run, e exports it, x deletes it. Escape goes back.")
+    HELP = (
+        "One run: its loss curve, its full configuration, the samples it wrote and its "
+        "checkpoints. In the Checkpoints tab, g generates with the highlighted checkpoint "
+        "(elsewhere, the latest). r resumes the run, e exports it, x deletes it. Escape goes back."
+    )
 
     BINDINGS = [
         Binding("escape", "back", "Back", id="run.back", tooltip="Back to the runs"),
@@ -38,8 +40,14 @@ class RunDetailScreen(RunActionsScreen):
         Binding("c", "show_tab('curve')", "Curve", show=False, id="run.curve", tooltip="The loss curve"),
         Binding("o", "show_tab('config')", "Config", show=False, id="run.config", tooltip="The run's configuration"),
         Binding("a", "show_tab('samples')", "Samples", show=False, id="run.samples", tooltip="Text the run wrote"),
-        Binding("k", "show_tab('checkpoints')", "Checkpoints", show=False, id="run.checkpoints",
-                tooltip="The run's checkpoints"),
+        Binding(
+            "k",
+            "show_tab('checkpoints')",
+            "Checkpoints",
+            show=False,
+            id="run.checkpoints",
+            tooltip="The run's checkpoints",
+        ),
         Binding("g", "generate", "Generate", id="run.generate", tooltip="Generate with a checkpoint of this run"),
         Binding("r", "resume", "Resume", id="run.resume", tooltip="Resume this run on the Train screen"),
         Binding("e", "export", "Export", id="run.export", tooltip="Write the run as JSON and CSV here"),
@@ -47,11 +55,17 @@ class RunDetailScreen(RunActionsScreen):
     ]
 
     class Polled(Message, bubble=False):
-        def __init__(self, run: "Run", after: int, metrics: list[dict], samples: list[dict],
-                     checkpoints: list[dict]) -> None:
+        def __init__(
+            self, run: "Run", after: int, metrics: list[dict], samples: list[dict], checkpoints: list[dict]
+        ) -> None:
             super().__init__()
             self.run, self.after, self.metrics, self.samples, self.checkpoints = (
-                run, after, metrics, samples, checkpoints)
+                run,
+                after,
+                metrics,
+                samples,
+                checkpoints,
+            )
 
     def __init__(self, run_id: str) -> None:
         super().__init__()
@@ -113,9 +127,11 @@ class RunDetailScreen(RunActionsScreen):
         summary = Text()
         summary.append(f"{run.name} ", style="bold")
         summary.append(f"{run.id} · {run.status}\n", style="dim")
-        summary.append(f"{model_label(run.model, run.lora, run.world_size)} on {run.dataset}"
-                       f" · step {run.steps:,} · {human_count(run.tokens)} tokens"
-                       f" · best val {loss_text(run.best_val_loss)} · created {run.created_at[:16].replace('T', ' ')}")
+        summary.append(
+            f"{model_label(run.model, run.lora, run.world_size)} on {run.dataset}"
+            f" · step {run.steps:,} · {human_count(run.tokens)} tokens"
+            f" · best val {loss_text(run.best_val_loss)} · created {run.created_at[:16].replace('T', ' ')}"
+        )
         if run.finished_at:
             summary.append(f" · finished {run.finished_at[:16].replace('T', ' ')}")
         if run.error:
@@ -145,9 +161,13 @@ class RunDetailScreen(RunActionsScreen):
         table = self.query_one("#run-checkpoints", DataTable)
         table.clear()
         for checkpoint in checkpoints:
-            table.add_row(str(checkpoint["step"]), loss_text(checkpoint.get("val_loss")),
-                          str(checkpoint.get("created_at", ""))[:16].replace("T", " "), str(checkpoint["path"]),
-                          key=str(checkpoint["step"]))
+            table.add_row(
+                str(checkpoint["step"]),
+                loss_text(checkpoint.get("val_loss")),
+                str(checkpoint.get("created_at", ""))[:16].replace("T", " "),
+                str(checkpoint["path"]),
+                key=str(checkpoint["step"]),
+            )
 
     # -- actions ----------------------------------------------------------------
 

@@ -31,13 +31,29 @@ if TYPE_CHECKING:
     from engine.store import Run
 
 POLL_INTERVAL = 0.4
-COLUMNS = (("mark", ""), ("status", "status"), ("name", "name"), ("model", "model"), ("dataset", "dataset"),
-           ("steps", "steps"), ("best_val_loss", "best val"), ("created_at", "created"))
+COLUMNS = (
+    ("mark", ""),
+    ("status", "status"),
+    ("name", "name"),
+    ("model", "model"),
+    ("dataset", "dataset"),
+    ("steps", "steps"),
+    ("best_val_loss", "best val"),
+    ("created_at", "created"),
+)
 # s cycles the sort through the store's orderings, each labelled as its column.
 SORTS = tuple((key, dict(COLUMNS)[key]) for key in RUN_ORDERINGS)
-STATUS_STYLES = {"queued": "cyan", "starting": "green", "running": "bold green", "paused": "bold yellow",
-                 "completed": "", "stopped": "yellow", "failed": "bold red", "interrupted": "red",
-                 "cancelled": "dim"}
+STATUS_STYLES = {
+    "queued": "cyan",
+    "starting": "green",
+    "running": "bold green",
+    "paused": "bold yellow",
+    "completed": "",
+    "stopped": "yellow",
+    "failed": "bold red",
+    "interrupted": "red",
+    "cancelled": "dim",
+}
 
 
 def run_cells(run: "Run", marked: bool) -> list[Text | str]:
@@ -59,12 +75,14 @@ class RunsScreen(RunActionsScreen):
 
     MODE = "runs"
     TITLE = "Runs"
-    HELP = ("Every run in the store, including those started by `lmwb train` elsewhere, updated live. "
-            "Type in the filter to search; f cycles the status shown, s the sort column, S the order. "
-            "Space marks runs: the chart overlays the marked runs (or shows the highlighted one). "
-            "Enter opens a run's detail; Ctrl+T pauses or continues it and Ctrl+S stops it (with a "
-            "checkpoint; a queued run is cancelled), wherever it was started; g generates with its latest "
-            "checkpoint, r resumes it, e exports it, x deletes it (after asking).")
+    HELP = (
+        "Every run in the store, including those started by `lmwb train` elsewhere, updated live. "
+        "Type in the filter to search; f cycles the status shown, s the sort column, S the order. "
+        "Space marks runs: the chart overlays the marked runs (or shows the highlighted one). "
+        "Enter opens a run's detail; Ctrl+T pauses or continues it and Ctrl+S stops it (with a "
+        "checkpoint; a queued run is cancelled), wherever it was started; g generates with its latest "
+        "checkpoint, r resumes it, e exports it, x deletes it (after asking)."
+    )
 
     BINDINGS = [
         Binding("enter", "open", "Open", id="runs.open", tooltip="Open the run's detail"),
@@ -75,8 +93,13 @@ class RunsScreen(RunActionsScreen):
         Binding("S", "reverse_sort", "Order", show=False, id="runs.order", tooltip="Reverse the sort order"),
         Binding("ctrl+t", "pause", "Pause", id="runs.pause", tooltip="Pause the run (it keeps its place)"),
         Binding("ctrl+t", "continue", "Continue", id="runs.continue", tooltip="Continue the paused run"),
-        Binding("ctrl+s", "stop", "Stop", id="runs.stop",
-                tooltip="Stop the run, saving a checkpoint (a queued run is cancelled)"),
+        Binding(
+            "ctrl+s",
+            "stop",
+            "Stop",
+            id="runs.stop",
+            tooltip="Stop the run, saving a checkpoint (a queued run is cancelled)",
+        ),
         Binding("g", "generate", "Generate", id="runs.generate", tooltip="Generate with the run's latest checkpoint"),
         Binding("r", "resume", "Resume", id="runs.resume", tooltip="Resume the run on the Train screen"),
         Binding("e", "export", "Export", id="runs.export", tooltip="Write the run as JSON and CSV here"),
@@ -225,7 +248,8 @@ class RunsScreen(RunActionsScreen):
         _, sort_label = SORTS[self._sort]
         self.query_one("#runs-mode", Static).update(
             f"f status: {self._status_filter or 'all'} · s sort: {sort_label} {'↓' if self._descending else '↑'}"
-            f" · marked {len(self.marked)}")
+            f" · marked {len(self.marked)}"
+        )
 
     @on(Input.Changed, "#runs-filter")
     def _filter_changed(self) -> None:
@@ -268,7 +292,8 @@ class RunsScreen(RunActionsScreen):
             return
         self.marked ^= {run_id}
         self.query_one("#runs-table", DataTable).update_cell(
-            run_id, "mark", Text("●", style="bold") if run_id in self.marked else "")
+            run_id, "mark", Text("●", style="bold") if run_id in self.marked else ""
+        )
         self._show_mode()
         self._chart_runs()
         self._ask()

@@ -38,15 +38,37 @@ if TYPE_CHECKING:
     from engine.store import Run
 
 POLL_INTERVAL = 0.25
-STALE_CHECK_INTERVAL = 2.0   # seconds between checks that the followed run's process is alive
+STALE_CHECK_INTERVAL = 2.0  # seconds between checks that the followed run's process is alive
 SAMPLES_SHOWN = 3
 # The form shows the settings most runs change; these fold under headings
 # (Enter on a heading opens it).
 FORM_SECTIONS = (
-    ("Schedule and optimizer", ("epochs", "max_time", "grad_accum", "min_learning_rate", "warmup_steps",
-                                "weight_decay", "beta1", "beta2", "grad_clip")),
-    ("Evaluation, samples, checkpoints", ("eval_every", "eval_batches", "sample_every", "sample_prompt",
-                                          "sample_length", "checkpoint_every", "checkpoints_kept")),
+    (
+        "Schedule and optimizer",
+        (
+            "epochs",
+            "max_time",
+            "grad_accum",
+            "min_learning_rate",
+            "warmup_steps",
+            "weight_decay",
+            "beta1",
+            "beta2",
+            "grad_clip",
+        ),
+    ),
+    (
+        "Evaluation, samples, checkpoints",
+        (
+            "eval_every",
+            "eval_batches",
+            "sample_every",
+            "sample_prompt",
+            "sample_length",
+            "checkpoint_every",
+            "checkpoints_kept",
+        ),
+    ),
     ("Device and precision", ("device", "precision", "gradient_checkpointing", "seed")),
     ("LoRA", ("lora", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")),
     ("Data and tokenizer", ("dataset_field", "vocab_size")),
@@ -58,16 +80,18 @@ class TrainScreen(RunActionsScreen):
 
     MODE = "train"
     TITLE = "Train"
-    HELP = ("Every training setting is in the form on the left, checked as you type; the less common "
-            "ones fold under headings (Tab to a heading, Enter opens it). Ctrl+R starts a "
-            "run on the chosen model and dataset (set them here or on the Models and Datasets "
-            "screens) as a background process: it goes on if you quit the app or lose the terminal, "
-            "and the app shows it again when reopened. Ctrl+L queues the run instead: it starts when "
-            "the runs before it end. Ctrl+T pauses and continues; Ctrl+S stops cleanly, saving a "
-            "checkpoint (or cancels a queued run). The chart shows train and validation loss as they "
-            "arrive, with the learning rate, tokens/s, progress and ETA above it and the latest samples "
-            "below. Resuming a run from the Runs screen fills the form with its settings; Ctrl+N "
-            "starts over with a new run.")
+    HELP = (
+        "Every training setting is in the form on the left, checked as you type; the less common "
+        "ones fold under headings (Tab to a heading, Enter opens it). Ctrl+R starts a "
+        "run on the chosen model and dataset (set them here or on the Models and Datasets "
+        "screens) as a background process: it goes on if you quit the app or lose the terminal, "
+        "and the app shows it again when reopened. Ctrl+L queues the run instead: it starts when "
+        "the runs before it end. Ctrl+T pauses and continues; Ctrl+S stops cleanly, saving a "
+        "checkpoint (or cancels a queued run). The chart shows train and validation loss as they "
+        "arrive, with the learning rate, tokens/s, progress and ETA above it and the latest samples "
+        "below. Resuming a run from the Runs screen fills the form with its settings; Ctrl+N "
+        "starts over with a new run."
+    )
     # Nothing is focused for the user on a return here (the cursor stays where
     # they left it, or nowhere after Escape): focusing the form would restyle
     # all its widgets on every switch to this screen (a tenth of a second when
@@ -76,12 +100,22 @@ class TrainScreen(RunActionsScreen):
 
     BINDINGS = [
         Binding("ctrl+r", "start", "Start", id="train.start", tooltip="Start a run with this configuration"),
-        Binding("ctrl+l", "queue", "Queue", id="train.queue",
-                tooltip="Queue a run with this configuration: it starts when the runs before it end"),
+        Binding(
+            "ctrl+l",
+            "queue",
+            "Queue",
+            id="train.queue",
+            tooltip="Queue a run with this configuration: it starts when the runs before it end",
+        ),
         Binding("ctrl+t", "pause", "Pause", id="train.pause", tooltip="Pause the run (it keeps its place)"),
         Binding("ctrl+t", "resume", "Continue", id="train.resume", tooltip="Continue the paused run"),
-        Binding("ctrl+s", "stop", "Stop", id="train.stop",
-                tooltip="Stop the run, saving a checkpoint (a queued run is cancelled)"),
+        Binding(
+            "ctrl+s",
+            "stop",
+            "Stop",
+            id="train.stop",
+            tooltip="Stop the run, saving a checkpoint (a queued run is cancelled)",
+        ),
         Binding("ctrl+n", "new_run", "New", id="train.new", tooltip="Reset the form for a new run"),
         Binding("ctrl+g", "open_run", "Detail", id="train.detail", tooltip="Open this run's detail"),
     ]
@@ -99,11 +133,11 @@ class TrainScreen(RunActionsScreen):
     class Polled(Message, bubble=False):
         """What changed since the last poll: new metrics and samples, the run row, live progress."""
 
-        def __init__(self, run_id: str, metrics: list[dict], samples: list[dict], run: "Run",
-                     progress: "TrainingProgress | None") -> None:
+        def __init__(
+            self, run_id: str, metrics: list[dict], samples: list[dict], run: "Run", progress: "TrainingProgress | None"
+        ) -> None:
             super().__init__()
-            self.run_id, self.metrics, self.samples, self.run, self.progress = (
-                run_id, metrics, samples, run, progress)
+            self.run_id, self.metrics, self.samples, self.run, self.progress = (run_id, metrics, samples, run, progress)
 
     def __init__(self) -> None:
         super().__init__()
@@ -143,8 +177,12 @@ class TrainScreen(RunActionsScreen):
 
         box = self.query_one("#config-box")
         box.remove_children()
-        form = ConfigForm(TrainingConfig, {"model": self.workbench.model, "dataset": self.workbench.dataset},
-                          sections=FORM_SECTIONS, id="config")
+        form = ConfigForm(
+            TrainingConfig,
+            {"model": self.workbench.model, "dataset": self.workbench.dataset},
+            sections=FORM_SECTIONS,
+            id="config",
+        )
         box.mount(form)
         form.call_after_refresh(form.focus_first)
         self._take_pending_resume()
@@ -179,8 +217,10 @@ class TrainScreen(RunActionsScreen):
         self.watch_run(run_id)
         self.query_one("#config", ConfigForm).set_values(config)
         banner = self.query_one("#resume-banner", Static)
-        banner.update(f"Resuming {name} ({run_id}). Raise max steps if it had finished; "
-                      "Ctrl+R continues it, Ctrl+N starts a new run instead.")
+        banner.update(
+            f"Resuming {name} ({run_id}). Raise max steps if it had finished; "
+            "Ctrl+R continues it, Ctrl+N starts a new run instead."
+        )
         banner.display = True
 
     def action_new_run(self) -> None:
@@ -205,8 +245,10 @@ class TrainScreen(RunActionsScreen):
         from engine.store import ACTIVE_STATUSES
 
         if not queue and self._run is not None and self._run.status in ACTIVE_STATUSES:
-            self.notify(f"Run {self._run.name} is {self._run.status}; stop it first, or queue this run "
-                        "with Ctrl+L.", severity="warning")
+            self.notify(
+                f"Run {self._run.name} is {self._run.status}; stop it first, or queue this run with Ctrl+L.",
+                severity="warning",
+            )
             return
         if not self.query("#config"):
             self.notify("torch is still loading; try again in a moment.", severity="warning")
@@ -238,8 +280,9 @@ class TrainScreen(RunActionsScreen):
         elif self.run_id is not None:
             return  # the user started or chose a run meanwhile
         if run.status == "queued":
-            self.notify(f"Queued run {run.name} ({run.id}); it starts when the runs before it end. "
-                        "Runs (5) shows the queue.")
+            self.notify(
+                f"Queued run {run.name} ({run.id}); it starts when the runs before it end. Runs (5) shows the queue."
+            )
             if self._run is not None and self._run.status not in FINISHED:
                 return  # keep following the run going now
         self.watch_run(run.id)

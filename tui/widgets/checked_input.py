@@ -94,8 +94,12 @@ class CheckedInput(Vertical):
             self._show("")
             return
         self._show(Text("checking…", style="dim"))
-        self._timer = self.set_timer(CHECK_DELAY, lambda: self.run_worker(
-            lambda: self._run_check(text), thread=True, exclusive=True, group="check", exit_on_error=False))
+        self._timer = self.set_timer(
+            CHECK_DELAY,
+            lambda: self.run_worker(
+                lambda: self._run_check(text), thread=True, exclusive=True, group="check", exit_on_error=False
+            ),
+        )
 
     def _run_check(self, text: str) -> None:
         try:

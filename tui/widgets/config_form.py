@@ -107,12 +107,13 @@ class ConfigForm(VerticalScroll):
         self._field_named = {field.name: field for field in self._fields}
         self._initial = {name: value for name, value in (values or {}).items() if name in self._hints}
         self._sections = sections
-        self._section_of = {name: f"section-{number}" for number, (_, names) in enumerate(sections)
-                            for name in names}
+        self._section_of = {name: f"section-{number}" for number, (_, names) in enumerate(sections) for name in names}
         """The id of the heading each folded field is under."""
         if set(self._section_of) - set(self._hints):
-            raise ValueError(f"sections name fields {settings_type.__name__} lacks: "
-                             f"{sorted(set(self._section_of) - set(self._hints))}")
+            raise ValueError(
+                f"sections name fields {settings_type.__name__} lacks: "
+                f"{sorted(set(self._section_of) - set(self._hints))}"
+            )
         self.errors: dict[str, str] = {}
         """What is wrong, by field name, as shown under each input."""
         self._shown_errors: dict[str, tuple[str, bool]] = {}
@@ -121,8 +122,9 @@ class ConfigForm(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield from self._rows(field for field in self._fields if field.name not in self._section_of)
         for number, (heading, names) in enumerate(self._sections):
-            folded = not any(self._differs_from_default(name, self._initial[name]) for name in names
-                             if name in self._initial)
+            folded = not any(
+                self._differs_from_default(name, self._initial[name]) for name in names if name in self._initial
+            )
             with Collapsible(title=heading, collapsed=folded, id=f"section-{number}", classes="form-section"):
                 yield from self._rows(self._field_named[name] for name in names)
 
@@ -251,4 +253,3 @@ class ConfigForm(VerticalScroll):
     def _revalidate(self, event: Input.Changed) -> None:
         event.stop()
         self.settings()
-

@@ -111,13 +111,17 @@ class LossChart(PlotextPlot):
         for colour, series in zip(SERIES_COLOURS * 4, self.series.values()):
             if series.train_steps:
                 xs, ys = _thin(series.train_steps, series.train_losses)
-                plt.plot(xs, ys, marker="braille", color=colour,
-                         label=f"{series.label} train" if overlay else "train")
+                plt.plot(xs, ys, marker="braille", color=colour, label=f"{series.label} train" if overlay else "train")
                 drawn = True
             if series.val_steps:
                 xs, ys = _thin(series.val_steps, series.val_losses)
-                plt.scatter(xs, ys, marker="dot", color=colour if overlay else "orange",
-                            label=f"{series.label} val" if overlay else "val")
+                plt.scatter(
+                    xs,
+                    ys,
+                    marker="dot",
+                    color=colour if overlay else "orange",
+                    label=f"{series.label} val" if overlay else "val",
+                )
                 drawn = True
         if not drawn:
             plt.title(self.empty_message)
