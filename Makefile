@@ -23,9 +23,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/lmwb
 
-# The linter, then the architecture contract (engine/ never imports the UI), then everything.
+# The linter and the format check, then the architecture contract (engine/ never imports the UI).
+# `make test` runs these first.
+LINTED := engine tui tests bench scripts
 lint: $(STAMP)
-	$(BIN)/ruff check engine tui tests bench scripts
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 test: lint

@@ -34,11 +34,13 @@ from transformers import (
     GPT2LMHeadModel,
     PreTrainedTokenizerFast,
     TextIteratorStreamer,
+)
+from transformers import (
     logging as transformers_logging,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.generation import GenerationSettings, TokenStream  # noqa: E402
+from engine.generation import GenerationSettings, TokenStream
 
 try:
     from engine.models import SCRATCH_PRESETS

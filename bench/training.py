@@ -259,7 +259,7 @@ def compare_throughput(args, store) -> dict[str, list[float]]:
     for name, runs in results.items():
         medians[name] = [statistics.median(run[clock] for run in runs) for clock in (0, 1)]
         print(f"  {name:<22} {medians[name][0]:>12,.0f} {medians[name][1]:>12,.0f}")
-    ratios = [e / b for e, b in zip(medians["engine TrainingJob"], medians["bare PyTorch loop"])]
+    ratios = [e / b for e, b in zip(medians["engine TrainingJob"], medians["bare PyTorch loop"], strict=True)]
     print(f"  {'ratio engine / bare':<22} {ratios[0]:>12.3f} {ratios[1]:>12.3f}   (target >= 0.97)")
     return medians
 
@@ -270,7 +270,7 @@ def report_compute(parameters: int, engine: list[float], device, precision: str)
         f"Compute: ~6*N*tokens/s achieved by the engine against a {size}x{size} {precision} matmul on {device} "
         "(the fastest of 10)"
     )
-    for clock, tokens_per_second, peak in zip(("wall clock", "CPU time"), engine, peaks):
+    for clock, tokens_per_second, peak in zip(("wall clock", "CPU time"), engine, peaks, strict=True):
         achieved = 6 * parameters * tokens_per_second
         print(f"  by {clock:<10} {achieved / 1e9:>8,.1f} GFLOP/s of {peak / 1e9:,.1f} peak = {achieved / peak:.0%}")
 

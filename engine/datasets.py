@@ -640,7 +640,7 @@ def _tokenize_into(dataset: Dataset, tokenizer, ids_path: Path, progress: Progre
         with _atomic_output(ids_path) as stream:
             for batch, done in _batches(dataset):
                 ids: list[int] = []
-                for piece, piece_ids in zip(batch, encode([piece.text for piece in batch])):
+                for piece, piece_ids in zip(batch, encode([piece.text for piece in batch]), strict=True):
                     if piece.starts_document:
                         if documents and eos is not None:
                             ids.append(eos)

@@ -215,7 +215,7 @@ class TokenStream:
                 for event in self._generate():
                     events.put(event)
             events.put(_END)
-        except BaseException as error:  # whatever it is, the consumer must hear of it rather than wait
+        except BaseException as error:  # noqa: BLE001 - whatever it is, the consumer must hear of it rather than wait
             events.put(error)
 
     def _generate(self) -> Iterator[TokenEvent]:
@@ -445,7 +445,7 @@ class _TokenChooser:
             return []
         top_probabilities, positions = torch.topk(probabilities, count)
         ids = positions if token_ids is None else token_ids[positions]
-        return [(i, p) for i, p in zip(ids.tolist(), top_probabilities.tolist()) if p > 0]
+        return [(i, p) for i, p in zip(ids.tolist(), top_probabilities.tolist(), strict=True) if p > 0]
 
 
 # ---------------------------------------------------------------------------
@@ -631,7 +631,7 @@ class _GPT2Decoder:
         input_ids = torch.tensor([prompt_ids], dtype=torch.long)
         output = self._model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
         length = len(prompt_ids)
-        for layer, cached in zip(self._layers, output.cache.layers):
+        for layer, cached in zip(self._layers, output.cache.layers, strict=True):
             layer.keys[:, :, :length] = cached.keys
             layer.values[:, :, :length] = cached.values
         self._position = length

@@ -508,7 +508,7 @@ def train_tokenizer(dataset: Dataset, vocab_size: int, progress: Progress | None
     if cached.is_dir():
         try:
             return PreTrainedTokenizerFast.from_pretrained(str(cached))
-        except Exception:  # a damaged cache entry is rebuilt, never fatal
+        except Exception:  # noqa: BLE001 - a damaged cache entry is rebuilt, never fatal
             shutil.rmtree(cached, ignore_errors=True)
     report(f"Training a {vocab_size}-token BPE tokenizer on {dataset.name}…")
     bpe = ByteLevelBPETokenizer()

@@ -824,7 +824,7 @@ class RunStore:
         with self._sqlite_errors():
             cursor = self._db.execute(sql, params)
             names = [column[0] for column in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     @contextmanager
     def _sqlite_errors(self, run_id: str | None = None) -> Iterator[None]:

@@ -41,20 +41,20 @@ import torch.nn.functional as F
 
 from engine import distributed
 from engine.datasets import Dataset, TokenSplit, WindowSampler, open_dataset, tokenize_dataset
+from engine.devices import device_name, precision_name
 from engine.errors import SettingsError, TrainingError, WorkbenchError
 from engine.generation import GenerationSettings, generate_text
 from engine.home import ensure_private_dir, run_dir, workbench_home
 from engine.lora import adapter_base, add_adapters, load_adapters
 from engine.models import ModelSource, context_length_on_disk, load_model, quiet_transformers
-from engine.devices import device_name, precision_name
-from engine.training_config import (
-    TrainingConfig,
-    check_int,
-    check_warmup,
-    check_block_size,
-)
 from engine.run_process import RunPulse, TrainingProgress, start_queued_runs
 from engine.store import Run, RunStore, process_alive
+from engine.training_config import (
+    TrainingConfig,
+    check_block_size,
+    check_int,
+    check_warmup,
+)
 
 TRAINER_STATE_FILE = "trainer_state.pt"
 TRAINER_STATE_FORMAT = 2  # 2: each rank's sampler and random state, under "ranks"
@@ -658,7 +658,7 @@ class TrainingJob:
         try:
             status, message = self._train()
             self._report(status=status, phase=status, message=message)
-        except BaseException as exc:  # noqa: BLE001 - every ending must reach the store
+        except BaseException as exc:
             self._record_ending(exc)
             if not isinstance(exc, Exception):
                 raise  # Ctrl+C or interpreter exit: recorded, and passed on

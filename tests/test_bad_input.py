@@ -474,7 +474,7 @@ def unwritable_homes(tmp_path: Path) -> list[tuple[str, Path, str]]:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="uses /proc for places even root cannot write")
 def test_lmwb_home_that_cannot_be_written(capsys, monkeypatch, tmp_path):
-    for case, home, message in unwritable_homes(tmp_path):
+    for _case, home, message in unwritable_homes(tmp_path):
         monkeypatch.setenv("LMWB_HOME", str(home))
         for command in (["runs"], ["generate", "--model", "./nowhere", "--prompt", "x"]):
             code, _, stderr = lmwb_in_process(capsys, *command)

@@ -145,7 +145,7 @@ def test_datasets_lists_the_bundled_datasets_for_people_and_scripts(capsys) -> N
     assert status == 0
     listed = json.loads(out)
     assert [entry["name"] for entry in listed] == [dataset.name for dataset in bundled]
-    for entry, dataset in zip(listed, bundled):
+    for entry, dataset in zip(listed, bundled, strict=True):
         stats = dataset.stats()
         assert entry["path"] == str(dataset.path)
         assert entry["bytes"] == stats.bytes and entry["bytes"] > 0

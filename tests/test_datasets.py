@@ -33,7 +33,6 @@ from engine.errors import DatasetError, TrainingError
 from engine.home import SAMPLE_TEXTS_DIR, token_cache_dir
 from tests.conftest import REPO_ROOT
 
-
 STORIES = [
     "The heron waited by the pond all morning.\nAt noon a fish came by.\n",
     "A wren built a nest in the hedge.\nThe wind could not shake it loose.\n",
@@ -474,7 +473,7 @@ def test_windows_are_packed_and_shifted_by_one(tmp_path: Path, tokenizer):
     assert x.shape == y.shape == (4, 16) and str(x.dtype) == "torch.int64"
     assert (x[:, 1:] == y[:, :-1]).all()
     stream = train.ids.tolist()
-    for x_row, y_row in zip(x.tolist(), y.tolist()):
+    for x_row, y_row in zip(x.tolist(), y.tolist(), strict=True):
         window = x_row + y_row[-1:]
         assert any(stream[i : i + 17] == window for i in range(len(stream) - 16))
 

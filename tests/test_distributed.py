@@ -11,6 +11,7 @@ themselves give up on a peer that died or hangs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import socket
@@ -202,10 +203,8 @@ def kill_with_its_ranks(process: subprocess.Popen) -> None:
     except psutil.NoSuchProcess:
         family = []
     for member in family:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             member.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def finish(launches: list[subprocess.Popen], timeout: float = LAUNCH_TIMEOUT) -> list[subprocess.CompletedProcess]:

@@ -9,6 +9,7 @@ of token ids — drives the same TokenStream.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -269,7 +270,7 @@ def test_each_event_reports_the_probability_of_its_token_and_the_likeliest_alter
     assert [a.token_id for a in first.alternatives] == torch.topk(expected, 4).indices.tolist()
     assert first.alternatives[0].token_id == first.token_id  # greedy takes the likeliest
     assert first.alternatives[0].text == tokenizer.decode([first.token_id])
-    assert all(a.probability >= b.probability for a, b in zip(first.alternatives, first.alternatives[1:]))
+    assert all(a.probability >= b.probability for a, b in itertools.pairwise(first.alternatives))
     assert [e.index for e in events] == [0, 1, 2]
     assert events[0].elapsed <= events[1].elapsed <= events[2].elapsed
 

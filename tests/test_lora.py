@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from engine.errors import ModelSourceError, SettingsError
-from engine.lora import LoraSettings, add_adapters, adapter_base, is_adapter_directory
+from engine.lora import LoraSettings, adapter_base, add_adapters, is_adapter_directory
 from engine.models import export_model, load_model
 
 PROMPT_IDS = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 61]])

@@ -129,14 +129,20 @@ def test_remote_code_is_never_trusted(modules):
     trusting = []
     for path, tree in modules:
         for node in ast.walk(tree):
-            if isinstance(node, ast.keyword) and node.arg == "trust_remote_code":
-                if not (isinstance(node.value, ast.Constant) and node.value.value is False):
-                    trusting.append(f"{where(path, node.value)}: trust_remote_code={ast.unparse(node.value)}")
+            if (
+                isinstance(node, ast.keyword)
+                and node.arg == "trust_remote_code"
+                and not (isinstance(node.value, ast.Constant) and node.value.value is False)
+            ):
+                trusting.append(f"{where(path, node.value)}: trust_remote_code={ast.unparse(node.value)}")
             if isinstance(node, ast.Dict):
-                for key, value in zip(node.keys, node.values):
-                    if isinstance(key, ast.Constant) and key.value == "trust_remote_code":
-                        if not (isinstance(value, ast.Constant) and value.value is False):
-                            trusting.append(f"{where(path, key)}: 'trust_remote_code': {ast.unparse(value)}")
+                for key, value in zip(node.keys, node.values, strict=True):
+                    if (
+                        isinstance(key, ast.Constant)
+                        and key.value == "trust_remote_code"
+                        and not (isinstance(value, ast.Constant) and value.value is False)
+                    ):
+                        trusting.append(f"{where(path, key)}: 'trust_remote_code': {ast.unparse(value)}")
     assert trusting == []
 
 

@@ -517,7 +517,7 @@ def test_two_threads_writing_metrics_at_once_lose_nothing(store):
             for start in range(0, steps, batch):
                 store.add_metrics(run_id, [{"step": s, "train_loss": 1 / (s + 1)} for s in range(start, start + batch)])
                 store.heartbeat(run_id, steps=start + batch, tokens=0)
-        except BaseException as exc:  # collected, so the test reports it
+        except BaseException as exc:  # noqa: BLE001 - collected, so the test reports it
             errors.append(exc)
 
     threads = [threading.Thread(target=trainer, args=(run_id,)) for run_id in runs]

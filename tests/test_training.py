@@ -7,6 +7,7 @@ in the test's private LMWB_HOME. Runs are a few dozen steps of a 2-layer,
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
@@ -421,7 +422,7 @@ def test_learning_rate_warms_up_then_decays_to_the_minimum():
     rates = [get_lr(step, config, 100) for step in range(101)]
     assert rates[:10] == pytest.approx([1e-3 * (s + 1) / 11 for s in range(10)])
     assert rates[10] == pytest.approx(1e-3)
-    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
     assert rates[100] == pytest.approx(1e-4)
 
 

@@ -28,9 +28,9 @@ from textual.widgets._footer import FooterKey
 from engine.store import RunStore
 from tests.conftest import REPO_ROOT, lmwb_command
 from tui.app import WorkbenchApp
+from tui.screens.confirm import ConfirmScreen
 from tui.screens.datasets import DatasetsScreen
 from tui.screens.generate import GenerateScreen
-from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.screens.quit import QuitScreen
 from tui.screens.run_detail import RunDetailScreen

@@ -14,6 +14,7 @@ any error a worker raises, in words, never as a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
 import traceback
@@ -49,7 +50,7 @@ class ScreenActions(Provider):
 
     def _commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
         commands: dict[str, tuple[str, str, Callable[[], Any]]] = {}
-        for key, active in self.screen.active_bindings.items():
+        for active in self.screen.active_bindings.values():
             binding = active.binding
             if not binding.description or not active.enabled or binding.action in commands:
                 continue
@@ -230,8 +231,9 @@ class WorkbenchApp(App):
     def _load_engine(self) -> None:
         """Import torch and transformers after the first frame."""
         try:
-            import engine.generation  # noqa: F401  (imported here so the first frame is fast)
-            import engine.training  # noqa: F401
+            # Imported here, after the first frame, so that opening the app stays fast.
+            import engine.generation
+            import engine.training  # noqa: F401 - imported for its cost now, not for a name
             from engine.models import quiet_transformers
 
             quiet_transformers()
@@ -341,10 +343,8 @@ class WorkbenchApp(App):
         from engine.errors import StoreError
 
         for run in runs:
-            try:
+            with contextlib.suppress(StoreError):  # it ended meanwhile: nothing to stop
                 self.store.request_control(run.id, "stop")
-            except StoreError:
-                pass  # it ended meanwhile: nothing to stop
         self.call_from_thread(
             self.exit, message=f"Asked {len(runs)} run(s) to stop; each saves a checkpoint. Follow them with: lmwb runs"
         )

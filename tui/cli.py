@@ -412,8 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit:  # --help, --version, or a usage mistake already reported
-        return exit.code if isinstance(exit.code, int) else EXIT_USAGE
+    except SystemExit as ending:  # --help, --version, or a usage mistake already reported
+        return ending.code if isinstance(ending.code, int) else EXIT_USAGE
     try:
         return args.handler(args)
     except WorkbenchError as error:
@@ -425,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BUG
-    except Exception as error:  # a bug: one line here, the traceback in a log file
+    except Exception as error:  # noqa: BLE001 - a bug: one line here, the traceback in a log file
         log = _write_traceback_log()
         message = " ".join(f"{type(error).__name__}: {error}".split())
         print(f"lmwb: internal error: {message} (full traceback in {log}; please report it)", file=sys.stderr)

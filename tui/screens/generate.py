@@ -320,7 +320,7 @@ class GenerateScreen(WorkbenchScreen):
             detail.append(f"  p={token.probability:.3f}", style=probability_colour(token.probability))
         if token.alternatives:
             detail.append("\nalternatives: ", style="dim")
-            for text, token_id, probability in token.alternatives:
+            for text, _token_id, probability in token.alternatives:
                 detail.append(f"{text!r}", style="bold")
                 detail.append(f" {probability:.3f}  ", style=probability_colour(probability))
         self.query_one("#token-detail", Static).update(detail)

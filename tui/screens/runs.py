@@ -201,7 +201,7 @@ class RunsScreen(RunActionsScreen):
                 if before is None or before == run:
                     continue
                 old_cells = run_cells(before, run.id in self.marked)
-                for (key, _), old, cell in zip(COLUMNS, old_cells, run_cells(run, run.id in self.marked)):
+                for (key, _), old, cell in zip(COLUMNS, old_cells, run_cells(run, run.id in self.marked), strict=True):
                     if old != cell:
                         table.update_cell(run.id, key, cell)
         self.marked &= set(self.runs)

@@ -47,7 +47,7 @@ class CheckedInput(Vertical):
         def control(self) -> "CheckedInput":
             return self.checked_input
 
-    def __init__(self, label: str, placeholder: str, check: Callable[[str], str], *, id: str) -> None:  # noqa: A002
+    def __init__(self, label: str, placeholder: str, check: Callable[[str], str], *, id: str) -> None:
         super().__init__(id=id)
         self.label = label
         self.placeholder = placeholder

@@ -98,7 +98,7 @@ class ConfigForm(VerticalScroll):
         values: dict[str, Any] | None = None,
         *,
         sections: Sequence[tuple[str, Sequence[str]]] = (),
-        id: str | None = None,  # noqa: A002 - Textual's name for it
+        id: str | None = None,
     ) -> None:
         super().__init__(id=id)
         self.settings_type = settings_type

@@ -10,6 +10,7 @@ is shown again.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,7 +63,7 @@ class LossChart(PlotextPlot):
 
     DEFAULT_CSS = (Path(__file__).with_suffix(".tcss")).read_text(encoding="utf-8")
 
-    def __init__(self, *, id: str | None = None, empty_message: str = "no metrics yet") -> None:  # noqa: A002
+    def __init__(self, *, id: str | None = None, empty_message: str = "no metrics yet") -> None:
         super().__init__(id=id)
         self.series: dict[str, LossSeries] = {}
         self.empty_message = empty_message
@@ -108,7 +109,7 @@ class LossChart(PlotextPlot):
         plt.xlabel("step")
         overlay = len(self.series) > 1
         drawn = False
-        for colour, series in zip(SERIES_COLOURS * 4, self.series.values()):
+        for colour, series in zip(itertools.cycle(SERIES_COLOURS), self.series.values()):
             if series.train_steps:
                 xs, ys = _thin(series.train_steps, series.train_losses)
                 plt.plot(xs, ys, marker="braille", color=colour, label=f"{series.label} train" if overlay else "train")

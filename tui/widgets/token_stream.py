@@ -85,7 +85,7 @@ class TokenStreamView(VerticalScroll, can_focus=True):
         def control(self) -> "TokenStreamView":
             return self.view
 
-    def __init__(self, *, placeholder: str = "", show_ids: bool = False, id: str | None = None) -> None:  # noqa: A002
+    def __init__(self, *, placeholder: str = "", show_ids: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
         self.tokens: list[ShownToken] = []
         self.placeholder = placeholder
