@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Generator, Iterator
 
 import numpy as np
 
@@ -149,7 +149,7 @@ class Dataset:
         """The size of its files on disk."""
         return sum(_file_size(file) for file in self.files)
 
-    def _pieces(self) -> Iterator[tuple[_Piece, int]]:
+    def _pieces(self) -> Generator[tuple[_Piece, int], None, None]:
         """Every piece of every file, with the bytes of the dataset read so far."""
         done = 0
         for file in self.files:
@@ -247,7 +247,8 @@ def _dataset_at(path: Path, name: str, field: str | None) -> Dataset:
 
 def _folder_files(folder: Path) -> tuple[Path, ...]:
     """The supported files under a folder, recursively, sorted; hidden files and folders skipped."""
-    supported, others = [], []
+    supported: list[Path] = []
+    others: list[Path] = []
     try:
         for root, directories, names in os.walk(folder, onerror=_raise_walk_error):
             directories[:] = sorted(d for d in directories if not d.startswith("."))
@@ -306,7 +307,7 @@ def _cut(line: str) -> str:
 # Readers: bytes to checked text, text to documents
 
 
-def _file_pieces(path: Path, field: str) -> Iterator[_Piece]:
+def _file_pieces(path: Path, field: str) -> Generator[_Piece, None, None]:
     """The pieces of one file's documents, by the reader its suffix names."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
@@ -316,7 +317,7 @@ def _file_pieces(path: Path, field: str) -> Iterator[_Piece]:
     return _text_pieces(path)
 
 
-def _text_pieces(path: Path) -> Iterator[_Piece]:
+def _text_pieces(path: Path) -> Generator[_Piece, None, None]:
     """A .txt or .md file is one document."""
     has_text = False
     for number, (text, _, end) in enumerate(_text_chunks(path)):
@@ -326,7 +327,7 @@ def _text_pieces(path: Path) -> Iterator[_Piece]:
         raise _empty_file_error(path)
 
 
-def _jsonl_pieces(path: Path, field: str) -> Iterator[_Piece]:
+def _jsonl_pieces(path: Path, field: str) -> Generator[_Piece, None, None]:
     """One document per non-blank line: the line's JSON object's ``field``."""
     found = False
     for number, line, end in _numbered_lines(path):
@@ -378,7 +379,7 @@ def _jsonl_field(path: Path, number: int, line: str, field: str) -> str:
     return value
 
 
-def _csv_pieces(path: Path, column: str) -> Iterator[_Piece]:
+def _csv_pieces(path: Path, column: str) -> Generator[_Piece, None, None]:
     """A header row, then one document per row: the cell in ``column`` (empty cells skipped)."""
     reached = [0]  # the byte offset of the last line the csv reader asked for
 
@@ -648,7 +649,8 @@ def _tokenize_into(dataset: Dataset, tokenizer, ids_path: Path, progress: Progre
                     ids.extend(piece_ids)
                 array = np.asarray(ids, dtype=dtype)
                 batch_bytes = sum(len(piece.text.encode("utf-8")) for piece in batch)
-                exact = exact and int(token_bytes[array].sum()) == batch_bytes
+                if exact and token_bytes is not None:
+                    exact = int(token_bytes[array].sum()) == batch_bytes
                 array.tofile(stream)
                 tokens += len(array)
                 text_bytes += batch_bytes
@@ -850,8 +852,8 @@ class WindowSampler:
             highest_start + 1, (self.batch_size * self.world_size,), generator=self._generator
         )
         starts = global_starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size].tolist()
-        windows = np.stack([self.split.ids[start : start + self.block_size + 1] for start in starts])
-        windows = torch.from_numpy(windows.astype(np.int64))
+        rows = np.stack([self.split.ids[start : start + self.block_size + 1] for start in starts])
+        windows = torch.from_numpy(rows.astype(np.int64))
         self.batches_drawn += 1
         return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 

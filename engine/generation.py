@@ -265,7 +265,7 @@ class TokenStream:
             prompt=self.prompt,
             text="".join(pieces),
             token_ids=token_ids,
-            finish_reason=finish_reason,
+            finish_reason=finish_reason or "length",  # None only if max_new_tokens ran out first
             time_to_first_token=first_token_at if first_token_at is not None else elapsed,
             elapsed=elapsed,
         )
@@ -295,6 +295,8 @@ def generate_text(model, tokenizer, prompt: str, settings: GenerationSettings) -
     stream = TokenStream(model, tokenizer, prompt, settings)
     for _ in stream:
         pass
+    if stream.result is None:  # the stream ended without finishing: its error was raised above
+        raise RuntimeError("The token stream ended without a result.")
     return stream.result
 
 
@@ -570,7 +572,7 @@ class _CachedForward:
 
     def _forward(self, ids: list[int]) -> torch.Tensor:
         input_ids = torch.tensor([ids], dtype=torch.long, device=self._model.device)
-        cache = {} if self._cache is None else {self._cache_argument: self._cache}
+        cache: dict[str, Any] = {} if self._cache is None else {self._cache_argument: self._cache}
         output = self._model(input_ids=input_ids, use_cache=True, **cache, **self._last_logits_only)
         self._cache = output.get(self._cache_argument)
         return output.logits[0, -1]

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ModelSourceError, SettingsError
 
@@ -104,7 +104,8 @@ def add_adapters(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
     targets = settings.target_names() or _default_targets(model)
     config = LoraConfig(
         r=settings.rank,
-        lora_alpha=settings.alpha,
+        # peft annotates lora_alpha as int, but scales by alpha / r in floats: a fractional alpha works.
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]
         lora_dropout=settings.dropout,
         target_modules=targets,
         fan_in_fan_out=model.config.model_type == "gpt2",  # GPT-2 stores its linear layers transposed (Conv1D)
@@ -199,7 +200,8 @@ def load_adapters(
     from peft import PeftModel
 
     adapter_base(directory)  # checks the directory is one we can load safely
-    options = {} if device is None else {"torch_device": str(device)}
+    # Without a device peft picks one itself (a GPU if there is one), so it is named only when known.
+    options: dict[str, Any] = {} if device is None else {"torch_device": str(device)}
     with _quiet_peft():
         try:
             return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable, **options)

@@ -36,7 +36,15 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import SettingsError, StoreError, TrainingError, WorkbenchError
 from engine.home import ensure_private_dir, run_dir
-from engine.store import ACTIVE_STATUSES, CONTROL_ACTIONS, FINISHED_STATUSES, Run, RunStore
+from engine.store import (
+    ACTIVE_STATUSES,
+    CONTROL_ACTIONS,
+    FINISHED_STATUSES,
+    Run,
+    RunStatus,
+    RunStore,
+    control_action,
+)
 
 if TYPE_CHECKING:
     from engine.training_config import TrainingConfig
@@ -64,7 +72,7 @@ class TrainingProgress:
     tokens_per_sec: float = 0.0
     eta_seconds: float | None = None
     elapsed: float = 0.0  # seconds of training in the run so far, pauses not counted
-    status: str = "starting"  # starting | running | paused | completed | stopped | failed | interrupted
+    status: RunStatus = "starting"
     phase: str = ""  # what it does now: "Tokenizing fables: 40%", training, evaluating, ...
     message: str = ""  # the last thing it said: a checkpoint saved, how it ended
     gpu_memory_bytes: int | None = None  # peak GPU memory the run has allocated (None off CUDA)
@@ -108,7 +116,7 @@ def submit_run(
 
     config.validate()
     open_dataset(config.dataset, config.dataset_field)
-    status = "queued" if queue else "starting"
+    status: RunStatus = "queued" if queue else "starting"
     if resume_run is None:
         check_block_size(config.block_size, context_length_on_disk(config.model, store))
         run = store.create_run(
@@ -231,12 +239,13 @@ def control_run(
     answer within ``timeout`` seconds (the request then stays, and the run
     acts on it when it can).
     """
+    answers = CONTROL_ACTIONS[control_action(action)]
     store.mark_interrupted_runs()
     run = store.request_control(run_id, action)
     deadline = time.monotonic() + timeout
     acknowledged = False
     while True:
-        if run.status in CONTROL_ACTIONS[action]:
+        if run.status in answers:
             return run
         if run.status in FINISHED_STATUSES:
             raise StoreError(f"Run {run.id} ended ({run.status}) before it could {action}.")

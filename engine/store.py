@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import psutil
 import sqlite_utils
@@ -42,11 +42,26 @@ from engine.errors import StoreError
 from engine.home import database_path, ensure_private_dir, workbench_home
 
 # queued: waits its turn; starting: a process was launched for it and is loading.
-RUN_STATUSES = ("queued", "starting", "running", "paused", "completed", "stopped", "failed", "interrupted", "cancelled")
-ACTIVE_STATUSES = ("starting", "running", "paused")  # a process owns the run
-FINISHED_STATUSES = ("completed", "stopped", "failed", "interrupted", "cancelled")
-# Requests a front end writes for a run's process, and the status that answers each.
-CONTROL_ACTIONS = {"pause": ("paused",), "continue": ("running",), "stop": FINISHED_STATUSES}
+RunStatus = Literal[
+    "queued", "starting", "running", "paused", "completed", "stopped", "failed", "interrupted", "cancelled"
+]
+RUN_STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
+ACTIVE_STATUSES: tuple[RunStatus, ...] = ("starting", "running", "paused")  # a process owns the run
+FINISHED_STATUSES: tuple[RunStatus, ...] = ("completed", "stopped", "failed", "interrupted", "cancelled")
+ControlAction = Literal["pause", "continue", "stop"]
+# Requests a front end writes for a run's process, and the statuses that answer each.
+CONTROL_ACTIONS: dict[ControlAction, tuple[RunStatus, ...]] = {
+    "pause": ("paused",),
+    "continue": ("running",),
+    "stop": FINISHED_STATUSES,
+}
+# The statuses a run can be asked each thing in (a queued run's stop cancels it). The store
+# refuses the others with the reason; front ends ask `can_control` to offer only what would work.
+CONTROLLABLE_FROM: dict[ControlAction, tuple[RunStatus, ...]] = {
+    "pause": ("starting", "running"),
+    "continue": ("paused",),
+    "stop": ("queued", *ACTIVE_STATUSES),
+}
 # What runs can be sorted by, each with the direction a person expects first (True: descending:
 # newest, most trained first; lowest loss and A-Z first otherwise). The CLI and the Runs screen ask here.
 RUN_ORDERINGS = {"created_at": True, "name": False, "status": False, "steps": True, "best_val_loss": False}
@@ -180,7 +195,7 @@ def m003_generations_with_search(db: sqlite_utils.Database) -> None:
             finish_reason     TEXT,
             created_at        TEXT NOT NULL
         )""")
-    db["generations"].enable_fts(["prompt", "text"], create_triggers=True)
+    db.table("generations").enable_fts(["prompt", "text"], create_triggers=True)
 
 
 @migration
@@ -222,7 +237,7 @@ class Run:
 
     id: str
     name: str
-    status: str
+    status: RunStatus
     model: str
     dataset: str
     config: dict
@@ -241,7 +256,7 @@ class Run:
     world_size: int
     lora: bool
     process_start: float | None = None  # when the owning process started (pid reuse check)
-    control: str | None = None  # a pending request: pause, continue or stop
+    control: ControlAction | None = None  # a pending request: pause, continue or stop
     progress: dict | None = None  # the trainer's live progress record (TrainingProgress fields)
     queued_at: str | None = None  # when the run joined the queue
 
@@ -298,7 +313,7 @@ class RunStore:
         notes: str = "",
         world_size: int = 1,
         lora: bool = False,
-        status: str = "running",
+        status: RunStatus = "running",
     ) -> Run:
         """Record a new run: owned by this process (`running`; set_status("running") stamps its start),
         claimed by this process to launch one for it (`starting`), or owned by no process until the
@@ -326,7 +341,7 @@ class RunStore:
             row["id"] = uuid.uuid4().hex[:8]
             try:
                 with self._write() as db:
-                    db["runs"].insert(row)
+                    db.table("runs").insert(row)
                 return self.get_run(row["id"])
             except sqlite3.IntegrityError as exc:
                 if "runs.id" not in str(exc):
@@ -384,9 +399,9 @@ class RunStore:
             raise StoreError("A run's name cannot be empty; type a name.")
         encoded = {key: _encode_run_field(key, value) for key, value in fields.items()}
         with self._write(run_id) as db:
-            db["runs"].update(run_id, encoded)
+            db.table("runs").update(run_id, encoded)
 
-    def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
+    def set_status(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
         """Move a run to `status`: `running` claims it for this process, a finished status stamps the end.
 
         A pending control request that the new status answers (paused for
@@ -395,7 +410,7 @@ class RunStore:
         _check_status(status)
         now = _now()
         with self._write(run_id) as db:
-            run = db["runs"].get(run_id)
+            run = db.table("runs").get(run_id)
             changes: dict[str, Any] = {"status": status, "error": error}
             if status == "running":
                 changes |= {
@@ -408,12 +423,12 @@ class RunStore:
                 changes["finished_at"] = now
             if run["control"] is not None and status in CONTROL_ACTIONS[run["control"]]:
                 changes["control"] = None
-            db["runs"].update(run_id, changes)
+            db.table("runs").update(run_id, changes)
 
     def set_owner(self, run_id: str, pid: int) -> None:
         """Hand a starting run to the process launched for it (the launcher claimed it first)."""
         with self._write(run_id) as db:
-            db["runs"].update(
+            db.table("runs").update(
                 run_id, {"pid": int(pid), "process_start": process_start_time(pid), "heartbeat_at": _now()}
             )
 
@@ -428,7 +443,7 @@ class RunStore:
         if progress is not None:
             changes["progress"] = json.dumps(progress, default=_json_safe)
         with self._write(run_id) as db:
-            db["runs"].update(run_id, changes)
+            db.table("runs").update(run_id, changes)
             return db.execute("SELECT control FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
 
     def request_control(self, run_id: str, action: str) -> Run:
@@ -438,13 +453,12 @@ class RunStore:
         that cannot do what is asked (pause a finished run, continue a running
         one) raises a StoreError that says its status.
         """
-        if action not in CONTROL_ACTIONS:
-            raise StoreError(f"Unknown request {action!r}; use one of {', '.join(CONTROL_ACTIONS)}.")
+        action = control_action(action)
         run = self.get_run(run_id)
         with self._write(run.id) as db:
-            status = db["runs"].get(run.id)["status"]
+            status = db.table("runs").get(run.id)["status"]
             if action == "stop" and status == "queued":
-                db["runs"].update(
+                db.table("runs").update(
                     run.id,
                     {
                         "status": "cancelled",
@@ -454,7 +468,7 @@ class RunStore:
                     },
                 )
                 return self.get_run(run.id)
-            allowed = {"pause": ("starting", "running"), "continue": ("paused",), "stop": ACTIVE_STATUSES}[action]
+            allowed = CONTROLLABLE_FROM[action]
             if status in CONTROL_ACTIONS[action] or (action == "continue" and status in ("starting", "running")):
                 raise StoreError(f"Run {run.id} is {status} already; there is nothing to {action}.")
             if status not in allowed:
@@ -462,7 +476,7 @@ class RunStore:
                     f"Run {run.id} is {status}, so it cannot be asked to {action}; only a "
                     f"{' or '.join(allowed)} run can. {LIST_RUNS_HINT}"
                 )
-            db["runs"].update(run.id, {"control": action})
+            db.table("runs").update(run.id, {"control": action})
         return self.get_run(run.id)
 
     def claim_queued_run(self, slots: int = 1) -> Run | None:
@@ -481,19 +495,19 @@ class RunStore:
             row = db.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY queued_at, rowid LIMIT 1").fetchone()
             if row is None:
                 return None
-            db["runs"].update(row[0], {"status": "starting", "heartbeat_at": _now(), **_this_process()})
+            db.table("runs").update(row[0], {"status": "starting", "heartbeat_at": _now(), **_this_process()})
         return self.get_run(row[0])
 
-    def reopen_run(self, run_id: str, config: dict, status: str) -> Run:
+    def reopen_run(self, run_id: str, config: dict, status: RunStatus) -> Run:
         """Take a finished run up again with new settings, to resume it: queued, or starting now for this process."""
         if status not in ("starting", "queued"):
             raise StoreError(f"A run is reopened as starting or queued, not {status!r}.")
         owner = _this_process() if status == "starting" else {"pid": None, "host": None, "process_start": None}
         with self._write(run_id) as db:
-            current = db["runs"].get(run_id)["status"]
+            current = db.table("runs").get(run_id)["status"]
             if current not in FINISHED_STATUSES:
                 raise StoreError(f"Run {run_id} is {current} already; stop it before starting it again.")
-            db["runs"].update(
+            db.table("runs").update(
                 run_id,
                 {
                     "status": status,
@@ -516,7 +530,7 @@ class RunStore:
                 f"Run {run.id} is still {run.status} (pid {run.pid} on {run.host}); stop it before deleting it."
             )
         with self._write(run.id) as db:
-            db["runs"].delete(run.id)  # metrics, samples and checkpoints cascade
+            db.table("runs").delete(run.id)  # metrics, samples and checkpoints cascade
         directory = workbench_home() / "runs" / run.id
         if not directory.exists():
             return
@@ -547,7 +561,7 @@ class RunStore:
             active = self._query(query, ACTIVE_STATUSES)
             gone = [run for run in map(Run.from_row, active) if not _process_alive(run)]
             for run in gone:
-                db["runs"].update(
+                db.table("runs").update(
                     run.id,
                     {
                         "status": "interrupted",
@@ -598,7 +612,7 @@ class RunStore:
     def add_sample(self, run_id: str, step: int, prompt: str, text: str) -> None:
         """Record text the model wrote at `step`, to watch it learn."""
         with self._write(run_id) as db:
-            db["samples"].insert(
+            db.table("samples").insert(
                 {"run_id": run_id, "step": int(step), "prompt": prompt, "text": text, "created_at": _now()}
             )
 
@@ -620,7 +634,7 @@ class RunStore:
         with contextlib.suppress(ValueError):
             path = path.resolve().relative_to(self.path.parent.resolve())
         with self._write(run_id) as db:
-            db["checkpoints"].insert(
+            db.table("checkpoints").insert(
                 {
                     "run_id": run_id,
                     "step": int(step),
@@ -659,7 +673,7 @@ class RunStore:
     ) -> int:
         """Log one finished generation; returns its id."""
         with self._write() as db:
-            table = db["generations"].insert(
+            table = db.table("generations").insert(
                 {
                     "model": str(model),
                     "prompt": prompt,
@@ -671,7 +685,7 @@ class RunStore:
                     "created_at": _now(),
                 }
             )
-        return table.last_pk
+        return _inserted_id(table)
 
     def generations(self, *, search: str | None = None, limit: int = 100) -> list[dict]:
         """Logged generations, newest first; `search` keeps those whose prompt or text has its words."""
@@ -684,7 +698,7 @@ class RunStore:
                 return []
             query = " ".join(f'"{word}"*' for word in words)
             with self._sqlite_errors():
-                rows = list(self._db["generations"].search(query, order_by="id DESC", limit=limit))
+                rows = list(self._db.table("generations").search(query, order_by="id DESC", limit=limit))
         else:
             rows = self._query("SELECT * FROM generations ORDER BY id DESC LIMIT ?", (limit,))
         for row in rows:
@@ -697,7 +711,7 @@ class RunStore:
     ) -> int:
         """Log one evaluation of a model on a dataset split; returns its id."""
         with self._write() as db:
-            table = db["evaluations"].insert(
+            table = db.table("evaluations").insert(
                 {
                     "model": str(model),
                     "dataset": str(dataset),
@@ -709,7 +723,7 @@ class RunStore:
                     "created_at": _now(),
                 }
             )
-        return table.last_pk
+        return _inserted_id(table)
 
     def evaluations(self, *, limit: int = 100) -> list[dict]:
         """Logged evaluations, newest first, to compare models on the same data."""
@@ -789,7 +803,7 @@ class RunStore:
             # Check again under the write lock: another process may have just migrated.
             for apply in self._pending_migrations(db):
                 apply(db)
-                db["_migrations"].insert({"name": apply.__name__, "applied_at": _now()})
+                db.table("_migrations").insert({"name": apply.__name__, "applied_at": _now()})
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _pending_migrations(self, db: sqlite_utils.Database) -> list[Migration]:
@@ -869,9 +883,29 @@ class RunStore:
 # Helpers
 
 
+def _inserted_id(table: sqlite_utils.db.Table) -> int:
+    """The id SQLite gave the row just inserted (sqlite-utils types it as optional; an insert always sets it)."""
+    if table.last_pk is None:
+        raise StoreError(f"The database did not return the id of the new {table.name} row.")
+    return int(table.last_pk)
+
+
 def _now() -> str:
     """Current time as ISO-8601 UTC with milliseconds: sorts as text, parses back."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def control_action(text: str) -> ControlAction:
+    """The control action ``text`` names, or a StoreError that lists them."""
+    for action in CONTROL_ACTIONS:
+        if text == action:
+            return action
+    raise StoreError(f"Unknown request {text!r}; use one of {', '.join(CONTROL_ACTIONS)}.")
+
+
+def can_control(status: RunStatus, action: ControlAction) -> bool:
+    """Whether a run in ``status`` can be asked to ``action`` (what a front end should offer)."""
+    return status in CONTROLLABLE_FROM[action]
 
 
 def _check_status(status: str) -> None:
