@@ -221,7 +221,10 @@ def load_model(
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     report(f"Moving the model to {target}…")
-    model.to(target)
+    # Called through nn.Module's signature: transformers wraps its override of `to` with functools.wraps,
+    # whose type hides the method's binding from a type checker. At run time it is the same override.
+    module: torch.nn.Module = model
+    module.to(target)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, device=target)
 

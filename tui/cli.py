@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -975,6 +975,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 sys.stdout.write(event.text)
             sys.stdout.flush()
     result = stream.result
+    if result is None:  # a stream that was iterated to its end always holds its result
+        raise RuntimeError("the token stream ended without a result")
     generation_id = record_generation(store, str(loaded.source), result, settings)
 
     if args.json:
@@ -1252,17 +1254,27 @@ def follow_progress(next_progress: Callable[[], tuple[Any, bool]], stopping: thr
         _follow_lines(next_progress, stopping)
 
 
-def _progress_fields(progress: Any) -> dict[str, str]:
+class ProgressFields(TypedDict):
+    """A progress record's numbers as shown: the live display's task fields, and each line in a pipe."""
+
+    loss: str
+    val: str
+    speed: str
+    eta: str
+    gpu: str
+
+
+def _progress_fields(progress: Any) -> ProgressFields:
     def number(value: float | None) -> str:
         return "–" if value is None else f"{value:.4f}"
 
-    return {
-        "loss": number(progress.train_loss),
-        "val": number(progress.val_loss),
-        "speed": f"{progress.tokens_per_sec:,.0f}" if progress.tokens_per_sec else "–",
-        "eta": human_duration(progress.eta_seconds),
-        "gpu": "" if progress.gpu_memory_bytes is None else f" · GPU peak {progress.gpu_memory_bytes / 2**30:.1f} GiB",
-    }
+    return ProgressFields(
+        loss=number(progress.train_loss),
+        val=number(progress.val_loss),
+        speed=f"{progress.tokens_per_sec:,.0f}" if progress.tokens_per_sec else "–",
+        eta=human_duration(progress.eta_seconds),
+        gpu="" if progress.gpu_memory_bytes is None else f" · GPU peak {progress.gpu_memory_bytes / 2**30:.1f} GiB",
+    )
 
 
 def _follow_live(next_progress: Callable[[], tuple[Any, bool]], console: Console, stopping: threading.Event) -> None:

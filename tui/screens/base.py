@@ -48,7 +48,7 @@ class WorkbenchScreen(Screen):
         return cast("WorkbenchApp", self.app)
 
     def compose(self) -> ComposeResult:
-        yield NavBar(self.MODE)
+        yield NavBar(self.MODE, self.workbench.SCREEN_ORDER)
         yield from self.compose_body()
         yield KeyFooter(compact=True)
 

@@ -258,11 +258,11 @@ class DatasetsScreen(WorkbenchScreen):
         from engine.datasets import count_tokens, open_dataset
 
         loaded = self.workbench.load_model(model)
-        tokens = count_tokens(
-            open_dataset(value),
-            loaded.tokenizer,
-            progress=lambda done, total: self.post_message(self.CountProgress(done, total)),
-        )
+
+        def progress(done: int, total: int) -> None:
+            self.post_message(self.CountProgress(done, total))
+
+        tokens = count_tokens(open_dataset(value), loaded.tokenizer, progress=progress)
         self.post_message(self.Counted(value, model, tokens))
 
     @on(CountProgress)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -11,6 +13,9 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
+
+if TYPE_CHECKING:
+    from tui.app import WorkbenchApp
 
 HISTORY_LIMIT = 200
 
@@ -32,6 +37,11 @@ class HistoryScreen(ModalScreen[dict | None]):
         super().__init__()
         self._generations: list[dict] = []
 
+    @property
+    def workbench(self) -> WorkbenchApp:
+        """The app, typed: the generation log is in its store."""
+        return cast("WorkbenchApp", self.app)
+
     def compose(self) -> ComposeResult:
         with Vertical(id="history"):
             yield Label("Generation history · type to search · Enter opens · Escape closes", id="history-title")
@@ -52,8 +62,8 @@ class HistoryScreen(ModalScreen[dict | None]):
 
     @work(thread=True, exclusive=True, group="history", exit_on_error=False)
     def _search(self, search: str) -> None:
-        store = self.app.store  # type: ignore[attr-defined]
-        self.post_message(self.Found(search, store.generations(search=search or None, limit=HISTORY_LIMIT)))
+        generations = self.workbench.store.generations(search=search or None, limit=HISTORY_LIMIT)
+        self.post_message(self.Found(search, generations))
 
     @on(Found)
     def _show(self, message: Found) -> None:

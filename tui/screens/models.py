@@ -174,9 +174,11 @@ class ModelsScreen(WorkbenchScreen):
     def _load(self, source: str) -> None:
         if not self.workbench.engine_loaded:
             self.post_message(self.LoadProgress(source, "loading torch…"))
-        loaded = self.workbench.load_model(
-            source, progress=lambda stage: self.post_message(self.LoadProgress(source, stage))
-        )
+
+        def progress(stage: str) -> None:
+            self.post_message(self.LoadProgress(source, stage))
+
+        loaded = self.workbench.load_model(source, progress=progress)
         self.post_message(self.Loaded(source, loaded.info()))
 
     @on(LoadProgress)

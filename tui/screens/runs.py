@@ -224,7 +224,8 @@ class RunsScreen(RunActionsScreen):
 
     def _chart_runs(self) -> None:
         """Chart the marked runs, or the highlighted one; fetch curves for newly charted runs."""
-        wanted = set(self.marked) or ({self.highlighted_id()} - {None})
+        highlighted = self.highlighted_id()
+        wanted = set(self.marked) or ({highlighted} if highlighted is not None else set())
         for run_id in wanted - set(self._cursors):
             self._cursors[run_id] = -1
         for run_id in set(self._cursors) - wanted:

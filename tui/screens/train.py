@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -202,7 +202,8 @@ class TrainScreen(RunActionsScreen):
         if self._resume_run is None and self.query("#config"):
             self.query_one("#config", ConfigForm).set_value(field, value)
 
-    def on_screen_resume(self) -> None:
+    def on_screen_resume(self, event: events.ScreenResume) -> None:
+        # Textual calls WorkbenchScreen's handler too (it dispatches to each class's on_ method), so no super().
         self._take_pending_resume()
 
     # -- resuming a run chosen on the Runs screen -------------------------------
@@ -383,32 +384,33 @@ class TrainScreen(RunActionsScreen):
 
     def _show_status(self, run: "Run", progress: "TrainingProgress | None", latest: dict | None) -> None:
         """Where the run is (status, step, ETA), how it is doing (loss, lr, speed, GPU), then any message."""
-        live = progress is not None
-        max_steps = progress.max_steps if live else run.config.get("max_steps", 0)
-        step = progress.step if live else run.steps
+        if progress is None:  # before its process's first heartbeat (queued, starting): the run's row says
+            earlier = latest or {}
+            max_steps, step = run.config.get("max_steps", 0), run.steps
+            train_loss, val_loss, rate = earlier.get("train_loss"), run.best_val_loss, earlier.get("tokens_per_sec")
+        else:
+            max_steps, step = progress.max_steps, progress.step
+            train_loss, val_loss, rate = progress.train_loss, progress.val_loss, progress.tokens_per_sec
         line = Text()
         line.append(f"{run.name} · ", style="bold")
         line.append(run.status, style="bold red" if run.status == "failed" else "bold")
         line.append(f" · step {step}/{max_steps}")
-        if live and run.status == "running" and progress.eta_seconds is not None:
+        if progress is not None and run.status == "running" and progress.eta_seconds is not None:
             line.append(f" · ETA {human_duration(progress.eta_seconds)}")
         if run.status == "queued":
             line.append(" · starts when the runs before it end")
-        elif live and run.status in ("starting", "running") and progress.phase not in ("", "training"):
+        elif progress is not None and run.status in ("starting", "running") and progress.phase not in ("", "training"):
             line.append(f" · {progress.phase}", style="italic")
-        train_loss = progress.train_loss if live else (latest or {}).get("train_loss")
-        val_loss = progress.val_loss if live else run.best_val_loss
         line.append(f"\nloss {loss_text(train_loss)} · val {loss_text(val_loss)}")
         if self._lr is not None:
             line.append(f" · lr {self._lr:.2e}")
-        rate = progress.tokens_per_sec if live else (latest or {}).get("tokens_per_sec")
         if rate:
             line.append(f" · {human_count(int(rate))} tok/s")
-        if live and progress.gpu_memory_bytes is not None:
+        if progress is not None and progress.gpu_memory_bytes is not None:
             line.append(f" · GPU {human_bytes(progress.gpu_memory_bytes)} peak")
         if run.error:
             line.append(f"\n{run.error}", style="red")
-        elif live and progress.message and run.status not in ("running", "paused"):
+        elif progress is not None and progress.message and run.status not in ("running", "paused"):
             line.append(f"\n{progress.message}", style="dim")
         if line != self._status_shown:
             self._status_shown = line

@@ -145,8 +145,8 @@ class ConfigForm(VerticalScroll):
     def _default(field: dataclasses.Field) -> Any:
         if field.default is not dataclasses.MISSING:
             return field.default
-        if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            return field.default_factory()  # type: ignore[misc]
+        if field.default_factory is not dataclasses.MISSING:
+            return field.default_factory()
         return ""
 
     def _differs_from_default(self, name: str, value: Any) -> bool:

@@ -6,6 +6,7 @@ shown, so the footer below stays free for the current screen's own actions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.text import Text
@@ -14,23 +15,39 @@ from textual.widget import Widget
 
 
 class NavBar(Widget):
-    """The screens as tabs with their keys, and on the right a short status."""
+    """The screens as tabs with their keys, and on the right a short status.
+
+    It knows the app only by the two reactives it watches, ``model`` and
+    ``engine_status``, and keeps their latest values to draw.
+    """
 
     DEFAULT_CSS = (Path(__file__).with_suffix(".tcss")).read_text(encoding="utf-8")
 
-    def __init__(self, current: str) -> None:
+    def __init__(self, current: str, screens: Sequence[tuple[str, str, str]]) -> None:
+        """``screens``: (mode, key, title) in the order shown; ``current`` is the mode shown now."""
         super().__init__()
         self.current = current
+        self.screens = screens
         self._spans: list[tuple[int, int, str]] = []
+        self._model = ""
+        self._engine_status = ""
 
     def on_mount(self) -> None:
-        self.watch(self.app, "engine_status", lambda _: self.refresh())
-        self.watch(self.app, "model", lambda _: self.refresh())
+        self.watch(self.app, "engine_status", self._engine_status_changed)
+        self.watch(self.app, "model", self._model_changed)
+
+    def _engine_status_changed(self, status: str) -> None:
+        self._engine_status = status
+        self.refresh()
+
+    def _model_changed(self, model: str) -> None:
+        self._model = model
+        self.refresh()
 
     def render(self) -> Text:
         bar = Text(no_wrap=True, overflow="ellipsis")
         self._spans = []
-        for mode, key, title in self.app.SCREEN_ORDER:
+        for mode, key, title in self.screens:
             start = len(bar)
             current = mode == self.current
             bar.append(f" {key} ", style="bold reverse" if current else "bold")
@@ -38,7 +55,7 @@ class NavBar(Widget):
             self._spans.append((start, len(bar), mode))
             bar.append(" ")
         # The chosen model and the engine's state, as much as fits.
-        for status in (f"{self.app.model} · {self.app.engine_status} ", f"{self.app.engine_status} "):
+        for status in (f"{self._model} · {self._engine_status} ", f"{self._engine_status} "):
             gap = self.size.width - len(bar) - len(status)
             if gap > 0:
                 bar.append(" " * gap)
