@@ -9,7 +9,9 @@ Every screen, command and run record names a model the same way, with a
     scratch:nano|tiny|small         a fresh GPT-2 with a byte-level BPE tokenizer trained on a dataset
 
 ``load_model`` turns any of them into a ``LoadedModel`` (model + tokenizer on
-a device, in eval mode). Weights load only from safetensors and remote code
+a device, in eval mode). The CLI and the app ask through a ``ModelRequest``:
+the source with the dataset a scratch preset's tokenizer is trained on, by
+name, which it opens only for a scratch preset. Weights load only from safetensors and remote code
 is never trusted: a model directory is data, never a program. A directory of
 LoRA adapters (a LoRA run's checkpoint) loads its base model, puts the
 adapters on it and merges them in, so it generates as fast as the base;
@@ -115,6 +117,63 @@ class LoadedModel:
         )
 
 
+@dataclass(frozen=True)
+class ModelRequest:
+    """A model as a front end names it: a source and, for a scratch: preset, the dataset its tokenizer learns.
+
+    The one rule for turning what the CLI or the app holds (the model text,
+    a dataset name) into a loaded model. A model from any other source brings
+    its own tokenizer, so ``of`` drops the dataset for it: two requests for the
+    same model are equal, and a cache can key on a request.
+    """
+
+    source: ModelSource
+    dataset: Dataset | str | None = None  # opened, or a bundled name, a file or a folder; scratch: presets only
+    vocab_size: int = 8192  # the scratch tokenizer's vocabulary
+
+    @classmethod
+    def of(
+        cls,
+        source: ModelSource | str,
+        dataset: Dataset | str | None = None,
+        *,
+        vocab_size: int = 8192,
+    ) -> ModelRequest:
+        """Read ``source`` (ModelSourceError on nonsense); keep the dataset only where the model depends on it."""
+        parsed = ModelSource.parse(source) if isinstance(source, str) else source
+        if parsed.kind != "scratch":
+            return cls(parsed)
+        return cls(parsed, dataset or None, vocab_size)
+
+    def load(
+        self, *, device: str = "auto", store: RunStore | None = None, progress: Progress | None = None
+    ) -> LoadedModel:
+        """Open the dataset (a scratch: preset's) and load the model and tokenizer, as ``load_model`` does."""
+        return load_model(
+            self.source,
+            device=device,
+            dataset=self._open_dataset(),
+            vocab_size=self.vocab_size,
+            store=store,
+            progress=progress,
+        )
+
+    def load_tokenizer(
+        self, *, store: RunStore | None = None, progress: Progress | None = None
+    ) -> PreTrainedTokenizerBase:
+        """The tokenizer alone, without the weights: a scratch: preset's trained on the dataset (or cached)."""
+        quiet_transformers()
+        if self.source.kind == "scratch":
+            return train_tokenizer(_tokenizer_dataset(self.source, self._open_dataset()), self.vocab_size, progress)
+        (progress or (lambda message: None))("Loading tokenizer…")
+        return _with_pad_token(_load_tokenizer(self.source, _locate(self.source, store)))
+
+    def _open_dataset(self) -> Dataset | None:
+        from engine.datasets import open_dataset
+
+        return open_dataset(self.dataset) if isinstance(self.dataset, str) else self.dataset
+
+
 def _context_length(config: transformers.PretrainedConfig) -> int:
     for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
         value = getattr(config, name, None)
@@ -218,8 +277,7 @@ def load_model(
         tokenizer = _load_tokenizer(source, location)
         report("Loading weights…")
         model = _load_weights(source, location)
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = _with_pad_token(tokenizer)
     report(f"Moving the model to {target}…")
     # Called through nn.Module's signature: transformers wraps its override of `to` with functools.wraps,
     # whose type hides the method's binding from a type checker. At run time it is the same override.
@@ -368,6 +426,13 @@ def _how_to_get(hub_id: str) -> str:
     )
 
 
+def _with_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Batches are padded with end-of-text where the tokenizer names no pad token (GPT-2 names none)."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def _load_tokenizer(source: ModelSource, location: str) -> PreTrainedTokenizerBase:
     options = _hub_options() if source.kind == "hub" else {}
     try:
@@ -472,14 +537,20 @@ def resolve_checkpoint(source: ModelSource, store: RunStore) -> Path:
     return path if path.is_absolute() else workbench_home() / path
 
 
+def _tokenizer_dataset(source: ModelSource, dataset: Dataset | None) -> Dataset:
+    """The dataset a scratch: preset's tokenizer is trained on; SettingsError("dataset") when there is none."""
+    if dataset is None:
+        raise SettingsError(
+            "dataset",
+            f"{source} is trained from scratch, so it needs a dataset to train its tokenizer on; choose a dataset.",
+        )
+    return dataset
+
+
 def _build_scratch_model(
     source: ModelSource, dataset: Dataset | None, vocab_size: int, report: Progress
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    if dataset is None:
-        raise ModelSourceError(
-            f"{source} is trained from scratch, so it needs a dataset to train its tokenizer on. Choose a dataset."
-        )
-    tokenizer = train_tokenizer(dataset, vocab_size, report)
+    tokenizer = train_tokenizer(_tokenizer_dataset(source, dataset), vocab_size, report)
     report(f"Building a fresh {source.value} GPT-2…")
     config = GPT2Config(
         **SCRATCH_PRESETS[source.value],

@@ -93,6 +93,8 @@ def test_no_command_opens_the_app(monkeypatch) -> None:
         (["generate", "--model", "gpt2", "--prompt", "hi", "--top-k", "-1"], "--top-k"),
         (["generate", "--model", "gpt2", "--prompt", "hi", "--repetition-penalty", "nan"], "--repetition-penalty"),
         (["generate", "--model", "gpt2", "--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens"),
+        (["generate", "--model", "scratch:nano", "--prompt", "hi"], "--dataset"),
+        (["datasets", "fables", "--tokens", "--model", "scratch:nano", "--vocab-size", "5"], "--vocab-size"),
         (["history", "--limit", "many"], "--limit"),
         (["runs", "--status", "sleeping"], "--status"),
         (["eval", "--model", "gpt2", "--dataset", "fables", "--split", "test"], "--split"),

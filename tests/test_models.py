@@ -24,6 +24,7 @@ from engine.datasets import bundled_datasets, open_dataset
 from engine.errors import ModelSourceError, SettingsError
 from engine.models import (
     SCRATCH_PRESETS,
+    ModelRequest,
     ModelSource,
     list_model_choices,
     load_model,
@@ -426,8 +427,46 @@ def test_scratch_model_saves_as_a_plain_hugging_face_directory(tmp_path):
 
 
 def test_scratch_without_a_dataset_asks_for_one():
-    with pytest.raises(ModelSourceError, match="needs a dataset"):
-        load_model("scratch:tiny")
+    for load in (lambda: load_model("scratch:tiny"), ModelRequest.of("scratch:tiny").load):
+        with pytest.raises(SettingsError, match="needs a dataset") as refused:
+            load()
+        assert refused.value.field == "dataset"
+
+
+# --- a model as the CLI and the app ask for it ------------------------------------
+
+
+def test_a_request_keeps_the_dataset_only_for_a_scratch_model(tiny_model_dir):
+    # Any other model brings its own tokenizer: the chosen dataset changes nothing, so the app's cache reuses it.
+    assert ModelRequest.of(str(tiny_model_dir), "fables") == ModelRequest.of(str(tiny_model_dir), "poems")
+    assert ModelRequest.of("gpt2", "fables").dataset is None
+    assert ModelRequest.of("run:AB12CD34", "fables") == ModelRequest.of("run:ab12cd34")  # one canonical spelling
+    assert ModelRequest.of("scratch:nano", "fables") != ModelRequest.of("scratch:nano", "poems")
+    assert ModelRequest.of("scratch:nano", "").dataset is None
+    with pytest.raises(ModelSourceError, match="is not a model source"):
+        ModelRequest.of("no such thing!")
+
+
+def test_a_scratch_request_trains_its_tokenizer_on_the_named_dataset(tmp_path):
+    dataset = _dataset_file(tmp_path)
+    by_name = ModelRequest.of("scratch:nano", str(dataset.path), vocab_size=400).load(device="cpu")
+    assert by_name.source == ModelSource("scratch", "nano")
+    assert by_name.info().vocab_size == len(by_name.tokenizer) <= 400
+    tokenizer = ModelRequest.of("scratch:nano", dataset, vocab_size=400).load_tokenizer()
+    assert tokenizer.encode("the fox") == by_name.tokenizer.encode("the fox")
+
+
+def test_a_tokenizer_loads_without_the_weights(tiny_model_dir, tmp_path):
+    # No weights file at all: the tokenizer alone still loads, as load_model's would.
+    bare = tmp_path / "tokenizer-and-config"
+    shutil.copytree(tiny_model_dir, bare)
+    (bare / "model.safetensors").write_bytes(b"not weights")
+    messages = []
+    tokenizer = ModelRequest.of(str(bare)).load_tokenizer(progress=messages.append)
+    expected = load_model(str(tiny_model_dir)).tokenizer
+    assert tokenizer.encode("The fox and the crow") == expected.encode("The fox and the crow")
+    assert tokenizer.pad_token == expected.pad_token == "<|endoftext|>"
+    assert messages == ["Loading tokenizer…"]
 
 
 def test_too_small_a_vocabulary_is_a_settings_error(tmp_path):

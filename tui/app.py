@@ -37,7 +37,7 @@ from tui.screens.help import HelpScreen
 from tui.screens.quit import QuitScreen
 
 if TYPE_CHECKING:
-    from engine.models import LoadedModel
+    from engine.models import LoadedModel, ModelRequest
     from engine.store import Run, RunStore
 
 
@@ -97,24 +97,21 @@ class ModelCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._models: OrderedDict[tuple[str, str | None], LoadedModel] = OrderedDict()
+        self._models: OrderedDict[ModelRequest, LoadedModel] = OrderedDict()
 
     def get(
         self, source: str, dataset: str | None, store: RunStore, progress: Callable[[str], None] | None = None
     ) -> LoadedModel:
         """The loaded model for ``source`` (a scratch preset's tokenizer is trained on ``dataset``)."""
-        from engine.datasets import open_dataset
-        from engine.models import ModelSource, load_model
+        from engine.models import ModelRequest
 
-        parsed = ModelSource.parse(source)
-        key = (str(parsed), dataset if parsed.kind == "scratch" else None)
+        request = ModelRequest.of(source, dataset)  # equal requests are the same model
         with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            opened = open_dataset(dataset) if parsed.kind == "scratch" and dataset else None
-            loaded = load_model(parsed, dataset=opened, store=store, progress=progress)
-            self._models[key] = loaded
+            if request in self._models:
+                self._models.move_to_end(request)
+                return self._models[request]
+            loaded = request.load(store=store, progress=progress)
+            self._models[request] = loaded
             while len(self._models) > self.KEEP:
                 self._models.popitem(last=False)
             return loaded

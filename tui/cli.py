@@ -666,15 +666,14 @@ def _count_tokens(dataset: Any, model: str, vocab_size: int | None) -> int:
 
 
 def _tokenizer_for(model: str, dataset: Any, vocab_size: int | None, update: Callable[[str], None]) -> Any:
-    """A scratch: model's tokenizer is trained on the dataset itself; any other comes with its model."""
-    from engine.models import ModelSource, load_model, train_tokenizer
+    """The model's tokenizer; a scratch: model's is trained on the dataset being counted."""
+    from engine.models import ModelRequest
     from engine.training_config import TrainingConfig
 
-    source = ModelSource.parse(model)
-    if source.kind == "scratch":
-        # The vocabulary a training run of this preset would use, unless asked otherwise.
-        return train_tokenizer(dataset, vocab_size=vocab_size or TrainingConfig.vocab_size, progress=update)
-    return load_model(source, progress=update).tokenizer
+    # The vocabulary a training run of this preset would use, unless asked otherwise.
+    vocab_size = TrainingConfig.vocab_size if vocab_size is None else vocab_size
+    with settings_named_by_flags({"vocab_size": "--vocab-size"}):
+        return ModelRequest.of(model, dataset, vocab_size=vocab_size).load_tokenizer(progress=update)
 
 
 # ---------------------------------------------------------------------------
@@ -957,6 +956,7 @@ def cmd_runs_export_model(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Stream a model's text token by token; record the generation, even when stopped by Ctrl+C."""
     from engine.generation import GenerationSettings, TokenStream, record_generation
+    from engine.models import ModelRequest
 
     prompt = read_prompt(args)
     given = _given(args, [field for _, field, _, _ in GENERATION_FLAGS])
@@ -964,7 +964,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     with settings_named_by_flags({field: flag for flag, field, _, _ in GENERATION_FLAGS} | {"stop": "--stop"}):
         settings.validate()
     store = _open_store()
-    loaded = _load_model(args.model, device=args.device, dataset_name=args.dataset, store=store)
+    request = ModelRequest.of(args.model, args.dataset)
+    with settings_named_by_flags({"dataset": "--dataset"}), _status_line(f"Loading {request.source}…") as update:
+        loaded = request.load(device=args.device, store=store, progress=update)
 
     stream = TokenStream(loaded.model, loaded.tokenizer, prompt, settings)
     with stop_on_signals(stream.cancel):
@@ -1026,21 +1028,6 @@ def read_prompt(args: argparse.Namespace) -> str:
 def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     """The flags among ``names`` that the user gave, so the engine's defaults stay the only defaults."""
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-
-
-def _load_model(model: str, *, device: str, dataset_name: str | None, store: RunStore) -> Any:
-    from engine.datasets import open_dataset
-    from engine.models import ModelSource, load_model
-
-    source = ModelSource.parse(model)
-    if source.kind == "scratch" and dataset_name is None:
-        raise CommandError(
-            f"{source} is a from-scratch model: its tokenizer is trained on a dataset, "
-            "so give one with --dataset NAME_OR_PATH."
-        )
-    dataset = open_dataset(dataset_name) if dataset_name is not None else None
-    with _status_line(f"Loading {source}…") as update:
-        return load_model(source, device=device, dataset=dataset, store=store, progress=update)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
