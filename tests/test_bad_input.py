@@ -209,13 +209,20 @@ def numeric_flags() -> list[tuple[str, str, object]]:
 
 
 NUMERIC_FLAGS = numeric_flags()
-# What a user might mistype: words, signs, special floats, overflow; fractions and zero where counts go.
+# What a user might mistype: words, signs, special floats, overflow; fractions where whole numbers go.
 NONSENSE = ("abc", "-1", "nan", "inf", "1e999", "", "0x1g")
-MORE_NONSENSE = {
-    cli.positive_int: ("1.5", "0"),
-    cli.non_negative_int: ("1.5",),
-    cli.positive_float: ("0",),
-    cli.probability: ("0", "1.5"),
+MORE_NONSENSE = {cli.whole_number: ("1.5",)}
+# Zero where a count or a size goes, and a probability above 1: numbers that parse, refused by the settings.
+ZERO_REFUSED = {
+    "train": ("--steps", "--max-time", "--batch-size", "--block-size", "--grad-accum", "--lr", "--vocab-size"),
+    "generate": ("--max-new-tokens", "--top-p", "--repetition-penalty"),
+    "eval": ("--block-size", "--batch-size", "--max-batches"),
+}
+FLAG_NONSENSE = {(command, flag): ("0",) for command, flags in ZERO_REFUSED.items() for flag in flags} | {
+    ("train", "--lora-rank"): ("0",),
+    ("train", "--lora-alpha"): ("0",),
+    ("train", "--lora-dropout"): ("1",),
+    ("generate", "--top-p"): ("0", "1.5"),
 }
 
 
@@ -245,9 +252,10 @@ def test_the_flag_list_covers_train_generate_and_eval():
 
 @pytest.mark.parametrize(("command", "flag", "kind"), NUMERIC_FLAGS, ids=[f"{c}{f}" for c, f, _ in NUMERIC_FLAGS])
 def test_nonsense_in_every_flag(capsys, tmp_path, command, flag, kind):
-    for value in NONSENSE + MORE_NONSENSE.get(kind, ()):
+    for value in NONSENSE + MORE_NONSENSE.get(kind, ()) + FLAG_NONSENSE.get((command, flag), ()):
         code, _, stderr = lmwb_in_process(capsys, command, *required_arguments(command, tmp_path), f"{flag}={value}")
-        assert_one_line_error(code, stderr, flag, repr(value))
+        # A value that does not parse is quoted as typed; one the settings refuse is shown as a number.
+        assert_one_line_error(code, stderr, flag, value)
 
 
 @pytest.mark.parametrize(

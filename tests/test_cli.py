@@ -29,7 +29,7 @@ from tests.conftest import (
     lmwb_in_process,
     lmwb_in_subprocess,
 )
-from tui.cli import device_name, main, non_negative_float, non_negative_int, positive_float, positive_int, probability
+from tui.cli import device_name, main, non_negative_int, number, positive_int, whole_number
 
 
 @pytest.fixture(autouse=True)
@@ -110,11 +110,10 @@ def test_nonsense_numbers_and_choices_get_one_line_naming_the_flag(capsys, args,
 @given(st.one_of(st.text(), st.integers().map(str), st.floats().map(str)))
 def test_any_text_for_a_number_flag_is_a_valid_number_or_a_clear_refusal(text: str) -> None:
     checks = {
+        whole_number: lambda value: isinstance(value, int),
+        number: lambda value: isinstance(value, float) and math.isfinite(value),
         positive_int: lambda value: isinstance(value, int) and value >= 1,
         non_negative_int: lambda value: isinstance(value, int) and value >= 0,
-        positive_float: lambda value: math.isfinite(value) and value > 0,
-        non_negative_float: lambda value: math.isfinite(value) and value >= 0,
-        probability: lambda value: 0 < value <= 1,
         device_name: lambda value: value == text,
     }
     for parse, valid in checks.items():
@@ -131,7 +130,26 @@ def test_a_mistake_in_a_real_process_prints_one_line_and_exits_2(tmp_path: Path)
     assert_one_line_error(result.returncode, result.stderr, "no-such-file.txt")
 
     result = lmwb_in_subprocess("train", "--steps", "-3")
-    assert_one_line_error(result.returncode, result.stderr, "--steps")
+    assert_one_line_error(result.returncode, result.stderr, "lmwb train needs --model and --dataset")
+
+
+def test_a_bad_training_setting_is_refused_before_torch_loads() -> None:
+    # The range is TrainingConfig's to check (argparse only reads a whole number), and it checks before torch.
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from tui.cli import main; "
+            "status = main(['train', '--model', 'scratch:nano', '--dataset', 'fables', '--steps', '-3']); "
+            "print(status, sorted(m for m in ('torch', 'transformers') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    assert probe.stdout.strip().splitlines()[-1] == "2 []"
+    assert_one_line_error(2, probe.stderr, "--steps: -3 is out of range; use a whole number of at least 1")
 
 
 # --- datasets and models ---------------------------------------------------------------------

@@ -51,56 +51,45 @@ class CommandError(WorkbenchError):
 
 
 # ---------------------------------------------------------------------------
-# Argument types: a nonsense number is refused while parsing, with its flag named.
+# Argument types. A settings flag is only parsed here, as a whole number or a
+# number; whether its value is allowed is the settings object's question
+# (TrainingConfig, GenerationSettings, evaluate's checks), and its
+# SettingsError names the flag (settings_named_by_flags). The few flags no
+# settings object holds (--nproc, --limit, --step) are range-checked here.
 
 
-def _parse_number(text: str, parse: Callable[[str], Any], noun: str) -> Any:
+def whole_number(text: str) -> int:
+    """A whole number of any size or sign (its range is the engine's to check)."""
     try:
-        value = parse(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def number(text: str) -> float:
+    """A finite number of any size or sign (its range is the engine's to check); nan and inf are refused here."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
 
 
 def positive_int(text: str) -> int:
-    """A whole number of at least 1 (steps, sizes, counts)."""
-    value = _parse_number(text, int, "a whole number")
+    """A whole number of at least 1, for a count no settings object checks (--nproc, --limit)."""
+    value = whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    """A whole number of at least 0 (top-k, seeds, warmup steps)."""
-    value = _parse_number(text, int, "a whole number")
+    """A whole number of at least 0, for a step no settings object checks (--step of export-model)."""
+    value = whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number above 0 (learning rates, seconds, penalties)."""
-    value = _parse_number(text, float, "a number")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number of at least 0 (temperature: 0 means greedy)."""
-    value = _parse_number(text, float, "a number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of at least 0, got {text!r}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A number in (0, 1], like top-p."""
-    value = _parse_number(text, float, "a number")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text!r}")
     return value
 
 
@@ -162,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_argument("--tokens", action="store_true", help="count tokens (needs --model)")
     datasets.add_argument(
         "--vocab-size",
-        type=positive_int,
+        type=whole_number,
         metavar="N",
         help="with a scratch: model, the vocabulary of its tokenizer (default: as training)",
     )
@@ -194,9 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_flags(
         evaluate,
         (
-            ("--block-size", "block_size", positive_int, "tokens per window (default: the model's context)"),
-            ("--batch-size", "batch_size", positive_int, "windows per batch"),
-            ("--max-batches", "max_batches", positive_int, "evaluate an even spread of this many batches only"),
+            ("--block-size", "block_size", whole_number, "tokens per window (default: the model's context)"),
+            ("--batch-size", "batch_size", whole_number, "windows per batch"),
+            ("--max-batches", "max_batches", whole_number, "evaluate an even spread of this many batches only"),
             ("--device", "device", device_name, "auto, cpu, cuda[:N] or mps"),
         ),
     )
@@ -263,13 +252,13 @@ def _add_runs_parser(commands: argparse._SubParsersAction) -> None:
 
 # Sampling flags: (flag, the GenerationSettings field it sets, type, help).
 GENERATION_FLAGS = (
-    ("--max-new-tokens", "max_new_tokens", positive_int, "how many tokens at most"),
-    ("--temperature", "temperature", non_negative_float, "0 is greedy; higher is more random"),
-    ("--top-k", "top_k", non_negative_int, "sample from the k likeliest tokens (0: all)"),
-    ("--top-p", "top_p", probability, "sample from the smallest set of tokens holding this probability"),
-    ("--repetition-penalty", "repetition_penalty", positive_float, "above 1 discourages repeats"),
-    ("--seed", "seed", non_negative_int, "same seed, same text"),
-    ("--alternatives", "alternatives", non_negative_int, "top alternatives per token in --json"),
+    ("--max-new-tokens", "max_new_tokens", whole_number, "how many tokens at most"),
+    ("--temperature", "temperature", number, "0 is greedy; higher is more random"),
+    ("--top-k", "top_k", whole_number, "sample from the k likeliest tokens (0: all)"),
+    ("--top-p", "top_p", number, "sample from the smallest set of tokens holding this probability"),
+    ("--repetition-penalty", "repetition_penalty", number, "above 1 discourages repeats"),
+    ("--seed", "seed", whole_number, "same seed, same text"),
+    ("--alternatives", "alternatives", whole_number, "top alternatives per token in --json"),
 )
 
 
@@ -301,25 +290,25 @@ def _add_generate_parser(commands: argparse._SubParsersAction) -> None:
 # left out keeps the config's default, or on --resume the run's own value, so
 # the dataclass stays the one place defaults live.
 TRAINING_FLAGS = (
-    ("--steps", "max_steps", positive_int, "optimizer steps in all (with --resume: the new total)"),
-    ("--max-time", "max_time", positive_float, "seconds; then stop with a checkpoint"),
-    ("--batch-size", "batch_size", positive_int, "windows per micro-batch"),
-    ("--block-size", "block_size", positive_int, "tokens per window"),
-    ("--grad-accum", "grad_accum", positive_int, "micro-batches per optimizer step"),
-    ("--lr", "learning_rate", positive_float, "peak learning rate"),
-    ("--min-lr", "min_learning_rate", non_negative_float, "learning rate at the end of the cosine decay"),
-    ("--warmup", "warmup_steps", non_negative_int, "steps of linear warmup"),
-    ("--eval-every", "eval_every", non_negative_int, "steps between evaluations (0: none)"),
-    ("--sample-every", "sample_every", non_negative_int, "steps between samples (0: none)"),
+    ("--steps", "max_steps", whole_number, "optimizer steps in all (with --resume: the new total)"),
+    ("--max-time", "max_time", number, "seconds; then stop with a checkpoint"),
+    ("--batch-size", "batch_size", whole_number, "windows per micro-batch"),
+    ("--block-size", "block_size", whole_number, "tokens per window"),
+    ("--grad-accum", "grad_accum", whole_number, "micro-batches per optimizer step"),
+    ("--lr", "learning_rate", number, "peak learning rate"),
+    ("--min-lr", "min_learning_rate", number, "learning rate at the end of the cosine decay"),
+    ("--warmup", "warmup_steps", whole_number, "steps of linear warmup"),
+    ("--eval-every", "eval_every", whole_number, "steps between evaluations (0: none)"),
+    ("--sample-every", "sample_every", whole_number, "steps between samples (0: none)"),
     ("--sample-prompt", "sample_prompt", str, "prompt for the samples"),
     (
         "--checkpoint-every",
         "checkpoint_every",
-        non_negative_int,
+        whole_number,
         "steps between checkpoints (0: only at the end or on stop)",
     ),
-    ("--vocab-size", "vocab_size", positive_int, "tokenizer vocabulary of a scratch: model"),
-    ("--seed", "seed", non_negative_int, "same seed, same run"),
+    ("--vocab-size", "vocab_size", whole_number, "tokenizer vocabulary of a scratch: model"),
+    ("--seed", "seed", whole_number, "same seed, same run"),
     ("--device", "device", device_name, "auto, cpu, cuda[:N] or mps"),
     (
         "--precision",
@@ -334,9 +323,9 @@ TRAINING_FLAGS = (
         "recompute activations in the backward pass: less GPU memory for large models, about a third slower",
     ),
     ("--lora", "lora", bool, "train LoRA adapters on the frozen model instead of all its weights"),
-    ("--lora-rank", "lora_rank", positive_int, "rank of the LoRA adapters"),
-    ("--lora-alpha", "lora_alpha", positive_float, "LoRA scale (the update is scaled by alpha / rank)"),
-    ("--lora-dropout", "lora_dropout", non_negative_float, "dropout on the LoRA adapters' input"),
+    ("--lora-rank", "lora_rank", whole_number, "rank of the LoRA adapters"),
+    ("--lora-alpha", "lora_alpha", number, "LoRA scale (the update is scaled by alpha / rank)"),
+    ("--lora-dropout", "lora_dropout", number, "dropout on the LoRA adapters' input"),
     ("--lora-targets", "lora_targets", str, "modules to adapt, comma-separated (auto: c_attn,c_proj on GPT-2)"),
     ("--name", "name", str, "a name for the run"),
 )
@@ -380,11 +369,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
 
 # How each argument type shows in --help.
 METAVARS = {
-    positive_int: "N",
-    non_negative_int: "N",
-    positive_float: "X",
-    non_negative_float: "X",
-    probability: "P",
+    whole_number: "N",
+    number: "X",
     device_name: "DEVICE",
     precision_name: "PRECISION",
     str: "TEXT",
