@@ -41,11 +41,7 @@ from transformers import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.generation import GenerationSettings, TokenStream
-
-try:
-    from engine.models import SCRATCH_PRESETS
-except ImportError:  # engine/models.py not there yet: the same sizes, mirrored
-    SCRATCH_PRESETS = {"tiny": {"n_embd": 256, "n_layer": 4, "n_head": 4, "n_positions": 256}}
+from engine.model_source import SCRATCH_PRESETS
 
 END_OF_TEXT = "<|endoftext|>"
 PROMPT = "Once upon a time, in a small village by the river, there lived an old fisherman who"

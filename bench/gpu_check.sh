@@ -86,7 +86,8 @@ import sys
 import torch
 from transformers import AutoModelForCausalLM
 from engine.lora import is_adapter_directory
-from engine.models import ModelSource, export_model, load_model, resolve_checkpoint
+from engine.model_source import ModelSource
+from engine.models import export_model, load_model, resolve_checkpoint
 from engine.store import RunStore
 
 run_id, device = sys.argv[1:]

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import SettingsError
+from engine.models import context_length
 
 if TYPE_CHECKING:
     from engine.store import RunStore
@@ -177,7 +178,7 @@ class TokenStream:
         self.prompt = prompt
         self.settings = settings
         self.result: GenerationResult | None = None
-        self._context_length = _context_length(model)
+        self._context_length = context_length(model.config)
         self._prompt_ids = _encode_prompt(tokenizer, prompt, self._context_length)
         self._end_ids = _end_of_text_ids(model, tokenizer)
         self._cancelled = threading.Event()
@@ -315,16 +316,6 @@ def record_generation(store: RunStore, source: str, result: GenerationResult, se
 
 # ---------------------------------------------------------------------------
 # The prompt and the model's limits
-
-
-def _context_length(model) -> int | None:
-    """How many positions the model can read, or None when it has no fixed limit."""
-    config = model.config
-    for name in ("n_positions", "max_position_embeddings"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def _encode_prompt(tokenizer, prompt: str, context_length: int | None) -> list[int]:

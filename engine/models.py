@@ -77,7 +77,7 @@ class ModelInfo:
     parameters: int
     layers: int
     heads: int
-    context_length: int
+    context_length: int  # positions it can read (0: the config names no limit)
     vocab_size: int
     dtype: str
     device: str
@@ -109,7 +109,7 @@ class LoadedModel:
             parameters=sum(p.numel() for p in self.model.parameters()),
             layers=config.num_hidden_layers,
             heads=config.num_attention_heads,
-            context_length=_context_length(config),
+            context_length=context_length(config) or 0,
             vocab_size=config.vocab_size,
             dtype=str(next(self.model.parameters()).dtype).removeprefix("torch."),
             device=str(self.device),
@@ -174,12 +174,13 @@ class ModelRequest:
         return open_dataset(self.dataset) if isinstance(self.dataset, str) else self.dataset
 
 
-def _context_length(config: transformers.PretrainedConfig) -> int:
+def context_length(config: transformers.PretrainedConfig) -> int | None:
+    """How many positions a model of this config can read; None when it names no fixed limit."""
     for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
         value = getattr(config, name, None)
-        if isinstance(value, int):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
-    return 0
+    return None
 
 
 @dataclass(frozen=True)
@@ -354,7 +355,7 @@ def context_length_on_disk(source: ModelSource | str, store: RunStore | None = N
         config = transformers.AutoConfig.from_pretrained(location, **{**_hub_options(), "local_files_only": True})
     except Exception:  # noqa: BLE001 - not at hand, or damaged: loading will say which
         return None
-    return _context_length(config) or None
+    return context_length(config)
 
 
 def _check_model_directory(source: ModelSource, directory: Path) -> None:

@@ -922,7 +922,8 @@ def cmd_runs_export(args: argparse.Namespace) -> int:
 
 def cmd_runs_export_model(args: argparse.Namespace) -> int:
     """A run's checkpoint written as a plain Hugging Face model directory, LoRA adapters merged in."""
-    from engine.models import ModelSource, export_model
+    from engine.model_source import ModelSource
+    from engine.models import export_model
 
     store = _open_store()
     source = ModelSource("run", store.get_run(args.run_id).id, args.step)
@@ -1322,7 +1323,7 @@ def _progress_line(progress: Any) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Loss, perplexity and bits per byte of a model on a dataset, recorded in the store."""
-    from engine.training import evaluate
+    from engine.evaluation import evaluate
 
     store = _open_store()
     options = _given(args, ("block_size", "batch_size", "max_batches", "device"))

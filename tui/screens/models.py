@@ -147,7 +147,7 @@ class ModelsScreen(WorkbenchScreen):
     def _describe_source(self, text: str) -> str:
         """The source input's check (in a worker, once torch is loaded): the canonical source."""
         self.workbench.wait_for_engine()
-        from engine.models import ModelSource
+        from engine.model_source import ModelSource
 
         return f"✓ {ModelSource.parse(text)} · Enter loads it"
 
