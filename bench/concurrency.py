@@ -162,7 +162,8 @@ def main() -> int:
     from engine.datasets import open_dataset
     from engine.models import load_model, quiet_transformers
     from engine.store import RunStore
-    from engine.training import TrainingConfig, TrainingJob
+    from engine.training import TrainingJob
+    from engine.training_config import TrainingConfig
 
     torch.set_num_threads(1)
     quiet_transformers()

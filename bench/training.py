@@ -72,7 +72,8 @@ def tokens_per_second(args, start: tuple[float, float], end: tuple[float, float]
 
 def engine_tokens_per_second(args, store) -> tuple[float, float]:
     """One TrainingJob run; tokens/s over the timed steps, measured from outside the loop."""
-    from engine.training import TrainingConfig, TrainingJob
+    from engine.training import TrainingJob
+    from engine.training_config import TrainingConfig
 
     # One step past the timed ones, so the final checkpoint is not timed.
     config = TrainingConfig(
@@ -103,9 +104,11 @@ def bare_tokens_per_second(args, store) -> tuple[float, float]:
     import torch
     import torch.nn.functional as F
 
+    from engine.checkpoints import seed_everything
     from engine.datasets import WindowSampler, open_dataset, tokenize_dataset
+    from engine.evaluation import VALIDATION_FRACTION
     from engine.models import load_model
-    from engine.training import VALIDATION_FRACTION, autocast_context, resolve_precision, seed_everything
+    from engine.precision import autocast_context, resolve_precision
 
     dataset = open_dataset(args.dataset)
     seed_everything(1337)
@@ -179,7 +182,7 @@ def model_parameters(args, store) -> tuple[int, str, str]:
     """(parameters without position embeddings, device, precision) of the benchmarked model."""
     from engine.datasets import open_dataset
     from engine.models import load_model
-    from engine.training import resolve_precision
+    from engine.precision import resolve_precision
 
     loaded = load_model(args.model, device=args.device, dataset=open_dataset(args.dataset), store=store)
     total = sum(p.numel() for p in loaded.model.parameters())
@@ -198,7 +201,8 @@ def bits_per_byte_after_minutes(args, store) -> None:
     machine's speed: 20 warmup steps, then a constant learning rate (min =
     peak), and evaluation only where the time runs out.
     """
-    from engine.training import TrainingConfig, TrainingJob
+    from engine.training import TrainingJob
+    from engine.training_config import TrainingConfig
 
     config = TrainingConfig(
         model="scratch:tiny",

@@ -1,11 +1,19 @@
-"""Training a language model: the settings, the loop, checkpoints, and the job that runs it.
+"""Training a language model: the job that runs a run, and the loop.
 
-Read it like nanoGPT's ``train.py``: the settings (``TrainingConfig``), the
-learning-rate schedule (``get_lr``), the optimizer, the loss and its
-evaluation (``estimate_loss``, bits per byte), checkpoints, and then the loop
-itself in ``TrainingJob._train``. The job around the loop is thin: a thread,
-stop and pause flags read once per step, and ``_RunRecorder``, the one place
-that writes a run to the store.
+Read it like nanoGPT's ``train.py``: ``TrainingJob._prepare`` loads the
+model and tokenizer, tokenizes and splits the data and builds the optimizer;
+``TrainingJob._train`` is the loop: the learning rate, one optimizer step,
+then the bookkeeping (metrics, evaluation, a sample, a checkpoint). What the loop uses has a module each:
+
+- ``engine.training_config``: the settings (``TrainingConfig``);
+- ``engine.schedule``: ``get_lr`` (warmup, then cosine) and the optimizer;
+- ``engine.precision``: the precision a forward pass computes in;
+- ``engine.evaluation``: the loss, the validation windows, bits per byte;
+- ``engine.checkpoints``: checkpoint files, the trainer state, random states;
+- ``engine.run_recorder``: the one place that writes the run to the store.
+
+The job around the loop is thin: a thread, stop and pause flags read once
+per step, and a ``RunPulse`` that beats the heartbeat and reads requests.
 
 Fine-tuning a Hugging Face model and training a ``scratch:`` preset are one
 code path: ``load_model`` hands back a model and a tokenizer either way (for a
@@ -15,7 +23,7 @@ The same loop runs as several processes under ``torchrun`` (``lmwb train
 --nproc N``): each rank trains its slice of every global batch through
 ``DistributedDataParallel``, the ranks agree every step on the loss and on
 whether to stop, and rank 0 alone evaluates, samples, checkpoints and writes
-the store (the others hold a ``_SilentRecorder``). ``engine.distributed``
+the store (the others hold a ``SilentRecorder``). ``engine.distributed``
 holds the plumbing. With ``lora`` the model is frozen and ``engine.lora``'s
 adapters train instead; its checkpoints hold only the adapters.
 """
@@ -25,419 +33,48 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
-import random
-import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from engine import distributed
-from engine.datasets import Dataset, TokenSplit, WindowSampler, open_dataset, tokenize_dataset
-from engine.devices import device_name, precision_name
+from engine.checkpoints import (
+    TRAINER_STATE_FORMAT,
+    capture_rng_state,
+    checkpoints_dir,
+    load_trainer_state,
+    remove_abandoned_temporaries,
+    remove_unrecorded_checkpoints,
+    restore_rng_state,
+    save_checkpoint,
+    seed_everything,
+)
+from engine.datasets import Dataset, WindowSampler, open_dataset, tokenize_dataset
 from engine.errors import SettingsError, TrainingError, WorkbenchError
+from engine.evaluation import (
+    VALIDATION_FRACTION,
+    bits_per_byte,
+    estimate_loss,
+    evaluation_windows,
+    next_token_loss,
+    perplexity,
+    tokenizing_progress,
+)
 from engine.generation import GenerationSettings, generate_text
-from engine.home import ensure_private_dir, run_dir, workbench_home
 from engine.lora import adapter_base, add_adapters, load_adapters
 from engine.models import ModelSource, context_length_on_disk, load_model, quiet_transformers
+from engine.precision import autocast_context, resolve_precision
 from engine.run_process import RunPulse, TrainingProgress, start_queued_runs
-from engine.store import Run, RunStore, process_alive
-from engine.training_config import (
-    TrainingConfig,
-    check_block_size,
-    check_int,
-    check_warmup,
-)
+from engine.run_recorder import RunRecorder, SilentRecorder
+from engine.schedule import configure_optimizer, get_lr
+from engine.store import Run, RunStore
+from engine.training_config import TrainingConfig, check_block_size, check_warmup
 
-TRAINER_STATE_FILE = "trainer_state.pt"
-TRAINER_STATE_FORMAT = 2  # 2: each rank's sampler and random state, under "ranks"
-VALIDATION_FRACTION = 0.1  # the last tenth of a dataset's tokens is held out for validation
 PAUSE_POLL_SECONDS = 0.1  # how often a paused run looks whether to go on
-_TEMPORARY_PREFIX = ".tmp-step-"  # + "<step>-<pid>": a checkpoint being written
-
-
-# -----------------------------------------------------------------------------
-# Learning rate, optimizer, precision
-
-
-def get_lr(step: int, config: TrainingConfig, max_steps: int) -> float:
-    """Learning rate for the 0-based optimizer step: linear warmup, then cosine down to min at max_steps."""
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / (config.warmup_steps + 1)
-    if step >= max_steps:
-        return config.min_learning_rate
-    decay_ratio = (step - config.warmup_steps) / max(1, max_steps - config.warmup_steps)
-    coefficient = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
-    return config.min_learning_rate + coefficient * (config.learning_rate - config.min_learning_rate)
-
-
-def configure_optimizer(model: torch.nn.Module, config: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices and embeddings (2-D and up) only, as nanoGPT does.
-
-    Biases and LayerNorm gains are not decayed. Only trainable parameters are
-    handed over, so a model with frozen parts (adapters) trains just its
-    trainable ones.
-    """
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(
-        groups,
-        lr=config.learning_rate,
-        betas=(config.beta1, config.beta2),
-        fused=True if device.type == "cuda" else None,
-    )
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto: bf16 autocast on GPUs that have it, fp16 with a gradient scaler on older GPUs, fp32 elsewhere."""
-    cuda_has_bf16 = device.type == "cuda" and _native_bf16(device)
-    if precision == "auto":
-        if device.type == "cuda":
-            return "bf16" if cuda_has_bf16 else "fp16"
-        return "fp32"
-    if precision == "bf16" and device.type == "cuda" and not cuda_has_bf16:
-        raise SettingsError(
-            "precision", "this GPU has no native bf16 (torch would emulate it, slower than fp16); use fp16 or auto."
-        )
-    return precision
-
-
-def _native_bf16(device: torch.device) -> bool:
-    """True on GPUs that compute in bf16 (Ampere and later); torch emulates it on older ones, slowly."""
-    with torch.cuda.device(device):
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision for forward passes; weights and optimizer state stay fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-# -----------------------------------------------------------------------------
-# Loss and evaluation
-
-
-def next_token_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of predicting ``y`` from ``x`` (``y`` is ``x`` moved on by one token)."""
-    logits = model(input_ids=x, use_cache=False).logits
-    return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
-
-
-def evaluation_windows(ids: np.ndarray, block_size: int, max_windows: int | None = None) -> np.ndarray:
-    """Start offsets of fixed windows of ``block_size + 1`` tokens over a split.
-
-    Windows follow each other (each predicts the tokens the last one did not),
-    so with no limit every token is predicted once, up to the last whole
-    window. With a limit, an even spread of them is kept. The same windows
-    every time, so the validation curve moves only when the model does.
-    """
-    count = (len(ids) - 1) // block_size
-    starts = np.arange(count, dtype=np.int64) * block_size
-    if max_windows is not None and count > max_windows:
-        starts = starts[np.linspace(0, count - 1, max_windows).round().astype(np.int64)]
-    return starts
-
-
-@torch.no_grad()
-def estimate_loss(
-    model: torch.nn.Module,
-    ids: np.ndarray,
-    starts: np.ndarray,
-    *,
-    block_size: int,
-    batch_size: int,
-    device: torch.device,
-    precision: str,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[float, int]:
-    """Mean next-token loss over the windows at ``starts``, and how many tokens were predicted."""
-    was_training = model.training
-    model.eval()
-    total_loss, total_tokens = 0.0, 0
-    batches = [starts[i : i + batch_size] for i in range(0, len(starts), batch_size)]
-    for done, batch_starts in enumerate(batches, start=1):
-        windows = torch.from_numpy(np.stack([ids[s : s + block_size + 1] for s in batch_starts]).astype(np.int64))
-        x, y = windows[:, :-1].to(device), windows[:, 1:].to(device)
-        with autocast_context(device, precision):
-            loss = next_token_loss(model, x, y)
-        total_loss += loss.item() * y.numel()
-        total_tokens += y.numel()
-        if progress is not None:
-            progress(done, len(batches))
-    model.train(was_training)
-    return total_loss / total_tokens, total_tokens
-
-
-def bits_per_byte(loss: float, split: TokenSplit) -> float:
-    """Loss in bits per byte of text: comparable across tokenizers, unlike loss per token."""
-    return loss / math.log(2) * len(split.ids) / split.num_bytes
-
-
-def perplexity(loss: float) -> float:
-    """exp(loss), or infinity where that overflows."""
-    return math.exp(loss) if loss < 700 else math.inf
-
-
-# -----------------------------------------------------------------------------
-# Reproducibility: seeds and random states
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (every device), so a run can be repeated."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Every random state the loop draws on, as values ``torch.load(weights_only=True)`` accepts."""
-    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": (kind, keys.tolist(), position, has_gauss, cached_gaussian),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Put back what ``capture_rng_state`` saw."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, position, has_gauss, cached_gaussian = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# -----------------------------------------------------------------------------
-# Checkpoints
-
-
-def save_checkpoint(
-    checkpoints_dir: Path, step: int, model: torch.nn.Module, tokenizer: Any, trainer_state: dict[str, Any]
-) -> Path:
-    """Write ``step-N/``: a Hugging Face model directory plus ``trainer_state.pt``.
-
-    Everything goes into a temporary sibling first and is renamed into place
-    in one step, so a crash or a full disk never leaves a half-written
-    checkpoint where anyone looks; a temporary left by a killed process is
-    removed when the next training job starts.
-    """
-    final = checkpoints_dir / f"step-{step}"
-    temporary = checkpoints_dir / f"{_TEMPORARY_PREFIX}{step}-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    try:
-        model.save_pretrained(temporary)
-        tokenizer.save_pretrained(temporary)
-        torch.save(trainer_state, temporary / TRAINER_STATE_FILE)
-        if final.exists():  # written by a process that died before recording it
-            shutil.rmtree(final)
-        os.rename(temporary, final)
-    except OSError as exc:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise TrainingError(
-            f"Could not write the checkpoint for step {step} in {checkpoints_dir}: {exc.strerror or exc}. "
-            "Free disk space or fix the directory's permissions, then resume the run."
-        ) from exc
-    return final
-
-
-def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
-    """Read a checkpoint's trainer state (tensors and plain values only: ``weights_only=True``)."""
-    path = checkpoint / TRAINER_STATE_FILE
-    if not path.is_file():
-        raise TrainingError(
-            f"The checkpoint {checkpoint} has no {TRAINER_STATE_FILE}, so it cannot be resumed. "
-            f"Start a new run from its weights instead (model: {checkpoint})."
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file raises anything from pickle to zip errors
-        raise TrainingError(
-            f"The trainer state {path} is corrupt or truncated ({type(exc).__name__}: {exc}). "
-            f"Delete the directory {checkpoint} to resume from the checkpoint before it."
-        ) from exc
-    required = {
-        "format",
-        "step",
-        "tokens",
-        "elapsed",
-        "best_val_loss",
-        "optimizer",
-        "grad_scaler",
-        "ranks",
-        "dataset_hash",
-    }
-    if not isinstance(state, dict) or state.get("format") != TRAINER_STATE_FORMAT or not required <= state.keys():
-        raise TrainingError(
-            f"The trainer state {path} is not one this version of lm-workbench wrote. "
-            f"Delete the directory {checkpoint} to resume from the checkpoint before it."
-        )
-    return state
-
-
-def checkpoints_to_remove(checkpoints: list[dict], kept: int) -> list[int]:
-    """Steps of the checkpoints to delete: all but the newest ``kept`` and the best by validation loss."""
-    by_step = sorted(checkpoints, key=lambda row: row["step"])
-    keep = {row["step"] for row in by_step[-kept:]}
-    scored = [row for row in by_step if row.get("val_loss") is not None]
-    if scored:
-        keep.add(min(scored, key=lambda row: row["val_loss"])["step"])
-    return [row["step"] for row in by_step if row["step"] not in keep]
-
-
-def remove_abandoned_temporaries() -> list[Path]:
-    """Remove checkpoint temporaries (any run's) whose writing process is gone; return what was removed.
-
-    A temporary is named ``.tmp-step-N-<pid>``: while that process lives it
-    may still be writing, so only the dead ones go.
-    """
-    removed = []
-    for temporary in (workbench_home() / "runs").glob(f"*/checkpoints/{_TEMPORARY_PREFIX}*"):
-        pid = temporary.name.rpartition("-")[2]
-        if not pid.isdigit() or not process_alive(int(pid)):
-            shutil.rmtree(temporary, ignore_errors=True)
-            removed.append(temporary)
-    return removed
-
-
-def _remove_unrecorded_checkpoints(checkpoints_dir: Path, recorded: list[dict]) -> None:
-    """Remove checkpoints that a killed process renamed into place but never recorded in the store."""
-    recorded_paths = {Path(row["path"]).resolve() for row in recorded}
-    for path in checkpoints_dir.glob("step-*"):
-        if path.resolve() not in recorded_paths:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-# -----------------------------------------------------------------------------
-# Progress, failures and the store
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """True for a CUDA, MPS or CPU allocation failure, whichever way torch reports it."""
-    text = str(error)
-    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or (
-        isinstance(error, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text)
-    )
-
-
-def failure_message(error: BaseException, config: TrainingConfig, step: int) -> str:
-    """What to tell the user when a run ends with ``error``: for out-of-memory, what to lower."""
-    if is_out_of_memory(error):
-        smaller_batch = max(1, config.batch_size // 2)
-        return (
-            f"Out of memory at step {step} (batch_size {config.batch_size}, block_size {config.block_size}, "
-            f"grad_accum {config.grad_accum}). Lower batch_size or block_size; to keep the tokens per step, "
-            f"raise grad_accum as you lower batch_size (e.g. batch_size {smaller_batch} with grad_accum "
-            f"{config.grad_accum * config.batch_size // smaller_batch}). Then resume the run."
-            + (
-                ""
-                if config.gradient_checkpointing
-                else " Turning on gradient_checkpointing also saves memory, at about a third more time per step."
-            )
-        )
-    text = str(error)
-    if isinstance(error, WorkbenchError):
-        return text
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-class _RunRecorder:
-    """Every write of one run to the store: metrics batched into one transaction, each batch with a heartbeat.
-
-    Rows are flushed once a second or every ``FLUSH_ROWS`` rows, and whenever
-    the loop asks (evaluation, checkpoint, pause, the end), so a crash loses
-    at most a second of metrics and the TUI sees a run live. On a
-    multi-process run only the first process would hold one.
-    """
-
-    FLUSH_ROWS = 100
-    FLUSH_SECONDS = 1.0
-
-    def __init__(self, store: RunStore, run_id: str) -> None:
-        self.store = store
-        self.run_id = run_id
-        self._rows: list[dict] = []
-        self._steps = 0
-        self._tokens = 0
-        self._last_flush = time.monotonic()
-
-    def add_metrics(self, row: dict) -> None:
-        self._rows.append(row)
-        self._steps, self._tokens = row["step"], row["tokens"]
-        if len(self._rows) >= self.FLUSH_ROWS or time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._rows:
-            self.store.add_metrics(self.run_id, self._rows)
-            self._rows = []
-        self.store.heartbeat(self.run_id, steps=self._steps, tokens=self._tokens)
-        self._last_flush = time.monotonic()
-
-    def set_position(self, steps: int, tokens: int) -> None:
-        self._steps, self._tokens = steps, tokens
-
-    def set_status(self, status: str, error: str | None = None) -> None:
-        self.store.set_status(self.run_id, status, error=error)
-
-    def add_sample(self, step: int, prompt: str, text: str) -> None:
-        self.store.add_sample(self.run_id, step, prompt, text)
-
-    def add_checkpoint(self, step: int, path: Path, val_loss: float | None, kept: int) -> None:
-        """Record a checkpoint, then delete those retention lets go (the record goes first, then the files)."""
-        self.store.add_checkpoint(self.run_id, step, str(path), val_loss=val_loss)
-        checkpoints = self.store.checkpoints(self.run_id)
-        for old_step in checkpoints_to_remove(checkpoints, kept):
-            old_path = next(Path(row["path"]) for row in checkpoints if row["step"] == old_step)
-            self.store.remove_checkpoint(self.run_id, old_step)
-            shutil.rmtree(old_path, ignore_errors=True)
-
-    def set_best_val_loss(self, value: float) -> None:
-        self.store.update_run(self.run_id, best_val_loss=value)
-
-
-class _SilentRecorder(_RunRecorder):
-    """What ranks other than 0 hold: the recorder's calls, with nothing written, so every rank runs one loop."""
-
-    def __init__(self) -> None:
-        super().__init__(store=None, run_id="")
-
-    def flush(self) -> None:
-        self._rows = []
-
-    def set_status(self, status: str, error: str | None = None) -> None:
-        pass
-
-    def add_sample(self, step: int, prompt: str, text: str) -> None:
-        pass
-
-    def add_checkpoint(self, step: int, path: Path, val_loss: float | None, kept: int) -> None:
-        pass
-
-    def set_best_val_loss(self, value: float) -> None:
-        pass
-
-
-def _percent(done: int, total: int) -> int:
-    return 100 * done // total if total else 100
 
 
 # -----------------------------------------------------------------------------
@@ -564,7 +201,7 @@ class TrainingJob:
                 )
                 self.run_id = run.id
                 self.store.set_status(run.id, "running")  # stamps the start
-                self.checkpoints_dir = ensure_private_dir(run_dir(run.id) / "checkpoints")
+                self.checkpoints_dir = checkpoints_dir(run.id)
             else:
                 self._reopen_run_to_resume()
         except Exception as exc:
@@ -574,7 +211,7 @@ class TrainingJob:
         if self.place.distributed:
             checkpoint = str(self.resume_checkpoint) if self.resume_state is not None else None
             distributed.broadcast_from_writer({"run_id": self.run_id, "checkpoint": checkpoint})
-        self.recorder = _RunRecorder(self.store, self.run_id)
+        self.recorder = RunRecorder(self.store, self.run_id)
         self.pulse = RunPulse(self.store, self.run_id, lambda: self.progress, self._take_request)
         self.pulse.start()
 
@@ -598,7 +235,7 @@ class TrainingJob:
         if opened["checkpoint"] is not None:
             self.resume_checkpoint = Path(opened["checkpoint"])
             self.resume_state = load_trainer_state(self.resume_checkpoint)
-        self.recorder = _SilentRecorder()
+        self.recorder = SilentRecorder()
 
     def _reopen_run_to_resume(self) -> None:
         config = self.config
@@ -621,9 +258,9 @@ class TrainingJob:
             raise SettingsError(
                 "lora", f"run {run.id} was trained {'with' if run.lora else 'without'} LoRA; resume it the same way."
             )
-        self.checkpoints_dir = ensure_private_dir(run_dir(run.id) / "checkpoints")
+        self.checkpoints_dir = checkpoints_dir(run.id)
         recorded = self.store.checkpoints(run.id)
-        _remove_unrecorded_checkpoints(self.checkpoints_dir, recorded)
+        remove_unrecorded_checkpoints(self.checkpoints_dir, recorded)
         on_disk = [row for row in recorded if Path(row["path"]).is_dir()]
         if not on_disk:
             raise TrainingError(f"Run {run.id} has no checkpoint to resume from; start a new run instead.")
@@ -649,7 +286,7 @@ class TrainingJob:
         check_block_size(self.config.block_size, context_length_on_disk(self.config.model, self.store))
         self.run_id = run.id
         self.store.set_status(run.id, "running")  # claims it for this process (pid, host, start time)
-        self.checkpoints_dir = ensure_private_dir(run_dir(run.id) / "checkpoints")
+        self.checkpoints_dir = checkpoints_dir(run.id)
 
     # -- the thread's body ---------------------------------------------------
 
@@ -727,7 +364,9 @@ class TrainingJob:
             torch.backends.cudnn.allow_tf32 = True
 
         with distributed.writer_first(self.place):  # rank 0 fills the token cache; the others read it
-            tokens = tokenize_dataset(self.dataset, self.tokenizer, progress=self._report_tokenizing)
+            tokens = tokenize_dataset(
+                self.dataset, self.tokenizer, progress=tokenizing_progress(self.dataset.name, self._report_setup)
+            )
         train_split, self.val_split = tokens.split(VALIDATION_FRACTION)
         for split, part in ((train_split, "training"), (self.val_split, "validation")):
             if len(split.ids) < config.block_size + 1:
@@ -786,9 +425,6 @@ class TrainingJob:
     def _report_setup(self, message: str) -> None:
         """Say what setup is doing (training a tokenizer or tokenizing can take minutes)."""
         self._report(phase=message, message=message)
-
-    def _report_tokenizing(self, done: int, total: int) -> None:
-        self._report_setup(f"Tokenizing {self.dataset.name}: {_percent(done, total)}%")
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Continue where the checkpoint left off: optimizer, step, data position, random state."""
@@ -1050,101 +686,33 @@ class TrainingJob:
 
 
 # -----------------------------------------------------------------------------
-# Evaluating any model on any dataset
+# How a run ends
 
 
-@dataclass
-class EvaluationResult:
-    """How well a model predicts a dataset's text: loss, perplexity, bits per byte (comparable across tokenizers)."""
-
-    model: str
-    dataset: str
-    split: str
-    loss: float
-    perplexity: float
-    bits_per_byte: float
-    tokens: int  # tokens predicted
-    evaluation_id: int | None = None  # its row in the store
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def evaluate(
-    model_source: str,
-    dataset: str,
-    split: str = "val",
-    *,
-    dataset_field: str | None = None,
-    block_size: int | None = None,
-    batch_size: int = 8,
-    max_batches: int | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    store: RunStore | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> EvaluationResult:
-    """Measure a model on a dataset's validation split (the last tenth, as training holds out) or on all of it.
-
-    Every token of the split is predicted once, up to the last whole window
-    (or an even spread of ``max_batches`` batches of windows), in windows of ``block_size`` tokens
-    (default: the model's context, at most 1024). ``progress`` is told, in
-    words, what is happening (loading, tokenizing, "Evaluating: 3/10
-    batches"). The result is recorded in the store, so a base model and its
-    fine-tuned checkpoint can be compared on the same text later.
-    """
-    report = progress or (lambda message: None)
-    if split not in ("val", "all"):
-        raise SettingsError("split", f"{split!r} is not a split; use val or all.")
-    check_int("batch_size", batch_size, 1)
-    if block_size is not None:
-        check_int("block_size", block_size, 1)
-    if max_batches is not None:
-        check_int("max_batches", max_batches, 1)
-    precision = precision_name(precision)
-    device = device_name(device)
-    store = store if store is not None else RunStore()
-    data = open_dataset(dataset, dataset_field)
-    quiet_transformers()
-    loaded = load_model(model_source, device=device, dataset=data, store=store, progress=report)
-    tokens = tokenize_dataset(
-        data, loaded.tokenizer, progress=lambda done, total: report(f"Tokenizing {data.name}: {_percent(done, total)}%")
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for a CUDA, MPS or CPU allocation failure, whichever way torch reports it."""
+    text = str(error)
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(error, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text)
     )
-    if split == "val":
-        text = tokens.split(VALIDATION_FRACTION)[1]
-    else:
-        text = TokenSplit(tokens.ids, tokens.num_bytes, f"all of '{data.name}'")
-    if len(text.ids) < 2:
-        raise SettingsError("dataset", f"{dataset!r} gives fewer than 2 {split} tokens; use more text.")
-    context = loaded.info().context_length
-    window = min(block_size or min(context, 1024), context, len(text.ids) - 1)
-    starts = evaluation_windows(text.ids, window, None if max_batches is None else max_batches * batch_size)
-    loss, predicted = estimate_loss(
-        loaded.model,
-        text.ids,
-        starts,
-        block_size=window,
-        batch_size=batch_size,
-        device=loaded.device,
-        precision=resolve_precision(precision, loaded.device),
-        progress=lambda done, total: report(f"Evaluating: {done}/{total} batches"),
-    )
-    result = EvaluationResult(
-        model=str(loaded.source),
-        dataset=data.name,
-        split=split,
-        loss=loss,
-        perplexity=perplexity(loss),
-        bits_per_byte=bits_per_byte(loss, text),
-        tokens=predicted,
-    )
-    result.evaluation_id = store.add_evaluation(
-        model=result.model,
-        dataset=result.dataset,
-        split=split,
-        loss=loss,
-        perplexity=result.perplexity,
-        bits_per_byte=result.bits_per_byte,
-        tokens=predicted,
-    )
-    return result
+
+
+def failure_message(error: BaseException, config: TrainingConfig, step: int) -> str:
+    """What to tell the user when a run ends with ``error``: for out-of-memory, what to lower."""
+    if is_out_of_memory(error):
+        smaller_batch = max(1, config.batch_size // 2)
+        return (
+            f"Out of memory at step {step} (batch_size {config.batch_size}, block_size {config.block_size}, "
+            f"grad_accum {config.grad_accum}). Lower batch_size or block_size; to keep the tokens per step, "
+            f"raise grad_accum as you lower batch_size (e.g. batch_size {smaller_batch} with grad_accum "
+            f"{config.grad_accum * config.batch_size // smaller_batch}). Then resume the run."
+            + (
+                ""
+                if config.gradient_checkpointing
+                else " Turning on gradient_checkpointing also saves memory, at about a third more time per step."
+            )
+        )
+    text = str(error)
+    if isinstance(error, WorkbenchError):
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

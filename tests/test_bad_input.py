@@ -33,7 +33,7 @@ from engine.datasets import open_dataset, tokenize_dataset
 from engine.errors import SettingsError, StoreError, TrainingError
 from engine.generation import GenerationSettings
 from engine.store import RunStore
-from engine.training import TrainingConfig
+from engine.training_config import TrainingConfig
 from tests.conftest import FABLES, REPO_ROOT, assert_one_line_error, lmwb_command, lmwb_in_process
 from tui import cli
 from tui.cli import main
@@ -403,7 +403,7 @@ def test_a_truncated_checkpoint_is_refused_when_loaded(capsys, trained_run):
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])
 def test_a_corrupt_trainer_state_is_refused_when_resumed_and_the_run_is_untouched(capsys, trained_run, damage):
-    from engine.training import TRAINER_STATE_FILE
+    from engine.checkpoints import TRAINER_STATE_FILE
 
     run, checkpoint = trained_run
     state = checkpoint / TRAINER_STATE_FILE
@@ -494,7 +494,8 @@ def test_disk_full_during_a_checkpoint_fails_the_run_and_keeps_the_previous_chec
 ):
     import torch
 
-    from engine.training import TrainingConfig, TrainingJob, load_trainer_state
+    from engine.checkpoints import load_trainer_state
+    from engine.training import TrainingJob
 
     config = TrainingConfig(
         model=str(tiny_model_dir),

@@ -278,7 +278,8 @@ def as_flags(settings: dict) -> list[str]:
 @pytest.mark.slow
 def test_two_processes_draw_the_loss_curve_of_one_process_with_the_same_global_batch(fables_excerpt: Path):
     from engine.store import RunStore
-    from engine.training import TrainingConfig, TrainingJob
+    from engine.training import TrainingJob
+    from engine.training_config import TrainingConfig
 
     store = RunStore()
     # One process, 4 windows a step: 3 steps, then resumed to 6.
@@ -323,7 +324,8 @@ def free_loopback_port() -> int:
 @pytest.mark.slow
 def test_two_machines_meet_on_a_rendezvous_endpoint_and_train_the_run_of_one_process(fables_excerpt: Path):
     from engine.store import RunStore
-    from engine.training import TrainingConfig, TrainingJob
+    from engine.training import TrainingJob
+    from engine.training_config import TrainingConfig
 
     store = RunStore()
     alone = TrainingJob(TrainingConfig(dataset=str(fables_excerpt), batch_size=4, max_steps=3, **SETTINGS), store).run()

@@ -147,7 +147,7 @@ def test_targets_that_match_no_layer_list_the_layers_there_are(tiny_model_dir: P
 
 
 def lora_settings(model: Path, dataset: Path, **overrides):
-    from engine.training import TrainingConfig
+    from engine.training_config import TrainingConfig
 
     values = dict(
         model=str(model),
@@ -234,7 +234,8 @@ def test_a_resumed_lora_run_matches_one_that_was_never_stopped(tiny_model_dir: P
 
 def test_lora_needs_a_pretrained_model_and_a_lora_run_resumes_as_lora(tiny_model_dir: Path, fables_excerpt: Path):
     from engine.store import RunStore
-    from engine.training import TrainingConfig, TrainingJob
+    from engine.training import TrainingJob
+    from engine.training_config import TrainingConfig
 
     with pytest.raises(SettingsError, match="random weights") as caught:
         lora_settings("scratch:nano", fables_excerpt).validate()
@@ -250,7 +251,8 @@ def test_lora_needs_a_pretrained_model_and_a_lora_run_resumes_as_lora(tiny_model
 
 def test_gradient_checkpointing_saves_memory_without_changing_the_run(tiny_model_dir: Path, fables_excerpt: Path):
     from engine.store import RunStore
-    from engine.training import TrainingConfig, TrainingJob, failure_message
+    from engine.training import TrainingJob, failure_message
+    from engine.training_config import TrainingConfig
 
     store = RunStore()
     config = lora_settings(tiny_model_dir, fables_excerpt, max_steps=4, eval_every=0, sample_every=0)

@@ -205,7 +205,7 @@ def assert_recovers_like_a_run_never_killed(run_id: str, never_killed: list[dict
     """The four guarantees of this module's docstring, checked in the order a user meets them."""
     from transformers import AutoModelForCausalLM
 
-    from engine.training import load_trainer_state
+    from engine.checkpoints import load_trainer_state
 
     assert integrity() == "ok"
     assert RunStore().get_run(run_id).status == "running"  # nobody has looked yet
@@ -443,7 +443,8 @@ class RunsScreenReader(threading.Thread):
 
 @pytest.mark.slow
 def test_two_headless_trainers_and_an_app_job_write_at_once_while_the_runs_screen_reads(tiny_model_dir, fables_excerpt):
-    from engine.training import TrainingConfig, TrainingJob
+    from engine.training import TrainingJob
+    from engine.training_config import TrainingConfig
 
     reader = RunsScreenReader()
     reader.start()

@@ -249,8 +249,10 @@ def test_lora_adapters_with_only_a_booby_trapped_pickle_are_refused_unopened(tmp
 
 
 def test_a_booby_trapped_trainer_state_is_refused_unopened(tmp_path, tiny_model_dir, capsys):
+    from engine.checkpoints import TRAINER_STATE_FILE, load_trainer_state
     from engine.store import RunStore
-    from engine.training import TRAINER_STATE_FILE, TrainingConfig, TrainingJob, load_trainer_state
+    from engine.training import TrainingJob
+    from engine.training_config import TrainingConfig
 
     text = tmp_path / "fables.txt"
     text.write_text(FABLES.read_text(encoding="utf-8")[:12_000], encoding="utf-8")
@@ -292,7 +294,8 @@ def mode(path: Path) -> int:
 def trained_under_an_open_umask(lmwb_home, tiny_model_dir, tmp_path):
     """A short run trained by a careless shell whose umask would make everything world-readable."""
     from engine.store import RunStore
-    from engine.training import TrainingConfig, TrainingJob
+    from engine.training import TrainingJob
+    from engine.training_config import TrainingConfig
 
     text = tmp_path / "fables.txt"
     text.write_text(FABLES.read_text(encoding="utf-8")[:12_000], encoding="utf-8")

@@ -20,20 +20,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from engine.checkpoints import TRAINER_STATE_FILE, checkpoints_to_remove
 from engine.datasets import open_dataset, tokenize_dataset
 from engine.errors import DatasetError, SettingsError, TrainingError
+from engine.evaluation import evaluate
 from engine.home import run_dir
+from engine.schedule import configure_optimizer, get_lr
 from engine.store import RunStore
-from engine.training import (
-    TRAINER_STATE_FILE,
-    TrainingConfig,
-    TrainingJob,
-    checkpoints_to_remove,
-    configure_optimizer,
-    evaluate,
-    failure_message,
-    get_lr,
-)
+from engine.training import TrainingJob, failure_message
+from engine.training_config import TrainingConfig
 
 
 @pytest.fixture(autouse=True, scope="module")
