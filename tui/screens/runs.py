@@ -21,7 +21,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
-from engine.store import RUN_ORDERINGS
+from engine.store import RUN_ORDERINGS, can_control, control_action
 from tui.screens.run_actions import RunActionsScreen
 from tui.screens.run_detail import RunDetailScreen
 from tui.widgets.formatting import loss_text, model_label
@@ -309,12 +309,7 @@ class RunsScreen(RunActionsScreen):
         if action not in ("pause", "continue", "stop"):
             return True
         run = self.highlighted_run()
-        status = run.status if run is not None else None
-        if action == "pause":
-            return status in ("starting", "running")
-        if action == "continue":
-            return status == "paused"
-        return status in ("queued", "starting", "running", "paused")
+        return run is not None and can_control(run.status, control_action(action))
 
     def action_pause(self) -> None:
         self._control_highlighted("pause")

@@ -28,6 +28,7 @@ from textual.worker import Worker, WorkerState
 
 from engine.errors import SettingsError, WorkbenchError
 from engine.store import FINISHED_STATUSES as FINISHED
+from engine.store import can_control, control_action
 from tui.screens.run_actions import RunActionsScreen
 from tui.widgets.config_form import ConfigForm
 from tui.widgets.formatting import human_bytes, human_count, human_duration, loss_text
@@ -321,11 +322,10 @@ class TrainScreen(RunActionsScreen):
         """Grey out controls that do nothing in the followed run's state."""
         status = self._run.status if self._run is not None else None
         going = status is not None and status not in FINISHED
-        if action in ("pause", "resume"):
-            # One key, two actions: the footer shows the one that fits the run's state.
-            return status in ("running", "starting") if action == "pause" else status == "paused"
-        if action == "stop":
-            return going or None
+        if action in ("pause", "resume", "stop"):
+            possible = status is not None and can_control(status, control_action(action.replace("resume", "continue")))
+            # Pause and resume share a key: the footer shows the one that fits; stop stays in sight, greyed.
+            return possible or (None if action == "stop" else False)
         if action in ("start", "new_run"):
             return (not going) or None
         if action == "open_run":
