@@ -1,9 +1,10 @@
 """Training a language model: the job that runs a run, and the loop.
 
 Read it like nanoGPT's ``train.py``: ``TrainingJob._prepare`` loads the
-model and tokenizer, tokenizes and splits the data and builds the optimizer;
-``TrainingJob._train`` is the loop: the learning rate, one optimizer step,
-then the bookkeeping (metrics, evaluation, a sample, a checkpoint). What the loop uses has a module each:
+model and tokenizer, tokenizes and splits the data and builds the optimizer,
+all into one ``_Training``; ``TrainingJob._train`` is the loop: the learning
+rate, one optimizer step, then the bookkeeping (metrics, evaluation, a
+sample, a checkpoint). What the loop uses has a module each:
 
 - ``engine.training_config``: the settings (``TrainingConfig``);
 - ``engine.schedule``: ``get_lr`` (warmup, then cosine) and the optimizer;
@@ -36,14 +37,19 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from engine import distributed
 from engine.checkpoints import (
     TRAINER_STATE_FORMAT,
+    RankState,
+    TrainerState,
     capture_rng_state,
     checkpoints_dir,
     load_trainer_state,
@@ -53,7 +59,7 @@ from engine.checkpoints import (
     save_checkpoint,
     seed_everything,
 )
-from engine.datasets import Dataset, WindowSampler, open_dataset, tokenize_dataset
+from engine.datasets import Dataset, TokenSplit, WindowSampler, open_dataset, tokenize_dataset
 from engine.errors import SettingsError, TrainingError, WorkbenchError
 from engine.evaluation import (
     VALIDATION_FRACTION,
@@ -71,14 +77,59 @@ from engine.precision import autocast_context, resolve_precision
 from engine.run_process import RunPulse, TrainingProgress, start_queued_runs
 from engine.run_recorder import RunRecorder, SilentRecorder
 from engine.schedule import configure_optimizer, get_lr
-from engine.store import Run, RunStore
+from engine.store import Run, RunStatus, RunStore
 from engine.training_config import TrainingConfig, check_block_size, check_warmup
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PAUSE_POLL_SECONDS = 0.1  # how often a paused run looks whether to go on
 
 
-# -----------------------------------------------------------------------------
-# The job
+@dataclass(frozen=True)
+class _ResumePoint:
+    """The checkpoint a run continues from, and its trainer state."""
+
+    checkpoint: Path
+    state: TrainerState
+
+
+@dataclass(frozen=True)
+class _OpenedRun:
+    """What opening a run settles, before any model loads: which run, its data and device, where it resumes."""
+
+    run_id: str
+    dataset: Dataset
+    device: str  # where this rank trains: "cpu", "cuda:1"
+    recorder: RunRecorder | SilentRecorder
+    resume: _ResumePoint | None  # None: from step 0
+
+
+@dataclass
+class _Training:
+    """Everything the loop trains with, and how far it has got: built in one place, ``TrainingJob._prepare``."""
+
+    run_id: str
+    recorder: RunRecorder | SilentRecorder
+    model: PreTrainedModel | PeftModel  # what is trained (with its adapters), saved, evaluated and sampled
+    ddp_model: DistributedDataParallel | None  # several ranks: the model wrapped, which the step runs instead
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16, resolved for the device
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # scales fp16 losses; does nothing in other precisions
+    sampler: WindowSampler  # this rank's training windows
+    val_split: TokenSplit
+    val_starts: np.ndarray  # the fixed validation windows (rank 0 scores them)
+    dataset_hash: str  # the text the data order belongs to
+    max_steps: int
+    # How far the run has got: saved with each checkpoint, restored on resume.
+    step: int = 0
+    tokens: int = 0
+    elapsed: float = 0.0  # seconds trained, every session together
+    best_val_loss: float | None = None
+    last_checkpoint_step: int | None = None
 
 
 class TrainingJob:
@@ -110,33 +161,34 @@ class TrainingJob:
         self.resume_run = resume_run
         self.on_progress = on_progress
         self.run_id: str | None = None
-        self.model: torch.nn.Module | None = None  # the model being trained, once loaded
+        self.model: PreTrainedModel | PeftModel | None = None  # the model being trained, once loaded
         self.error: BaseException | None = None  # why the run failed, once it has
         self.progress = TrainingProgress(max_steps=config.max_steps)
         self.place = distributed.this_process()  # rank and world size, from torchrun's environment
-        self.rank, self.world_size = self.place.rank, self.place.world_size
+        self.pulse: RunPulse | None = None  # rank 0's heartbeat and request reader, once the run is open
         self._stop_requested = False
         self._pause_requested = False
         self._thread: threading.Thread | None = None
         self._progress_lock = threading.Lock()  # the loop and the pulse both report
-        self.pulse: RunPulse | None = None  # rank 0's heartbeat and request reader, once the run is open
 
     # -- controls, from any thread -------------------------------------------
 
     def start(self) -> str:
         """Open the run (errors in the settings or the dataset path raise here) and train in a thread."""
-        self._open_run()
-        self._thread = threading.Thread(target=self._run_and_record, name=f"training-{self.run_id}", daemon=False)
+        opened = self._open_run()
+        self._thread = threading.Thread(
+            target=self._run_and_record, args=(opened,), name=f"training-{opened.run_id}", daemon=False
+        )
         self._thread.start()
-        return self.run_id
+        return opened.run_id
 
     def run(self) -> Run:
         """Train in the calling thread; return the finished run, or raise what ended it."""
-        self._open_run()
-        self._run_and_record()
+        opened = self._open_run()
+        self._run_and_record(opened)
         if self.error is not None:
             raise self.error
-        return self.store.get_run(self.run_id)
+        return self.store.get_run(opened.run_id)
 
     def stop(self) -> None:
         """Finish the current step, save a checkpoint, end as ``stopped``."""
@@ -159,7 +211,7 @@ class TrainingJob:
 
     # -- opening the run -----------------------------------------------------
 
-    def _open_run(self) -> None:
+    def _open_run(self) -> _OpenedRun:
         """Check what can be checked quickly, then create the run (or reopen the one to resume).
 
         Several ranks: each joins the process group first; rank 0 opens the
@@ -168,52 +220,114 @@ class TrainingJob:
         if self.run_id is not None:
             raise TrainingError("This job has already run; create a new TrainingJob to train again.")
         config = self.config
-        self.device_name = distributed.training_device(config.device, self.place)
+        device = distributed.training_device(config.device, self.place)
         if self.place.distributed:
-            distributed.start_process_group(torch.device(self.device_name))
+            distributed.start_process_group(torch.device(device))
         try:
-            self.dataset: Dataset = open_dataset(config.dataset, config.dataset_field)
-            if self.place.writes:
-                self._open_run_record()
-            else:
-                self._follow_run_record()
+            dataset = open_dataset(config.dataset, config.dataset_field)
+            run_id, resume = self._open_run_record() if self.place.writes else self._follow_run_record()
         except BaseException:
             distributed.end_process_group()
             raise
-        if self.resume_state is not None:
-            self.recorder.set_position(self.resume_state["step"], self.resume_state["tokens"])
+        self.run_id = run_id
+        recorder: RunRecorder | SilentRecorder = SilentRecorder()
+        if self.place.writes:
+            recorder = RunRecorder(self.store, run_id)
+            self.pulse = RunPulse(self.store, run_id, lambda: self.progress, self._take_request)
+            self.pulse.start()
+        if resume is not None:
+            recorder.set_position(resume.state["step"], resume.state["tokens"])
+        return _OpenedRun(run_id=run_id, dataset=dataset, device=device, recorder=recorder, resume=resume)
 
-    def _open_run_record(self) -> None:
+    def _open_run_record(self) -> tuple[str, _ResumePoint | None]:
         """Rank 0: create the run in the store, or reopen the one to resume; tell the other ranks which."""
-        config = self.config
-        self.resume_state: dict[str, Any] | None = None
         try:
             remove_abandoned_temporaries()
-            if self.resume_run is None:
-                check_block_size(config.block_size, context_length_on_disk(config.model, self.store))
-                run = self.store.create_run(
-                    name=config.name,
-                    model=config.model,
-                    dataset=config.dataset,
-                    config=config.as_dict(),
-                    world_size=self.world_size,
-                    lora=config.lora,
-                )
-                self.run_id = run.id
-                self.store.set_status(run.id, "running")  # stamps the start
-                self.checkpoints_dir = checkpoints_dir(run.id)
-            else:
-                self._reopen_run_to_resume()
+            run_id, resume = (
+                (self._create_run(), None) if self.resume_run is None else self._reopen_run(self.resume_run)
+            )
         except Exception as exc:
             if self.place.distributed:
-                distributed.broadcast_from_writer({"error": failure_message(exc, config, 0)})
+                distributed.broadcast_from_writer({"error": failure_message(exc, self.config, 0)})
             raise
         if self.place.distributed:
-            checkpoint = str(self.resume_checkpoint) if self.resume_state is not None else None
-            distributed.broadcast_from_writer({"run_id": self.run_id, "checkpoint": checkpoint})
-        self.recorder = RunRecorder(self.store, self.run_id)
-        self.pulse = RunPulse(self.store, self.run_id, lambda: self.progress, self._take_request)
-        self.pulse.start()
+            checkpoint = str(resume.checkpoint) if resume is not None else None
+            distributed.broadcast_from_writer({"run_id": run_id, "checkpoint": checkpoint})
+        return run_id, resume
+
+    def _follow_run_record(self) -> tuple[str, _ResumePoint | None]:
+        """Ranks other than 0: learn the run (and the checkpoint to resume) from rank 0; write nothing."""
+        opened = distributed.broadcast_from_writer(None)
+        if "error" in opened:
+            raise TrainingError(f"Rank 0 could not open the run: {opened['error']}")
+        if opened["checkpoint"] is None:
+            return opened["run_id"], None
+        checkpoint = Path(opened["checkpoint"])
+        return opened["run_id"], _ResumePoint(checkpoint, load_trainer_state(checkpoint))
+
+    def _create_run(self) -> str:
+        config = self.config
+        check_block_size(config.block_size, context_length_on_disk(config.model, self.store))
+        run = self.store.create_run(
+            name=config.name,
+            model=config.model,
+            dataset=config.dataset,
+            config=config.as_dict(),
+            world_size=self.place.world_size,
+            lora=config.lora,
+        )
+        self.store.set_status(run.id, "running")  # stamps the start
+        return run.id
+
+    def _reopen_run(self, run_id: str) -> tuple[str, _ResumePoint | None]:
+        """The run to continue from its latest checkpoint, claimed for this process (or one with none yet)."""
+        config = self.config
+        world_size = self.place.world_size
+        self.store.mark_interrupted_runs()
+        run = self.store.get_run(run_id)
+        if run.status in ("running", "paused"):
+            raise TrainingError(
+                f"Run {run.id} is still {run.status} (process {run.pid} on {run.host}); stop it before resuming it."
+            )
+        if run.status in ("queued", "starting") and not self.store.checkpoints(run.id):
+            return self._adopt_new_run(run), None
+        if run.world_size != world_size:
+            raise TrainingError(
+                f"Run {run.id} was trained as {run.world_size} process(es) and this is {world_size}; each "
+                f"process continues its own data order, so resume it as {run.world_size} "
+                f"(lmwb train --resume {run.id} --nproc {run.world_size})."
+            )
+        if config.lora != run.lora:
+            raise SettingsError(
+                "lora", f"run {run.id} was trained {'with' if run.lora else 'without'} LoRA; resume it the same way."
+            )
+        recorded = self.store.checkpoints(run.id)
+        remove_unrecorded_checkpoints(checkpoints_dir(run.id), recorded)
+        on_disk = [row for row in recorded if Path(row["path"]).is_dir()]
+        if not on_disk:
+            raise TrainingError(f"Run {run.id} has no checkpoint to resume from; start a new run instead.")
+        checkpoint = Path(on_disk[-1]["path"])
+        resume = _ResumePoint(checkpoint, load_trainer_state(checkpoint))
+        resumed_step = resume.state["step"]
+        if config.epochs is None and config.max_steps <= resumed_step:
+            raise SettingsError(
+                "max_steps",
+                f"run {run.id} is already at step {resumed_step}; max_steps is the new total, "
+                f"so give more than {resumed_step}.",
+            )
+        self.store.update_run(run.id, config=config.as_dict())
+        self.store.set_status(run.id, "running")  # claims it for this process (pid, host)
+        return run.id, resume
+
+    def _adopt_new_run(self, run: Run) -> str:
+        """Train a run that was recorded before this process started (launched or queued): from step 0."""
+        if run.world_size != self.place.world_size:
+            raise TrainingError(
+                f"Run {run.id} is to be trained as {run.world_size} process(es) and this is {self.place.world_size}."
+            )
+        check_block_size(self.config.block_size, context_length_on_disk(self.config.model, self.store))
+        self.store.set_status(run.id, "running")  # claims it for this process (pid, host, start time)
+        return run.id
 
     def _take_request(self, action: str) -> None:
         """A request read from the store: act on it as if called here (the pulse's thread calls this)."""
@@ -225,78 +339,15 @@ class TrainingJob:
         elif action == "continue":
             self.resume()
 
-    def _follow_run_record(self) -> None:
-        """Ranks other than 0: learn the run (and the checkpoint to resume) from rank 0; write nothing."""
-        opened = distributed.broadcast_from_writer(None)
-        if "error" in opened:
-            raise TrainingError(f"Rank 0 could not open the run: {opened['error']}")
-        self.run_id = opened["run_id"]
-        self.resume_state = None
-        if opened["checkpoint"] is not None:
-            self.resume_checkpoint = Path(opened["checkpoint"])
-            self.resume_state = load_trainer_state(self.resume_checkpoint)
-        self.recorder = SilentRecorder()
-
-    def _reopen_run_to_resume(self) -> None:
-        config = self.config
-        self.store.mark_interrupted_runs()
-        run = self.store.get_run(self.resume_run)
-        if run.status in ("running", "paused"):
-            raise TrainingError(
-                f"Run {run.id} is still {run.status} (process {run.pid} on {run.host}); stop it before resuming it."
-            )
-        if run.status in ("queued", "starting") and not self.store.checkpoints(run.id):
-            self._adopt_new_run(run)
-            return
-        if run.world_size != self.world_size:
-            raise TrainingError(
-                f"Run {run.id} was trained as {run.world_size} process(es) and this is {self.world_size}; each "
-                f"process continues its own data order, so resume it as {run.world_size} "
-                f"(lmwb train --resume {run.id} --nproc {run.world_size})."
-            )
-        if config.lora != run.lora:
-            raise SettingsError(
-                "lora", f"run {run.id} was trained {'with' if run.lora else 'without'} LoRA; resume it the same way."
-            )
-        self.checkpoints_dir = checkpoints_dir(run.id)
-        recorded = self.store.checkpoints(run.id)
-        remove_unrecorded_checkpoints(self.checkpoints_dir, recorded)
-        on_disk = [row for row in recorded if Path(row["path"]).is_dir()]
-        if not on_disk:
-            raise TrainingError(f"Run {run.id} has no checkpoint to resume from; start a new run instead.")
-        self.resume_checkpoint = Path(on_disk[-1]["path"])
-        self.resume_state = load_trainer_state(self.resume_checkpoint)
-        resumed_step = self.resume_state["step"]
-        if config.epochs is None and config.max_steps <= resumed_step:
-            raise SettingsError(
-                "max_steps",
-                f"run {run.id} is already at step {resumed_step}; max_steps is the new total, "
-                f"so give more than {resumed_step}.",
-            )
-        self.run_id = run.id
-        self.store.update_run(run.id, config=config.as_dict())
-        self.store.set_status(run.id, "running")  # claims it for this process (pid, host)
-
-    def _adopt_new_run(self, run: Run) -> None:
-        """Train a run that was recorded before this process started (launched or queued): from step 0."""
-        if run.world_size != self.world_size:
-            raise TrainingError(
-                f"Run {run.id} is to be trained as {run.world_size} process(es) and this is {self.world_size}."
-            )
-        check_block_size(self.config.block_size, context_length_on_disk(self.config.model, self.store))
-        self.run_id = run.id
-        self.store.set_status(run.id, "running")  # claims it for this process (pid, host, start time)
-        self.checkpoints_dir = checkpoints_dir(run.id)
-
     # -- the thread's body ---------------------------------------------------
 
-    def _run_and_record(self) -> None:
+    def _run_and_record(self, opened: _OpenedRun) -> None:
         """Train; whatever ends the run is recorded as its status, with a message saying why."""
         try:
-            status, message = self._train()
+            status, message = self._train(opened)
             self._report(status=status, phase=status, message=message)
         except BaseException as exc:
-            self._record_ending(exc)
+            self._record_ending(exc, opened.recorder)
             if not isinstance(exc, Exception):
                 raise  # Ctrl+C or interpreter exit: recorded, and passed on
         finally:
@@ -306,7 +357,8 @@ class TrainingJob:
                 with contextlib.suppress(WorkbenchError):  # a run ending frees a slot for the queue
                     start_queued_runs(self.store)
 
-    def _record_ending(self, exc: BaseException) -> None:
+    def _record_ending(self, exc: BaseException, recorder: RunRecorder | SilentRecorder) -> None:
+        status: RunStatus
         if isinstance(exc, Exception):
             status, message = "failed", failure_message(exc, self.config, self.progress.step)
             self.error = exc
@@ -317,9 +369,9 @@ class TrainingJob:
             status = "interrupted"
             message = f"Interrupted at step {self.progress.step}; resume from the last checkpoint."
         with contextlib.suppress(Exception):  # the store may be what failed; the status must still be tried
-            self.recorder.flush()
+            recorder.flush()
         with contextlib.suppress(Exception):
-            self.recorder.set_status(status, error=message)
+            recorder.set_status(status, error=message)
         with contextlib.suppress(Exception):  # the progress callback may be what failed
             self._report(status=status, phase=status, message=message)
 
@@ -329,131 +381,144 @@ class TrainingJob:
         if self.on_progress is not None:
             self.on_progress(self.progress)
 
+    def _report_setup(self, message: str) -> None:
+        """Say what setup is doing (training a tokenizer or tokenizing can take minutes)."""
+        self._report(phase=message, message=message)
+
     # -- setup: model, data, optimizer ---------------------------------------
 
-    def _prepare(self) -> None:
+    def _prepare(self, opened: _OpenedRun) -> _Training:
         """Load the model and tokenizer, tokenize and split the data, build the optimizer (and restore a checkpoint)."""
-        config = self.config
+        config, place, resume = self.config, self.place, opened.resume
         quiet_transformers()
-        if self.resume_state is None:
+        if resume is None:
             seed_everything(config.seed)  # before loading, so a scratch model's initial weights repeat
             source: ModelSource | str = config.model
         elif config.lora:
-            source = adapter_base(self.resume_checkpoint)  # the base; its adapters go back on below
+            source = adapter_base(resume.checkpoint)  # the base; its adapters go back on below
         else:
-            source = ModelSource(kind="local", value=str(self.resume_checkpoint))
+            source = ModelSource(kind="local", value=str(resume.checkpoint))
         self._report_setup(f"Loading {source}")
-        with distributed.writer_first(self.place):  # rank 0 trains a scratch tokenizer; the others find it cached
+        with distributed.writer_first(place):  # rank 0 trains a scratch tokenizer; the others find it cached
             loaded = load_model(
                 source,
-                device=self.device_name,
-                dataset=self.dataset,
+                device=opened.device,
+                dataset=opened.dataset,
                 vocab_size=config.vocab_size,
                 store=self.store,
                 progress=self._report_setup,
             )
-        self.tokenizer, self.device = loaded.tokenizer, loaded.device
-        self.model = self._trainable_model(loaded.model)
+        tokenizer, device = loaded.tokenizer, loaded.device
+        model = self._trainable_model(loaded.model, resume)
+        self.model = model
         context = loaded.info().context_length
         check_block_size(config.block_size, context)
-        if config.sample_every > 0 and len(self.tokenizer.encode(config.sample_prompt)) >= context:
+        if config.sample_every > 0 and len(tokenizer.encode(config.sample_prompt)) >= context:
             raise SettingsError("sample_prompt", f"is longer than the model's context of {context} tokens; shorten it.")
-        self.precision = resolve_precision(config.precision, self.device)
-        if self.device.type == "cuda":
+        precision = resolve_precision(config.precision, device)
+        if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls and convolutions where autocast leaves fp32
             torch.backends.cudnn.allow_tf32 = True
 
-        with distributed.writer_first(self.place):  # rank 0 fills the token cache; the others read it
+        with distributed.writer_first(place):  # rank 0 fills the token cache; the others read it
             tokens = tokenize_dataset(
-                self.dataset, self.tokenizer, progress=tokenizing_progress(self.dataset.name, self._report_setup)
+                opened.dataset, tokenizer, progress=tokenizing_progress(opened.dataset.name, self._report_setup)
             )
-        train_split, self.val_split = tokens.split(VALIDATION_FRACTION)
-        for split, part in ((train_split, "training"), (self.val_split, "validation")):
+        train_split, val_split = tokens.split(VALIDATION_FRACTION)
+        for split, part in ((train_split, "training"), (val_split, "validation")):
             if len(split.ids) < config.block_size + 1:
                 raise SettingsError(
                     "dataset",
                     f"{config.dataset!r} gives {len(split.ids)} {part} tokens, fewer than one window of "
                     f"block_size + 1 = {config.block_size + 1}; use more text or a smaller block_size.",
                 )
-        self.max_steps = config.steps_for(len(train_split.ids), self.world_size)
-        check_warmup(config.warmup_steps, self.max_steps)
-        self.sampler = WindowSampler(
+        max_steps = config.steps_for(len(train_split.ids), place.world_size)
+        check_warmup(config.warmup_steps, max_steps)
+        sampler = WindowSampler(
             train_split,
             config.block_size,
             config.batch_size,
             seed=config.seed,
-            rank=self.rank,
-            world_size=self.world_size,
+            rank=place.rank,
+            world_size=place.world_size,
         )
         # eval_batches global batches: rank 0 scores the windows one process with the global batch would.
-        self.val_starts = evaluation_windows(
-            self.val_split.ids, config.block_size, config.eval_batches * config.batch_size * self.world_size
+        val_starts = evaluation_windows(
+            val_split.ids, config.block_size, config.eval_batches * config.batch_size * place.world_size
         )
-        self.dataset_hash = self.dataset.content_hash()
+        dataset_hash = opened.dataset.content_hash()
 
-        self.model.train()
+        model.train()
         # Several ranks: DDP averages the gradients of all ranks in the backward pass.
-        self.ddp_model = (
-            torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
-            )
-            if self.place.distributed
+        ddp_model = (
+            DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+            if place.distributed
             else None
         )
-        self.optimizer = configure_optimizer(self.model, config, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.step, self.tokens, self.elapsed_before, self.best_val_loss = 0, 0, 0.0, None
-        self.elapsed = 0.0
-        self.last_checkpoint_step: int | None = None
-        if self.resume_state is not None:
-            self._restore(self.resume_state)
+        optimizer = configure_optimizer(model, config, device)
+        training = _Training(
+            run_id=opened.run_id,
+            recorder=opened.recorder,
+            model=model,
+            ddp_model=ddp_model,
+            tokenizer=tokenizer,
+            device=device,
+            precision=precision,
+            optimizer=optimizer,
+            scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+            sampler=sampler,
+            val_split=val_split,
+            val_starts=val_starts,
+            dataset_hash=dataset_hash,
+            max_steps=max_steps,
+        )
+        if resume is not None:
+            self._restore(training, resume.state)
+        return training
 
-    def _trainable_model(self, model: torch.nn.Module) -> torch.nn.Module:
+    def _trainable_model(self, model: PreTrainedModel, resume: _ResumePoint | None) -> PreTrainedModel | PeftModel:
         """The model as it trains: with fresh LoRA adapters (or a resumed run's), with gradient checkpointing."""
         config = self.config
-        if config.lora and self.resume_state is None:
-            model = add_adapters(model, config.lora_settings())
-        elif config.lora:
-            model = load_adapters(model, self.resume_checkpoint, trainable=True, device=model.device)
+        trainable: PreTrainedModel | PeftModel = model
+        if config.lora and resume is None:
+            trainable = add_adapters(model, config.lora_settings())
+        elif config.lora and resume is not None:
+            trainable = load_adapters(model, resume.checkpoint, trainable=True, device=model.device)
         if config.gradient_checkpointing:
-            if not getattr(model, "supports_gradient_checkpointing", False):
+            if not getattr(trainable, "supports_gradient_checkpointing", False):
                 raise SettingsError("gradient_checkpointing", f"{config.model} does not support it; turn it off.")
             # Non-reentrant checkpointing: gradients reach adapters behind frozen layers, and it works under DDP.
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        return model
+            trainable.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return trainable
 
-    def _report_setup(self, message: str) -> None:
-        """Say what setup is doing (training a tokenizer or tokenizing can take minutes)."""
-        self._report(phase=message, message=message)
-
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _restore(self, training: _Training, state: TrainerState) -> None:
         """Continue where the checkpoint left off: optimizer, step, data position, random state."""
-        if state["dataset_hash"] != self.dataset_hash:
+        if state["dataset_hash"] != training.dataset_hash:
             raise SettingsError(
                 "dataset",
-                f"{self.config.dataset!r} is not the text run {self.run_id} was trained on (its content "
+                f"{self.config.dataset!r} is not the text run {training.run_id} was trained on (its content "
                 f"changed), so its data order cannot continue. Start a new run from this run's "
-                f"checkpoint instead (model: run:{self.run_id}).",
+                f"checkpoint instead (model: run:{training.run_id}).",
             )
-        self.optimizer.load_state_dict(state["optimizer"])
+        training.optimizer.load_state_dict(state["optimizer"])
         if state["grad_scaler"]:
-            self.scaler.load_state_dict(state["grad_scaler"])
-        mine = state["ranks"][self.rank]
-        self.sampler.load_state_dict(mine["sampler"])
-        self.step, self.tokens = state["step"], state["tokens"]
-        self.elapsed_before, self.best_val_loss = state["elapsed"], state["best_val_loss"]
-        self.elapsed = self.elapsed_before
-        self.last_checkpoint_step = self.step
+            training.scaler.load_state_dict(state["grad_scaler"])
+        mine = state["ranks"][self.place.rank]
+        training.sampler.load_state_dict(mine["sampler"])
+        training.step, training.tokens = state["step"], state["tokens"]
+        training.elapsed, training.best_val_loss = state["elapsed"], state["best_val_loss"]
+        training.last_checkpoint_step = training.step
         restore_rng_state(mine["rng"])  # last: loading may draw random numbers
 
     # -- the loop ------------------------------------------------------------
 
-    def _train(self) -> tuple[str, str]:
+    def _train(self, opened: _OpenedRun) -> tuple[RunStatus, str]:
         """Set up, then loop until max_steps, stop or the time limit; return the final status and message."""
-        self._prepare()
+        training = self._prepare(opened)
         config = self.config
-        self.recorder.set_position(self.step, self.tokens)
-        tokens_per_step = config.batch_size * config.block_size * config.grad_accum * self.world_size
+        training.recorder.set_position(training.step, training.tokens)
+        tokens_per_step = config.batch_size * config.block_size * config.grad_accum * self.place.world_size
+        elapsed_before = training.elapsed  # seconds trained in earlier sessions
         session_start = time.perf_counter()
         paused_seconds = 0.0
         seconds_per_step: float | None = None  # smoothed wall time per step, for the ETA
@@ -462,36 +527,36 @@ class TrainingJob:
         self._report(
             status="running",
             phase="training",
-            step=self.step,
-            max_steps=self.max_steps,
-            tokens=self.tokens,
-            elapsed=self.elapsed_before,
+            step=training.step,
+            max_steps=training.max_steps,
+            tokens=training.tokens,
+            elapsed=elapsed_before,
         )
 
-        while self.step < self.max_steps:
-            stop_reason, pause = self._controls(time.perf_counter() - session_start - paused_seconds)
+        while training.step < training.max_steps:
+            stop_reason, pause = self._controls(training, time.perf_counter() - session_start - paused_seconds)
             if pause and not stop_reason:
-                paused = self._hold_while_paused()
+                paused = self._hold_while_paused(training)
                 paused_seconds += paused
                 last_step_end += paused
-                stop_reason, _ = self._controls(time.perf_counter() - session_start - paused_seconds)
+                stop_reason, _ = self._controls(training, time.perf_counter() - session_start - paused_seconds)
             if stop_reason:
                 break
 
             # one optimizer step
-            lr = get_lr(self.step, config, self.max_steps)
-            for group in self.optimizer.param_groups:
+            lr = get_lr(training.step, config, training.max_steps)
+            for group in training.optimizer.param_groups:
                 group["lr"] = lr
             step_start = time.perf_counter()
-            train_loss, grad_norm = self._optimizer_step()
+            train_loss, grad_norm = self._optimizer_step(training)
             step_seconds = time.perf_counter() - step_start
             if not math.isfinite(train_loss):
                 raise TrainingError(
-                    f"The training loss became {train_loss} at step {self.step + 1}. Lower learning_rate "
+                    f"The training loss became {train_loss} at step {training.step + 1}. Lower learning_rate "
                     f"(now {config.learning_rate:g}) or raise warmup_steps, then start again or resume."
                 )
-            self.step += 1
-            self.tokens += tokens_per_step
+            training.step += 1
+            training.tokens += tokens_per_step
 
             # bookkeeping: metrics row, evaluation, sample, checkpoint
             now = time.perf_counter()
@@ -501,94 +566,94 @@ class TrainingJob:
             seconds_per_step = (
                 iteration_seconds if seconds_per_step is None else 0.9 * seconds_per_step + 0.1 * iteration_seconds
             )
-            stop_reason, _ = self._controls(session_seconds)
-            ending = bool(stop_reason) or self.step >= self.max_steps
-            checkpoint_due = ending or (config.checkpoint_every > 0 and self.step % config.checkpoint_every == 0)
-            row = {
-                "step": self.step,
+            stop_reason, _ = self._controls(training, session_seconds)
+            ending = bool(stop_reason) or training.step >= training.max_steps
+            checkpoint_due = ending or (config.checkpoint_every > 0 and training.step % config.checkpoint_every == 0)
+            training.elapsed = elapsed_before + session_seconds
+            row: dict[str, Any] = {
+                "step": training.step,
                 "train_loss": train_loss,
                 "lr": lr,
                 "grad_norm": grad_norm,
                 "tokens_per_sec": tokens_per_step / step_seconds,
-                "tokens": self.tokens,
-                "elapsed": self.elapsed_before + session_seconds,
+                "tokens": training.tokens,
+                "elapsed": training.elapsed,
             }
-            self.elapsed = row["elapsed"]
-            if config.eval_every > 0 and (self.step % config.eval_every == 0 or checkpoint_due):
-                row.update(self._evaluate())
-            self.recorder.add_metrics(row)
-            if config.sample_every > 0 and self.step % config.sample_every == 0:
-                self._sample()
+            if config.eval_every > 0 and (training.step % config.eval_every == 0 or checkpoint_due):
+                row.update(self._evaluate(training))
+            training.recorder.add_metrics(row)
+            if config.sample_every > 0 and training.step % config.sample_every == 0:
+                self._sample(training)
             if checkpoint_due:
-                self._checkpoint(row.get("val_loss"))
+                self._checkpoint(training, row.get("val_loss"))
             self._report(
                 phase="stopping" if self._stop_requested else "training",
-                step=self.step,
-                tokens=self.tokens,
+                step=training.step,
+                tokens=training.tokens,
                 train_loss=train_loss,
                 val_loss=row.get("val_loss", self.progress.val_loss),
                 tokens_per_sec=row["tokens_per_sec"],
-                elapsed=row["elapsed"],
-                eta_seconds=self._eta(seconds_per_step, session_seconds),
-                gpu_memory_bytes=self._gpu_memory_bytes(),
+                elapsed=training.elapsed,
+                eta_seconds=self._eta(training, seconds_per_step, session_seconds),
+                gpu_memory_bytes=_gpu_memory_bytes(training.device),
             )
             if ending:
                 break
 
-        if self.last_checkpoint_step != self.step:  # stopped between steps (while paused, or before the first)
-            self._checkpoint(None)
-        self.recorder.flush()
+        if training.last_checkpoint_step != training.step:  # stopped between steps (while paused, or before the first)
+            self._checkpoint(training, None)
+        training.recorder.flush()
         if stop_reason:
-            self.recorder.set_status("stopped")
-            return "stopped", f"{stop_reason} at step {self.step}; a checkpoint was saved and the run can be resumed."
-        self.recorder.set_status("completed")
-        return "completed", f"Completed {self.step} steps."
+            training.recorder.set_status("stopped")
+            return (
+                "stopped",
+                f"{stop_reason} at step {training.step}; a checkpoint was saved and the run can be resumed.",
+            )
+        training.recorder.set_status("completed")
+        return "completed", f"Completed {training.step} steps."
 
-    def _optimizer_step(self) -> tuple[float, float]:
+    def _optimizer_step(self, training: _Training) -> tuple[float, float]:
         """Forward and backward over grad_accum micro-batches, clip, step; return (loss, gradient norm)."""
-        config = self.config
-        model = self.model if self.ddp_model is None else self.ddp_model
-        loss_sum = torch.zeros((), device=self.device)
+        config, ddp_model = self.config, training.ddp_model
+        model = training.model if ddp_model is None else ddp_model
+        loss_sum = torch.zeros((), device=training.device)
         for micro_step in range(config.grad_accum):
             x, y = (
-                t.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else t
-                for t in self.sampler.next_batch()
+                t.pin_memory().to(training.device, non_blocking=True) if training.device.type == "cuda" else t
+                for t in training.sampler.next_batch()
             )
             # DDP averages gradients across ranks in the last micro-batch's backward pass only.
             last = micro_step == config.grad_accum - 1
-            with contextlib.nullcontext() if self.ddp_model is None or last else self.ddp_model.no_sync():
-                with autocast_context(self.device, self.precision):
+            with contextlib.nullcontext() if ddp_model is None or last else ddp_model.no_sync():
+                with autocast_context(training.device, training.precision):
                     loss = next_token_loss(model, x, y) / config.grad_accum
-                self.scaler.scale(loss).backward()
+                training.scaler.scale(loss).backward()
             loss_sum += loss.detach()
-        if self.ddp_model is not None:
+        if ddp_model is not None:
             loss_sum = distributed.mean_over_ranks(loss_sum)  # the loss of the global batch
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        training.scaler.unscale_(training.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(training.model.parameters(), config.grad_clip or math.inf)
+        training.scaler.step(training.optimizer)
+        training.scaler.update()
+        training.optimizer.zero_grad(set_to_none=True)
         return loss_sum.item(), grad_norm.item()
 
-    def _hold_while_paused(self) -> float:
+    def _hold_while_paused(self, training: _Training) -> float:
         """Hold every rank here while paused (the pulse keeps beating); return the seconds spent."""
         started = time.perf_counter()
-        self.recorder.flush()
-        self.recorder.set_status("paused")
-        self._report(status="paused", phase="paused", message=f"Paused at step {self.step}.")
+        training.recorder.flush()
+        training.recorder.set_status("paused")
+        self._report(status="paused", phase="paused", message=f"Paused at step {training.step}.")
         stop, pause = False, True
         while pause and not stop:
             time.sleep(PAUSE_POLL_SECONDS)
-            stop, pause = self._agreed_controls()
+            stop, pause = self._agreed_controls(training.device)
         if not stop:
-            self.recorder.set_status("running")
-            self._report(status="running", phase="training", message=f"Continued at step {self.step}.")
+            training.recorder.set_status("running")
+            self._report(status="running", phase="training", message=f"Continued at step {training.step}.")
         return time.perf_counter() - started
 
-    def _gpu_memory_bytes(self) -> int | None:
-        return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
-
-    def _controls(self, session_seconds: float) -> tuple[str, bool]:
+    def _controls(self, training: _Training, session_seconds: float) -> tuple[str, bool]:
         """(why to stop now, "" to go on; whether to pause), agreed by every rank.
 
         A rank that stops or pauses alone leaves the others waiting in the
@@ -601,88 +666,94 @@ class TrainingJob:
         elif self.config.max_time is not None and session_seconds >= self.config.max_time:
             reason = f"Time limit of {self.config.max_time:g} s reached"
         self._stop_requested = self._stop_requested or bool(reason)
-        stop, pause = self._agreed_controls()
+        stop, pause = self._agreed_controls(training.device)
         return (reason or ("Stopped by another process" if stop else "")), pause
 
-    def _agreed_controls(self) -> tuple[bool, bool]:
+    def _agreed_controls(self, device: torch.device) -> tuple[bool, bool]:
         """(stop, pause) as every rank will see them: one small collective per call under several ranks."""
         stop, pause = self._stop_requested, self._pause_requested and self.place.writes
         if self.place.distributed:
-            stop, pause = distributed.agree(stop, pause, self.device)
+            stop, pause = distributed.agree(stop, pause, device)
         return stop, pause
 
-    def _eta(self, seconds_per_step: float, session_seconds: float) -> float:
-        eta = (self.max_steps - self.step) * seconds_per_step
+    def _eta(self, training: _Training, seconds_per_step: float, session_seconds: float) -> float:
+        eta = (training.max_steps - training.step) * seconds_per_step
         if self.config.max_time is not None:
             eta = min(eta, max(0.0, self.config.max_time - session_seconds))
         return eta
 
-    def _evaluate(self) -> dict[str, float]:
+    def _evaluate(self, training: _Training) -> dict[str, float]:
         """Validation loss, perplexity and bits per byte on the fixed validation windows (rank 0 alone)."""
         if not self.place.writes:
             return {}  # the others go on, and wait for rank 0 at the next step's gradient exchange
-        self.recorder.flush()  # the TUI keeps up while the evaluation runs
+        training.recorder.flush()  # the TUI keeps up while the evaluation runs
         self._report(phase="evaluating")
         # In eval mode (no dropout) this draws no random numbers, so training's stream is untouched.
         val_loss, _ = estimate_loss(
-            self.model,
-            self.val_split.ids,
-            self.val_starts,
+            training.model,
+            training.val_split.ids,
+            training.val_starts,
             block_size=self.config.block_size,
             batch_size=self.config.batch_size,
-            device=self.device,
-            precision=self.precision,
+            device=training.device,
+            precision=training.precision,
         )
-        if self.best_val_loss is None or val_loss < self.best_val_loss:
-            self.best_val_loss = val_loss
-            self.recorder.set_best_val_loss(val_loss)
+        if training.best_val_loss is None or val_loss < training.best_val_loss:
+            training.best_val_loss = val_loss
+            training.recorder.set_best_val_loss(val_loss)
         return {
             "val_loss": val_loss,
             "val_ppl": perplexity(val_loss),
-            "val_bpb": bits_per_byte(val_loss, self.val_split),
+            "val_bpb": bits_per_byte(val_loss, training.val_split),
         }
 
-    def _sample(self) -> None:
+    def _sample(self, training: _Training) -> None:
         """Generate a short text with the generation engine and store it with the step (rank 0 alone)."""
         config = self.config
         if not self.place.writes:
             return
         # A seeded generator of its own: the same seed each time, and training's random stream untouched.
         settings = GenerationSettings(max_new_tokens=config.sample_length, seed=config.seed)
-        self.model.eval()
-        result = generate_text(self.model, self.tokenizer, config.sample_prompt, settings)
-        self.model.train()
-        self.recorder.add_sample(self.step, config.sample_prompt, result.text)
+        training.model.eval()
+        result = generate_text(training.model, training.tokenizer, config.sample_prompt, settings)
+        training.model.train()
+        training.recorder.add_sample(training.step, config.sample_prompt, result.text)
 
-    def _checkpoint(self, val_loss: float | None) -> None:
+    def _checkpoint(self, training: _Training, val_loss: float | None) -> None:
         """Save step-N atomically, record it, and let retention remove what is no longer kept.
 
         Every rank takes part: rank 0 gathers each rank's data position and
         random state and writes them all, so each rank continues its own on resume.
         """
-        mine = {"sampler": self.sampler.state_dict(), "rng": capture_rng_state()}
+        mine: RankState = {"sampler": training.sampler.state_dict(), "rng": capture_rng_state()}
         ranks = distributed.gather_at_writer(mine) if self.place.distributed else [mine]
-        self.last_checkpoint_step = self.step
-        if not self.place.writes:
+        training.last_checkpoint_step = training.step
+        if ranks is None:  # a rank other than 0: rank 0 writes its state with the others'
             return
-        self.recorder.flush()
+        training.recorder.flush()
         phase = self.progress.phase
-        self._report(phase=f"saving checkpoint step-{self.step}")
-        state = {
+        self._report(phase=f"saving checkpoint step-{training.step}")
+        state: TrainerState = {
             "format": TRAINER_STATE_FORMAT,
-            "step": self.step,
-            "tokens": self.tokens,
-            "elapsed": self.elapsed,
-            "best_val_loss": self.best_val_loss,
-            "optimizer": self.optimizer.state_dict(),
-            "grad_scaler": self.scaler.state_dict(),
+            "step": training.step,
+            "tokens": training.tokens,
+            "elapsed": training.elapsed,
+            "best_val_loss": training.best_val_loss,
+            "optimizer": training.optimizer.state_dict(),
+            "grad_scaler": training.scaler.state_dict(),
             "ranks": ranks,
-            "dataset_hash": self.dataset_hash,
+            "dataset_hash": training.dataset_hash,
             "config": self.config.as_dict(),
         }
-        path = save_checkpoint(self.checkpoints_dir, self.step, self.model, self.tokenizer, state)
-        self.recorder.add_checkpoint(self.step, path, val_loss, self.config.checkpoints_kept)
-        self._report(phase=phase, message=f"Saved checkpoint step-{self.step}")
+        path = save_checkpoint(
+            checkpoints_dir(training.run_id), training.step, training.model, training.tokenizer, state
+        )
+        training.recorder.add_checkpoint(training.step, path, val_loss, self.config.checkpoints_kept)
+        self._report(phase=phase, message=f"Saved checkpoint step-{training.step}")
+
+
+def _gpu_memory_bytes(device: torch.device) -> int | None:
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
 # -----------------------------------------------------------------------------
