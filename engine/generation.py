@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from engine.checks import check_int, check_number
 from engine.errors import SettingsError
 from engine.models import context_length
 
@@ -67,29 +68,24 @@ class GenerationSettings:
 
     def validate(self) -> None:
         """Raise ``SettingsError`` naming the first field outside its allowed range."""
-        _check_int("max_new_tokens", self.max_new_tokens, "1 or more", lambda n: n >= 1)
-        _check_float(
-            "temperature",
-            self.temperature,
-            f"0 (greedy) or at least {MIN_TEMPERATURE}",
-            lambda x: x == 0 or x >= MIN_TEMPERATURE,
-        )
-        _check_int("top_k", self.top_k, "0 or more (0 turns top-k off)", lambda n: n >= 0)
-        _check_float("top_p", self.top_p, "more than 0 and at most 1 (1 turns top-p off)", lambda x: 0 < x <= 1)
-        _check_float(
+        check_int("max_new_tokens", self.max_new_tokens, 1)
+        check_number("temperature", self.temperature, 0, hint=f" (0 is greedy; else at least {MIN_TEMPERATURE:g})")
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise SettingsError(
+                "temperature",
+                f"{self.temperature:g} is too close to 0 to sample; use 0 (greedy) or at least {MIN_TEMPERATURE:g}.",
+            )
+        check_int("top_k", self.top_k, 0, hint=" (0 turns top-k off)")
+        check_number("top_p", self.top_p, 0, above=True, maximum=1, hint=" (1 turns top-p off)")
+        check_number(
             "repetition_penalty",
             self.repetition_penalty,
-            f"at least {MIN_REPETITION_PENALTY} (1 means no penalty, above 1 discourages repeats)",
-            lambda x: x >= MIN_REPETITION_PENALTY,
+            MIN_REPETITION_PENALTY,
+            hint=" (1 means no penalty, above 1 discourages repeats)",
         )
-        _check_int("alternatives", self.alternatives, f"0 to {MAX_ALTERNATIVES}", lambda n: 0 <= n <= MAX_ALTERNATIVES)
+        check_int("alternatives", self.alternatives, 0, MAX_ALTERNATIVES)
         if self.seed is not None:
-            _check_int(
-                "seed",
-                self.seed,
-                "a whole number from 0 to 2**63 - 1, or none for a fresh random seed",
-                lambda n: 0 <= n < 2**63,
-            )
+            check_int("seed", self.seed, 0, 2**63 - 1, hint=", or none for a fresh random seed")
         if not isinstance(self.stop, (tuple, list)) or not all(isinstance(s, str) and s for s in self.stop):
             raise SettingsError(
                 "stop", "each stop string must be a non-empty piece of text; give a list of strings such as ['\\n\\n']"
@@ -100,17 +96,6 @@ class GenerationSettings:
         values = dataclasses.asdict(self)
         values["stop"] = list(self.stop)
         return values
-
-
-def _check_int(name: str, value: Any, allowed: str, ok) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not ok(value):
-        raise SettingsError(name, f"got {value!r}; allowed: {allowed}")
-
-
-def _check_float(name: str, value: Any, allowed: str, ok) -> None:
-    # `not ok(...)` rather than a negated comparison, so NaN is refused too.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-        raise SettingsError(name, f"got {value!r}; allowed: {allowed}")
 
 
 @dataclass

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.checks import check_int, check_number
 from engine.errors import ModelSourceError, SettingsError
 
 if TYPE_CHECKING:
@@ -59,16 +60,9 @@ class LoraSettings:
 
     def validate(self) -> None:
         """Raise ``SettingsError`` naming the training field (``lora_rank``, ...) of the first bad value."""
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or not 1 <= self.rank <= 4096:
-            raise SettingsError(
-                "lora_rank", f"{self.rank!r} is not allowed; use a whole number from 1 to 4096 (8 or 16 is usual)."
-            )
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 1e6:
-            raise SettingsError(
-                "lora_alpha", f"{self.alpha!r} is not allowed; use a number above 0 (twice the rank is usual)."
-            )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise SettingsError("lora_dropout", f"{self.dropout!r} is not allowed; use a number from 0 to below 1.")
+        check_int("lora_rank", self.rank, 1, 4096, hint=" (8 or 16 is usual)")
+        check_number("lora_alpha", self.alpha, 0, above=True, below=1e6, hint=" (twice the rank is usual)")
+        check_number("lora_dropout", self.dropout, 0, below=1)
         if not isinstance(self.targets, str) or (self.targets.strip() != AUTO_TARGETS and not self.target_names()):
             raise SettingsError(
                 "lora_targets",

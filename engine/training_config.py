@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from engine.checks import check_int, check_number, check_text
 from engine.devices import device_name, precision_name
 from engine.errors import SettingsError, WorkbenchError
 from engine.lora import LoraSettings
@@ -72,24 +73,24 @@ class TrainingConfig:
 
         The device and precision are put in their canonical spelling ("CUDA" -> "cuda"), as everywhere.
         """
-        _check_text("model", self.model)
+        check_text("model", self.model)
         try:
             ModelSource.parse(self.model)
         except WorkbenchError as exc:
             raise SettingsError("model", str(exc)) from exc
-        _check_text("dataset", self.dataset)
+        check_text("dataset", self.dataset)
         if self.dataset_field is not None:
-            _check_text("dataset_field", self.dataset_field)
+            check_text("dataset_field", self.dataset_field)
         check_int("max_steps", self.max_steps, 1)
         if self.epochs is not None:
-            _check_number("epochs", self.epochs, 0, above=True)
+            check_number("epochs", self.epochs, 0, above=True)
         if self.max_time is not None:
-            _check_number("max_time", self.max_time, 0, above=True, unit=" seconds")
+            check_number("max_time", self.max_time, 0, above=True, unit=" seconds")
         check_int("batch_size", self.batch_size, 1)
         check_int("block_size", self.block_size, 1)
         check_int("grad_accum", self.grad_accum, 1)
-        _check_number("learning_rate", self.learning_rate, 0, above=True)
-        _check_number("min_learning_rate", self.min_learning_rate, 0)
+        check_number("learning_rate", self.learning_rate, 0, above=True)
+        check_number("min_learning_rate", self.min_learning_rate, 0)
         if self.min_learning_rate > self.learning_rate:
             raise SettingsError(
                 "min_learning_rate",
@@ -99,10 +100,10 @@ class TrainingConfig:
         check_int("warmup_steps", self.warmup_steps, 0)
         if self.epochs is None:
             check_warmup(self.warmup_steps, self.max_steps)
-        _check_number("weight_decay", self.weight_decay, 0)
-        _check_number("beta1", self.beta1, 0, below=1)
-        _check_number("beta2", self.beta2, 0, below=1)
-        _check_number("grad_clip", self.grad_clip, 0, hint=" (0 turns clipping off)")
+        check_number("weight_decay", self.weight_decay, 0)
+        check_number("beta1", self.beta1, 0, below=1)
+        check_number("beta2", self.beta2, 0, below=1)
+        check_number("grad_clip", self.grad_clip, 0, hint=" (0 turns clipping off)")
         check_int("eval_every", self.eval_every, 0, hint=" (0 turns evaluation off)")
         check_int("eval_batches", self.eval_batches, 1)
         check_int("sample_every", self.sample_every, 0, hint=" (0 turns samples off)")
@@ -164,37 +165,6 @@ class TrainingConfig:
             if required not in values:
                 raise SettingsError(required, "is required.")
         return cls(**values)
-
-
-def _check_text(name: str, value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise SettingsError(name, "is required: give a non-empty value.")
-
-
-def check_int(name: str, value: object, minimum: int, maximum: int | None = None, hint: str = "") -> None:
-    allowed = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SettingsError(name, f"{value!r} is not a whole number; use a whole number {allowed}{hint}.")
-    if value < minimum or (maximum is not None and value > maximum):
-        raise SettingsError(name, f"{value} is out of range; use a whole number {allowed}{hint}.")
-
-
-def _check_number(
-    name: str,
-    value: object,
-    minimum: float,
-    *,
-    above: bool = False,
-    below: float | None = None,
-    unit: str = "",
-    hint: str = "",
-) -> None:
-    lower = f"above {minimum:g}" if above else f"at least {minimum:g}"
-    allowed = lower + (f" and below {below:g}" if below is not None else "") + unit
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SettingsError(name, f"{value!r} is not a number; use a number {allowed}{hint}.")
-    if value < minimum or (above and value == minimum) or (below is not None and value >= below):
-        raise SettingsError(name, f"{value:g} is out of range; use a number {allowed}{hint}.")
 
 
 def check_warmup(warmup_steps: int, max_steps: int) -> None:
