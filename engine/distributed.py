@@ -253,12 +253,42 @@ def _with_the_others(doing: str) -> Iterator[None]:
     except torch.OutOfMemoryError:
         raise
     except RuntimeError as exc:  # gloo raises plain RuntimeErrors; NCCL DistBackendError (one too)
-        raise TrainingError(
-            f"Lost the other training processes while {doing} ({_short_reason(exc)}): one of them crashed, was "
-            f"stopped or hangs, or its machine cannot be reached (each waits "
-            f"{_timeout_in_use.total_seconds():g} s for the others; {COLLECTIVE_TIMEOUT_VARIABLE} sets it). "
-            "This run ends here: resume it from its last checkpoint."
-        ) from exc
+        raise _lost_the_others(doing, exc) from exc
+
+
+@contextlib.contextmanager
+def exchanging_gradients() -> Iterator[None]:
+    """Around a training step under DDP, whose backward pass averages the gradients with the other ranks.
+
+    A peer lost or silent there ends the rank with the ``TrainingError`` any
+    collective raises. Unlike a collective, a step also runs the model, so
+    only an error of the process group is taken for a lost peer: every other
+    one (out of memory, a bug) passes unchanged.
+    """
+    try:
+        yield
+    except RuntimeError as exc:
+        if not _from_the_process_group(exc):
+            raise
+        raise _lost_the_others("exchanging gradients", exc) from exc
+
+
+def _from_the_process_group(exc: RuntimeError) -> bool:
+    """True for what a collective raises: torch's ``DistError`` (NCCL, the store), or gloo's transport errors.
+
+    gloo's are plain ``RuntimeError``s whose text names their source file,
+    "[.../gloo/transport/tcp/pair.cc:553] Connection closed by peer".
+    """
+    return isinstance(exc, dist.DistError) or "gloo/transport/" in str(exc)
+
+
+def _lost_the_others(doing: str, exc: BaseException) -> TrainingError:
+    return TrainingError(
+        f"Lost the other training processes while {doing} ({_short_reason(exc)}): one of them crashed, was "
+        f"stopped or hangs, or its machine cannot be reached (each waits "
+        f"{_timeout_in_use.total_seconds():g} s for the others; {COLLECTIVE_TIMEOUT_VARIABLE} sets it). "
+        "This run ends here: resume it from its last checkpoint."
+    )
 
 
 def broadcast_from_writer(value: Any) -> Any:

@@ -613,22 +613,28 @@ class TrainingJob:
         return "completed", f"Completed {training.step} steps."
 
     def _optimizer_step(self, training: _Training) -> tuple[float, float]:
-        """Forward and backward over grad_accum micro-batches, clip, step; return (loss, gradient norm)."""
+        """Forward and backward over grad_accum micro-batches, clip, step; return (loss, gradient norm).
+
+        Several ranks: DDP exchanges gradients with the others during the
+        backward pass, so a rank lost there ends the run with a clear error,
+        as at any other collective.
+        """
         config, ddp_model = self.config, training.ddp_model
         model = training.model if ddp_model is None else ddp_model
         loss_sum = torch.zeros((), device=training.device)
-        for micro_step in range(config.grad_accum):
-            x, y = (
-                t.pin_memory().to(training.device, non_blocking=True) if training.device.type == "cuda" else t
-                for t in training.sampler.next_batch()
-            )
-            # DDP averages gradients across ranks in the last micro-batch's backward pass only.
-            last = micro_step == config.grad_accum - 1
-            with contextlib.nullcontext() if ddp_model is None or last else ddp_model.no_sync():
-                with autocast_context(training.device, training.precision):
-                    loss = next_token_loss(model, x, y) / config.grad_accum
-                training.scaler.scale(loss).backward()
-            loss_sum += loss.detach()
+        with contextlib.nullcontext() if ddp_model is None else distributed.exchanging_gradients():
+            for micro_step in range(config.grad_accum):
+                x, y = (
+                    t.pin_memory().to(training.device, non_blocking=True) if training.device.type == "cuda" else t
+                    for t in training.sampler.next_batch()
+                )
+                # DDP averages gradients across ranks in the last micro-batch's backward pass only.
+                last = micro_step == config.grad_accum - 1
+                with contextlib.nullcontext() if ddp_model is None or last else ddp_model.no_sync():
+                    with autocast_context(training.device, training.precision):
+                        loss = next_token_loss(model, x, y) / config.grad_accum
+                    training.scaler.scale(loss).backward()
+                loss_sum += loss.detach()
         if ddp_model is not None:
             loss_sum = distributed.mean_over_ranks(loss_sum)  # the loss of the global batch
         training.scaler.unscale_(training.optimizer)

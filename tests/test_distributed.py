@@ -29,6 +29,7 @@ from engine.distributed import (
     ProcessRank,
     _short_reason,
     collective_timeout,
+    exchanging_gradients,
     rendezvous_timeout,
     this_process,
     torchrun_arguments,
@@ -125,6 +126,27 @@ def test_a_gloo_error_is_told_in_a_few_words():
         "for recv operation to complete"
     )
     assert _short_reason(timeout) == "Timed out waiting 5000ms for recv operation to complete"
+
+
+def test_only_the_process_groups_errors_in_a_training_step_are_taken_for_a_lost_peer():
+    import torch
+
+    lost = (
+        RuntimeError(
+            "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:9884: "
+            "Connection reset by peer. This is typically caused by a remote worker hanging or bugs in the application."
+        ),
+        torch.distributed.DistBackendError("NCCL communicator was aborted on rank 0."),
+    )
+    for error in lost:
+        lost_while_exchanging = "^Lost the other training processes while exchanging gradients \\("
+        with pytest.raises(TrainingError, match=lost_while_exchanging), exchanging_gradients():
+            raise error
+    # Out of memory, or a bug, in the same step is not a lost peer: it passes unchanged.
+    for error in (torch.OutOfMemoryError("CUDA out of memory."), RuntimeError("mat1 and mat2 shapes cannot be")):
+        with pytest.raises(RuntimeError) as raised, exchanging_gradients():
+            raise error
+        assert raised.value is error
 
 
 def test_ranks_that_never_meet_end_the_launch_with_an_error_that_says_so(monkeypatch: pytest.MonkeyPatch):
@@ -472,6 +494,61 @@ def test_a_rank_exits_when_its_group_goes_while_gloo_still_finishes_a_collective
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(result.stdout.split("\n")[:-1]) == ["rank 0 done", "rank 1 done"]
+
+
+# A module that torchrun runs as the two ranks of `lmwb train`: rank 1 is killed in its second step, between its
+# forward and backward passes, so rank 0 loses it inside DDP's backward pass, where the ranks exchange gradients.
+LOST_IN_BACKWARD = """
+import os, signal, sys
+import engine.training
+from tui.cli import main
+
+if os.environ["RANK"] == "1":
+    forward = engine.training.next_token_loss
+    passes = []
+
+    def killed_after_the_second_forward_pass(*arguments):
+        loss = forward(*arguments)
+        passes.append(loss)
+        if len(passes) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return loss
+
+    engine.training.next_token_loss = killed_after_the_second_forward_pass
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_lost_in_the_backward_pass_ends_the_run_with_a_line_that_says_so(
+    tmp_path: Path, tiny_model_dir: Path, fables_excerpt: Path
+):
+    from engine.store import RunStore
+
+    (tmp_path / "lose_rank_1.py").write_text(LOST_IN_BACKWARD, encoding="utf-8")
+    flags = as_flags({**SETTINGS, "model": tiny_model_dir, "dataset": fables_excerpt, "batch_size": 2})
+    result = run_python(
+        "-c",
+        "import sys; from engine.distributed import run_under_torchrun; "
+        "sys.exit(run_under_torchrun('lose_rank_1', sys.argv[1:], 2))",
+        "train",
+        "--steps",
+        "4",
+        *flags,
+        # The lost rank's closed connection ends rank 0's wait at once; the timeout only bounds a miss.
+        environment={"PYTHONPATH": f"{REPOSITORY}{os.pathsep}{tmp_path}", "LMWB_COLLECTIVE_TIMEOUT": "30"},
+        timeout=120,
+    )
+
+    assert result.returncode != 0, result.stdout + result.stderr
+    lost = [line for line in result.stderr.splitlines() if "Lost the other training processes" in line]
+    assert lost and lost[0].startswith("lmwb: error: Lost the other training processes while exchanging gradients ("), (
+        result.stderr
+    )
+    assert "resume it from its last checkpoint" in lost[0]
+    assert "internal error" not in result.stderr, result.stderr
+    (run,) = RunStore().list_runs()
+    assert run.status == "failed" and "while exchanging gradients" in (run.error or ""), run
 
 
 def test_resuming_with_another_number_of_processes_is_refused(fables_excerpt: Path, capsys):
