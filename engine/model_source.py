@@ -34,6 +34,14 @@ SCRATCH_PRESETS: dict[str, dict] = {
 }
 
 
+def scratch_parameter_count(name: str, vocab_size: int = 8192) -> int:
+    """Parameters of a scratch preset with that vocabulary (GPT-2 ties input and output embeddings)."""
+    preset = SCRATCH_PRESETS[name]
+    width, layers, context = preset["n_embd"], preset["n_layer"], preset["n_positions"]
+    per_layer = 12 * width * width + 13 * width  # attention 4d²+4d, MLP 8d²+5d, two layer norms 4d
+    return vocab_size * width + context * width + layers * per_layer + 2 * width
+
+
 _ACCEPTED_FORMS = (
     "Use one of:\n"
     "  a Hugging Face id             gpt2, distilgpt2, org/name\n"

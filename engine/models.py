@@ -53,7 +53,7 @@ from engine.devices import device_name
 from engine.errors import ModelSourceError, SettingsError, StoreError
 from engine.home import tokenizer_cache_dir, workbench_home
 from engine.lora import adapter_base, is_adapter_directory, load_adapters, merge_adapters
-from engine.model_source import SCRATCH_PRESETS, ModelSource
+from engine.model_source import SCRATCH_PRESETS, ModelSource, scratch_parameter_count
 
 if TYPE_CHECKING:
     from engine.datasets import Dataset
@@ -642,14 +642,6 @@ def list_model_choices(store: RunStore | None) -> list[ModelChoice]:
                     ModelChoice(f"run:{run.id}@{row['step']}", "run", f"{run.name} at step {row['step']}{loss}")
                 )
     return choices
-
-
-def scratch_parameter_count(name: str, vocab_size: int = 8192) -> int:
-    """Parameters of a scratch preset with that vocabulary (GPT-2 ties input and output embeddings)."""
-    preset = SCRATCH_PRESETS[name]
-    width, layers, context = preset["n_embd"], preset["n_layer"], preset["n_positions"]
-    per_layer = 12 * width * width + 13 * width  # attention 4d²+4d, MLP 8d²+5d, two layer norms 4d
-    return vocab_size * width + context * width + layers * per_layer + 2 * width
 
 
 def _describe_preset(name: str) -> str:

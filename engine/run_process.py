@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import SettingsError, StoreError, TrainingError, WorkbenchError
+from engine.errors import StoreError, TrainingError, WorkbenchError
 from engine.home import ensure_private_dir, run_dir
 from engine.store import (
     ACTIVE_STATUSES,
@@ -65,7 +65,8 @@ class TrainingProgress:
     """
 
     step: int = 0
-    max_steps: int = 0
+    max_steps: int = 0  # for a run planned on time, the steps its budget will reach at the pace so far
+    steps_estimated: bool = False  # max_steps is that estimate
     tokens: int = 0
     train_loss: float | None = None
     val_loss: float | None = None
@@ -149,11 +150,10 @@ def _check_resumable(run: Run, config: TrainingConfig, nproc: int | None, store:
         )
     if not store.checkpoints(run.id):
         raise TrainingError(f"Run {run.id} has no checkpoint to resume from; start a new run instead.")
-    if config.epochs is None and config.max_steps <= run.steps:
-        raise SettingsError(
-            "max_steps",
-            f"run {run.id} is already at step {run.steps}; max_steps is the new total, so give more than {run.steps}.",
-        )
+    from engine.training_config import check_room_to_resume
+
+    progress = progress_of(run)
+    check_room_to_resume(config, run.id, run.steps, progress.elapsed if progress is not None else 0.0)
     return run
 
 

@@ -76,15 +76,16 @@ from engine.models import ModelSource, context_length_on_disk, load_model, quiet
 from engine.precision import autocast_context, resolve_precision
 from engine.run_process import RunPulse, TrainingProgress, start_queued_runs
 from engine.run_recorder import RunRecorder, SilentRecorder
-from engine.schedule import configure_optimizer, get_lr
+from engine.schedule import configure_optimizer, get_lr, get_lr_on_time
 from engine.store import Run, RunStatus, RunStore
-from engine.training_config import TrainingConfig, check_block_size, check_warmup
+from engine.training_config import TrainingConfig, check_block_size, check_room_to_resume, check_warmup
 
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PAUSE_POLL_SECONDS = 0.1  # how often a paused run looks whether to go on
+PLAN_REPORT_STEP = 10  # a run planned on time says how far its budget will take it once its pace is known
 
 
 @dataclass(frozen=True)
@@ -123,13 +124,17 @@ class _Training:
     val_split: TokenSplit
     val_starts: np.ndarray  # the fixed validation windows (rank 0 scores them)
     dataset_hash: str  # the text the data order belongs to
-    max_steps: int
+    max_steps: int | None  # None: planned on time, the run ends as its budget (config.max_time) runs out
+    parameters: int  # the model's, for tokens per parameter in the plan
     # How far the run has got: saved with each checkpoint, restored on resume.
     step: int = 0
     tokens: int = 0
     elapsed: float = 0.0  # seconds trained, every session together
     best_val_loss: float | None = None
     last_checkpoint_step: int | None = None
+    # What the run's last evaluation and checkpoint took: a run planned on time keeps room for both at its end.
+    evaluation_seconds: float | None = None
+    checkpoint_seconds: float | None = None
 
 
 class TrainingJob:
@@ -163,11 +168,12 @@ class TrainingJob:
         self.run_id: str | None = None
         self.model: PreTrainedModel | PeftModel | None = None  # the model being trained, once loaded
         self.error: BaseException | None = None  # why the run failed, once it has
-        self.progress = TrainingProgress(max_steps=config.max_steps)
+        self.progress = TrainingProgress(max_steps=config.max_steps or 0)
         self.place = distributed.this_process()  # rank and world size, from torchrun's environment
         self.pulse: RunPulse | None = None  # rank 0's heartbeat and request reader, once the run is open
         self._stop_requested = False
         self._pause_requested = False
+        self._budget_spent = False  # a run planned on time: its time is up (rank 0's clock decides)
         self._thread: threading.Thread | None = None
         self._progress_lock = threading.Lock()  # the loop and the pulse both report
 
@@ -308,13 +314,7 @@ class TrainingJob:
             raise TrainingError(f"Run {run.id} has no checkpoint to resume from; start a new run instead.")
         checkpoint = Path(on_disk[-1]["path"])
         resume = _ResumePoint(checkpoint, load_trainer_state(checkpoint))
-        resumed_step = resume.state["step"]
-        if config.epochs is None and config.max_steps <= resumed_step:
-            raise SettingsError(
-                "max_steps",
-                f"run {run.id} is already at step {resumed_step}; max_steps is the new total, "
-                f"so give more than {resumed_step}.",
-            )
+        check_room_to_resume(config, run.id, resume.state["step"], resume.state["elapsed"])
         self.store.update_run(run.id, config=config.as_dict())
         self.store.set_status(run.id, "running")  # claims it for this process (pid, host)
         return run.id, resume
@@ -433,7 +433,8 @@ class TrainingJob:
                     f"block_size + 1 = {config.block_size + 1}; use more text or a smaller block_size.",
                 )
         max_steps = config.steps_for(len(train_split.ids), place.world_size)
-        check_warmup(config.warmup_steps, max_steps)
+        if max_steps is not None:
+            check_warmup(config.warmup_steps, max_steps)
         sampler = WindowSampler(
             train_split,
             config.block_size,
@@ -471,6 +472,7 @@ class TrainingJob:
             val_starts=val_starts,
             dataset_hash=dataset_hash,
             max_steps=max_steps,
+            parameters=sum(p.numel() for p in model.parameters()),
         )
         if resume is not None:
             self._restore(training, resume.state)
@@ -513,7 +515,7 @@ class TrainingJob:
     # -- the loop ------------------------------------------------------------
 
     def _train(self, opened: _OpenedRun) -> tuple[RunStatus, str]:
-        """Set up, then loop until max_steps, stop or the time limit; return the final status and message."""
+        """Set up, then loop until max_steps (or the time budget), a stop or the time limit; return how it ended."""
         training = self._prepare(opened)
         config = self.config
         training.recorder.set_position(training.step, training.tokens)
@@ -521,30 +523,33 @@ class TrainingJob:
         elapsed_before = training.elapsed  # seconds trained in earlier sessions
         session_start = time.perf_counter()
         paused_seconds = 0.0
-        seconds_per_step: float | None = None  # smoothed wall time per step, for the ETA
+        seconds_per_step: float | None = None  # smoothed wall time per step, bookkeeping included
         last_step_end = session_start
         stop_reason = ""
         self._report(
             status="running",
             phase="training",
             step=training.step,
-            max_steps=training.max_steps,
+            max_steps=training.max_steps or 0,
+            steps_estimated=training.max_steps is None,
             tokens=training.tokens,
             elapsed=elapsed_before,
         )
 
-        while training.step < training.max_steps:
-            stop_reason, pause = self._controls(training, time.perf_counter() - session_start - paused_seconds)
+        while training.max_steps is None or training.step < training.max_steps:
+            session_seconds = time.perf_counter() - session_start - paused_seconds
+            stop_reason, pause = self._controls(training, session_seconds, seconds_per_step)
             if pause and not stop_reason:
                 paused = self._hold_while_paused(training)
                 paused_seconds += paused
                 last_step_end += paused
-                stop_reason, _ = self._controls(training, time.perf_counter() - session_start - paused_seconds)
+                session_seconds = time.perf_counter() - session_start - paused_seconds
+                stop_reason, _ = self._controls(training, session_seconds, seconds_per_step)
             if stop_reason:
                 break
 
             # one optimizer step
-            lr = get_lr(training.step, config, training.max_steps)
+            lr = self._learning_rate(training, elapsed_before + session_seconds)
             for group in training.optimizer.param_groups:
                 group["lr"] = lr
             step_start = time.perf_counter()
@@ -566,10 +571,10 @@ class TrainingJob:
             seconds_per_step = (
                 iteration_seconds if seconds_per_step is None else 0.9 * seconds_per_step + 0.1 * iteration_seconds
             )
-            stop_reason, _ = self._controls(training, session_seconds)
-            ending = bool(stop_reason) or training.step >= training.max_steps
-            checkpoint_due = ending or (config.checkpoint_every > 0 and training.step % config.checkpoint_every == 0)
             training.elapsed = elapsed_before + session_seconds
+            stop_reason, _ = self._controls(training, session_seconds, seconds_per_step)
+            ending = bool(stop_reason) or training.step == training.max_steps
+            checkpoint_due = ending or (config.checkpoint_every > 0 and training.step % config.checkpoint_every == 0)
             row: dict[str, Any] = {
                 "step": training.step,
                 "train_loss": train_loss,
@@ -580,15 +585,20 @@ class TrainingJob:
                 "elapsed": training.elapsed,
             }
             if config.eval_every > 0 and (training.step % config.eval_every == 0 or checkpoint_due):
+                started = time.perf_counter()
                 row.update(self._evaluate(training))
+                training.evaluation_seconds = time.perf_counter() - started
             training.recorder.add_metrics(row)
             if config.sample_every > 0 and training.step % config.sample_every == 0:
                 self._sample(training)
             if checkpoint_due:
+                started = time.perf_counter()
                 self._checkpoint(training, row.get("val_loss"))
+                training.checkpoint_seconds = time.perf_counter() - started
             self._report(
-                phase="stopping" if self._stop_requested else "training",
+                phase="stopping" if self._stop_requested and not self._budget_spent else "training",
                 step=training.step,
+                max_steps=training.max_steps or self._estimated_steps(training, seconds_per_step),
                 tokens=training.tokens,
                 train_loss=train_loss,
                 val_loss=row.get("val_loss", self.progress.val_loss),
@@ -597,12 +607,17 @@ class TrainingJob:
                 eta_seconds=self._eta(training, seconds_per_step, session_seconds),
                 gpu_memory_bytes=_gpu_memory_bytes(training.device),
             )
+            if training.max_steps is None and training.step == PLAN_REPORT_STEP:
+                self._report(message=self._plan_message(training, seconds_per_step, tokens_per_step))
             if ending:
                 break
 
         if training.last_checkpoint_step != training.step:  # stopped between steps (while paused, or before the first)
             self._checkpoint(training, None)
         training.recorder.flush()
+        if self._budget_spent:
+            training.recorder.set_status("completed")
+            return "completed", f"Completed its {config.max_time:g} s budget: {training.step} steps."
         if stop_reason:
             training.recorder.set_status("stopped")
             return (
@@ -611,6 +626,13 @@ class TrainingJob:
             )
         training.recorder.set_status("completed")
         return "completed", f"Completed {training.step} steps."
+
+    def _learning_rate(self, training: _Training, elapsed: float) -> float:
+        """The schedule over the run's steps, or over its time budget when it is planned on time."""
+        if training.max_steps is not None:
+            return get_lr(training.step, self.config, training.max_steps)
+        assert self.config.max_time is not None  # validate(): a run without max_steps has a budget
+        return get_lr_on_time(training.step, self.config, elapsed, self.config.max_time)
 
     def _optimizer_step(self, training: _Training) -> tuple[float, float]:
         """Forward and backward over grad_accum micro-batches, clip, step; return (loss, gradient norm).
@@ -659,21 +681,64 @@ class TrainingJob:
             self._report(status="running", phase="training", message=f"Continued at step {training.step}.")
         return time.perf_counter() - started
 
-    def _controls(self, training: _Training, session_seconds: float) -> tuple[str, bool]:
+    def _controls(
+        self, training: _Training, session_seconds: float, seconds_per_step: float | None
+    ) -> tuple[str, bool]:
         """(why to stop now, "" to go on; whether to pause), agreed by every rank.
 
         A rank that stops or pauses alone leaves the others waiting in the
         next gradient exchange, so the ranks agree: a stop on any rank (a
         signal, the time limit), a pause when rank 0 (which reads the store) says so.
+        A run planned on time ends the same way, when rank 0's clock says its budget is spent.
         """
+        config = self.config
         reason = ""
         if self._stop_requested:
             reason = "Stopped"
-        elif self.config.max_time is not None and session_seconds >= self.config.max_time:
-            reason = f"Time limit of {self.config.max_time:g} s reached"
+        elif training.max_steps is not None and config.max_time is not None and session_seconds >= config.max_time:
+            reason = f"Time limit of {config.max_time:g} s reached"
+        elif training.max_steps is None and self.place.writes and self._budget_is_spent(training, seconds_per_step):
+            self._budget_spent = True
+            reason = f"Time budget of {config.max_time:g} s spent"
         self._stop_requested = self._stop_requested or bool(reason)
         stop, pause = self._agreed_controls(training.device)
         return (reason or ("Stopped by another process" if stop else "")), pause
+
+    def _budget_is_spent(self, training: _Training, seconds_per_step: float | None) -> bool:
+        """Whether another step, then the final evaluation and checkpoint, would overrun the time budget."""
+        assert self.config.max_time is not None
+        return training.elapsed + self._seconds_to_finish(training, seconds_per_step) >= self.config.max_time
+
+    def _seconds_to_finish(self, training: _Training, seconds_per_step: float | None) -> float:
+        """The time one more step and the final evaluation and checkpoint will take, from what they took so far.
+
+        Before the first evaluation, it is guessed from the step time (a
+        forward pass over eval_batches, about half a training step each);
+        before the first checkpoint, a second.
+        """
+        if seconds_per_step is None:
+            return 0.0
+        config = self.config
+        evaluation = training.evaluation_seconds
+        if evaluation is None:
+            evaluation = 0.5 * seconds_per_step * config.eval_batches / config.grad_accum if config.eval_every else 0.0
+        checkpoint = training.checkpoint_seconds if training.checkpoint_seconds is not None else 1.0
+        return seconds_per_step + evaluation + checkpoint
+
+    def _estimated_steps(self, training: _Training, seconds_per_step: float) -> int:
+        """A run planned on time: the steps it will have taken when its budget runs out, at the pace so far."""
+        assert self.config.max_time is not None
+        room = self.config.max_time - training.elapsed - self._seconds_to_finish(training, seconds_per_step)
+        return training.step + 1 + max(0, int(room / seconds_per_step))
+
+    def _plan_message(self, training: _Training, seconds_per_step: float, tokens_per_step: int) -> str:
+        """The plan once the pace is known: steps, tokens and tokens per parameter the budget will reach."""
+        steps = self._estimated_steps(training, seconds_per_step)
+        tokens = steps * tokens_per_step
+        return (
+            f"Plan: ≈{steps:,} steps, ≈{tokens:,} tokens, {tokens / training.parameters:.2g} tokens per parameter "
+            f"in {self.config.max_time:g} s."
+        )
 
     def _agreed_controls(self, device: torch.device) -> tuple[bool, bool]:
         """(stop, pause) as every rank will see them: one small collective per call under several ranks."""
@@ -683,9 +748,13 @@ class TrainingJob:
         return stop, pause
 
     def _eta(self, training: _Training, seconds_per_step: float, session_seconds: float) -> float:
+        config = self.config
+        if training.max_steps is None:
+            assert config.max_time is not None
+            return max(0.0, config.max_time - training.elapsed)
         eta = (training.max_steps - training.step) * seconds_per_step
-        if self.config.max_time is not None:
-            eta = min(eta, max(0.0, self.config.max_time - session_seconds))
+        if config.max_time is not None:
+            eta = min(eta, max(0.0, config.max_time - session_seconds))
         return eta
 
     def _evaluate(self, training: _Training) -> dict[str, float]:

@@ -36,9 +36,12 @@ class TrainingConfig:
     model: str  # a model source: "gpt2", "./dir", "run:<id>@<step>", "scratch:tiny"
     dataset: str  # a bundled dataset name, a file or a folder
     dataset_field: str | None = None  # the .jsonl field / .csv column holding the text
-    max_steps: int = 200  # optimizer steps in total (when resuming: the new total)
+    max_steps: int | None = 200  # optimizer steps in total (when resuming: the new total); None: plan on max_time
     epochs: float | None = None  # when set, max_steps is derived: this many passes over the training tokens
-    max_time: float | None = None  # seconds of training in this session; then stop as if stop() was called
+    # With max_steps: a limit on this session's training, then stop as if stop() was called (resumable).
+    # Without (max_steps None): the run's time budget, every session together; the learning rate decays
+    # over it and the run completes, evaluated and checkpointed, as it runs out (engine.planning).
+    max_time: float | None = None  # seconds
     batch_size: int = 8  # windows per micro-batch
     block_size: int = 128  # tokens per window (at most the model's context)
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -81,7 +84,15 @@ class TrainingConfig:
         check_text("dataset", self.dataset)
         if self.dataset_field is not None:
             check_text("dataset_field", self.dataset_field)
-        check_int("max_steps", self.max_steps, 1)
+        if self.max_steps is None:
+            if self.max_time is None or self.epochs is not None:
+                raise SettingsError(
+                    "max_steps",
+                    "is needed unless the run is planned on time: give a number of steps, or max_time "
+                    "(seconds) without max_steps and epochs.",
+                )
+        else:
+            check_int("max_steps", self.max_steps, 1)
         if self.epochs is not None:
             check_number("epochs", self.epochs, 0, above=True)
         if self.max_time is not None:
@@ -98,7 +109,7 @@ class TrainingConfig:
                 "the schedule decays down to it, so use a value at most learning_rate.",
             )
         check_int("warmup_steps", self.warmup_steps, 0)
-        if self.epochs is None:
+        if self.max_steps is not None and self.epochs is None:
             check_warmup(self.warmup_steps, self.max_steps)
         check_number("weight_decay", self.weight_decay, 0)
         check_number("beta1", self.beta1, 0, below=1)
@@ -135,8 +146,13 @@ class TrainingConfig:
         if not isinstance(self.name, str) or len(self.name) > 200:
             raise SettingsError("name", "must be text of at most 200 characters.")
 
-    def steps_for(self, train_tokens: int, world_size: int = 1) -> int:
-        """The run's total steps: ``max_steps``, or enough steps for ``epochs`` passes over the training tokens."""
+    @property
+    def planned_on_time(self) -> bool:
+        """Whether the run's length is its time budget (max_time) rather than a number of steps."""
+        return self.max_steps is None
+
+    def steps_for(self, train_tokens: int, world_size: int = 1) -> int | None:
+        """The run's total steps: ``max_steps``, enough for ``epochs`` passes, or None when planned on time."""
         if self.epochs is None:
             return self.max_steps
         tokens_per_step = self.batch_size * self.block_size * self.grad_accum * world_size
@@ -173,6 +189,23 @@ def check_warmup(warmup_steps: int, max_steps: int) -> None:
             "warmup_steps",
             f"{warmup_steps} warmup steps is more than the {max_steps} steps of the run; "
             "use at most max_steps (a tenth of it is usual).",
+        )
+
+
+def check_room_to_resume(config: TrainingConfig, run_id: str, step: int, elapsed: float) -> None:
+    """Refuse to resume a run that its settings say is finished: at its max_steps, or out of its time budget."""
+    if config.epochs is not None:
+        return
+    if config.max_steps is not None and config.max_steps <= step:
+        raise SettingsError(
+            "max_steps",
+            f"run {run_id} is already at step {step}; max_steps is the new total, so give more than {step}.",
+        )
+    if config.max_steps is None and config.max_time is not None and config.max_time <= elapsed:
+        raise SettingsError(
+            "max_time",
+            f"run {run_id} has trained {elapsed:.0f} s of its {config.max_time:g} s budget; max_time is the "
+            f"run's whole budget, so give more than {elapsed:.0f}.",
         )
 
 

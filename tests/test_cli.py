@@ -729,6 +729,7 @@ def test_sigterm_stops_a_headless_run_cleanly(fables: Path) -> None:
         cwd=REPO_ROOT,
     )
     started = child.stdout.readline()
+    assert child.stdout.readline().startswith("Plan: 100000 steps · picked lr")  # what was picked, and why
     progress = child.stdout.readline()
     assert progress.startswith("step "), progress
     child.send_signal(signal.SIGTERM)

@@ -22,16 +22,14 @@ from transformers import AutoModelForCausalLM, DistilBertConfig, DistilBertModel
 
 from engine.datasets import bundled_datasets, open_dataset
 from engine.errors import ModelSourceError, SettingsError
+from engine.model_source import SCRATCH_PRESETS, ModelSource, scratch_parameter_count
 from engine.models import (
-    SCRATCH_PRESETS,
     ModelRequest,
-    ModelSource,
     list_model_choices,
     load_model,
     pick_device,
     quiet_transformers,
     resolve_checkpoint,
-    scratch_parameter_count,
     train_tokenizer,
 )
 from engine.store import RunStore

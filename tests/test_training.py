@@ -7,6 +7,7 @@ in the test's private LMWB_HOME. Runs are a few dozen steps of a 2-layer,
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -208,6 +209,56 @@ def test_max_time_stops_the_run_with_a_checkpoint(tiny_model_dir, fables_excerpt
     assert run.status == "stopped"
     assert "Time limit" in job.progress.message
     assert store.checkpoints(run.id)[-1]["step"] == run.steps > 0
+
+
+BUDGET = 12.0  # seconds: long enough that the tiny model takes well over the old default of 200 steps
+
+
+def planned_on_time(model: Path, dataset: Path, **overrides) -> TrainingConfig:
+    """A run planned on time: no max_steps, a budget, an evaluation and a checkpoint along the way."""
+    values = dict(max_steps=None, max_time=BUDGET, eval_every=100, checkpoint_every=150, warmup_steps=10)
+    return settings(model, dataset, **{**values, **overrides})
+
+
+def test_a_run_planned_on_time_spends_its_budget_and_ends_at_the_minimum_rate(tiny_model_dir, fables_excerpt, store):
+    job = TrainingJob(planned_on_time(tiny_model_dir, fables_excerpt), store)
+    run = job.run()
+    assert run.status == "completed", run.error
+    assert "budget" in job.progress.message
+    metrics = store.metrics(run.id)
+    elapsed = metrics[-1]["elapsed"]  # training time: steps, evaluations and checkpoints
+    assert abs(elapsed - BUDGET) <= 0.1 * BUDGET, elapsed
+    assert run.steps > 200
+    config = job.config
+    assert metrics[-1]["lr"] == pytest.approx(config.min_learning_rate, abs=0.02 * config.learning_rate)
+    assert max(row["lr"] for row in metrics) == pytest.approx(config.learning_rate, rel=0.01)
+    rates = [row["lr"] for row in metrics if row["step"] > config.warmup_steps]
+    assert all(later <= earlier for earlier, later in itertools.pairwise(rates))  # decays all the way
+    last = metrics[-1]
+    assert last["val_loss"] is not None  # the final evaluation
+    assert store.checkpoints(run.id)[-1]["step"] == run.steps  # and the final checkpoint
+
+
+def test_a_run_planned_on_time_resumes_for_the_rest_of_its_budget(tiny_model_dir, fables_excerpt, store):
+    config = planned_on_time(tiny_model_dir, fables_excerpt)
+    stop_at_50, holder = stop_at(50)
+    first = TrainingJob(config, store, on_progress=stop_at_50)
+    holder.append(first)
+    stopped = first.run()
+    assert stopped.status == "stopped" and stopped.steps == 50
+    spent = store.metrics(stopped.id)[-1]["elapsed"]
+
+    resumed_job = TrainingJob(config, store, resume_run=stopped.id)
+    resumed = resumed_job.run()
+    assert resumed.status == "completed" and resumed.steps > 50
+    metrics = store.metrics(resumed.id)
+    assert metrics[-1]["elapsed"] == pytest.approx(BUDGET, rel=0.1)  # the budget counts both sessions
+    assert metrics[-1]["elapsed"] - spent < BUDGET
+    assert metrics[-1]["lr"] == pytest.approx(config.min_learning_rate, abs=0.02 * config.learning_rate)
+
+    smaller = dataclasses.replace(config, max_time=spent)  # a budget already spent
+    with pytest.raises(SettingsError, match="max_time"):
+        TrainingJob(smaller, store, resume_run=resumed.id).run()
 
 
 def test_a_resumed_run_matches_one_that_was_never_stopped(tiny_model_dir, fables_excerpt, store):

@@ -291,7 +291,13 @@ def _add_generate_parser(commands: argparse._SubParsersAction) -> None:
 # the dataclass stays the one place defaults live.
 TRAINING_FLAGS = (
     ("--steps", "max_steps", whole_number, "optimizer steps in all (with --resume: the new total)"),
-    ("--max-time", "max_time", number, "seconds; then stop with a checkpoint"),
+    (
+        "--max-time",
+        "max_time",
+        number,
+        "seconds of training. Alone: the run's time budget (the learning rate decays over it, defaults are picked "
+        "for it). With --steps: a limit on this session, then stop with a checkpoint",
+    ),
     ("--batch-size", "batch_size", whole_number, "windows per micro-batch"),
     ("--block-size", "block_size", whole_number, "tokens per window"),
     ("--grad-accum", "grad_accum", whole_number, "micro-batches per optimizer step"),
@@ -1072,7 +1078,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     place = this_process()
     store = _open_store() if place.writes else RunStore()  # only rank 0 writes the store
     with settings_named_by_flags(TRAINING_FLAG_NAMES):
-        config, resume_run = _training_config(args, store)
+        config, resume_run, plan = _training_config(args, store)
         job = TrainingJob(config, store=store, resume_run=resume_run)
         with stop_on_signals(job.stop, (signal.SIGINT, signal.SIGTERM)) as stopping:
             run_id = job.start()
@@ -1080,9 +1086,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 processes = f" as {place.world_size} processes" if place.distributed else ""
                 print(
                     f"{'Resuming' if resume_run else 'Started'} run {run_id}{processes}: {config.model} on "
-                    f"{config.dataset}, to step {config.max_steps}. Ctrl+C stops it with a checkpoint.",
+                    f"{config.dataset}, {_extent(config)}. Ctrl+C stops it with a checkpoint.",
                     flush=True,
                 )
+                if plan:
+                    print(plan, flush=True)
                 follow_training(job, stopping)
             else:
                 while not job.join(timeout=0.5):
@@ -1100,7 +1108,7 @@ def _train_in_background(args: argparse.Namespace) -> int:
 
     store = _open_store()
     with settings_named_by_flags(TRAINING_FLAG_NAMES):
-        config, resume_run = _training_config(args, store)
+        config, resume_run, plan = _training_config(args, store)
         run = submit_run(config, store, resume_run=resume_run, nproc=args.nproc, queue=args.queue)
     if run.status == "queued":
         ahead = [
@@ -1116,10 +1124,12 @@ def _train_in_background(args: argparse.Namespace) -> int:
     else:
         verb = "Resuming" if resume_run else "Started"
         print(
-            f"{verb} run {run.id} in the background (pid {run.pid}): {config.model} on {config.dataset}, to step "
-            f"{config.max_steps}. It goes on if this terminal closes.",
+            f"{verb} run {run.id} in the background (pid {run.pid}): {config.model} on {config.dataset}, "
+            f"{_extent(config)}. It goes on if this terminal closes.",
             flush=True,
         )
+    if plan:
+        print(plan, flush=True)
     print(
         f"Follow it:  lmwb runs follow {run.id}\n"
         f"Control it: lmwb runs pause|continue|stop {run.id}\n"
@@ -1135,7 +1145,7 @@ def _train_under_torchrun(args: argparse.Namespace) -> int:
     from engine.distributed import run_under_torchrun
 
     with settings_named_by_flags(TRAINING_FLAG_NAMES):
-        config, _ = _training_config(args, _open_store())
+        config, _, _ = _training_config(args, _open_store())
         config.validate()
         open_dataset(config.dataset, config.dataset_field)
     print(
@@ -1162,8 +1172,13 @@ def _rank_arguments(args: argparse.Namespace) -> list[str]:
     return arguments
 
 
-def _training_config(args: argparse.Namespace, store: RunStore) -> tuple[Any, str | None]:
-    """The run's TrainingConfig from the flags given (over the resumed run's own config), and the run to resume."""
+def _training_config(args: argparse.Namespace, store: RunStore) -> tuple[Any, str | None, str]:
+    """The run's TrainingConfig, the run to resume, and the plan's one line (a new run: what was picked and why).
+
+    A new run is planned from the flags given (engine.planning); a resumed one
+    keeps its own settings, over which the flags given are laid.
+    """
+    from engine.planning import plan_run
     from engine.training_config import TrainingConfig
 
     settings = _given(args, [field.name for field in dataclasses.fields(TrainingConfig)])
@@ -1173,11 +1188,19 @@ def _training_config(args: argparse.Namespace, store: RunStore) -> tuple[Any, st
                 "--resume continues a run with its own model and dataset; leave out --model and --dataset."
             )
         run = store.get_run(args.resume)
-        return TrainingConfig.from_dict({**run.config, **settings}), run.id
+        return TrainingConfig.from_dict({**run.config, **settings}), run.id, ""
     missing = [TRAINING_FLAG_NAMES[field] for field in ("model", "dataset") if field not in settings]
     if missing:
         raise CommandError(f"lmwb train needs {' and '.join(missing)} (or --resume RUN_ID).")
-    return TrainingConfig(**settings), None
+    plan = plan_run(settings)
+    return plan.config, None, plan.explanation()
+
+
+def _extent(config: Any) -> str:
+    """How far a run goes, as the start line says it: to a step, or for its time budget."""
+    if config.planned_on_time:
+        return f"for {human_duration(config.max_time)} of training (planned on time)"
+    return f"to step {config.max_steps}" if config.epochs is None else f"for {config.epochs:g} epochs"
 
 
 def _print_training_summary(store: RunStore, run: Any, progress: Any) -> None:
@@ -1196,7 +1219,9 @@ def _print_training_summary(store: RunStore, run: Any, progress: Any) -> None:
         print(f"Latest checkpoint: {checkpoints[-1]['path']} (model source: run:{run.id})", flush=True)
     if run.status == "stopped":
         processes = f" --nproc {run.world_size}" if run.world_size > 1 else ""
-        print(f"Resume with: lmwb train --resume {run.id} --steps {run.config.get('max_steps')}{processes}", flush=True)
+        steps = run.config.get("max_steps")
+        more = "" if steps is None else f" --steps {steps}"  # a run planned on time goes on with its budget
+        print(f"Resume with: lmwb train --resume {run.id}{more}{processes}", flush=True)
 
 
 # The flag that sets each TrainingConfig field, to name it in messages.
@@ -1268,7 +1293,11 @@ def _follow_live(next_progress: Callable[[], tuple[Any, bool]], console: Console
         task = display.add_task(
             progress.phase or progress.status, total=progress.max_steps or None, **_progress_fields(progress)
         )
+        plan_shown = False
         while True:
+            if progress.message.startswith("Plan:") and not plan_shown:  # how far the time budget will go
+                display.console.print(progress.message)
+                plan_shown = True
             description = (
                 "stopping: saving a checkpoint"
                 if stopping.is_set() and not ended
@@ -1290,10 +1319,13 @@ def _follow_lines(
     next_progress: Callable[[], tuple[Any, bool]], stopping: threading.Event, every_seconds: float = 2.0
 ) -> None:
     """One line per step (at most every few seconds, but every evaluation), for logs and pipes."""
-    last_shown, last_val, last_time, told_stopping = None, None, 0.0, False
+    last_shown, last_val, last_time, told_stopping, plan_shown = None, None, 0.0, False, False
     ended = False
     while not ended:
         progress, ended = next_progress()
+        if progress.message.startswith("Plan:") and not plan_shown:  # how far the time budget will go
+            print(progress.message, flush=True)
+            plan_shown = True
         training = progress.status in ("running", "paused", *FINISHED_PROGRESS)
         shown = progress.step if training else progress.phase
         due = time.monotonic() - last_time >= every_seconds or progress.val_loss != last_val or ended
@@ -1311,8 +1343,9 @@ FINISHED_PROGRESS = ("completed", "stopped", "failed", "interrupted", "cancelled
 
 def _progress_line(progress: Any) -> str:
     fields = _progress_fields(progress)
+    total = f"≈{progress.max_steps}" if progress.steps_estimated else str(progress.max_steps)
     return (
-        f"step {progress.step}/{progress.max_steps} · loss {fields['loss']} · val {fields['val']} · "
+        f"step {progress.step}/{total} · loss {fields['loss']} · val {fields['val']} · "
         f"{fields['speed']} tok/s · ETA {fields['eta']}{fields['gpu']}"
     )
 

@@ -1,0 +1,80 @@
+"""Planning a run from the settings given: on time when only a budget is given, and a scratch preset's picks."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import DatasetError, SettingsError
+from engine.planning import PRESET_LEARNING_RATES, plan_run, vocabulary_for
+from tests.conftest import FABLES
+
+
+def test_a_budget_alone_plans_the_run_on_time(fables) -> None:
+    plan = plan_run({"model": "scratch:nano", "dataset": str(fables), "max_time": 600})
+    assert plan.config.max_steps is None and plan.config.planned_on_time
+    assert plan.explanation().startswith("Plan: 10 min of training, the learning rate decaying over it · picked ")
+
+
+def test_steps_and_a_budget_keep_the_steps_and_the_budget_is_a_limit(fables) -> None:
+    plan = plan_run({"model": "scratch:nano", "dataset": str(fables), "max_time": 60, "max_steps": 500})
+    assert plan.config.max_steps == 500 and plan.config.max_time == 60
+    assert plan.explanation().startswith("Plan: 500 steps · ")
+
+
+def test_a_scratch_preset_gets_picks_from_its_data_and_budget_with_the_reasons_in_one_line() -> None:
+    plan = plan_run({"model": "scratch:tiny", "dataset": "fables", "max_time": 300})
+    config = plan.config
+    assert config.learning_rate == PRESET_LEARNING_RATES["tiny"]
+    assert config.min_learning_rate == pytest.approx(config.learning_rate / 10)
+    assert config.vocab_size == vocabulary_for(FABLES.stat().st_size) == 2048
+    assert (config.batch_size, config.block_size, config.warmup_steps) == (16, 128, 50)
+    line = plan.explanation()
+    assert "\n" not in line
+    assert "lr 0.001 (tiny preset)" in line
+    assert "warmup 50 steps (5 min budget)" in line
+    assert "vocab 2048 (301 KB of text)" in line
+    assert "batch 16 × 128 tokens" in line
+
+
+def test_every_pick_is_overridable(fables) -> None:
+    given = {
+        "model": "scratch:tiny",
+        "dataset": str(fables),
+        "max_time": 300,
+        "learning_rate": 5e-4,
+        "min_learning_rate": 1e-5,
+        "warmup_steps": 7,
+        "batch_size": 3,
+        "block_size": 64,
+        "vocab_size": 777,
+    }
+    plan = plan_run(given)
+    assert {name: getattr(plan.config, name) for name in given} == given
+    assert "picked" not in plan.explanation()  # nothing was left to pick
+
+
+def test_a_smaller_preset_is_suggested_when_the_data_is_little_for_the_model(tmp_path) -> None:
+    text = tmp_path / "little.txt"
+    text.write_text("A short story about a fox and a crow. " * 200, encoding="utf-8")
+    plan = plan_run({"model": "scratch:small", "dataset": str(text), "max_time": 60})
+    assert "scratch:tiny may do better" in plan.explanation()
+    assert plan.config.vocab_size == 512  # the smallest vocabulary for little text
+
+
+def test_a_pretrained_model_is_planned_on_time_with_nothing_picked(tiny_model_dir, fables) -> None:
+    plan = plan_run({"model": str(tiny_model_dir), "dataset": str(fables), "max_time": 90})
+    assert plan.config.max_steps is None
+    assert plan.explanation() == "Plan: 1 min 30 s of training, the learning rate decaying over it"
+
+
+def test_bad_settings_are_refused_before_the_dataset_is_opened(tmp_path) -> None:
+    missing = str(tmp_path / "nope.txt")
+    with pytest.raises(SettingsError, match="max_time"):
+        plan_run({"model": "scratch:nano", "dataset": missing, "max_time": -5})
+    with pytest.raises(DatasetError, match="nope.txt"):
+        plan_run({"model": "scratch:nano", "dataset": missing, "max_time": 5})
+
+
+@pytest.mark.parametrize(("data_bytes", "vocabulary"), [(0, 512), (100_000, 512), (300_000, 2048), (10**9, 8192)])
+def test_the_vocabulary_grows_with_the_data_within_its_bounds(data_bytes: int, vocabulary: int) -> None:
+    assert vocabulary_for(data_bytes) == vocabulary
