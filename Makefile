@@ -23,12 +23,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/lmwb
 
-# The linter and the format check, then the architecture contract (engine/ never imports the UI).
+# The linter and the format check, the type checker over engine/ and tui/ (pyproject.toml's [tool.mypy]),
+# then the architecture contract (engine/ never imports the UI; docs/architecture.md names what modules share).
 # `make test` runs these first.
 LINTED := engine tui tests bench scripts
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 test: lint

@@ -7,6 +7,7 @@ a lazy import cannot slip past it the way it would past importing the module.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,51 @@ def test_the_scan_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
         "tui.screens",
         "tui.widgets.formatting",
     ]
+
+
+ARCHITECTURE_PAGE = REPO_ROOT / "docs" / "architecture.md"
+USERS_OF_THE_ENGINE = ("engine", "tui", "bench", "scripts")
+
+
+def engine_names_used_elsewhere() -> dict[str, set[str]]:
+    """engine module ("engine/store.py") -> the names other modules and bench/ import from it."""
+    used: dict[str, set[str]] = {}
+    for directory in USERS_OF_THE_ENGINE:
+        for path in sorted((REPO_ROOT / directory).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            for node in ast.walk(tree):
+                if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("engine.")):
+                    continue
+                source = node.module.replace(".", "/") + ".py"
+                if path.relative_to(REPO_ROOT).as_posix() != source:
+                    used.setdefault(source, set()).update(alias.name for alias in node.names)
+    return used
+
+
+def page_sections() -> dict[str, str]:
+    """engine module -> the text of its section ("### `engine/store.py`") on docs/architecture.md."""
+    sections: dict[str, str] = {}
+    module = None
+    in_code = False
+    for line in ARCHITECTURE_PAGE.read_text(encoding="utf-8").splitlines():
+        in_code ^= line.startswith("```")
+        if line.startswith("#") and not in_code:
+            module = line.split("`")[1] if line.startswith("### `engine/") else None
+            sections.setdefault(module or "", "")
+        elif module:
+            sections[module] += line + "\n"
+    return sections
+
+
+def test_the_architecture_page_names_every_engine_name_used_across_modules() -> None:
+    sections = page_sections()
+    missing = []
+    for module, names in sorted(engine_names_used_elsewhere().items()):
+        text = sections.get(module)
+        if text is None:
+            missing.append(f"{module}: no section on the page")
+            continue
+        missing += [f"{module}: {name}" for name in sorted(names) if not re.search(rf"\b{re.escape(name)}\b", text)]
+    assert not missing, "docs/architecture.md should name these (used by other modules or bench/):\n" + "\n".join(
+        missing
+    )

@@ -269,6 +269,22 @@ async def test_train_ten_steps_then_find_the_run_completed_in_runs() -> None:
         assert app.current_mode == "runs" and not isinstance(app.screen, RunDetailScreen)
 
 
+@pytest.mark.slow
+@story
+async def test_a_time_budget_on_the_train_form_plans_the_run_on_time() -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        run_id = await start_small_run(pilot, app, max_time=6.0, eval_every=20, eval_batches=1)
+        train = app.screen
+        config = RunStore().get_run(run_id).config
+        assert config["max_steps"] is None and config["max_time"] == 6.0  # steps left alone: planned on time
+        status = train.query_one("#run-status", Static)
+        await wait_until(pilot, lambda: "/≈" in shown_text(status), timeout=120)  # the steps its budget reaches
+        await wait_until(pilot, lambda: train.status == "completed", timeout=120)
+        run = RunStore().get_run(run_id)
+        assert "budget" in (run.progress or {}).get("message", "")
+
+
 async def start_small_run(pilot: Pilot, app: WorkbenchApp, **settings: object) -> None:
     """From any screen: go to Train, fill the form for a quick scratch:nano run, start it."""
     form = (await open_train_screen(pilot)).query_one("#config", ConfigForm)

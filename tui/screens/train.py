@@ -48,7 +48,6 @@ FORM_SECTIONS = (
         "Schedule and optimizer",
         (
             "epochs",
-            "max_time",
             "grad_accum",
             "min_learning_rate",
             "warmup_steps",
@@ -268,8 +267,14 @@ class TrainScreen(RunActionsScreen):
 
     @work(thread=True, exclusive=True, group="start", exit_on_error=False)
     def _start(self, config: Any, resume_run: str | None, queue: bool) -> None:
+        """Plan a new run from the fields changed (a time budget alone plans it on time), then launch or queue it."""
+        from engine.planning import given_settings, plan_run
         from engine.run_process import submit_run
 
+        if resume_run is None:
+            plan = plan_run(given_settings(config.as_dict()))
+            config = plan.config
+            self.app.call_from_thread(self.notify, plan.explanation(), title="Plan", timeout=12)
         run = submit_run(config, self.workbench.store, resume_run=resume_run, queue=queue)
         self.post_message(self.Started(run, submitted=True))
 
@@ -386,15 +391,16 @@ class TrainScreen(RunActionsScreen):
         """Where the run is (status, step, ETA), how it is doing (loss, lr, speed, GPU), then any message."""
         if progress is None:  # before its process's first heartbeat (queued, starting): the run's row says
             earlier = latest or {}
-            max_steps, step = run.config.get("max_steps", 0), run.steps
+            max_steps, step, estimated = run.config.get("max_steps") or 0, run.steps, False
             train_loss, val_loss, rate = earlier.get("train_loss"), run.best_val_loss, earlier.get("tokens_per_sec")
         else:
-            max_steps, step = progress.max_steps, progress.step
+            max_steps, step, estimated = progress.max_steps, progress.step, progress.steps_estimated
             train_loss, val_loss, rate = progress.train_loss, progress.val_loss, progress.tokens_per_sec
         line = Text()
         line.append(f"{run.name} · ", style="bold")
         line.append(run.status, style="bold red" if run.status == "failed" else "bold")
-        line.append(f" · step {step}/{max_steps}")
+        # A run planned on time shows the steps its budget will reach at its pace so far.
+        line.append(f" · step {step}/{'≈' if estimated else ''}{max_steps or '?'}")
         if progress is not None and run.status == "running" and progress.eta_seconds is not None:
             line.append(f" · ETA {human_duration(progress.eta_seconds)}")
         if run.status == "queued":
