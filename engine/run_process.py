@@ -77,6 +77,7 @@ class TrainingProgress:
     phase: str = ""  # what it does now: "Tokenizing fables: 40%", training, evaluating, ...
     message: str = ""  # the last thing it said: a checkpoint saved, how it ended
     gpu_memory_bytes: int | None = None  # peak GPU memory the run has allocated (None off CUDA)
+    mfu: float | None = None  # model FLOPs utilisation (0.4: 40 %) on a GPU of known peak; None elsewhere
 
     def as_dict(self) -> dict[str, Any]:
         return {field.name: getattr(self, field.name) for field in fields(self)}

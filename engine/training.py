@@ -72,6 +72,7 @@ from engine.evaluation import (
 )
 from engine.generation import GenerationSettings, generate_text
 from engine.lora import adapter_base, add_adapters, load_adapters
+from engine.mfu import ModelShape, model_flops_utilisation
 from engine.models import ModelSource, context_length_on_disk, load_model, quiet_transformers
 from engine.precision import autocast_context, resolve_precision
 from engine.run_process import RunPulse, TrainingProgress, start_queued_runs
@@ -126,6 +127,7 @@ class _Training:
     dataset_hash: str  # the text the data order belongs to
     max_steps: int | None  # None: planned on time, the run ends as its budget (config.max_time) runs out
     parameters: int  # the model's, for tokens per parameter in the plan
+    flops_shape: ModelShape  # what the FLOPs per token depend on, for MFU
     # How far the run has got: saved with each checkpoint, restored on resume.
     step: int = 0
     tokens: int = 0
@@ -457,6 +459,7 @@ class TrainingJob:
             else None
         )
         optimizer = configure_optimizer(model, config, device)
+        parameters = sum(p.numel() for p in model.parameters())
         training = _Training(
             run_id=opened.run_id,
             recorder=opened.recorder,
@@ -472,7 +475,13 @@ class TrainingJob:
             val_starts=val_starts,
             dataset_hash=dataset_hash,
             max_steps=max_steps,
-            parameters=sum(p.numel() for p in model.parameters()),
+            parameters=parameters,
+            flops_shape=ModelShape(
+                parameters=parameters,
+                layers=loaded.info().layers,
+                width=model.config.hidden_size,
+                context=config.block_size,
+            ),
         )
         if resume is not None:
             self._restore(training, resume.state)
@@ -584,6 +593,9 @@ class TrainingJob:
                 "tokens": training.tokens,
                 "elapsed": training.elapsed,
             }
+            mfu = _mfu(training, row["tokens_per_sec"] / self.place.world_size)
+            if mfu is not None:
+                row["mfu"] = mfu
             if config.eval_every > 0 and (training.step % config.eval_every == 0 or checkpoint_due):
                 started = time.perf_counter()
                 row.update(self._evaluate(training))
@@ -606,6 +618,7 @@ class TrainingJob:
                 elapsed=training.elapsed,
                 eta_seconds=self._eta(training, seconds_per_step, session_seconds),
                 gpu_memory_bytes=_gpu_memory_bytes(training.device),
+                mfu=mfu,
             )
             if training.max_steps is None and training.step == PLAN_REPORT_STEP:
                 self._report(message=self._plan_message(training, seconds_per_step, tokens_per_step))
@@ -825,6 +838,17 @@ class TrainingJob:
         )
         training.recorder.add_checkpoint(training.step, path, val_loss, self.config.checkpoints_kept)
         self._report(phase=phase, message=f"Saved checkpoint step-{training.step}")
+
+
+def _mfu(training: _Training, tokens_per_second: float) -> float | None:
+    """Model FLOPs utilisation of one rank's GPU, if CUDA and of known peak; None on the CPU and other GPUs.
+
+    The ranks step together, each on a GPU of its own, so one rank's tokens per second over its GPU's peak
+    is the run's MFU.
+    """
+    if training.device.type != "cuda":
+        return None
+    return model_flops_utilisation(training.flops_shape, tokens_per_second, torch.cuda.get_device_name(training.device))
 
 
 def _gpu_memory_bytes(device: torch.device) -> int | None:

@@ -513,10 +513,15 @@ async def test_train_screen_shows_the_progress_record_a_run_writes_with_its_gpu_
         await wait_until(pilot, lambda: "on a gpu" in shown_text(status))
         # What a trainer on CUDA writes with its heartbeat (this machine has no GPU to measure).
         progress = TrainingProgress(
-            step=2, max_steps=9, status="running", phase="Tokenizing fables: 40%", gpu_memory_bytes=3 * 2**30 // 2
+            step=2,
+            max_steps=9,
+            status="running",
+            phase="Tokenizing fables: 40%",
+            gpu_memory_bytes=3 * 2**30 // 2,
+            mfu=0.412,
         )
         store.heartbeat(run_id, steps=2, tokens=128, progress=progress.as_dict())
-        await wait_until(pilot, lambda: "GPU 1.5 GB peak" in shown_text(status))
+        await wait_until(pilot, lambda: "GPU 1.5 GB peak · MFU 41%" in shown_text(status))
         assert "step 2/9" in shown_text(status) and "Tokenizing fables: 40%" in shown_text(status)
 
 

@@ -1272,7 +1272,8 @@ def _progress_fields(progress: Any) -> ProgressFields:
         val=number(progress.val_loss),
         speed=f"{progress.tokens_per_sec:,.0f}" if progress.tokens_per_sec else "–",
         eta=human_duration(progress.eta_seconds),
-        gpu="" if progress.gpu_memory_bytes is None else f" · GPU peak {progress.gpu_memory_bytes / 2**30:.1f} GiB",
+        gpu=("" if progress.gpu_memory_bytes is None else f" · GPU peak {progress.gpu_memory_bytes / 2**30:.1f} GiB")
+        + ("" if progress.mfu is None else f" · MFU {progress.mfu:.0%}"),
     )
 
 

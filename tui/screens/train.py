@@ -414,6 +414,8 @@ class TrainScreen(RunActionsScreen):
             line.append(f" · {human_count(int(rate))} tok/s")
         if progress is not None and progress.gpu_memory_bytes is not None:
             line.append(f" · GPU {human_bytes(progress.gpu_memory_bytes)} peak")
+        if progress is not None and progress.mfu is not None:
+            line.append(f" · MFU {progress.mfu:.0%}")
         if run.error:
             line.append(f"\n{run.error}", style="red")
         elif progress is not None and progress.message and run.status not in ("running", "paused"):
