@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -115,7 +115,8 @@ class _Training:
     run_id: str
     recorder: RunRecorder | SilentRecorder
     model: PreTrainedModel | PeftModel  # what is trained (with its adapters), saved, evaluated and sampled
-    ddp_model: DistributedDataParallel | None  # several ranks: the model wrapped, which the step runs instead
+    ddp_model: DistributedDataParallel | None  # several ranks: the model wrapped, for its no_sync()
+    step_model: torch.nn.Module  # what the step runs: the model, DDP-wrapped under several ranks, maybe compiled
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     precision: str  # fp32 | bf16 | fp16, resolved for the device
@@ -465,6 +466,7 @@ class TrainingJob:
             recorder=opened.recorder,
             model=model,
             ddp_model=ddp_model,
+            step_model=self._step_model(ddp_model if ddp_model is not None else model, device),
             tokenizer=tokenizer,
             device=device,
             precision=precision,
@@ -486,6 +488,13 @@ class TrainingJob:
         if resume is not None:
             self._restore(training, resume.state)
         return training
+
+    def _step_model(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """The module the training step runs, compiled when the config wants it (torch compiles at the first step)."""
+        if not self.config.compile_wanted(device.type):
+            return model
+        # Compiling a Module gives an OptimizedModule, itself a Module; torch annotates it as any callable.
+        return cast(torch.nn.Module, torch.compile(model))
 
     def _trainable_model(self, model: PreTrainedModel, resume: _ResumePoint | None) -> PreTrainedModel | PeftModel:
         """The model as it trains: with fresh LoRA adapters (or a resumed run's), with gradient checkpointing."""
@@ -535,9 +544,10 @@ class TrainingJob:
         seconds_per_step: float | None = None  # smoothed wall time per step, bookkeeping included
         last_step_end = session_start
         stop_reason = ""
+        compiling = config.compile_wanted(training.device.type)  # torch.compile works at the first step
         self._report(
             status="running",
-            phase="training",
+            phase="compiling the model: the first step takes a minute or so" if compiling else "training",
             step=training.step,
             max_steps=training.max_steps or 0,
             steps_estimated=training.max_steps is None,
@@ -654,8 +664,7 @@ class TrainingJob:
         backward pass, so a rank lost there ends the run with a clear error,
         as at any other collective.
         """
-        config, ddp_model = self.config, training.ddp_model
-        model = training.model if ddp_model is None else ddp_model
+        config, ddp_model, model = self.config, training.ddp_model, training.step_model
         loss_sum = torch.zeros((), device=training.device)
         with contextlib.nullcontext() if ddp_model is None else distributed.exchanging_gradients():
             for micro_step in range(config.grad_accum):

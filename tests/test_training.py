@@ -552,3 +552,26 @@ def test_a_device_and_a_precision_are_read_the_same_way_everywhere() -> None:
             TrainingConfig(model="scratch:nano", dataset="fables", device=bad).validate()
     with pytest.raises(ModelSourceError, match="is not a device"):
         pick_device("gpu")
+
+
+@pytest.mark.parametrize(
+    ("settings_given", "device", "wanted"),
+    [
+        ({}, "cuda", False),  # 200 steps: the compile would not pay for itself
+        ({"max_steps": 5000}, "cuda", True),
+        ({"max_steps": None, "max_time": 3600.0}, "cuda", True),
+        ({"max_steps": None, "max_time": 60.0}, "cuda", False),
+        ({"max_steps": 5000}, "cpu", False),  # auto compiles on CUDA only
+        ({"compile": "on"}, "cpu", True),
+        ({"compile": "off", "max_steps": 5000}, "cuda", False),
+    ],
+)
+def test_auto_compiles_a_long_run_on_cuda_only(settings_given, device, wanted) -> None:
+    config = TrainingConfig(model="scratch:nano", dataset="fables", **settings_given)
+    config.validate()
+    assert config.compile_wanted(device) is wanted
+
+
+def test_compile_takes_only_its_choices() -> None:
+    with pytest.raises(SettingsError, match="compile"):
+        TrainingConfig(model="scratch:nano", dataset="fables", compile="yes").validate()

@@ -323,6 +323,12 @@ TRAINING_FLAGS = (
         "auto (bf16 or fp16 autocast on a GPU, fp32 on the CPU), fp32, bf16 or fp16",
     ),
     (
+        "--compile",
+        "compile",
+        str,
+        "torch.compile the training step: auto (on CUDA for runs of 1000+ steps or 10+ minutes), on or off",
+    ),
+    (
         "--gradient-checkpointing",
         "gradient_checkpointing",
         bool,
