@@ -278,6 +278,9 @@ async def test_a_time_budget_on_the_train_form_plans_the_run_on_time() -> None:
         train = app.screen
         config = RunStore().get_run(run_id).config
         assert config["max_steps"] is None and config["max_time"] == 6.0  # steps left alone: planned on time
+        form = train.query_one("#config", ConfigForm)
+        await wait_until(pilot, lambda: form.query_one("#field-max_steps", Input).value == "")  # the form shows it
+        assert form.query_one("#field-learning_rate", Input).value == "0.002"  # and what the plan picked
         status = train.query_one("#run-status", Static)
         await wait_until(pilot, lambda: "/≈" in shown_text(status), timeout=120)  # the steps its budget reaches
         await wait_until(pilot, lambda: train.status == "completed", timeout=120)

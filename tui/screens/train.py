@@ -69,7 +69,7 @@ FORM_SECTIONS = (
             "checkpoints_kept",
         ),
     ),
-    ("Device and precision", ("device", "precision", "gradient_checkpointing", "seed")),
+    ("Device and precision", ("device", "precision", "compile", "gradient_checkpointing", "seed")),
     ("LoRA", ("lora", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")),
     ("Data and tokenizer", ("dataset_field", "vocab_size")),
 )
@@ -274,9 +274,14 @@ class TrainScreen(RunActionsScreen):
         if resume_run is None:
             plan = plan_run(given_settings(config.as_dict()))
             config = plan.config
-            self.app.call_from_thread(self.notify, plan.explanation(), title="Plan", timeout=12)
+            self.app.call_from_thread(self._show_plan, plan)
         run = submit_run(config, self.workbench.store, resume_run=resume_run, queue=queue)
         self.post_message(self.Started(run, submitted=True))
+
+    def _show_plan(self, plan: Any) -> None:
+        """Put what the plan picked into the form, so it shows the settings the run trains with, and say why."""
+        self.query_one("#config", ConfigForm).set_values(plan.config.as_dict())
+        self.notify(plan.explanation(), title="Plan", timeout=12)
 
     @on(Started)
     def _started(self, message: Started) -> None:
