@@ -639,6 +639,7 @@ class TrainingJob:
             self._checkpoint(training, None)
         training.recorder.flush()
         if self._budget_spent:
+            self._report(max_steps=training.step, steps_estimated=False)  # the estimate gives way to the count
             training.recorder.set_status("completed")
             return "completed", f"Completed its {config.max_time:g} s budget: {training.step} steps."
         if stop_reason:

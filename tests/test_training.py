@@ -225,6 +225,7 @@ def test_a_run_planned_on_time_spends_its_budget_and_ends_at_the_minimum_rate(ti
     run = job.run()
     assert run.status == "completed", run.error
     assert "budget" in job.progress.message
+    assert (job.progress.max_steps, job.progress.steps_estimated) == (run.steps, False)
     metrics = store.metrics(run.id)
     elapsed = metrics[-1]["elapsed"]  # training time: steps, evaluations and checkpoints
     assert abs(elapsed - BUDGET) <= 0.1 * BUDGET, elapsed
