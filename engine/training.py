@@ -230,6 +230,12 @@ class TrainingJob:
             raise TrainingError("This job has already run; create a new TrainingJob to train again.")
         config = self.config
         device = distributed.training_device(config.device, self.place)
+        if config.auto_batch and not device.startswith("cuda"):
+            raise SettingsError(
+                "batch_size",
+                f"auto sizes the batch to a GPU's memory, and this run trains on {device}; give a number "
+                f"instead (the batch of {config.batch_size} windows is a sensible start there).",
+            )
         if self.place.distributed:
             distributed.start_process_group(torch.device(device))
         try:
@@ -422,6 +428,8 @@ class TrainingJob:
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls and convolutions where autocast leaves fp32
             torch.backends.cudnn.allow_tf32 = True
+        if config.auto_batch:
+            config = self._fit_batch(opened.run_id, model, device, precision)
 
         with distributed.writer_first(place):  # rank 0 fills the token cache; the others read it
             tokens = tokenize_dataset(
@@ -495,6 +503,37 @@ class TrainingJob:
             return model
         # Compiling a Module gives an OptimizedModule, itself a Module; torch annotates it as any callable.
         return cast(torch.nn.Module, torch.compile(model))
+
+    def _fit_batch(self, run_id: str, model: torch.nn.Module, device: torch.device, precision: str) -> TrainingConfig:
+        """Size the micro-batch to the GPU, keep the windows per step, and record the result as the run's config.
+
+        Rank 0 measures and the other ranks take its answer, so every rank
+        steps with the same batch (the GPUs of one run are alike).
+        """
+        config = self.config
+        wanted = config.batch_size * config.grad_accum
+        self._report_setup(f"Finding the largest batch of {config.block_size}-token windows that fits the GPU")
+        fitted = 0
+        if self.place.writes:
+            fitted = largest_fitting_batch(
+                lambda n: _fits_in_memory(model, n, config.block_size, device, precision), wanted
+            )
+        if self.place.distributed:
+            fitted = distributed.broadcast_from_writer(fitted)
+        if fitted == 0:
+            raise SettingsError(
+                "batch_size",
+                f"not even one window of {config.block_size} tokens fits in the GPU's memory; lower block_size, "
+                "turn on gradient_checkpointing, or train LoRA adapters.",
+            )
+        accumulation = math.ceil(wanted / fitted)
+        self.config = dataclasses.replace(config, batch_size=fitted, grad_accum=accumulation, auto_batch=False)
+        if self.place.writes:
+            self.store.update_run(run_id, config=self.config.as_dict())
+        self._report_setup(
+            f"Batch: {fitted} windows fit the GPU; {accumulation} micro-batch(es) a step keep the {wanted} asked for"
+        )
+        return self.config
 
     def _trainable_model(self, model: PreTrainedModel, resume: _ResumePoint | None) -> PreTrainedModel | PeftModel:
         """The model as it trains: with fresh LoRA adapters (or a resumed run's), with gradient checkpointing."""
@@ -859,6 +898,42 @@ def _mfu(training: _Training, tokens_per_second: float) -> float | None:
     if training.device.type != "cuda":
         return None
     return model_flops_utilisation(training.flops_shape, tokens_per_second, torch.cuda.get_device_name(training.device))
+
+
+def largest_fitting_batch(fits: Callable[[int], bool], wanted: int) -> int:
+    """The largest batch of at most ``wanted`` that ``fits``, halving from ``wanted``; 0 when not even 1 fits."""
+    size = wanted
+    while size >= 1 and not fits(size):
+        size //= 2
+    return size
+
+
+# The share of the GPU's memory a fitted batch may fill, leaving room for AdamW's two moments,
+# allocator fragmentation and the evaluation's batches.
+BATCH_MEMORY_SHARE = 0.85
+
+
+def _fits_in_memory(model: torch.nn.Module, size: int, block_size: int, device: torch.device, precision: str) -> bool:
+    """Whether a forward and backward pass over ``size`` windows fits the GPU, with room for the optimizer.
+
+    The probe draws no random numbers the run will see (a forked RNG) and leaves no gradients behind.
+    """
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    optimizer_bytes = 2 * 4 * trainable  # AdamW's two fp32 moments, allocated at the first step
+    windows = torch.zeros((size, block_size), dtype=torch.long, device=device)
+    torch.cuda.reset_peak_memory_stats(device)
+    try:
+        with torch.random.fork_rng(devices=[device]), autocast_context(device, precision):
+            next_token_loss(model, windows, windows).backward()
+        peak = torch.cuda.max_memory_allocated(device) + optimizer_bytes
+        return peak <= BATCH_MEMORY_SHARE * torch.cuda.get_device_properties(device).total_memory
+    except torch.cuda.OutOfMemoryError:
+        return False
+    finally:
+        model.zero_grad(set_to_none=True)
+        del windows
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)  # the run's reported peak starts after the probe
 
 
 def _gpu_memory_bytes(device: torch.device) -> int | None:

@@ -47,6 +47,10 @@ class TrainingConfig:
     # over it and the run completes, evaluated and checkpointed, as it runs out (engine.planning).
     max_time: float | None = None  # seconds
     batch_size: int = 8  # windows per micro-batch
+    # On a GPU: find the largest micro-batch that fits its memory (at most batch_size * grad_accum windows)
+    # and keep batch_size * grad_accum windows per step with gradient accumulation. Set back to False
+    # once fitted, with the fitted batch_size and grad_accum recorded, so a resume repeats them.
+    auto_batch: bool = False
     block_size: int = 128  # tokens per window (at most the model's context)
     grad_accum: int = 1  # micro-batches per optimizer step
     learning_rate: float = 3e-4  # peak learning rate, reached after the warmup
@@ -135,7 +139,7 @@ class TrainingConfig:
         self.precision = precision_name(self.precision)
         if self.compile not in COMPILE_CHOICES:
             raise SettingsError("compile", f"{self.compile!r} is not a choice; use {', '.join(COMPILE_CHOICES)}.")
-        for switch in ("gradient_checkpointing", "lora"):
+        for switch in ("auto_batch", "gradient_checkpointing", "lora"):
             if not isinstance(getattr(self, switch), bool):
                 raise SettingsError(switch, f"{getattr(self, switch)!r} is not true or false.")
         self.lora_settings().validate()

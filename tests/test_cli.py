@@ -741,3 +741,12 @@ def test_sigterm_stops_a_headless_run_cleanly(fables: Path) -> None:
     shown = json.loads(lmwb_in_subprocess("runs", "show", run_id, "--json").stdout)
     assert shown["status"] == "stopped"
     assert shown["checkpoints"][-1]["step"] == shown["steps"] > 0
+
+
+def test_an_automatic_batch_is_refused_on_the_cpu_with_what_to_give_instead(capsys, fables: Path) -> None:
+    status, _, err = lmwb_in_process(
+        capsys, "train", "--model", "scratch:nano", "--dataset", str(fables), "--batch-size", "auto", "--device", "cpu"
+    )
+    assert_one_line_error(status, err, "--batch-size", "auto sizes the batch to a GPU's memory", "trains on cpu")
+    status, out, _ = lmwb_in_process(capsys, "runs", "--json")
+    assert json.loads(out) == []  # refused before a run was recorded

@@ -28,7 +28,7 @@ from engine.evaluation import evaluate
 from engine.home import run_dir
 from engine.schedule import configure_optimizer, get_lr
 from engine.store import RunStore
-from engine.training import TrainingJob, failure_message
+from engine.training import TrainingJob, failure_message, largest_fitting_batch
 from engine.training_config import TrainingConfig
 
 
@@ -576,3 +576,17 @@ def test_auto_compiles_a_long_run_on_cuda_only(settings_given, device, wanted) -
 def test_compile_takes_only_its_choices() -> None:
     with pytest.raises(SettingsError, match="compile"):
         TrainingConfig(model="scratch:nano", dataset="fables", compile="yes").validate()
+
+
+@pytest.mark.parametrize(
+    ("limit", "wanted", "fitted"), [(64, 32, 32), (20, 32, 16), (5, 32, 4), (1, 32, 1), (0, 32, 0)]
+)
+def test_the_batch_is_halved_until_it_fits(limit: int, wanted: int, fitted: int) -> None:
+    tried: list[int] = []
+
+    def fits(size: int) -> bool:
+        tried.append(size)
+        return size <= limit
+
+    assert largest_fitting_batch(fits, wanted) == fitted
+    assert tried[0] == wanted and tried == sorted(tried, reverse=True)

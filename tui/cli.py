@@ -66,6 +66,14 @@ def whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
+AUTO = "auto"
+
+
+def whole_number_or_auto(text: str) -> int | str:
+    """A whole number, or ``auto`` (the engine then picks it)."""
+    return AUTO if text.strip().lower() == AUTO else whole_number(text)
+
+
 def number(text: str) -> float:
     """A finite number of any size or sign (its range is the engine's to check); nan and inf are refused here."""
     try:
@@ -298,7 +306,13 @@ TRAINING_FLAGS = (
         "seconds of training. Alone: the run's time budget (the learning rate decays over it, defaults are picked "
         "for it). With --steps: a limit on this session, then stop with a checkpoint",
     ),
-    ("--batch-size", "batch_size", whole_number, "windows per micro-batch"),
+    (
+        "--batch-size",
+        "batch_size",
+        whole_number_or_auto,
+        "windows per micro-batch, or auto: on a GPU the largest micro-batch that fits its memory, with "
+        "gradient accumulation keeping batch size x grad accum windows per step (the plan's or the default batch)",
+    ),
     ("--block-size", "block_size", whole_number, "tokens per window"),
     ("--grad-accum", "grad_accum", whole_number, "micro-batches per optimizer step"),
     ("--lr", "learning_rate", number, "peak learning rate"),
@@ -382,6 +396,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
 # How each argument type shows in --help.
 METAVARS = {
     whole_number: "N",
+    whole_number_or_auto: "N|auto",
     number: "X",
     device_name: "DEVICE",
     precision_name: "PRECISION",
@@ -1188,6 +1203,9 @@ def _training_config(args: argparse.Namespace, store: RunStore) -> tuple[Any, st
     from engine.training_config import TrainingConfig
 
     settings = _given(args, [field.name for field in dataclasses.fields(TrainingConfig)])
+    if settings.get("batch_size") == AUTO:  # sized to the GPU by the run; the windows per step stay planned
+        del settings["batch_size"]
+        settings["auto_batch"] = True
     if args.resume:
         if "model" in settings or "dataset" in settings:
             raise CommandError(

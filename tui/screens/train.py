@@ -69,7 +69,7 @@ FORM_SECTIONS = (
             "checkpoints_kept",
         ),
     ),
-    ("Device and precision", ("device", "precision", "compile", "gradient_checkpointing", "seed")),
+    ("Device and precision", ("device", "precision", "compile", "auto_batch", "gradient_checkpointing", "seed")),
     ("LoRA", ("lora", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")),
     ("Data and tokenizer", ("dataset_field", "vocab_size")),
 )
