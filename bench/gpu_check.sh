@@ -13,7 +13,11 @@
 # 5. generates from the checkpoints, and checks that each checkpoint loads
 #    back (through the workbench and through plain transformers) with the
 #    same logits;
-# then prints tokens/s for training and generation, and GPU memory.
+# 6. trains the GPT-2-size model at block size 1024 in bf16 with --compile off
+#    and on (--batch-size auto), for the speed the issue's goal is about: >= 40 % MFU
+#    on an H100-class GPU;
+# then prints tokens/s (and MFU, on a GPU in engine/mfu.py's table) for
+# training and generation, and GPU memory.
 #
 # Without a CUDA GPU it fails at once and says so. GPU_CHECK_CPU=1 runs the
 # same steps on the CPU with tiny sizes, to check this script itself; its
@@ -32,6 +36,7 @@ if [[ "${GPU_CHECK_CPU:-0}" == 1 ]]; then
     DEVICE=cpu PRECISION=fp32 GPUS=0
     SMALL=(--model scratch:nano --dataset fables --batch-size 4 --block-size 64) SMALL_STEPS=12
     FINE=(--dataset fables --batch-size 2 --block-size 64) FINE_STEPS=6 GPT2_LAYERS=2 GPT2_WIDTH=64 GPT2_HEADS=2
+    SPEED_BLOCK=64 SPEED_BATCH=2 SPEED_STEPS=8
 else
     if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
         "$PY" -c 'import torch; print(f"torch {torch.__version__}, CUDA build: {torch.version.cuda}")' >&2 || true
@@ -43,6 +48,7 @@ else
     GPUS=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
     SMALL=(--model scratch:small --dataset fables --batch-size 32 --block-size 512) SMALL_STEPS=60
     FINE=(--dataset fables --batch-size 8 --block-size 1024) FINE_STEPS=30 GPT2_LAYERS=12 GPT2_WIDTH=768 GPT2_HEADS=12
+    SPEED_BLOCK=1024 SPEED_BATCH=auto SPEED_STEPS=40
 fi
 "$PY" -c 'import torch
 if torch.cuda.is_available():
@@ -62,12 +68,16 @@ train() {
     [[ -n "$RUN" ]] || { cat "$log" >&2; echo "gpu_check: FAILED: no run id in the output of lmwb train $*" >&2; exit 1; }
 }
 
-# Median tokens/s of a run's steps after the first five (warm-up), from the store.
+# Median tokens/s (and MFU, when the GPU's peak is known) of a run's steps after the first five
+# (warm-up, and the compile of a compiled run), from the store.
 train_speed() {
     "$PY" -c 'import statistics, sys
 from engine.store import RunStore
-speeds = [row["tokens_per_sec"] for row in RunStore().metrics(sys.argv[1])][5:]
-print(f"{statistics.median(speeds):,.0f} tok/s" if speeds else "- (too few steps)")' "$1"
+rows = RunStore().metrics(sys.argv[1])[5:]
+speeds = [row["tokens_per_sec"] for row in rows]
+mfus = [row["mfu"] for row in rows if row.get("mfu") is not None]
+mfu = f", MFU {statistics.median(mfus):.1%}" if mfus else ""
+print(f"{statistics.median(speeds):,.0f} tok/s{mfu}" if speeds else "- (too few steps)")' "$1"
 }
 
 # Generate up to 200 tokens from a model source; print its tokens/s.
@@ -165,6 +175,13 @@ if [[ "$GPUS" -ge 2 || "${GPU_CHECK_CPU:-0}" == 1 ]]; then
 else
     echo "== 4. skipped: one GPU (--nproc 2 needs two) =="
 fi
+
+echo "== 6. the GPT-2-size model at block size 1024, bf16: compiled and not =="
+for compiled in off on; do
+    train --model "$GPT2_DIR" --dataset fables --block-size "$SPEED_BLOCK" --batch-size "$SPEED_BATCH" \
+        --grad-accum 4 --steps "$SPEED_STEPS" --lr 6e-5 --compile "$compiled" --name "gpu check speed, compile $compiled"
+    SUMMARY+=("train GPT-2-size, compile $compiled   $(train_speed "$RUN")")
+done
 
 echo
 echo "gpu_check: all checks passed on $DEVICE"
