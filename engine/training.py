@@ -656,6 +656,8 @@ class TrainingJob:
                 started = time.perf_counter()
                 self._checkpoint(training, row.get("val_loss"))
                 training.checkpoint_seconds = time.perf_counter() - started
+            # The time reported counts this step's evaluation and checkpoint too (the budget does).
+            training.elapsed = elapsed_before + time.perf_counter() - session_start - paused_seconds
             self._report(
                 phase="stopping" if self._stop_requested and not self._budget_spent else "training",
                 step=training.step,
@@ -678,7 +680,8 @@ class TrainingJob:
             self._checkpoint(training, None)
         training.recorder.flush()
         if self._budget_spent:
-            self._report(max_steps=training.step, steps_estimated=False)  # the estimate gives way to the count
+            # The estimate gives way to the count, and nothing is left to wait for.
+            self._report(max_steps=training.step, steps_estimated=False, eta_seconds=0.0)
             training.recorder.set_status("completed")
             return "completed", f"Completed its {config.max_time:g} s budget: {training.step} steps."
         if stop_reason:

@@ -226,6 +226,7 @@ def test_a_run_planned_on_time_spends_its_budget_and_ends_at_the_minimum_rate(ti
     assert run.status == "completed", run.error
     assert "budget" in job.progress.message
     assert (job.progress.max_steps, job.progress.steps_estimated) == (run.steps, False)
+    assert abs(job.progress.elapsed - BUDGET) <= 0.1 * BUDGET  # the final evaluation and checkpoint included
     metrics = store.metrics(run.id)
     elapsed = metrics[-1]["elapsed"]  # training time: steps, evaluations and checkpoints
     assert abs(elapsed - BUDGET) <= 0.1 * BUDGET, elapsed
