@@ -80,10 +80,11 @@ def plan_run(given: dict[str, Any]) -> RunPlan:
     picks: list[str] = []
     advice = ""
     TrainingConfig.from_dict(settings).validate()  # the settings given, checked before anything is opened
-    if ModelSource.parse(settings["model"]).kind == "scratch":
+    source = ModelSource.parse(settings["model"])
+    if source.kind == "scratch":
         dataset = open_dataset(settings["dataset"], settings.get("dataset_field"))
         data_bytes = sum(path.stat().st_size for path in dataset.files)
-        picks, advice = _pick_for_scratch(ModelSource.parse(settings["model"]).value, settings, data_bytes)
+        picks, advice = _pick_for_scratch(source.value, settings, data_bytes)
     config = TrainingConfig.from_dict(settings)
     config.validate()
     return RunPlan(config, tuple(picks), advice)
@@ -93,11 +94,13 @@ def _pick_for_scratch(preset: str, settings: dict[str, Any], data_bytes: int) ->
     """Fill in a scratch run's settings from its data size and budget; the notes say what and why, briefly."""
     picks: list[str] = []
 
-    def pick(name: str, value: Any, note: str) -> bool:
+    def pick(name: str, value: Any, note: str = "") -> bool:
+        """Set ``name`` unless it was given; note why (if a note is given)."""
         if name in settings:
             return False
         settings[name] = value
-        picks.append(note)
+        if note:
+            picks.append(note)
         return True
 
     learning_rate = PRESET_LEARNING_RATES[preset]
@@ -108,10 +111,9 @@ def _pick_for_scratch(preset: str, settings: dict[str, Any], data_bytes: int) ->
     if budget is not None:
         warmup = next(steps for limit, steps in WARMUP_BY_BUDGET if budget <= limit)
         pick("warmup_steps", warmup, f"warmup {warmup} steps ({_duration(budget)} budget)")
-    batch = pick("batch_size", PLANNED_BATCH_SIZE, "")
-    block = pick("block_size", min(PLANNED_BLOCK_SIZE, SCRATCH_PRESETS[preset]["n_positions"]), "")
+    batch = pick("batch_size", PLANNED_BATCH_SIZE)
+    block = pick("block_size", min(PLANNED_BLOCK_SIZE, SCRATCH_PRESETS[preset]["n_positions"]))
     if batch or block:  # one note for both: the shape of a batch
-        picks = [note for note in picks if note]
         picks.append(f"batch {settings['batch_size']} × {settings['block_size']} tokens")
     vocabulary = vocabulary_for(data_bytes)
     pick("vocab_size", vocabulary, f"vocab {vocabulary} ({_size(data_bytes)} of text)")

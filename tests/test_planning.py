@@ -78,3 +78,10 @@ def test_bad_settings_are_refused_before_the_dataset_is_opened(tmp_path) -> None
 @pytest.mark.parametrize(("data_bytes", "vocabulary"), [(0, 512), (100_000, 512), (300_000, 2048), (10**9, 8192)])
 def test_the_vocabulary_grows_with_the_data_within_its_bounds(data_bytes: int, vocabulary: int) -> None:
     assert vocabulary_for(data_bytes) == vocabulary
+
+
+def test_no_steps_and_no_budget_is_refused_with_what_to_give() -> None:
+    from engine.training_config import TrainingConfig
+
+    with pytest.raises(SettingsError, match="max_steps: is needed unless the run is planned on time"):
+        TrainingConfig(model="scratch:nano", dataset="fables", max_steps=None).validate()
