@@ -96,6 +96,7 @@ DEFAULT_BUSY_TIMEOUT = 10.0
 # pid; it counts as gone once its heartbeat is this old.
 STALE_HEARTBEAT = timedelta(minutes=10)
 LIST_RUNS_HINT = "Run `lmwb runs` to list run ids."
+LIST_SWEEPS_HINT = "Run `lmwb sweeps` to list sweep ids."
 # Two readings of one process's start time differ by clock-tick rounding only.
 PROCESS_START_TOLERANCE = 1.0
 
@@ -223,6 +224,34 @@ def m005_run_processes(db: sqlite_utils.Database) -> None:
         db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
 
+@migration
+def m006_sweeps_and_probes(db: sqlite_utils.Database) -> None:
+    # A sweep is a grid of runs made by one command: `varied` maps each setting to its list of
+    # values, `settings` holds the settings every run shares, `parallel` how many run at once.
+    db.execute("""
+        CREATE TABLE sweeps (
+            id         TEXT PRIMARY KEY,
+            name       TEXT NOT NULL,
+            varied     TEXT NOT NULL,
+            settings   TEXT NOT NULL DEFAULT '{}',
+            parallel   INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL
+        )""")
+    db.execute("ALTER TABLE runs ADD COLUMN sweep_id TEXT REFERENCES sweeps(id)")
+    db.execute("CREATE INDEX runs_sweep ON runs (sweep_id)")
+    # What the model wrote for each fixed probe prompt at an evaluation step (greedy, so
+    # the steps differ only by what the model learned); one row per (run, step, prompt).
+    db.execute("""
+        CREATE TABLE probes (
+            run_id     TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            step       INTEGER NOT NULL,
+            prompt     TEXT NOT NULL,
+            text       TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (run_id, step, prompt)
+        )""")
+
+
 # The schema version is the number of migrations; PRAGMA user_version holds it.
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -259,6 +288,7 @@ class Run:
     control: ControlAction | None = None  # a pending request: pause, continue or stop
     progress: dict | None = None  # the trainer's live progress record (TrainingProgress fields)
     queued_at: str | None = None  # when the run joined the queue
+    sweep_id: str | None = None  # the sweep that made it, if one did
 
     def as_dict(self) -> dict:
         """Plain JSON-ready data, for `lmwb runs --json` and exports."""
@@ -314,6 +344,7 @@ class RunStore:
         world_size: int = 1,
         lora: bool = False,
         status: RunStatus = "running",
+        sweep_id: str | None = None,
     ) -> Run:
         """Record a new run: owned by this process (`running`; set_status("running") stamps its start),
         claimed by this process to launch one for it (`starting`), or owned by no process until the
@@ -336,6 +367,7 @@ class RunStore:
             "tags": json.dumps(list(tags)),
             "world_size": world_size,
             "lora": int(lora),
+            "sweep_id": sweep_id,
         }
         while True:
             row["id"] = uuid.uuid4().hex[:8]
@@ -366,10 +398,11 @@ class RunStore:
         *,
         status: str | None = None,
         search: str | None = None,
+        sweep_id: str | None = None,
         order_by: str = "created_at",
         descending: bool = True,
     ) -> list[Run]:
-        """Runs filtered by status and by text in name/model/dataset, sorted (missing values last)."""
+        """Runs filtered by status, by text in name/model/dataset and by sweep, sorted (missing values last)."""
         if order_by not in RUN_ORDERINGS:
             raise StoreError(f"Cannot sort runs by {order_by!r}; choose one of {', '.join(RUN_ORDERINGS)}.")
         clauses, params = [], []
@@ -381,6 +414,9 @@ class RunStore:
             pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             clauses.append("(name LIKE ? ESCAPE '\\' OR model LIKE ? ESCAPE '\\' OR dataset LIKE ? ESCAPE '\\')")
             params += [pattern] * 3
+        if sweep_id is not None:
+            clauses.append("sweep_id = ?")
+            params.append(sweep_id)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         direction = "DESC" if descending else "ASC"
         rows = self._query(
@@ -480,23 +516,28 @@ class RunStore:
         return self.get_run(run.id)
 
     def claim_queued_run(self, slots: int = 1) -> Run | None:
-        """Take the first queued run for this process to launch, if fewer than ``slots`` runs are active.
+        """Take the first queued run for this process to launch, if fewer runs than its slots are active.
 
-        One transaction, so two processes that look at the queue at once never
-        both start the same run, nor one run each past the free slots.
+        A sweep's run has its sweep's ``parallel`` slots; any other run has
+        ``slots``. One transaction, so two processes that look at the queue at
+        once never both start the same run, nor one run each past the free slots.
         """
         with self._write() as db:
+            row = db.execute(
+                "SELECT runs.id, sweeps.parallel FROM runs LEFT JOIN sweeps ON sweeps.id = runs.sweep_id "
+                "WHERE runs.status = 'queued' ORDER BY runs.queued_at, runs.rowid LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            run_id, parallel = row
             placeholders = ", ".join("?" * len(ACTIVE_STATUSES))
             active = db.execute(
                 f"SELECT count(*) FROM runs WHERE status IN ({placeholders})", ACTIVE_STATUSES
             ).fetchone()[0]
-            if active >= slots:
+            if active >= (parallel or slots):
                 return None
-            row = db.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY queued_at, rowid LIMIT 1").fetchone()
-            if row is None:
-                return None
-            db.table("runs").update(row[0], {"status": "starting", "heartbeat_at": _now(), **_this_process()})
-        return self.get_run(row[0])
+            db.table("runs").update(run_id, {"status": "starting", "heartbeat_at": _now(), **_this_process()})
+        return self.get_run(run_id)
 
     def reopen_run(self, run_id: str, config: dict, status: RunStatus) -> Run:
         """Take a finished run up again with new settings, to resume it: queued, or starting now for this process."""
@@ -657,6 +698,75 @@ class RunStore:
         """Forget a checkpoint whose files the trainer has rotated away."""
         with self._write(run_id) as db:
             db.execute("DELETE FROM checkpoints WHERE run_id = ? AND step = ?", (run_id, int(step)))
+
+    # -- probes ----------------------------------------------------------------
+
+    def add_probes(self, run_id: str, step: int, completions: dict[str, str]) -> None:
+        """Record what the model wrote for each probe prompt at `step` (a step written again is replaced)."""
+        now = _now()
+        rows = [
+            {"run_id": run_id, "step": int(step), "prompt": prompt, "text": text, "created_at": now}
+            for prompt, text in completions.items()
+        ]
+        with self._write(run_id) as db:
+            db.table("probes").insert_all(rows, replace=True)
+
+    def probes(self, run_id: str, prompt: str | None = None) -> list[dict]:
+        """Probe completions by step, prompts in the order the run recorded them: step, prompt, text, created_at."""
+        where, params = "run_id = ?", [run_id]
+        if prompt is not None:
+            where += " AND prompt = ?"
+            params.append(prompt)
+        return self._query(
+            f"SELECT step, prompt, text, created_at FROM probes WHERE {where} ORDER BY step, rowid", params
+        )
+
+    # -- sweeps ----------------------------------------------------------------
+
+    def create_sweep(self, *, name: str, varied: dict[str, list], settings: dict, parallel: int = 1) -> dict:
+        """Record a sweep (its runs are created after it, with its id); return it as a dict."""
+        row = {
+            "name": name,
+            "varied": json.dumps(varied),
+            "settings": json.dumps(settings),
+            "parallel": int(parallel),
+            "created_at": _now(),
+        }
+        while True:
+            row["id"] = uuid.uuid4().hex[:8]
+            try:
+                with self._write() as db:
+                    db.table("sweeps").insert(row)
+                return self.get_sweep(row["id"])
+            except sqlite3.IntegrityError as exc:
+                if "sweeps.id" not in str(exc):
+                    raise
+
+    def get_sweep(self, sweep_id: str) -> dict:
+        """The sweep whose id is, or starts with, `sweep_id`: id, name, varied, settings, parallel, created_at."""
+        prefix = sweep_id.strip().lower()
+        if not prefix:
+            raise StoreError(f"No sweep id given. {LIST_SWEEPS_HINT}")
+        rows = self._query("SELECT * FROM sweeps WHERE substr(id, 1, ?) = ? ORDER BY created_at", (len(prefix), prefix))
+        if not rows:
+            raise StoreError(f"No sweep has an id starting with {sweep_id!r}. {LIST_SWEEPS_HINT}")
+        if len(rows) > 1:
+            matches = ", ".join(row["id"] for row in rows[:5])
+            raise StoreError(f"{sweep_id!r} matches {len(rows)} sweeps ({matches}); type more of the id.")
+        return _sweep_from_row(rows[0])
+
+    def sweeps(self) -> list[dict]:
+        """Every sweep, newest first, with its runs' statuses counted (``statuses``: status → count)."""
+        rows = self._query("SELECT * FROM sweeps ORDER BY created_at DESC, rowid DESC")
+        counts = self._query(
+            "SELECT sweep_id, status, count(*) AS n FROM runs WHERE sweep_id IS NOT NULL GROUP BY 1, 2"
+        )
+        sweeps = [_sweep_from_row(row) for row in rows]
+        by_id = {sweep["id"]: sweep for sweep in sweeps}
+        for count in counts:
+            if count["sweep_id"] in by_id:
+                by_id[count["sweep_id"]]["statuses"][count["status"]] = count["n"]
+        return sweeps
 
     # -- generations and evaluations -----------------------------------------
 
@@ -888,6 +998,11 @@ def _inserted_id(table: sqlite_utils.db.Table) -> int:
     if table.last_pk is None:
         raise StoreError(f"The database did not return the id of the new {table.name} row.")
     return int(table.last_pk)
+
+
+def _sweep_from_row(row: dict) -> dict:
+    """A `sweeps` row with its JSON decoded, and room for its runs' status counts."""
+    return {**row, "varied": json.loads(row["varied"]), "settings": json.loads(row["settings"]), "statuses": {}}
 
 
 def _now() -> str:

@@ -569,3 +569,54 @@ def test_a_run_written_by_another_process_shows_up_live(store):
     assert store.get_run(run_id).steps == steps
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+# -- sweeps and probes ----------------------------------------------------------
+
+
+def test_a_sweep_groups_its_runs_and_counts_their_statuses(store):
+    sweep = store.create_sweep(name="lr", varied={"learning_rate": [1e-3, 3e-4]}, settings={"max_steps": 5}, parallel=2)
+    assert sweep["varied"] == {"learning_rate": [1e-3, 3e-4]} and sweep["parallel"] == 2
+    first = new_run(store, sweep_id=sweep["id"], status="queued")
+    second = new_run(store, sweep_id=sweep["id"], status="queued")
+    new_run(store)  # not in the sweep
+    assert [run.id for run in store.list_runs(sweep_id=sweep["id"], descending=False)] == [first, second]
+    assert store.get_run(first).sweep_id == sweep["id"]
+    assert store.get_sweep(sweep["id"][:3])["id"] == sweep["id"]
+    (listed,) = store.sweeps()
+    assert listed["statuses"] == {"queued": 2}
+    with pytest.raises(StoreError, match="No sweep has an id starting with 'zz'. Run `lmwb sweeps`"):
+        store.get_sweep("zz")
+
+
+def test_a_sweeps_runs_start_as_many_at_once_as_it_asks(store):
+    sweep = store.create_sweep(name="grid", varied={"batch_size": [4, 8, 16]}, settings={}, parallel=2)
+    queued = [new_run(store, sweep_id=sweep["id"], status="queued") for _ in range(3)]
+    assert store.claim_queued_run().id == queued[0]
+    assert store.claim_queued_run().id == queued[1]  # the sweep's second slot
+    assert store.claim_queued_run() is None  # two active: its third waits
+    plain = new_run(store, status="queued")
+    store.set_status(queued[0], "completed")
+    store.set_status(queued[1], "completed")
+    assert store.claim_queued_run().id == queued[2]
+    assert store.claim_queued_run() is None  # a run outside the sweep keeps the default single slot
+    store.set_status(queued[2], "completed")
+    assert store.claim_queued_run().id == plain
+
+
+def test_probes_are_kept_by_step_and_a_step_written_again_is_replaced(store):
+    run_id = new_run(store)
+    store.add_probes(run_id, 10, {"Once upon": " a time", "The fox": " ran"})
+    store.add_probes(run_id, 20, {"Once upon": " a hill", "The fox": " ran"})
+    store.add_probes(run_id, 20, {"Once upon": " a hill top", "The fox": " ran off"})  # resumed, re-evaluated
+    rows = store.probes(run_id)
+    assert [(row["step"], row["prompt"], row["text"]) for row in rows] == [
+        (10, "Once upon", " a time"),
+        (10, "The fox", " ran"),
+        (20, "Once upon", " a hill top"),
+        (20, "The fox", " ran off"),
+    ]
+    assert [row["text"] for row in store.probes(run_id, prompt="The fox")] == [" ran", " ran off"]
+    store.set_status(run_id, "completed")
+    store.delete_run(run_id)
+    assert store.probes(run_id) == []
