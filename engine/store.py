@@ -711,9 +711,12 @@ class RunStore:
         with self._write(run_id) as db:
             db.table("probes").insert_all(rows, replace=True)
 
-    def probes(self, run_id: str, prompt: str | None = None) -> list[dict]:
-        """Probe completions by step, prompts in the order the run recorded them: step, prompt, text, created_at."""
-        where, params = "run_id = ?", [run_id]
+    def probes(self, run_id: str, prompt: str | None = None, after_step: int = -1) -> list[dict]:
+        """Probe completions with step > after_step, by step, prompts in the order the run recorded them.
+
+        Each row: step, prompt, text, created_at.
+        """
+        where, params = "run_id = ? AND step > ?", [run_id, after_step]
         if prompt is not None:
             where += " AND prompt = ?"
             params.append(prompt)

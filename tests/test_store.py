@@ -617,6 +617,10 @@ def test_probes_are_kept_by_step_and_a_step_written_again_is_replaced(store):
         (20, "The fox", " ran off"),
     ]
     assert [row["text"] for row in store.probes(run_id, prompt="The fox")] == [" ran", " ran off"]
+    assert [(row["step"], row["prompt"]) for row in store.probes(run_id, after_step=10)] == [
+        (20, "Once upon"),
+        (20, "The fox"),
+    ]
     store.set_status(run_id, "completed")
     store.delete_run(run_id)
     assert store.probes(run_id) == []
