@@ -1,0 +1,226 @@
+"""Comparing runs: only the settings that differ, the results with the best marked, and every way out of it.
+
+The runs are written into the store the way a trainer in another process
+writes them (a config, metrics rows, a status), with numbers chosen so every
+answer is known: the engine's comparison, its JSON, CSV and Markdown.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import pytest
+
+from engine.comparison import RESULT_KEYS, compare_runs
+from engine.errors import StoreError
+from engine.store import RunStore
+from engine.training_config import TrainingConfig
+
+
+def record(
+    store: RunStore,
+    name: str,
+    config: dict[str, Any],
+    rows: list[dict[str, Any]],
+    status: str = "completed",
+    sweep_id: str | None = None,
+) -> str:
+    """A finished run as its trainer leaves it: its config, its metrics rows, how far it got, its status."""
+    run = store.create_run(name=name, model="scratch:nano", dataset="fables", config=config, sweep_id=sweep_id)
+    store.set_status(run.id, "running")
+    store.add_metrics(run.id, rows)
+    store.heartbeat(run.id, steps=rows[-1]["step"] if rows else 0, tokens=rows[-1]["tokens"] if rows else 0)
+    store.set_status(run.id, status)
+    return run.id
+
+
+def config(**settings: Any) -> dict[str, Any]:
+    """A full stored config, as a run records it, with these settings changed."""
+    return TrainingConfig(model="scratch:nano", dataset="fables", **settings).as_dict()
+
+
+def rows(val_losses: dict[int, tuple[float, float]], speeds: list[float], step_seconds: float) -> list[dict]:
+    """Metrics rows: a train loss and tokens/s every step, ``val_losses`` {step: (loss, bpb)} where evaluated."""
+    out = []
+    for step, speed in enumerate(speeds, start=1):
+        row: dict[str, Any] = {
+            "step": step,
+            "train_loss": 5.0 - 0.1 * step,
+            "tokens_per_sec": speed,
+            "tokens": 64 * step,
+            "elapsed": step_seconds * step,
+        }
+        if step in val_losses:
+            row["val_loss"], row["val_bpb"] = val_losses[step]
+        out.append(row)
+    return out
+
+
+@pytest.fixture
+def three_runs() -> tuple[RunStore, str, str, str]:
+    """Three runs of scratch:nano on fables that differ in learning rate and batch size.
+
+    fast: lr 1e-3, batch 8: best val 3.0 at step 2 (bpb 2.0), tokens/s median 1,000, 4 steps in 8 s.
+    slow: lr 3e-4, batch 16: best val 3.5 at step 4 (bpb 2.5), median 2,000 (a slow first step), 4 steps in 4 s.
+    broken: lr 3e-4, batch 8: failed before its first step, no metrics.
+    (No run is left queued: the first lmwb command or app to look would start it.)
+    """
+    store = RunStore()
+    fast = record(
+        store,
+        "fast",
+        config(learning_rate=1e-3),
+        rows({2: (3.0, 2.0), 4: (3.2, 2.1)}, [1000.0, 900.0, 1100.0, 1000.0], 2.0),
+    )
+    slow = record(
+        store,
+        "slow",
+        config(batch_size=16),
+        rows({2: (3.9, 2.9), 4: (3.5, 2.5)}, [10.0, 2000.0, 2100.0, 1900.0], 1.0),
+        status="stopped",
+    )
+    broken = record(store, "broken", config(), [], status="failed")
+    return store, fast, slow, broken
+
+
+# --- the engine --------------------------------------------------------------------------------
+
+
+def test_only_the_settings_that_differ_are_columns_and_the_rest_are_listed_once(three_runs) -> None:
+    store, fast, slow, broken = three_runs
+    comparison = compare_runs(store, [fast, slow, broken])
+    assert comparison.differing == {"batch_size": [8, 16, 8], "learning_rate": [1e-3, 3e-4, 3e-4]}
+    assert comparison.same["model"] == "scratch:nano" and comparison.same["dataset"] == "fables"
+    assert comparison.same["max_steps"] == 200 and comparison.same["world_size"] == 1
+    assert "name" not in comparison.same  # a run's name labels its row; it is not a setting
+    assert comparison.header() == [
+        "id",
+        "name",
+        "batch_size",
+        "learning_rate",
+        "best val loss",
+        "val bits/byte",
+        "tokens/s",
+        "steps",
+        "wall time",
+        "status",
+    ]
+
+
+def test_results_are_read_from_the_metrics_and_the_best_of_each_column_is_marked(three_runs) -> None:
+    store, fast, slow, broken = three_runs
+    by_id = {run.id: run for run in compare_runs(store, [fast, slow, broken]).runs}
+    assert by_id[fast].results == {
+        "best_val_loss": 3.0,
+        "val_bpb": 2.0,  # at the best evaluation (step 2), not the last (2.1)
+        "tokens_per_sec": 1000.0,
+        "steps": 4,
+        "wall_time": 8.0,
+        "status": "completed",
+    }
+    assert by_id[slow].results["tokens_per_sec"] == 1950.0  # the median: a slow first step counts once
+    assert by_id[slow].results["wall_time"] == 4.0
+    assert by_id[broken].results == dict.fromkeys(RESULT_KEYS[:3], None) | {
+        "steps": 0,
+        "wall_time": None,
+        "status": "failed",
+    }
+    assert by_id[fast].best == {"best_val_loss", "val_bpb"}
+    assert by_id[slow].best == {"tokens_per_sec", "wall_time"}
+    assert by_id[broken].best == set()
+
+    cells = {row[0].text: row for row in compare_runs(store, [fast, slow]).cells()}
+    assert [(cell.text, cell.best) for cell in cells[fast][4:]] == [
+        ("3.0000", True),
+        ("2.0000", True),
+        ("1,000", False),
+        ("4", False),  # steps have no best
+        ("0:08", False),
+        ("completed", False),
+    ]
+
+
+def test_a_column_where_every_run_has_the_same_value_has_no_best() -> None:
+    store = RunStore()
+    same = rows({1: (3.0, 2.0)}, [500.0], 1.0)
+    first, second = record(store, "a", config(seed=1), same), record(store, "b", config(seed=2), same)
+    comparison = compare_runs(store, [first, second])
+    assert comparison.differing == {"seed": [1, 2]}
+    assert all(not run.best for run in comparison.runs)
+
+
+def test_a_setting_an_old_run_lacks_counts_as_its_default() -> None:
+    store = RunStore()
+    # A run recorded before compile and auto_batch existed: its config lacks them (and most else).
+    old = record(store, "old", {"model": "scratch:nano", "dataset": "fables", "learning_rate": 1e-3}, [])
+    new = record(store, "new", config(compile="off"), [])
+    comparison = compare_runs(store, [old, new])
+    assert comparison.differing == {"learning_rate": [1e-3, 3e-4], "compile": ["auto", "off"]}
+    assert comparison.same["auto_batch"] is False and comparison.same["warmup_steps"] == 20
+
+
+def test_the_json_shape(three_runs) -> None:
+    store, fast, slow, _ = three_runs
+    shape = compare_runs(store, [slow[:4], fast]).as_json()  # a unique prefix is enough
+    assert set(shape) == {"differing", "same", "runs"}
+    assert shape["differing"] == {"batch_size": [16, 8], "learning_rate": [3e-4, 1e-3]}
+    assert shape["runs"][0] == {
+        "id": slow,
+        "name": "slow",
+        "settings": {"batch_size": 16, "learning_rate": 3e-4},
+        "results": {
+            "best_val_loss": 3.5,
+            "val_bpb": 2.5,
+            "tokens_per_sec": 1950.0,
+            "steps": 4,
+            "wall_time": 4.0,
+            "status": "stopped",
+        },
+        "best": ["tokens_per_sec", "wall_time"],
+    }
+    assert shape["runs"][1]["best"] == ["best_val_loss", "val_bpb"]
+    assert json.loads(json.dumps(shape)) == shape
+
+
+def test_csv_holds_plain_values_and_markdown_marks_the_best_in_bold(three_runs) -> None:
+    store, fast, slow, broken = three_runs
+    comparison = compare_runs(store, [fast, slow, broken])
+    table = list(csv.DictReader(io.StringIO(comparison.to_csv())))
+    assert list(table[0]) == ["id", "name", "batch_size", "learning_rate", *RESULT_KEYS]
+    assert table[0] == {
+        "id": fast,
+        "name": "fast",
+        "batch_size": "8",
+        "learning_rate": "0.001",
+        "best_val_loss": "3.0",
+        "val_bpb": "2.0",
+        "tokens_per_sec": "1000.0",
+        "steps": "4",
+        "wall_time": "8.0",
+        "status": "completed",
+    }
+    assert table[2]["best_val_loss"] == "" and table[2]["status"] == "failed"
+
+    markdown = comparison.to_markdown().splitlines()
+    assert markdown[0] == (
+        "| id | name | batch_size | learning_rate | best val loss | val bits/byte | tokens/s | steps "
+        "| wall time | status |"
+    )
+    assert markdown[1].startswith("| --- | --- |")
+    assert markdown[2] == f"| {fast} | fast | 8 | 0.001 | **3.0000** | **2.0000** | 1,000 | 4 | 0:08 | completed |"
+    assert markdown[3] == f"| {slow} | slow | 16 | 0.0003 | 3.5000 | 2.5000 | **1,950** | 4 | **0:04** | stopped |"
+    assert markdown[4] == f"| {broken} | broken | 8 | 0.0003 | – | – | – | 0 | – | failed |"
+    assert markdown[-1].startswith("Same in every run: model=scratch:nano, dataset=fables, ")
+
+
+def test_fewer_than_two_runs_an_unknown_id_or_a_run_twice_are_refused(three_runs) -> None:
+    store, fast, slow, _ = three_runs
+    with pytest.raises(StoreError, match="needs 2 runs or more; 1 given"):
+        compare_runs(store, [fast])
+    with pytest.raises(StoreError, match="No run has an id starting with 'nope'"):
+        compare_runs(store, [fast, "nope"])
+    with pytest.raises(StoreError, match=f"Run {fast} is given twice"):
+        compare_runs(store, [fast, slow, fast[:5]])
