@@ -1,4 +1,4 @@
-"""The one place a training run writes to the store: metrics in batches, with heartbeats, samples, checkpoints.
+"""The one place a training run writes to the store: metrics in batches, heartbeats, samples, probes, checkpoints.
 
 The loop hands every row here; ``RunRecorder`` batches them into one
 transaction a second (or every ``FLUSH_ROWS`` rows), so a crash loses at most
@@ -61,6 +61,10 @@ class RunRecorder:
     def add_sample(self, step: int, prompt: str, text: str) -> None:
         self.store.add_sample(self.run_id, step, prompt, text)
 
+    def add_probes(self, step: int, completions: dict[str, str]) -> None:
+        """Each probe prompt's completion at ``step`` (a step written again, on resume, is replaced)."""
+        self.store.add_probes(self.run_id, step, completions)
+
     def add_checkpoint(self, step: int, path: Path, val_loss: float | None, kept: int) -> None:
         """Record a checkpoint, then delete those retention lets go (the record goes first, then the files)."""
         self.store.add_checkpoint(self.run_id, step, str(path), val_loss=val_loss)
@@ -90,6 +94,9 @@ class SilentRecorder:
         pass
 
     def add_sample(self, step: int, prompt: str, text: str) -> None:
+        pass
+
+    def add_probes(self, step: int, completions: dict[str, str]) -> None:
         pass
 
     def add_checkpoint(self, step: int, path: Path, val_loss: float | None, kept: int) -> None:

@@ -73,8 +73,9 @@ from engine.evaluation import (
 from engine.generation import GenerationSettings, generate_text
 from engine.lora import adapter_base, add_adapters, load_adapters
 from engine.mfu import ModelShape, model_flops_utilisation
-from engine.models import ModelSource, context_length_on_disk, load_model, quiet_transformers
+from engine.models import ModelSource, context_length_on_disk, load_model, quiet_transformers, set_dropout
 from engine.precision import autocast_context, resolve_precision
+from engine.probes import complete_probes
 from engine.run_process import RunPulse, TrainingProgress, start_queued_runs
 from engine.run_recorder import RunRecorder, SilentRecorder
 from engine.schedule import configure_optimizer, get_lr, get_lr_on_time
@@ -424,6 +425,10 @@ class TrainingJob:
         check_block_size(config.block_size, context)
         if config.sample_every > 0 and len(tokenizer.encode(config.sample_prompt)) >= context:
             raise SettingsError("sample_prompt", f"is longer than the model's context of {context} tokens; shorten it.")
+        if config.probes and context and config.probe_tokens >= context:
+            raise SettingsError(
+                "probe_tokens", f"leaves no room for a prompt in the model's context of {context} tokens; lower it."
+            )
         precision = resolve_precision(config.precision, device)
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls and convolutions where autocast leaves fp32
@@ -538,6 +543,8 @@ class TrainingJob:
     def _trainable_model(self, model: PreTrainedModel, resume: _ResumePoint | None) -> PreTrainedModel | PeftModel:
         """The model as it trains: with fresh LoRA adapters (or a resumed run's), with gradient checkpointing."""
         config = self.config
+        if config.dropout is not None:
+            set_dropout(model, config.dropout)  # before adapters: they have a dropout of their own
         trainable: PreTrainedModel | PeftModel = model
         if config.lora and resume is None:
             trainable = add_adapters(model, config.lora_settings())
@@ -648,6 +655,7 @@ class TrainingJob:
             if config.eval_every > 0 and (training.step % config.eval_every == 0 or checkpoint_due):
                 started = time.perf_counter()
                 row.update(self._evaluate(training))
+                self._probe(training)
                 training.evaluation_seconds = time.perf_counter() - started
             training.recorder.add_metrics(row)
             if config.sample_every > 0 and training.step % config.sample_every == 0:
@@ -858,6 +866,18 @@ class TrainingJob:
         result = generate_text(training.model, training.tokenizer, config.sample_prompt, settings)
         training.model.train()
         training.recorder.add_sample(training.step, config.sample_prompt, result.text)
+
+    def _probe(self, training: _Training) -> None:
+        """Complete the run's probe prompts greedily and store them with the step (rank 0 alone).
+
+        Greedy draws no random numbers, so the completions depend on the
+        weights alone and training's random stream is untouched.
+        """
+        config = self.config
+        if not config.probes or not self.place.writes:
+            return
+        completions = complete_probes(training.model, training.tokenizer, config.probes, config.probe_tokens)
+        training.recorder.add_probes(training.step, completions)
 
     def _checkpoint(self, training: _Training, val_loss: float | None) -> None:
         """Save step-N atomically, record it, and let retention remove what is no longer kept.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.checks import check_int, check_number, check_text
@@ -23,6 +23,11 @@ from engine.model_source import ModelSource
 COMPILE_CHOICES = ("auto", "on", "off")
 COMPILE_PAYS_OFF_STEPS = 1000
 COMPILE_PAYS_OFF_SECONDS = 600.0
+# Probe prompts are completed at every evaluation, all in one batch: a handful keeps that a small
+# share of the run's time (bench/training.py measures it), and each is one line a timeline can show.
+MAX_PROBES = 16
+MAX_PROBE_CHARACTERS = 500
+MAX_PROBE_TOKENS = 128  # within every scratch preset's context (256 and up), with room for the prompt
 
 
 @dataclass
@@ -57,6 +62,9 @@ class TrainingConfig:
     min_learning_rate: float = 3e-5  # where the cosine decay ends, at max_steps
     warmup_steps: int = 20  # linear warmup from ~0 to learning_rate
     weight_decay: float = 0.1  # AdamW decay, on matrices and embeddings only
+    # Dropout on a GPT-2's embeddings, attention and residual paths; None keeps the model's own
+    # (0 for scratch presets). Text seen for many epochs is memorised without it.
+    dropout: float | None = None
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
@@ -65,6 +73,10 @@ class TrainingConfig:
     sample_every: int = 100  # steps between generated samples (0: never)
     sample_prompt: str = ""  # "" starts samples from the end-of-text token
     sample_length: int = 60  # new tokens per sample
+    # Fixed prompts the model completes greedily at every evaluation, stored with the step, so a
+    # run shows how its writing changes (engine.probes). One line each, each given once.
+    probes: list[str] = field(default_factory=list)
+    probe_tokens: int = 32  # tokens each probe completion runs to (fewer if the model ends its text)
     checkpoint_every: int = 100  # steps between checkpoints (0: only at the end or on stop)
     checkpoints_kept: int = 2  # newest checkpoints kept on disk, plus the best by validation loss
     seed: int = 1337
@@ -123,6 +135,8 @@ class TrainingConfig:
         if self.max_steps is not None and self.epochs is None:
             check_warmup(self.warmup_steps, self.max_steps)
         check_number("weight_decay", self.weight_decay, 0)
+        if self.dropout is not None:
+            check_number("dropout", self.dropout, 0, below=1)
         check_number("beta1", self.beta1, 0, below=1)
         check_number("beta2", self.beta2, 0, below=1)
         check_number("grad_clip", self.grad_clip, 0, hint=" (0 turns clipping off)")
@@ -132,6 +146,14 @@ class TrainingConfig:
         if not isinstance(self.sample_prompt, str):
             raise SettingsError("sample_prompt", "must be text (it may be empty).")
         check_int("sample_length", self.sample_length, 1)
+        self.probes = check_probes(self.probes)
+        check_int("probe_tokens", self.probe_tokens, 1, MAX_PROBE_TOKENS)
+        if self.probes and self.eval_every == 0:
+            raise SettingsError(
+                "probes",
+                "are completed at each evaluation, and eval_every is 0 (no evaluations); "
+                "set eval_every, or leave the probes out.",
+            )
         check_int("checkpoint_every", self.checkpoint_every, 0, hint=" (0 saves only at the end or on stop)")
         check_int("checkpoints_kept", self.checkpoints_kept, 1)
         check_int("seed", self.seed, 0, 2**32 - 1)
@@ -210,6 +232,38 @@ class TrainingConfig:
             if required not in values:
                 raise SettingsError(required, "is required.")
         return cls(**values)
+
+
+def check_probes(prompts: object) -> list[str]:
+    """The probe prompts as a list, or SettingsError("probes") naming the first bad one.
+
+    A prompt is one non-blank line of at most MAX_PROBE_CHARACTERS characters,
+    kept exactly as given (its spaces matter to the tokenizer). A prompt given
+    twice is refused rather than dropped: the store keeps one completion per
+    prompt and step, and a repeat is more likely a slip than a wish.
+    """
+    if not isinstance(prompts, (list, tuple)) or not all(isinstance(prompt, str) for prompt in prompts):
+        raise SettingsError("probes", "must be a list of prompts (text), e.g. ['Once upon a time'].")
+    if len(prompts) > MAX_PROBES:
+        raise SettingsError(
+            "probes",
+            f"{len(prompts)} prompts is more than {MAX_PROBES}; keep at most {MAX_PROBES} (each is "
+            "completed at every evaluation).",
+        )
+    for number, prompt in enumerate(prompts, start=1):
+        if not prompt.strip():
+            raise SettingsError("probes", f"prompt {number} is blank; give text for the model to continue.")
+        if "\n" in prompt or "\r" in prompt:
+            raise SettingsError("probes", f"prompt {number} holds a line break; a probe prompt is one line.")
+        if len(prompt) > MAX_PROBE_CHARACTERS:
+            raise SettingsError(
+                "probes",
+                f"prompt {number} is {len(prompt)} characters; keep each to at most {MAX_PROBE_CHARACTERS}.",
+            )
+        if prompt in prompts[: number - 1]:
+            first = prompts.index(prompt) + 1
+            raise SettingsError("probes", f"prompt {number} repeats prompt {first} ({prompt!r}); give each once.")
+    return list(prompts)
 
 
 def check_warmup(warmup_steps: int, max_steps: int) -> None:
