@@ -728,7 +728,7 @@ class RunStore:
 
     def create_sweep(self, *, name: str, varied: dict[str, list], settings: dict, parallel: int = 1) -> dict:
         """Record a sweep (its runs are created after it, with its id); return it as a dict."""
-        row = {
+        row: dict[str, Any] = {
             "name": name,
             "varied": json.dumps(varied),
             "settings": json.dumps(settings),
