@@ -102,25 +102,21 @@ def submit_run(
     resume_run: str | None = None,
     nproc: int | None = None,
     queue: bool = False,
+    sweep_id: str | None = None,
 ) -> Run:
     """Check the settings, record the run, and start its process now (or queue it); return the run.
 
     What can be checked quickly is checked here, before anything is
-    recorded: the settings, the dataset's path, the block size against the
-    model's context, and for a resumed run its status and process count
-    (``nproc`` left out: 1 for a new run, the run's own for a resumed one).
-    Errors found later (a dataset too small, a model that fails to load) end
-    the run as ``failed`` with their message, which its process writes.
+    recorded: a new run as ``check_new_run`` does, a resumed run's settings,
+    dataset, status and process count (``nproc`` left out: 1 for a new run,
+    the run's own for a resumed one). Errors found later (a dataset too
+    small, a model that fails to load) end the run as ``failed`` with their
+    message, which its process writes. ``sweep_id`` tags a new run as one of
+    that sweep's (engine.sweeps).
     """
-    from engine.datasets import open_dataset
-    from engine.models import context_length_on_disk
-    from engine.training_config import check_block_size
-
-    config.validate()
-    open_dataset(config.dataset, config.dataset_field)
     status: RunStatus = "queued" if queue else "starting"
     if resume_run is None:
-        check_block_size(config.block_size, context_length_on_disk(config.model, store))
+        check_new_run(config, store)
         run = store.create_run(
             name=config.name,
             model=config.model,
@@ -129,8 +125,13 @@ def submit_run(
             world_size=nproc or 1,
             lora=config.lora,
             status=status,
+            sweep_id=sweep_id,
         )
     else:
+        from engine.datasets import open_dataset
+
+        config.validate()
+        open_dataset(config.dataset, config.dataset_field)
         run = _check_resumable(store.get_run(resume_run), config, nproc, store)
         run = store.reopen_run(run.id, config.as_dict(), status)
     if queue:
@@ -138,6 +139,18 @@ def submit_run(
     else:
         launch(run, store)
     return store.get_run(run.id)
+
+
+def check_new_run(config: TrainingConfig, store: RunStore) -> None:
+    """What a new run must pass before it is recorded: its settings, its dataset's path, and its block
+    size against the model's context (read from the model's config on disk, when it is there)."""
+    from engine.datasets import open_dataset
+    from engine.models import context_length_on_disk
+    from engine.training_config import check_block_size
+
+    config.validate()
+    open_dataset(config.dataset, config.dataset_field)
+    check_block_size(config.block_size, context_length_on_disk(config.model, store))
 
 
 def _check_resumable(run: Run, config: TrainingConfig, nproc: int | None, store: RunStore) -> Run:

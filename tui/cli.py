@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     history.set_defaults(handler=cmd_history)
 
     _add_train_parser(commands)
+    _add_sweep_parser(commands)
+    _add_sweeps_parser(commands)
 
     evaluate = commands.add_parser("eval", help="loss, perplexity and bits per byte of a model on a dataset")
     evaluate.add_argument("--model", required=True, metavar="SRC", help="model source (see 'lmwb models')")
@@ -365,11 +367,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
         "'lmwb train --resume ID --steps N' continues to N steps in all. With --detach (or --queue) the run "
         "is a background process of its own that outlives this terminal and an SSH connection.",
     )
-    train.add_argument("--model", metavar="SRC", help="model source, e.g. scratch:tiny or gpt2")
-    train.add_argument("--dataset", metavar="PATH_OR_NAME", help="a bundled name, file or folder")
-    train.add_argument(
-        "--field", dest="dataset_field", metavar="FIELD", help="the .jsonl field or .csv column holding the text"
-    )
+    _add_training_flags(train)
     train.add_argument("--resume", metavar="RUN_ID", help="continue this run from its latest checkpoint")
     train.add_argument(
         "--nproc",
@@ -389,8 +387,79 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
         help="add the run to the queue: it starts in the background once the runs "
         "before it have ended (at once if none is going)",
     )
-    _add_flags(train.add_argument_group("training settings (defaults: the engine's TrainingConfig)"), TRAINING_FLAGS)
     train.set_defaults(handler=cmd_train)
+
+
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """The model, the dataset and every training setting: the flags `lmwb train` and `lmwb sweep` share."""
+    parser.add_argument("--model", metavar="SRC", help="model source, e.g. scratch:tiny or gpt2")
+    parser.add_argument("--dataset", metavar="PATH_OR_NAME", help="a bundled name, file or folder")
+    parser.add_argument(
+        "--field", dest="dataset_field", metavar="FIELD", help="the .jsonl field or .csv column holding the text"
+    )
+    _add_flags(parser.add_argument_group("training settings (defaults: the engine's TrainingConfig)"), TRAINING_FLAGS)
+
+
+def vary_option(text: str) -> tuple[str, list[str]]:
+    """``NAME=V1,V2,...``: a setting's name and its values as typed (the engine converts and checks them)."""
+    name, equals, values = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=V1,V2,... (e.g. learning_rate=1e-3,3e-4), got {text!r}")
+    return name.strip(), values.split(",")
+
+
+# Flags of `lmwb train` that a sweep refuses, and why.
+NOT_FOR_SWEEPS = {
+    "--resume": "a sweep makes new runs; resume one of its runs with lmwb train --resume ID",
+    "--nproc": "each run of a sweep is one process; --parallel N trains N of its runs at once",
+    "--queue": "a sweep's runs are queued already; --detach returns once they are",
+}
+
+
+class _RefusedFlag(argparse.Action):
+    """A flag this command knows and refuses, with the reason (rather than argparse's 'unrecognized')."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        parser.error(f"{option}: {NOT_FOR_SWEEPS[str(option)]}")
+
+
+def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
+    sweep = commands.add_parser(
+        "sweep",
+        help="train a grid of runs: every combination of the values of the settings varied",
+        description="Make one run per combination of the --vary values, queued in order (the first --vary "
+        "varies slowest), each a background process named for its values; the other flags are those of "
+        "'lmwb train' and every run shares them. Everything is checked before any run is made. Without "
+        "--detach, follows the sweep until its runs end; Ctrl+C stops its runs with a checkpoint and cancels "
+        "those queued. --name names the sweep.",
+    )
+    _add_training_flags(sweep)
+    sweep.add_argument(
+        "--vary",
+        action="append",
+        type=vary_option,
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="a training setting by its config name (lmwb runs show lists them) and its values, e.g. "
+        "learning_rate=1e-3,3e-4 (repeatable)",
+    )
+    sweep.add_argument(
+        "--parallel", type=positive_int, default=1, metavar="N", help="train N runs of the sweep at once (default: 1)"
+    )
+    sweep.add_argument(
+        "--yes", action="store_true", help="make the grid even when it has more runs than a sweep makes unasked (64)"
+    )
+    sweep.add_argument("--detach", action="store_true", help="return once the runs are queued; they go on")
+    for flag in NOT_FOR_SWEEPS:
+        sweep.add_argument(flag, nargs="?", action=_RefusedFlag, help=argparse.SUPPRESS)
+    sweep.set_defaults(handler=cmd_sweep)
+
+
+def _add_sweeps_parser(commands: argparse._SubParsersAction) -> None:
+    sweeps = commands.add_parser("sweeps", help="list sweeps: what each varies, its runs by status")
+    sweeps.add_argument("--json", action="store_true", help="print JSON for scripts")
+    sweeps.set_defaults(handler=cmd_sweeps_list)
+    sweeps.add_subparsers(title="actions", metavar="ACTION")  # `lmwb sweeps show ID` hangs here
 
 
 # How each argument type shows in --help.
@@ -1202,10 +1271,7 @@ def _training_config(args: argparse.Namespace, store: RunStore) -> tuple[Any, st
     from engine.planning import plan_run
     from engine.training_config import TrainingConfig
 
-    settings = _given(args, [field.name for field in dataclasses.fields(TrainingConfig)])
-    if settings.get("batch_size") == AUTO:  # sized to the GPU by the run; the windows per step stay planned
-        del settings["batch_size"]
-        settings["auto_batch"] = True
+    settings = _training_settings(args)
     if args.resume:
         if "model" in settings or "dataset" in settings:
             raise CommandError(
@@ -1213,11 +1279,26 @@ def _training_config(args: argparse.Namespace, store: RunStore) -> tuple[Any, st
             )
         run = store.get_run(args.resume)
         return TrainingConfig.from_dict({**run.config, **settings}), run.id, ""
-    missing = [TRAINING_FLAG_NAMES[field] for field in ("model", "dataset") if field not in settings]
-    if missing:
-        raise CommandError(f"lmwb train needs {' and '.join(missing)} (or --resume RUN_ID).")
+    _require_model_and_dataset(settings, "lmwb train", " (or --resume RUN_ID)")
     plan = plan_run(settings)
     return plan.config, None, plan.explanation()
+
+
+def _training_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The training settings given as flags, by TrainingConfig field (``lmwb train`` and ``lmwb sweep``)."""
+    from engine.training_config import TrainingConfig
+
+    settings = _given(args, [field.name for field in dataclasses.fields(TrainingConfig)])
+    if settings.get("batch_size") == AUTO:  # sized to the GPU by the run; the windows per step stay planned
+        del settings["batch_size"]
+        settings["auto_batch"] = True
+    return settings
+
+
+def _require_model_and_dataset(settings: dict[str, Any], command: str, otherwise: str = "") -> None:
+    missing = [TRAINING_FLAG_NAMES[field] for field in ("model", "dataset") if field not in settings]
+    if missing:
+        raise CommandError(f"{command} needs {' and '.join(missing)}{otherwise}.")
 
 
 def _extent(config: Any) -> str:
@@ -1373,6 +1454,153 @@ def _progress_line(progress: Any) -> str:
         f"step {progress.step}/{total} · loss {fields['loss']} · val {fields['val']} · "
         f"{fields['speed']} tok/s · ETA {fields['eta']}{fields['gpu']}"
     )
+
+
+# ---------------------------------------------------------------------------
+# lmwb sweep and lmwb sweeps
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Check the whole grid, record the sweep and queue its runs in order; then follow them unless --detach."""
+    from engine.sweeps import plan_sweep, start_sweep, varied_settings
+
+    if not args.vary:
+        raise CommandError("lmwb sweep needs a setting to vary: --vary NAME=V1,V2,... (e.g. learning_rate=1e-3,3e-4).")
+    _refuse_flag_spellings(args.vary)
+    settings = _training_settings(args)
+    _require_model_and_dataset(settings, "lmwb sweep")
+    store = _open_store()
+    # A varied setting's error names it as typed after --vary, not by the flag that sets one value.
+    varied_names = {name for name, _ in args.vary}
+    flags = {field: flag for field, flag in TRAINING_FLAG_NAMES.items() if field not in varied_names}
+    with settings_named_by_flags(flags | {"vary": "--vary", "parallel": "--parallel"}):
+        varied = varied_settings(args.vary)
+        plan = plan_sweep(settings, varied, allow_large=args.yes)
+        sweep, runs = start_sweep(plan, store, parallel=args.parallel)
+    at_once = "one at a time" if sweep["parallel"] == 1 else f"{sweep['parallel']} at a time"
+    named = f" ({sweep['name']})" if "name" in settings else ""
+    print(f"Sweep {sweep['id']}{named}: {plan.description()}, {at_once}, in this order:", flush=True)
+    explanations = [run_plan.explanation() for run_plan in plan.runs]
+    for run, explanation in zip(runs, explanations, strict=True):
+        print(f"  {run.id}  {run.name}", flush=True)
+        if len(set(explanations)) > 1:
+            print(f"            {explanation}", flush=True)
+    if len(set(explanations)) == 1:
+        print(explanations[0], flush=True)  # the same plan for every run
+    if args.detach:
+        print(
+            "They train in the background, each a process of its own, and go on if this terminal closes.\n"
+            f"Follow one:  lmwb runs follow RUN_ID\n"
+            f"The sweep:   lmwb sweeps show {sweep['id']}",
+            flush=True,
+        )
+        return EXIT_OK
+    return _follow_sweep(store, sweep["id"], runs)
+
+
+def _refuse_flag_spellings(vary: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """``--vary lr=...`` names a flag, not a setting: say which setting it sets."""
+    setting_of_flag = {flag.lstrip("-").replace("-", "_"): field for field, flag in TRAINING_FLAG_NAMES.items()}
+    for name, _ in vary:
+        setting = setting_of_flag.get(name.replace("-", "_"), name)
+        if setting != name:
+            raise CommandError(
+                f"--vary takes a setting's config name, and {name} is a flag's (--{name} sets {setting}): "
+                f"write --vary {setting}=..."
+            )
+
+
+def _follow_sweep(store: RunStore, sweep_id: str, runs: Sequence[Any]) -> int:
+    """A line as each run of the sweep starts and ends, until all have ended; Ctrl+C stops them all."""
+    from engine.run_process import check_runs
+    from engine.store import FINISHED_STATUSES
+    from engine.sweeps import stop_sweep
+
+    shown = {run.id: "queued" for run in runs}  # the status each run was last reported with
+    number = {run.id: index for index, run in enumerate(runs, start=1)}
+    last_check = time.monotonic()
+    print("Following the sweep. Ctrl+C stops its runs with a checkpoint and cancels those queued.", flush=True)
+    with stop_on_signals(lambda: None) as stopping:
+        stopped = False
+        while True:
+            if stopping.is_set() and not stopped:
+                going, cancelled = stop_sweep(store, sweep_id)
+                print(
+                    f"Stopping the sweep: {len(going)} run(s) stop with a checkpoint, "
+                    f"{len(cancelled)} queued run(s) cancelled.",
+                    flush=True,
+                )
+                stopped = True
+            if time.monotonic() - last_check > 2.0:  # a dead run is marked interrupted, and the queue moves on
+                check_runs(store)
+                last_check = time.monotonic()
+            current = store.list_runs(sweep_id=sweep_id, order_by="created_at", descending=False)
+            for run in current:
+                if run.status != shown[run.id]:
+                    line = _sweep_run_line(run, shown[run.id], f"{number[run.id]}/{len(runs)}")
+                    if line:
+                        print(line, flush=True)
+                    shown[run.id] = run.status
+            if all(run.status in FINISHED_STATUSES for run in current):
+                break
+            time.sleep(0.5)
+    counts: dict[str, int] = {}
+    for run in current:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    print(f"Sweep {sweep_id} ended: {_status_counts(counts)}. Compare its runs: lmwb sweeps show {sweep_id}")
+    return EXIT_OK
+
+
+def _sweep_run_line(run: Any, before: str, place: str) -> str:
+    """What a run of a followed sweep did since it was last reported: started, ended, or nothing to say."""
+    from engine.store import ACTIVE_STATUSES, FINISHED_STATUSES
+
+    if run.status in FINISHED_STATUSES:
+        if run.status == "cancelled":
+            return f"run {run.id} ({place}) cancelled: {run.name}"
+        ended = (
+            f"run {run.id} ({place}) {run.status} at step {run.steps}: {run.name} · "
+            f"best val loss {_cell(run.best_val_loss).plain}"
+        )
+        return ended + (f"\n  {run.error}" if run.error and run.status != "stopped" else "")
+    if run.status in ACTIVE_STATUSES and before == "queued":
+        return f"run {run.id} ({place}) started: {run.name}"
+    return ""
+
+
+def _status_counts(counts: dict[str, int]) -> str:
+    """``"2 completed, 1 running, 1 queued"``, statuses in the store's order."""
+    from engine.store import RUN_STATUSES
+
+    return ", ".join(f"{counts[status]} {status}" for status in RUN_STATUSES if counts.get(status))
+
+
+def cmd_sweeps_list(args: argparse.Namespace) -> int:
+    """Every sweep, newest first: what it varies, and its runs counted by status."""
+    from engine.sweeps import value_text
+
+    sweeps = _open_store().sweeps()
+    if args.json:
+        print_json(sweeps)
+        return EXIT_OK
+    if not sweeps:
+        _stdout().print(
+            "No sweeps yet. Start one with: lmwb sweep --model scratch:nano --dataset fables "
+            "--vary learning_rate=1e-3,3e-4"
+        )
+        return EXIT_OK
+    rows = [
+        [
+            sweep["id"],
+            sweep["name"],
+            "; ".join(f"{name} {', '.join(value_text(v) for v in values)}" for name, values in sweep["varied"].items()),
+            f"{sum(sweep['statuses'].values())}: {_status_counts(sweep['statuses'])}",
+            _local_time(sweep["created_at"]),
+        ]
+        for sweep in sweeps
+    ]
+    _stdout().print(_table("Sweeps", ["id", "name", "varied", "runs", "created"], rows))
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------------
