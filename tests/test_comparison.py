@@ -2,7 +2,8 @@
 
 The runs are written into the store the way a trainer in another process
 writes them (a config, metrics rows, a status), with numbers chosen so every
-answer is known: the engine's comparison, its JSON, CSV and Markdown.
+answer is known: the engine's comparison, its JSON, CSV and Markdown, then
+the Runs screen.
 """
 
 from __future__ import annotations
@@ -10,14 +11,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.message import Message
+from textual.notifications import Notify
+from textual.widgets import DataTable, OptionList, Static
 
 from engine.comparison import RESULT_KEYS, compare_runs
 from engine.errors import StoreError
 from engine.store import RunStore
 from engine.training_config import TrainingConfig
+from tests.test_tui_app import SIZE, shown_text, story, wait_until
+from tui.app import WorkbenchApp
+from tui.screens.compare import CompareScreen
+from tui.screens.sweep_picker import SweepPickerScreen
+from tui.widgets.loss_chart import LossChart
 
 
 def record(
@@ -224,3 +234,104 @@ def test_fewer_than_two_runs_an_unknown_id_or_a_run_twice_are_refused(three_runs
         compare_runs(store, [fast, "nope"])
     with pytest.raises(StoreError, match=f"Run {fast} is given twice"):
         compare_runs(store, [fast, slow, fast[:5]])
+
+
+# --- the Runs screen -----------------------------------------------------------------------------
+
+
+def row_of(table: Any, run_id: str) -> int:
+    """Where a run is in the runs table now (the list is sorted newest first)."""
+    return [str(key.value) for key in table.rows].index(run_id)
+
+
+@story
+async def test_mark_two_runs_compare_them_overlay_their_curves_and_switch_the_x_axis(
+    three_runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _, fast, slow, _ = three_runs
+    notices: list[str] = []
+
+    def heard(message: Message) -> None:
+        if isinstance(message, Notify):
+            notices.append(message.notification.message)
+
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE, message_hook=heard) as pilot:
+        await pilot.press("5")
+        runs = app.screen
+        table = runs.query_one("#runs-table", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 3)
+
+        # One run marked is not a comparison: the screen says what to do.
+        table.move_cursor(row=row_of(table, fast))
+        await pilot.press("space", "c")
+        assert app.screen is runs
+        await wait_until(pilot, lambda: any("Mark 2 runs or more with Space" in notice for notice in notices))
+
+        table.move_cursor(row=row_of(table, slow))
+        await pilot.press("space", "c")
+        assert isinstance(app.screen, CompareScreen)
+        compared = app.screen.query_one("#compare-table", DataTable)
+        await wait_until(pilot, lambda: compared.row_count == 2)
+        header = [str(key.value) for key in compared.columns]
+        assert header[:4] == ["id", "name", "batch_size", "learning_rate"]
+        cells = {
+            str(compared.get_row(run_id)[1]): [str(cell) for cell in compared.get_row(run_id)]
+            for run_id in (fast, slow)
+        }
+        assert cells["fast"][4] == "3.0000 *" and cells["slow"][6] == "1,950 *" and cells["slow"][4] == "3.5000"
+        same = shown_text(app.screen.query_one("#compare-same", Static))
+        assert "Same in every run: model=scratch:nano, dataset=fables" in same
+
+        # The curves of both runs, overlaid; a draws them against tokens, then wall time, then steps again.
+        chart = app.screen.query_one("#compare-chart", LossChart)
+        await wait_until(pilot, lambda: set(chart.series) == {fast, slow} and chart.points == 12)
+        title = app.screen.query_one("#compare-title", Static)
+        assert "x axis: step" in shown_text(title)
+        await pilot.press("a")
+        assert chart.x_axis == "tokens" and "x axis: tokens" in shown_text(title)
+        assert chart.series[slow].val.along("tokens") == ([128, 256], [3.9, 3.5])
+        await pilot.press("a")
+        assert chart.x_axis == "elapsed" and "x axis: wall time (s)" in shown_text(title)
+        assert chart.series[fast].train.along("elapsed")[0] == [2.0, 4.0, 6.0, 8.0]
+
+        await pilot.press("e")
+        name = f"lmwb-comparison-{'-'.join(app.screen.run_ids)}"
+        await wait_until(pilot, lambda: (tmp_path / f"{name}.md").exists() and (tmp_path / f"{name}.csv").exists())
+        assert "**3.0000**" in (tmp_path / f"{name}.md").read_text(encoding="utf-8")
+
+        await pilot.press("escape")
+        assert app.screen is runs
+        # The Runs chart cycles its x axis too, and says which it shows.
+        await pilot.press("a")
+        assert runs.query_one("#runs-chart", LossChart).x_axis == "tokens"
+        assert "a x: tokens" in shown_text(runs.query_one("#runs-mode", Static))
+
+
+@story
+async def test_pick_a_sweep_its_runs_are_marked_and_compared() -> None:
+    store = RunStore()
+    sweep = store.create_sweep(name="learning_rate", varied={"learning_rate": [1e-3, 3e-4]}, settings={})
+    high = record(
+        store, "lr 1e-3", config(learning_rate=1e-3), rows({1: (3.0, 2.0)}, [100.0], 1.0), sweep_id=sweep["id"]
+    )
+    low = record(store, "lr 3e-4", config(), rows({1: (3.3, 2.2)}, [100.0], 1.0), sweep_id=sweep["id"])
+    lone = record(store, "alone", config(seed=7), rows({1: (3.1, 2.1)}, [100.0], 1.0))
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("5")
+        runs = app.screen
+        table = runs.query_one("#runs-table", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 3)
+        await pilot.press("w")
+        assert isinstance(app.screen, SweepPickerScreen)
+        options = app.screen.query_one("#sweep-list", OptionList)
+        await wait_until(pilot, lambda: options.get_option_at_index(0).id == sweep["id"])
+        assert "learning_rate  2 runs: 2 completed" in str(options.get_option_at_index(0).prompt)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen))
+        assert app.screen.run_ids == [high, low] and runs.marked == {high, low} and lone not in runs.marked
+        compared = app.screen.query_one("#compare-table", DataTable)
+        await wait_until(pilot, lambda: compared.row_count == 2)
+        assert [str(key.value) for key in compared.columns][2] == "learning_rate"

@@ -371,7 +371,7 @@ async def test_the_run_is_its_own_process_paused_and_continued_from_the_app_and_
         train = await open_train_screen(pilot)
         await wait_until(pilot, lambda: train.run_id == run_id)
         chart = train.query_one("#train-chart", LossChart)
-        await wait_until(pilot, lambda: chart.series and min(chart.series[run_id].train_steps) == 1)
+        await wait_until(pilot, lambda: chart.series and min(chart.series[run_id].train.xs["step"]) == 1)
         await pilot.press("ctrl+q")
         await wait_until(pilot, lambda: isinstance(app.screen, QuitScreen))
         await pilot.press("s")

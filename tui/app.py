@@ -126,7 +126,7 @@ class WorkbenchApp(App):
     # every screen then. The first screen's and the dialogs' is read at start;
     # the rest (40 ms: too much for the first frame) once torch is in.
     CSS_PATH = ["app.tcss", "screens/datasets.tcss", "screens/help.tcss", "screens/confirm.tcss", "screens/quit.tcss"]
-    LATER_CSS = ("models", "generate", "train", "runs", "run_detail", "history")
+    LATER_CSS = ("models", "generate", "train", "runs", "run_detail", "history", "compare", "sweep_picker")
     COMMANDS = App.COMMANDS | {ScreenActions}
 
     # (mode, key, title) in the order the nav bar shows them.

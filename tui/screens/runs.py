@@ -1,4 +1,4 @@
-"""Runs: every run in the store, live, with its curve; overlay several to compare.
+"""Runs: every run in the store, live, with its curve; overlay several, or compare them side by side.
 
 The list is read again a few times a second by a worker, so runs started by
 ``lmwb train`` in another terminal appear and move here as they go, and any
@@ -6,7 +6,8 @@ of them can be paused, continued or stopped from here (a request through the
 store, which the run's process answers). Only
 changed cells are redrawn. The chart below shows the marked runs overlaid, or
 the highlighted run when none is marked; its metrics are fetched
-incrementally (``after_step``) like the Train screen's.
+incrementally (``after_step``) like the Train screen's. The marked runs, or a
+sweep's, open side by side in the comparison screen.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
+from engine.comparison import MIN_COMPARED
 from engine.store import RUN_ORDERINGS, can_control, control_action
+from tui.screens.compare import CompareScreen
 from tui.screens.run_actions import RunActionsScreen
 from tui.screens.run_detail import RunDetailScreen
+from tui.screens.sweep_picker import SweepPickerScreen
 from tui.widgets.formatting import loss_text, model_label
-from tui.widgets.loss_chart import LossChart
+from tui.widgets.loss_chart import X_AXES, LossChart
 
 if TYPE_CHECKING:
     from engine.store import Run
@@ -78,7 +82,9 @@ class RunsScreen(RunActionsScreen):
     HELP = (
         "Every run in the store, including those started by `lmwb train` elsewhere, updated live. "
         "Type in the filter to search; f cycles the status shown, s the sort column, S the order. "
-        "Space marks runs: the chart overlays the marked runs (or shows the highlighted one). "
+        "Space marks runs: the chart overlays the marked runs (or shows the highlighted one), against "
+        "step, tokens or wall time (a). c compares the marked runs side by side: only the settings that "
+        "differ, then the results, the best marked; w picks a sweep and compares its runs. "
         "Enter opens a run's detail; Ctrl+T pauses or continues it and Ctrl+S stops it (with a "
         "checkpoint; a queued run is cancelled), wherever it was started; g generates with its latest "
         "checkpoint, r resumes it, e exports it, x deletes it (after asking)."
@@ -87,6 +93,24 @@ class RunsScreen(RunActionsScreen):
     BINDINGS = [
         Binding("enter", "open", "Open", id="runs.open", tooltip="Open the run's detail"),
         Binding("space", "mark", "Mark", id="runs.mark", tooltip="Mark or unmark the run to overlay its curve"),
+        Binding(
+            "c",
+            "compare",
+            "Compare",
+            id="runs.compare",
+            tooltip="Compare the marked runs: the settings that differ, the results, the curves",
+        ),
+        Binding(
+            "w",
+            "pick_sweep",
+            "Sweep",
+            show=False,
+            id="runs.sweep",
+            tooltip="Pick a sweep: mark its runs and compare them",
+        ),
+        Binding(
+            "a", "x_axis", "X axis", show=False, id="runs.x_axis", tooltip="Plot against step, tokens or wall time"
+        ),
         Binding("slash", "filter", "Filter", id="runs.filter", tooltip="Search runs by name, model or dataset"),
         Binding("f", "cycle_status", "Status", show=False, id="runs.status", tooltip="Show only runs with one status"),
         Binding("s", "cycle_sort", "Sort", show=False, id="runs.sort", tooltip="Sort by the next column"),
@@ -247,9 +271,10 @@ class RunsScreen(RunActionsScreen):
 
     def _show_mode(self) -> None:
         _, sort_label = SORTS[self._sort]
+        x_axis = X_AXES[self.query_one("#runs-chart", LossChart).x_axis]
         self.query_one("#runs-mode", Static).update(
             f"f status: {self._status_filter or 'all'} · s sort: {sort_label} {'↓' if self._descending else '↑'}"
-            f" · marked {len(self.marked)}"
+            f" · a x: {x_axis} · marked {len(self.marked)}"
         )
 
     @on(Input.Changed, "#runs-filter")
@@ -289,15 +314,54 @@ class RunsScreen(RunActionsScreen):
 
     def action_mark(self) -> None:
         run_id = self.highlighted_id()
-        if run_id is None:
-            return
-        self.marked ^= {run_id}
-        self.query_one("#runs-table", DataTable).update_cell(
-            run_id, "mark", Text("●", style="bold") if run_id in self.marked else ""
-        )
+        if run_id is not None:
+            self._set_marks(self.marked ^ {run_id})
+
+    def _set_marks(self, run_ids: set[str]) -> None:
+        """Mark exactly these runs (those listed), and chart them."""
+        table = self.query_one("#runs-table", DataTable)
+        marked = run_ids & set(self.runs)
+        for run_id in self.marked ^ marked:
+            table.update_cell(run_id, "mark", Text("●", style="bold") if run_id in marked else "")
+        self.marked = marked
         self._show_mode()
         self._chart_runs()
         self._ask()
+
+    def action_x_axis(self) -> None:
+        self.query_one("#runs-chart", LossChart).next_x_axis()
+        self._show_mode()
+
+    def action_compare(self) -> None:
+        if len(self.marked) < MIN_COMPARED:
+            self.notify(
+                f"Mark {MIN_COMPARED} runs or more with Space to compare them ({len(self.marked)} marked), "
+                "or pick a sweep with w.",
+                severity="warning",
+            )
+            return
+        run_ids = [run_id for run_id in self._order if run_id in self.marked]
+        self.app.push_screen(CompareScreen(run_ids, name="-".join(run_ids)))
+
+    def action_pick_sweep(self) -> None:
+        def picked(sweep_id: str | None) -> None:
+            if sweep_id is not None:
+                self._compare_sweep(sweep_id)
+
+        self.app.push_screen(SweepPickerScreen(), picked)
+
+    @work(thread=True, group="run-action", exit_on_error=False)
+    def _compare_sweep(self, sweep_id: str) -> None:
+        """Mark the sweep's runs and compare them (all of them, shown in the list or not)."""
+        runs = self.workbench.store.list_runs(sweep_id=sweep_id, order_by="created_at", descending=False)
+        self.app.call_from_thread(self._show_sweep, sweep_id, [run.id for run in runs])
+
+    def _show_sweep(self, sweep_id: str, run_ids: list[str]) -> None:
+        self._set_marks(set(run_ids))
+        if len(run_ids) < MIN_COMPARED:
+            self.notify(f"Sweep {sweep_id} has {len(run_ids)} run(s): nothing to compare yet.", severity="warning")
+            return
+        self.app.push_screen(CompareScreen(run_ids, name=f"sweep-{sweep_id}"))
 
     def action_open(self) -> None:
         run = self.highlighted_run()

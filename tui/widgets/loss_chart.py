@@ -1,11 +1,13 @@
 """The loss curve of one run, or several runs overlaid, growing as metrics arrive.
 
 Metrics rows come from the store (``RunStore.metrics``): one dict per logged
-step with ``train_loss`` and, on evaluation steps, ``val_loss``. The chart
-keeps them per series and redraws at most once a second, so a fast run never
-makes the screen spend its time plotting (plotext builds the picture in
-Python: 10-25 ms here). A chart on a hidden screen plots new data only once it
-is shown again.
+step with ``train_loss``, ``tokens`` and ``elapsed`` and, on evaluation steps,
+``val_loss``. The curves can be drawn against the step, the tokens seen or the
+training time (runs of different batch sizes or speeds compare fairly on the
+latter two). The chart keeps the rows' values per series and redraws at most
+once a second, so a fast run never makes the screen spend its time plotting
+(plotext builds the picture in Python: 10-25 ms here). A chart on a hidden
+screen plots new data only once it is shown again.
 """
 
 from __future__ import annotations
@@ -22,34 +24,53 @@ SERIES_COLOURS = ("cyan", "orange", "magenta", "green", "yellow", "blue", "red",
 MAX_POINTS = 400
 # Plotting takes tens of milliseconds: new points are drawn at most this often.
 REDRAW_INTERVAL = 1.0
+# What the curves can be drawn against, in the order a key cycles them: the metrics column, and its label.
+X_AXES = {"step": "step", "tokens": "tokens", "elapsed": "wall time (s)"}
+
+
+@dataclass
+class Curve:
+    """One loss line of a run: the loss at each logged step, with the value each x axis has there."""
+
+    losses: list[float] = field(default_factory=list)
+    xs: dict[str, list] = field(default_factory=lambda: {axis: [] for axis in X_AXES})
+
+    def add(self, row: dict, loss: float) -> None:
+        self.losses.append(loss)
+        for axis, values in self.xs.items():
+            values.append(row.get(axis))
+
+    def along(self, axis: str) -> tuple[list, list[float]]:
+        """The points against ``axis``, less those whose row lacks it (an old run logged no time)."""
+        pairs = [(x, loss) for x, loss in zip(self.xs[axis], self.losses, strict=True) if x is not None]
+        return [x for x, _ in pairs], [loss for _, loss in pairs]
+
+    def __len__(self) -> int:
+        return len(self.losses)
 
 
 @dataclass
 class LossSeries:
-    """The train and validation losses of one run, by step."""
+    """The train and validation losses of one run."""
 
     label: str
-    train_steps: list[int] = field(default_factory=list)
-    train_losses: list[float] = field(default_factory=list)
-    val_steps: list[int] = field(default_factory=list)
-    val_losses: list[float] = field(default_factory=list)
+    train: Curve = field(default_factory=Curve)
+    val: Curve = field(default_factory=Curve)
 
     def add(self, rows: list[dict]) -> None:
         """Append metrics rows from the store (steps must be newer than those held)."""
         for row in rows:
             if row.get("train_loss") is not None:
-                self.train_steps.append(row["step"])
-                self.train_losses.append(row["train_loss"])
+                self.train.add(row, row["train_loss"])
             if row.get("val_loss") is not None:
-                self.val_steps.append(row["step"])
-                self.val_losses.append(row["val_loss"])
+                self.val.add(row, row["val_loss"])
 
     @property
     def points(self) -> int:
-        return len(self.train_steps) + len(self.val_steps)
+        return len(self.train) + len(self.val)
 
 
-def _thin(xs: list[int], ys: list[float]) -> tuple[list[int], list[float]]:
+def _thin(xs: list, ys: list[float]) -> tuple[list, list[float]]:
     """Keep at most MAX_POINTS evenly spaced points, always including the last."""
     if len(xs) <= MAX_POINTS:
         return xs, ys
@@ -59,7 +80,7 @@ def _thin(xs: list[int], ys: list[float]) -> tuple[list[int], list[float]]:
 
 
 class LossChart(PlotextPlot):
-    """Train (solid) and validation (dots) loss against step, for one or more runs."""
+    """Train (solid) and validation (dots) loss against step, tokens or time, for one or more runs."""
 
     DEFAULT_CSS = (Path(__file__).with_suffix(".tcss")).read_text(encoding="utf-8")
 
@@ -67,6 +88,8 @@ class LossChart(PlotextPlot):
         super().__init__(id=id)
         self.series: dict[str, LossSeries] = {}
         self.empty_message = empty_message
+        self.x_axis = "step"
+        """The metrics column the curves are drawn against (a key of X_AXES)."""
         self._dirty = True
 
     def on_mount(self) -> None:
@@ -92,6 +115,13 @@ class LossChart(PlotextPlot):
             self.series = {key: series for key, series in self.series.items() if key in keys}
             self._dirty = True
 
+    def next_x_axis(self) -> str:
+        """Draw the curves against the next of step, tokens and training time; return its label."""
+        axes = list(X_AXES)
+        self.x_axis = axes[(axes.index(self.x_axis) + 1) % len(axes)]
+        self._replot()
+        return X_AXES[self.x_axis]
+
     @property
     def points(self) -> int:
         """How many points the chart holds, over all series."""
@@ -106,24 +136,23 @@ class LossChart(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.xlabel("step")
+        plt.xlabel(X_AXES[self.x_axis])
         overlay = len(self.series) > 1
         drawn = False
         for colour, series in zip(itertools.cycle(SERIES_COLOURS), self.series.values()):
-            if series.train_steps:
-                xs, ys = _thin(series.train_steps, series.train_losses)
-                plt.plot(xs, ys, marker="braille", color=colour, label=f"{series.label} train" if overlay else "train")
+            # Overlaid, a run has one colour and one legend line: its name by the train line, its val dots unnamed.
+            xs, ys = _thin(*series.train.along(self.x_axis))
+            if xs:
+                plt.plot(xs, ys, marker="braille", color=colour, label=series.label if overlay else "train")
                 drawn = True
-            if series.val_steps:
-                xs, ys = _thin(series.val_steps, series.val_losses)
+            xs, ys = _thin(*series.val.along(self.x_axis))
+            if xs:
                 plt.scatter(
-                    xs,
-                    ys,
-                    marker="dot",
-                    color=colour if overlay else "orange",
-                    label=f"{series.label} val" if overlay else "val",
+                    xs, ys, marker="dot", color=colour if overlay else "orange", label=None if overlay else "val"
                 )
                 drawn = True
+        if overlay and drawn:
+            plt.title("train: lines · val: dots")
         if not drawn:
             plt.title(self.empty_message)
         self.refresh()
