@@ -746,7 +746,8 @@ class RunStore:
                     raise
 
     def get_sweep(self, sweep_id: str) -> dict:
-        """The sweep whose id is, or starts with, `sweep_id`: id, name, varied, settings, parallel, created_at."""
+        """The sweep whose id is, or starts with, `sweep_id`: id, name, varied, settings, parallel, created_at,
+        and its runs counted by status (``statuses``), as ``sweeps()`` gives each."""
         prefix = sweep_id.strip().lower()
         if not prefix:
             raise StoreError(f"No sweep id given. {LIST_SWEEPS_HINT}")
@@ -756,15 +757,19 @@ class RunStore:
         if len(rows) > 1:
             matches = ", ".join(row["id"] for row in rows[:5])
             raise StoreError(f"{sweep_id!r} matches {len(rows)} sweeps ({matches}); type more of the id.")
-        return _sweep_from_row(rows[0])
+        (sweep,) = self._with_statuses([_sweep_from_row(rows[0])])
+        return sweep
 
     def sweeps(self) -> list[dict]:
         """Every sweep, newest first, with its runs' statuses counted (``statuses``: status → count)."""
         rows = self._query("SELECT * FROM sweeps ORDER BY created_at DESC, rowid DESC")
+        return self._with_statuses([_sweep_from_row(row) for row in rows])
+
+    def _with_statuses(self, sweeps: list[dict]) -> list[dict]:
+        """The sweeps with their runs counted by status, in their ``statuses``."""
         counts = self._query(
             "SELECT sweep_id, status, count(*) AS n FROM runs WHERE sweep_id IS NOT NULL GROUP BY 1, 2"
         )
-        sweeps = [_sweep_from_row(row) for row in rows]
         by_id = {sweep["id"]: sweep for sweep in sweeps}
         for count in counts:
             if count["sweep_id"] in by_id:

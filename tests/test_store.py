@@ -589,6 +589,17 @@ def test_a_sweep_groups_its_runs_and_counts_their_statuses(store):
         store.get_sweep("zz")
 
 
+def test_one_sweep_comes_with_its_runs_counted_by_status(store):
+    sweep = store.create_sweep(name="lr", varied={"learning_rate": [1e-3, 3e-4]}, settings={})
+    assert sweep["statuses"] == {}
+    done = new_run(store, sweep_id=sweep["id"])
+    new_run(store, sweep_id=sweep["id"], status="queued")
+    store.set_status(done, "completed")
+    new_run(store, status="queued")  # not in the sweep
+    assert store.get_sweep(sweep["id"])["statuses"] == {"completed": 1, "queued": 1}
+    assert store.sweeps()[0]["statuses"] == {"completed": 1, "queued": 1}
+
+
 def test_a_sweeps_runs_start_as_many_at_once_as_it_asks(store):
     sweep = store.create_sweep(name="grid", varied={"batch_size": [4, 8, 16]}, settings={}, parallel=2)
     queued = [new_run(store, sweep_id=sweep["id"], status="queued") for _ in range(3)]
