@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from engine.errors import StoreError
 from engine.store import Run, RunStore
+from engine.sweeps import value_text
 from engine.training_config import TrainingConfig
 
 MIN_COMPARED = 2
@@ -105,7 +106,7 @@ class Comparison:
             [
                 Cell(run.id),
                 Cell(run.name),
-                *(Cell(setting_text(run.settings[name])) for name in self.differing),
+                *(Cell(value_text(run.settings[name])) for name in self.differing),
                 *(
                     Cell(result_text(column.key, run.results[column.key]), column.key in run.best)
                     for column in RESULT_COLUMNS
@@ -116,7 +117,7 @@ class Comparison:
 
     def same_text(self) -> str:
         """The settings every run shares, as ``name=value`` pairs."""
-        return ", ".join(f"{name}={setting_text(value)}" for name, value in self.same.items())
+        return ", ".join(f"{name}={value_text(value)}" for name, value in self.same.items())
 
     def as_json(self) -> dict[str, Any]:
         """``{"differing": {setting: [value per run]}, "same": {setting: value}, "runs": [...]}``.
@@ -241,11 +242,6 @@ def run_results(run: Run, metrics: Sequence[dict]) -> dict[str, Any]:
         "wall_time": times[-1] if times else None,
         "status": run.status,
     }
-
-
-def setting_text(value: Any) -> str:
-    """A setting's value as a cell shows it (None: a dash)."""
-    return "–" if value is None else str(value)
 
 
 def result_text(key: str, value: Any) -> str:
