@@ -146,7 +146,7 @@ class TrainingConfig:
         if self.probes and self.eval_every == 0:
             raise SettingsError(
                 "probes",
-                "are completed at each evaluation, and eval_every is 0 (no evaluations); "
+                "prompts are completed at each evaluation, and eval_every is 0 (no evaluations); "
                 "set eval_every, or leave the probes out.",
             )
         check_int("checkpoint_every", self.checkpoint_every, 0, hint=" (0 saves only at the end or on stop)")

@@ -7,11 +7,14 @@ command line and the real app under Pilot.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from textual.geometry import Region
+from textual.widgets import DataTable, Static
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from engine.errors import SettingsError
@@ -19,6 +22,11 @@ from engine.probes import complete_probes
 from engine.store import RunStore
 from engine.training import TrainingJob
 from engine.training_config import MAX_PROBE_CHARACTERS, MAX_PROBE_TOKENS, MAX_PROBES, TrainingConfig
+from tests.conftest import assert_one_line_error, lmwb_in_process
+from tests.test_tui_app import shown_text, wait_until
+from tui.app import WorkbenchApp
+from tui.screens.run_detail import RunDetailScreen
+from tui.widgets.probe_timeline import ProbeTimeline
 
 PROMPTS = ["The fox met", "Once upon a time, the crow", "A moral:"]
 
@@ -145,3 +153,188 @@ def test_probes_keep_their_commas_and_spaces_and_survive_the_run_record():
     again.validate()
     assert again.probes == ["Once upon a time, ", " the fox"]
     assert TrainingConfig(model="scratch:nano", dataset="fables").probes == []
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+def test_lmwb_train_takes_probe_flags_and_lmwb_runs_probes_prints_them(
+    tiny_model_dir, fables_excerpt, tmp_path, capsys
+):
+    """--probe and --probe-file lines, in the order given; `lmwb runs probes` as text, JSON and one prompt."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The crow said\n\n   \nOnce upon a time, the owl\n", encoding="utf-8")
+    status, out, err = lmwb_in_process(
+        capsys,
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--dataset",
+        str(fables_excerpt),
+        "--steps",
+        "4",
+        "--warmup",
+        "1",
+        "--batch-size",
+        "2",
+        "--block-size",
+        "16",
+        "--eval-every",
+        "2",
+        "--probe",
+        "The fox, at last,",
+        "--probe-file",
+        str(prompts),
+        "--probe-tokens",
+        "6",
+        "--device",
+        "cpu",
+    )
+    assert status == 0, err
+    run_id = RunStore().list_runs()[0].id
+    given = ["The fox, at last,", "The crow said", "Once upon a time, the owl"]
+
+    status, out, err = lmwb_in_process(capsys, "runs", "probes", run_id, "--json")
+    assert status == 0, err
+    shown = json.loads(out)
+    assert [item["prompt"] for item in shown["prompts"]] == given
+    assert all([step["step"] for step in item["steps"]] == [2, 4] for item in shown["prompts"])
+    stored = {(row["prompt"], row["step"]): row["text"] for row in RunStore().probes(run_id)}
+    assert all(
+        stored[item["prompt"], step["step"]] == step["text"] for item in shown["prompts"] for step in item["steps"]
+    )
+
+    status, out, err = lmwb_in_process(capsys, "runs", "probes", run_id)
+    assert status == 0, err
+    assert all(prompt in out for prompt in given) and "step 2" in out and "step 4" in out
+
+    status, out, err = lmwb_in_process(capsys, "runs", "probes", run_id[:5], "--json", "--prompt", "The crow said")
+    assert [item["prompt"] for item in json.loads(out)["prompts"]] == ["The crow said"]
+    status, out, err = lmwb_in_process(capsys, "runs", "probes", run_id, "--prompt", "The hare")
+    assert_one_line_error(status, err, "no completions of the probe prompt 'The hare'", "'The crow said'")
+
+
+def write_bytes(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (lambda tmp: ["--probe-file", str(tmp / "missing.txt")], ["--probe-file", "there is no file", "missing.txt"]),
+        (lambda tmp: ["--probe-file", str(tmp)], ["--probe-file", "is a folder"]),
+        (
+            lambda tmp: [
+                "--probe-file",
+                write_bytes(tmp / "latin1.txt", "Once upon\nCafé au lait\n".encode("latin-1")),
+            ],
+            ["--probe-file", "latin1.txt is not UTF-8", "line 2", "0xe9", "byte offset 13"],
+        ),
+        (lambda tmp: ["--probe-file", write_bytes(tmp / "empty.txt", b"")], ["empty.txt holds no prompt"]),
+        (lambda tmp: ["--probe-file", write_bytes(tmp / "blank.txt", b"\n  \n\n")], ["blank.txt holds no prompt"]),
+        (lambda tmp: ["--probe", "  "], ["--probe: prompt 1 is blank"]),
+        (lambda tmp: ["--probe", "The fox", "--probe", "The fox"], ["--probe: prompt 2 repeats prompt 1"]),
+        (
+            lambda tmp: ["--probe", "The fox", "--eval-every", "0"],
+            ["--probe: prompts are completed at each evaluation"],
+        ),
+        (lambda tmp: ["--probe", "The fox", "--probe-tokens", "0"], ["--probe-tokens: 0 is out of range"]),
+    ],
+)
+def test_bad_probes_on_the_command_line_are_one_line_and_create_no_run(flags, words, tmp_path, capsys):
+    status, out, err = lmwb_in_process(
+        capsys, "train", "--model", "scratch:nano", "--dataset", "fables", "--steps", "30", *flags(tmp_path)
+    )
+    assert_one_line_error(status, err, *words)
+    assert RunStore().list_runs() == []
+
+
+def test_the_ranks_of_a_several_process_run_get_the_same_probes(tmp_path):
+    """--nproc rebuilds the command line for its ranks: every prompt, the file's too, as one --probe each."""
+    from tui.cli import _rank_arguments, build_parser
+
+    prompts = write_bytes(tmp_path / "prompts.txt", b"-starts with a dash\nThe crow, said\n")
+    parser = build_parser()
+    given = parser.parse_args(
+        ["train", "--model", "scratch:nano", "--dataset", "fables", "--probe", "A", "--probe-file", prompts]
+    )
+    again = parser.parse_args(_rank_arguments(given))
+    assert again.probes == given.probes == ["A", "-starts with a dash", "The crow, said"]
+
+
+# -- the run detail screen ---------------------------------------------------------------
+
+
+def highlighted_words(widget) -> list[str]:
+    """The runs of words a widget shows in the changed-words style (underlined), as rendered on screen."""
+    strips = widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
+    runs: list[str] = []
+    for strip in strips:
+        run = ""
+        for segment in [*strip, None]:
+            if segment is not None and segment.style is not None and segment.style.underline:
+                run += segment.text
+            elif run.strip():
+                runs.append(run.strip())
+                run = ""
+    return runs
+
+
+def test_the_probe_timeline_moves_through_the_steps_with_the_arrows_and_follows_the_run():
+    """Run detail, Probes tab: pick a prompt, ←/→ through the steps, what changed marked; new steps arrive live."""
+    store = RunStore()
+    run = store.create_run(
+        name="probed", model="scratch:nano", dataset="fables", config={"probes": ["The fox", "Once, the crow"]}
+    )
+    store.set_status(run.id, "running")
+    store.add_probes(run.id, 10, {"The fox": " the the the", "Once, the crow": " sat"})
+    store.add_probes(run.id, 20, {"The fox": " met the hare", "Once, the crow": " sat on a branch"})
+    store.add_probes(run.id, 30, {"The fox": " met the crow by the mill", "Once, the crow": " sat on a branch"})
+
+    async def story() -> None:
+        app = WorkbenchApp()
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("5")
+            table = app.screen.query_one("#runs-table", DataTable)
+            await wait_until(pilot, lambda: table.row_count == 1)
+            await pilot.press("enter")
+            detail = app.screen
+            assert isinstance(detail, RunDetailScreen)
+            await pilot.press("p")
+            timeline = detail.query_one("#run-probes", ProbeTimeline)
+            position = timeline.query_one("#probe-position", Static)
+            text = timeline.query_one("#probe-text", Static)
+            await wait_until(pilot, lambda: timeline.step == 30)
+            await pilot.pause()
+            # The newest step first, the words changed since step 20 marked.
+            assert "step 30 · 3 of 3 evaluated steps" in shown_text(position)
+            assert "The fox met the crow by the mill" in shown_text(text)
+            assert highlighted_words(text) == ["crow by the mill"]
+            # The arrows are the screen's keys while the Probes tab shows: in the footer and the help.
+            assert {"left", "right"} <= {key for key, item in detail.active_bindings.items() if item.binding.show}
+
+            await pilot.press("left")
+            assert timeline.step == 20 and "step 20 · 2 of 3" in shown_text(position)
+            assert highlighted_words(text) == ["met", "hare"]
+            await pilot.press("left", "left")  # stops at the first
+            assert timeline.step == 10 and "the first evaluation" in shown_text(position)
+            assert highlighted_words(text) == []
+            await pilot.press("right")
+
+            # Another prompt, at the same step.
+            await pilot.press("down")
+            assert timeline.prompt == "Once, the crow" and timeline.step == 20
+            assert "Once, the crow sat on a branch" in shown_text(text)
+            assert highlighted_words(text) == ["on a branch"]
+
+            # The run evaluates again: the new step joins the timeline; the one chosen stays in sight.
+            store.add_probes(run.id, 40, {"The fox": " met the crow", "Once, the crow": " sat on the mill"})
+            await wait_until(pilot, lambda: "2 of 4" in shown_text(position))
+            await pilot.press("right", "right")
+            assert timeline.step == 40 and highlighted_words(text) == ["the mill"]
+
+            await pilot.press("question_mark")
+            assert "evaluated step" in shown_text(app.screen.query_one("#help-keys", Static))
+
+    asyncio.run(story())

@@ -35,7 +35,7 @@ from rich.text import Text
 from engine import __version__
 from engine.errors import SettingsError, WorkbenchError
 from engine.store import RUN_ORDERINGS
-from tui.widgets.formatting import human_duration, model_label
+from tui.widgets.formatting import CHANGED_STYLE, changed_words, human_duration, model_label
 
 if TYPE_CHECKING:
     from engine.store import RunStore
@@ -99,6 +99,34 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, got {text!r}")
     return value
+
+
+def probe_file(text: str) -> list[str]:
+    """The probe prompts in a UTF-8 file, one a line as written (blank lines skipped): --probe-file's type.
+
+    Read as the flags are parsed, so a file that cannot serve is refused before anything is created.
+    """
+    path = Path(text)
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a text file with one prompt a line") from None
+    except FileNotFoundError:
+        raise argparse.ArgumentTypeError(f"there is no file {text}; give a text file with one prompt a line") from None
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {error.strerror}") from None
+    try:
+        content = data.decode("utf-8-sig")  # a byte-order mark some editors write is not part of a prompt
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise argparse.ArgumentTypeError(
+            f"{text} is not UTF-8 text: line {line} holds the byte 0x{data[error.start]:02x} "
+            f"(at byte offset {error.start}); save it as UTF-8"
+        ) from None
+    prompts = [line for line in content.splitlines() if line.strip()]
+    if not prompts:
+        raise argparse.ArgumentTypeError(f"{text} holds no prompt (it is empty or blank); write one prompt a line")
+    return prompts
 
 
 def device_name(text: str) -> str:
@@ -235,6 +263,14 @@ def _add_runs_parser(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--output", type=Path, metavar="FILE", help="write here instead of stdout")
     export.set_defaults(handler=cmd_runs_export)
 
+    probes = actions.add_parser(
+        "probes", help="a run's probe prompts and the completion at each evaluated step, changes highlighted"
+    )
+    probes.add_argument("run_id", metavar="ID", help="run id (a unique prefix is enough)")
+    probes.add_argument("--prompt", metavar="TEXT", help="only this probe prompt")
+    probes.add_argument("--json", action="store_true", help="print JSON for scripts")
+    probes.set_defaults(handler=cmd_runs_probes)
+
     follow = actions.add_parser(
         "follow", help="the live progress of a run, wherever it was started (Ctrl+C leaves the run going)"
     )
@@ -324,6 +360,14 @@ TRAINING_FLAGS = (
     ("--sample-every", "sample_every", whole_number, "steps between samples (0: none)"),
     ("--sample-prompt", "sample_prompt", str, "prompt for the samples"),
     (
+        "--probe",
+        "probes",
+        list,
+        "a probe prompt: the model completes it greedily at every evaluation, kept by step "
+        "(lmwb runs probes ID); repeatable",
+    ),
+    ("--probe-tokens", "probe_tokens", whole_number, "tokens each probe completion runs to"),
+    (
         "--checkpoint-every",
         "checkpoint_every",
         whole_number,
@@ -397,7 +441,16 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--field", dest="dataset_field", metavar="FIELD", help="the .jsonl field or .csv column holding the text"
     )
-    _add_flags(parser.add_argument_group("training settings (defaults: the engine's TrainingConfig)"), TRAINING_FLAGS)
+    settings = parser.add_argument_group("training settings (defaults: the engine's TrainingConfig)")
+    _add_flags(settings, TRAINING_FLAGS)
+    settings.add_argument(
+        "--probe-file",
+        dest="probes",
+        action="extend",
+        type=probe_file,
+        metavar="FILE",
+        help="probe prompts from a UTF-8 file, one a line (blank lines skipped); with --probe, in the order given",
+    )
 
 
 def vary_option(text: str) -> tuple[str, list[str]]:
@@ -470,17 +523,21 @@ METAVARS = {
     device_name: "DEVICE",
     precision_name: "PRECISION",
     str: "TEXT",
+    list: "TEXT",
 }
 
 
 def _add_flags(group: argparse._ActionsContainer, flags: Sequence[tuple[str, str, Callable, str]]) -> None:
     """Add settings flags whose dest is the settings field they set (left out: None, the engine's default).
 
-    A flag of kind ``bool`` is a switch that takes no value and turns its setting on.
+    A flag of kind ``bool`` is a switch that takes no value and turns its setting on; one of kind
+    ``list`` is repeatable, each use adding an item.
     """
     for flag, field, kind, text in flags:
         if kind is bool:
             group.add_argument(flag, dest=field, action="store_const", const=True, help=text)
+        elif kind is list:
+            group.add_argument(flag, dest=field, action="append", metavar=METAVARS[kind], help=text)
         else:
             group.add_argument(flag, dest=field, type=kind, metavar=METAVARS[kind], help=text)
 
@@ -1032,6 +1089,48 @@ def cmd_runs_export_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_runs_probes(args: argparse.Namespace) -> int:
+    """Each probe prompt of a run with its completion at every evaluated step (text: what changed highlighted)."""
+    store = _open_store()
+    run = store.get_run(args.run_id)
+    timelines: dict[str, list[dict[str, Any]]] = {}  # prompt -> its steps, prompts in the order the run wrote them
+    for row in store.probes(run.id):
+        timelines.setdefault(row["prompt"], []).append({"step": row["step"], "text": row["text"]})
+    if args.prompt is not None:
+        if args.prompt not in timelines:
+            known = "; its prompts: " + ", ".join(map(repr, timelines)) if timelines else ""
+            raise CommandError(f"Run {run.id} has no completions of the probe prompt {args.prompt!r}{known}.")
+        timelines = {args.prompt: timelines[args.prompt]}
+    if args.json:
+        print_json({"prompts": [{"prompt": prompt, "steps": steps} for prompt, steps in timelines.items()]})
+        return EXIT_OK
+    console = _stdout()
+    if not timelines:
+        console.print(
+            f"Run {run.id} has no probe completions: it was given no probe prompts, or has not evaluated yet. "
+            "Give a run some with: lmwb train --probe TEXT (repeatable) or --probe-file FILE."
+        )
+        return EXIT_OK
+    console.print(
+        Text.assemble(
+            f"Run {run.id} ({run.name}): each probe prompt's completion at every evaluated step; ",
+            ("what changed since the step before", CHANGED_STYLE),
+            " is highlighted.",
+        )
+    )
+    for prompt, steps in timelines.items():
+        console.print(Text(prompt, style="bold"))  # on a line of its own: a table's title folds to the table
+        table = Table(show_header=False, box=None)
+        table.add_column(justify="right", style="dim", no_wrap=True)
+        table.add_column(overflow="fold")
+        previous = None
+        for step in steps:
+            table.add_row(f"step {step['step']:,}", changed_words(previous, step["text"]))
+            previous = step["text"]
+        console.print(table)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------
 # lmwb generate and lmwb history
 
@@ -1257,6 +1356,8 @@ def _rank_arguments(args: argparse.Namespace) -> list[str]:
         value = getattr(args, field, None)
         if value is True:
             arguments.append(flag)
+        elif isinstance(value, list):  # a repeatable flag (--probe, with --probe-file's lines)
+            arguments += [f"{flag}={item}" for item in value]
         elif value is not None:
             arguments.append(f"{flag}={value}")
     return arguments

@@ -1,4 +1,4 @@
-"""One run in full: its curve, configuration, samples and checkpoints, live while it runs."""
+"""One run in full: its curve, configuration, samples, probe timeline and checkpoints, live while it runs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 from tui.screens.run_actions import RunActionsScreen
 from tui.widgets.formatting import human_count, loss_text, model_label
 from tui.widgets.loss_chart import LossChart
+from tui.widgets.probe_timeline import ProbeTimeline
 
 if TYPE_CHECKING:
     from engine.store import Run
@@ -29,9 +30,12 @@ class RunDetailScreen(RunActionsScreen):
     MODE = "runs"
     TITLE = "Run detail"
     HELP = (
-        "One run: its loss curve, its full configuration, the samples it wrote and its "
-        "checkpoints. In the Checkpoints tab, g generates with the highlighted checkpoint "
-        "(elsewhere, the latest). r resumes the run, e exports it, x deletes it. Escape goes back."
+        "One run: its loss curve, its full configuration, the samples it wrote, its probe "
+        "timeline and its checkpoints. In the Probes tab, ↑/↓ picks a probe prompt and ←/→ "
+        "moves through the evaluated steps: its completion at each, the words it changed since "
+        "the step before highlighted. In the Checkpoints tab, g generates with the highlighted "
+        "checkpoint (elsewhere, the latest). r resumes the run, e exports it, x deletes it. "
+        "Escape goes back."
     )
 
     BINDINGS = [
@@ -40,6 +44,30 @@ class RunDetailScreen(RunActionsScreen):
         Binding("c", "show_tab('curve')", "Curve", show=False, id="run.curve", tooltip="The loss curve"),
         Binding("o", "show_tab('config')", "Config", show=False, id="run.config", tooltip="The run's configuration"),
         Binding("a", "show_tab('samples')", "Samples", show=False, id="run.samples", tooltip="Text the run wrote"),
+        Binding(
+            "p",
+            "show_tab('probes')",
+            "Probes",
+            show=False,
+            id="run.probes",
+            tooltip="The probe prompts' completions, evaluation by evaluation",
+        ),
+        Binding(
+            "left",
+            "probe_step(-1)",
+            "Earlier",
+            id="run.probe_earlier",
+            priority=True,  # over the focused list's scrolling: in the Probes tab they move through the steps
+            tooltip="The probe's completion at the evaluated step before",
+        ),
+        Binding(
+            "right",
+            "probe_step(1)",
+            "Later",
+            id="run.probe_later",
+            priority=True,  # over the focused list's scrolling: in the Probes tab they move through the steps
+            tooltip="The probe's completion at the evaluated step after",
+        ),
         Binding(
             "k",
             "show_tab('checkpoints')",
@@ -56,7 +84,14 @@ class RunDetailScreen(RunActionsScreen):
 
     class Polled(Message, bubble=False):
         def __init__(
-            self, run: "Run", after: int, metrics: list[dict], samples: list[dict], checkpoints: list[dict]
+            self,
+            run: "Run",
+            after: int,
+            metrics: list[dict],
+            samples: list[dict],
+            checkpoints: list[dict],
+            probes_after: int,
+            probes: list[dict],
         ) -> None:
             super().__init__()
             self.run, self.after, self.metrics, self.samples, self.checkpoints = (
@@ -66,12 +101,14 @@ class RunDetailScreen(RunActionsScreen):
                 samples,
                 checkpoints,
             )
+            self.probes_after, self.probes = probes_after, probes
 
     def __init__(self, run_id: str) -> None:
         super().__init__()
         self.run_id = run_id
         self.run: Run | None = None
         self._after = -1
+        self._probes_after = -1  # the last step whose probe completions are shown
         self._checkpoints: list[dict] = []
 
     def compose_body(self) -> ComposeResult:
@@ -83,6 +120,8 @@ class RunDetailScreen(RunActionsScreen):
                 yield VerticalScroll(Static("", id="run-config"))
             with TabPane("a Samples", id="samples"):
                 yield VerticalScroll(Static("", id="run-samples"))
+            with TabPane("p Probes", id="probes"):
+                yield ProbeTimeline(id="run-probes")
             with TabPane("k Checkpoints", id="checkpoints"):
                 yield DataTable(id="run-checkpoints", cursor_type="row")
 
@@ -99,19 +138,23 @@ class RunDetailScreen(RunActionsScreen):
 
         def read() -> RunDetailScreen.Polled | None:
             nonlocal last
-            after = self._after  # the UI's cursor: rows it has not shown yet are asked for again
+            after, probes_after = self._after, self._probes_after  # the UI's cursors: rows not shown yet
             run = store.get_run(self.run_id)
             metrics = store.metrics(run.id, after_step=after)
+            probes = store.probes(run.id, after_step=probes_after)
             state = (run, store.samples(run.id), store.checkpoints(run.id))
-            if not metrics and state == last:
+            if not metrics and not probes and state == last:
                 return None
             last = state
-            return self.Polled(run, after, metrics, state[1], state[2])
+            return self.Polled(run, after, metrics, state[1], state[2], probes_after, probes)
 
         return read
 
     @on(Polled)
     def _show(self, message: Polled) -> None:
+        if message.probes and message.probes_after == self._probes_after:
+            self.query_one("#run-probes", ProbeTimeline).add_probes(message.probes)
+            self._probes_after = message.probes[-1]["step"]
         if message.after != self._after:
             return
         self.run = message.run
@@ -178,6 +221,21 @@ class RunDetailScreen(RunActionsScreen):
         self.query_one("#run-tabs", TabbedContent).active = tab
         if tab == "checkpoints":
             self.query_one("#run-checkpoints").focus()
+        elif tab == "probes":
+            self.query_one("#run-probes", ProbeTimeline).focus_prompts()
+
+    @on(TabbedContent.TabActivated)
+    def _tab_shown(self) -> None:
+        self.refresh_bindings()  # ←/→ move through the probes only in their tab
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "probe_step":
+            tabs = self.query("#run-tabs").results(TabbedContent)
+            return any(tab.active == "probes" for tab in tabs)
+        return True
+
+    def action_probe_step(self, offset: int) -> None:
+        self.query_one("#run-probes", ProbeTimeline).move(offset)
 
     def action_generate(self) -> None:
         if self.run is None:

@@ -1,8 +1,12 @@
-"""How numbers read on screen: sizes, counts, durations, losses. Shared by every screen."""
+"""How numbers and texts read on screen: sizes, counts, durations, losses, what changed. Shared by every screen."""
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
+
+from rich.text import Text
 
 
 def human_bytes(size: int) -> str:
@@ -49,3 +53,41 @@ def model_label(model: str, lora: bool, world_size: int) -> str:
     """
     label = f"{model} +LoRA" if lora else model
     return f"{label} ×{world_size}" if world_size > 1 else label
+
+
+# The words a probe's completion changed since the step before: underlined too, so they show without colour.
+CHANGED_STYLE = "underline black on yellow"
+LINE_BREAK = "↵"  # how a line break in a completion shows
+_WORDS = re.compile(r"(\s*)(\S+)")  # each word with the spaces before it
+
+
+def changed_words(previous: str | None, text: str) -> Text:
+    """``text`` with the words that are not in ``previous`` highlighted (a word diff, as difflib finds it).
+
+    A probe's completion against the one at the step before shows what the
+    model now writes differently; with no step before (None), nothing is.
+    Words are compared, not the spaces between them; the spaces inside a run
+    of changed words are highlighted with it. Line breaks show as LINE_BREAK:
+    a completion is a few dozen tokens, and an early model's runs of empty
+    lines would push the rest out of sight.
+    """
+    pieces = _WORDS.findall(text)
+    changed: set[int] = set()
+    if previous is not None:
+        before = [word for _, word in _WORDS.findall(previous)]
+        matcher = difflib.SequenceMatcher(a=before, b=[word for _, word in pieces], autojunk=False)
+        for tag, _, _, start, end in matcher.get_opcodes():
+            if tag != "equal":
+                changed.update(range(start, end))
+    shown = Text()
+    for index, (spaces, word) in enumerate(pieces):
+        spaces = spaces.replace("\n", LINE_BREAK)
+        if index in changed and index - 1 in changed:
+            shown.append(spaces + word, style=CHANGED_STYLE)
+        elif index in changed:
+            shown.append(spaces)
+            shown.append(word, style=CHANGED_STYLE)
+        else:
+            shown.append(spaces + word)
+    shown.append(text[sum(len(spaces) + len(word) for spaces, word in pieces) :].replace("\n", LINE_BREAK))
+    return shown
