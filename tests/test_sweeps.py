@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from textual.widgets import Input, Static
 
 from engine.errors import SettingsError
 from engine.store import FINISHED_STATUSES, RunStore
@@ -32,6 +33,10 @@ from engine.sweeps import (
     varied_settings,
 )
 from tests.conftest import REPO_ROOT, assert_one_line_error, lmwb_command, lmwb_in_process, lmwb_in_subprocess
+from tests.test_tui_app import SIZE, open_train_screen, shown_text, story, wait_until
+from tui.app import WorkbenchApp
+from tui.screens.confirm import ConfirmScreen
+from tui.widgets.config_form import ConfigForm
 
 RUN_TIMEOUT = 120  # seconds for a sweep's runs to load, train a few steps and end (2 shared cores)
 
@@ -291,3 +296,69 @@ def test_parallel_two_trains_two_at_once_and_ctrl_c_stops_the_followed_sweep(fab
     first, second = runs["seed=1"], runs["seed=2"]
     assert first.started_at < second.finished_at and second.started_at < first.finished_at
     assert runs["seed=3"].started_at is None
+
+
+# --- the Train form ---------------------------------------------------------------------------
+
+
+@story
+async def test_a_comma_list_on_the_train_form_shows_the_run_count_and_starts_a_sweep(fables: Path) -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        train = await open_train_screen(pilot)
+        form = train.query_one("#config", ConfigForm)
+        form.set_values(
+            {
+                **given(fables, eval_every=3, sample_every=0, checkpoint_every=0),
+                "max_steps": 100000,  # the first run trains until the test ends; the others wait their turn
+            }
+        )
+        count = train.query_one("#sweep-count", Static)
+        assert form.errors == {} and not count.display
+
+        form.query_one("#field-learning_rate", Input).value = "1e-3, 3e-4"
+        await pilot.pause()
+        assert form.errors == {} and count.display and "2 runs: learning_rate" in shown_text(count)
+        form.query_one("#field-batch_size", Input).value = "2, 4"
+        await pilot.pause()
+        assert "4 runs: batch_size × learning_rate" in shown_text(count)
+
+        # A field that cannot be varied says so, in place; a bad value in a list too.
+        form.query_one("#field-model", Input).value = "scratch:nano, scratch:tiny"
+        await pilot.pause()
+        assert form.errors["model"].startswith("cannot be varied")
+        form.query_one("#field-model", Input).value = "scratch:nano"
+        form.query_one("#field-warmup_steps", Input).value = "1, -1"
+        await pilot.pause()
+        assert list(form.errors) == ["warmup_steps"] and "-1 is out of range" in form.errors["warmup_steps"]
+        form.query_one("#field-warmup_steps", Input).value = "1"
+        await pilot.pause()
+        assert form.errors == {}
+
+        # A grid over MAX_RUNS is asked about first; No records nothing.
+        form.query_one("#field-seed", Input).value = ", ".join(str(seed) for seed in range(MAX_RUNS + 1))
+        await pilot.pause()
+        assert f"{4 * (MAX_RUNS + 1)} runs" in shown_text(count) and "it asks first" in shown_text(count)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is train
+        assert_nothing_recorded()
+        form.query_one("#field-seed", Input).value = "1337"
+        await pilot.pause()
+
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: app.current_mode == "runs", timeout=60)
+        store = RunStore()
+        [sweep] = store.sweeps()
+        assert sweep["varied"] == {"batch_size": [2, 4], "learning_rate": [1e-3, 3e-4]}
+        runs = store.list_runs(sweep_id=sweep["id"], descending=False)
+        assert [run.name for run in runs] == [
+            "batch_size=2 learning_rate=0.001",
+            "batch_size=2 learning_rate=0.0003",
+            "batch_size=4 learning_rate=0.001",
+            "batch_size=4 learning_rate=0.0003",
+        ]
+        assert [run.config["max_steps"] for run in runs] == [100000] * 4
+        assert train.run_id == runs[0].id  # Train follows the first run

@@ -29,6 +29,7 @@ from textual.worker import Worker, WorkerState
 from engine.errors import SettingsError, WorkbenchError
 from engine.store import FINISHED_STATUSES as FINISHED
 from engine.store import can_control, control_action
+from tui.screens.confirm import ConfirmScreen
 from tui.screens.run_actions import RunActionsScreen
 from tui.widgets.config_form import ConfigForm
 from tui.widgets.formatting import human_bytes, human_count, human_duration, loss_text
@@ -87,10 +88,12 @@ class TrainScreen(RunActionsScreen):
         "screens) as a background process: it goes on if you quit the app or lose the terminal, "
         "and the app shows it again when reopened. Ctrl+L queues the run instead: it starts when "
         "the runs before it end. Ctrl+T pauses and continues; Ctrl+S stops cleanly, saving a "
-        "checkpoint (or cancels a queued run). The chart shows train and validation loss as they "
-        "arrive, with the learning rate, tokens/s, progress and ETA above it and the latest samples "
-        "below. Resuming a run from the Runs screen fills the form with its settings; Ctrl+N "
-        "starts over with a new run."
+        "checkpoint (or cancels a queued run). A setting typed as a comma list (learning rate "
+        "'1e-3, 3e-4') makes Ctrl+R a sweep: one run per combination of the lists, queued in order, "
+        "the count shown under the form; the Runs screen then shows them. The chart shows train and "
+        "validation loss as they arrive, with the learning rate, tokens/s, progress and ETA above it "
+        "and the latest samples below. Resuming a run from the Runs screen fills the form with its "
+        "settings; Ctrl+N starts over with a new run."
     )
     # Nothing is focused for the user on a return here (the cursor stays where
     # they left it, or nowhere after Escape): focusing the form would restyle
@@ -155,6 +158,7 @@ class TrainScreen(RunActionsScreen):
                 yield Label("Configuration", classes="section")
                 yield Static("", id="resume-banner")
                 yield Vertical(Static("loading torch…", classes="placeholder"), id="config-box")
+                yield Static("", id="sweep-count")
             with Vertical(id="train-right"):
                 yield Static("No run yet: check the form and press Ctrl+R.", id="run-status")
                 yield ProgressBar(id="train-progress", show_eta=False)
@@ -164,6 +168,7 @@ class TrainScreen(RunActionsScreen):
 
     def on_mount(self) -> None:
         self.query_one("#resume-banner").display = False
+        self.query_one("#sweep-count").display = False
         self.query_one("#train-progress").display = False
         self.watch(self.workbench, "engine_loaded", self._engine_loaded)
         self._show_latest_run()  # from the store alone: no need to wait for torch
@@ -173,6 +178,7 @@ class TrainScreen(RunActionsScreen):
     def _engine_loaded(self, loaded: bool) -> None:
         if not loaded or self.query("#config-box ConfigForm"):
             return
+        from engine.sweeps import values_in_text
         from engine.training_config import TrainingConfig
 
         box = self.query_one("#config-box")
@@ -181,6 +187,7 @@ class TrainScreen(RunActionsScreen):
             TrainingConfig,
             {"model": self.workbench.model, "dataset": self.workbench.dataset},
             sections=FORM_SECTIONS,
+            value_lists=values_in_text,  # a setting typed as a comma list makes the start a sweep
             id="config",
         )
         box.mount(form)
@@ -245,6 +252,9 @@ class TrainScreen(RunActionsScreen):
     def _submit(self, *, queue: bool) -> None:
         from engine.store import ACTIVE_STATUSES
 
+        if self.query("#config") and self.query_one("#config", ConfigForm).varied:
+            self._submit_sweep()
+            return
         if not queue and self._run is not None and self._run.status in ACTIVE_STATUSES:
             self.notify(
                 f"Run {self._run.name} is {self._run.status}; stop it first, or queue this run with Ctrl+L.",
@@ -277,6 +287,68 @@ class TrainScreen(RunActionsScreen):
             self.app.call_from_thread(self._show_plan, plan)
         run = submit_run(config, self.workbench.store, resume_run=resume_run, queue=queue)
         self.post_message(self.Started(run, submitted=True))
+
+    # -- a sweep: a setting typed as a comma list ---------------------------------
+
+    @on(ConfigForm.Checked)
+    def _show_sweep_count(self) -> None:
+        """Under the form, how many runs a start makes when a setting holds a list: "4 runs: lr × batch"."""
+        from engine.sweeps import MAX_RUNS, describe_grid, run_count
+
+        varied = self.query_one("#config", ConfigForm).varied
+        line = self.query_one("#sweep-count", Static)
+        if line.display != bool(varied):
+            line.display = bool(varied)
+            self.refresh_bindings()  # a sweep is queued, so Ctrl+R offers it while a run is going too
+        if varied:
+            asks = f" (over {MAX_RUNS}: it asks first)" if run_count(varied) > MAX_RUNS else ""
+            line.update(f"{describe_grid(varied)} · Ctrl+R queues them in order{asks}")
+
+    def _submit_sweep(self) -> None:
+        """Start the form's grid as a sweep, its runs queued in order; a very large grid is confirmed first."""
+        from engine.sweeps import MAX_RUNS, run_count
+
+        form = self.query_one("#config", ConfigForm)
+        config = form.settings()
+        if config is None:
+            self.notify("Fix the settings marked in red first.", severity="error")
+            form.focus_first_error()
+            return
+        if self._resume_run is not None:
+            self.notify("A resumed run takes one value per setting; Ctrl+N starts a new form for a sweep.")
+            return
+        varied = dict(form.varied)
+        count = run_count(varied)
+        if count <= MAX_RUNS:
+            self._start_sweep(config, varied, allow_large=False)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._start_sweep(config, varied, allow_large=True)
+
+        self.app.push_screen(
+            ConfirmScreen("A large sweep", f"This grid makes {count} runs. Queue them all?", yes="Queue them"),
+            answered,
+        )
+
+    @work(thread=True, exclusive=True, group="start", exit_on_error=False)
+    def _start_sweep(self, config: Any, varied: dict[str, list[Any]], *, allow_large: bool) -> None:
+        """Plan and check every run of the grid, then record the sweep and queue its runs (engine.sweeps)."""
+        from engine.planning import given_settings
+        from engine.sweeps import plan_sweep, start_sweep
+
+        given = {name: value for name, value in given_settings(config.as_dict()).items() if name not in varied}
+        plan = plan_sweep(given, varied, allow_large=allow_large)
+        sweep, runs = start_sweep(plan, self.workbench.store)
+        self.app.call_from_thread(self._sweep_started, sweep, runs, plan.description())
+
+    def _sweep_started(self, sweep: dict, runs: list["Run"], description: str) -> None:
+        """Follow the sweep's first run here, and show all of them on the Runs screen."""
+        self._resume_run = None
+        self.watch_run(runs[0].id)
+        self.notify(f"Sweep {sweep['id']}: {description}, queued in order; they start one at a time.", timeout=8)
+        self.app.switch_mode("runs")
 
     def _show_plan(self, plan: Any) -> None:
         """Put what the plan picked into the form, so it shows the settings the run trains with, and say why."""
@@ -336,6 +408,8 @@ class TrainScreen(RunActionsScreen):
             possible = status is not None and can_control(status, control_action(action.replace("resume", "continue")))
             # Pause and resume share a key: the footer shows the one that fits; stop stays in sight, greyed.
             return possible or (None if action == "stop" else False)
+        if action == "start" and self.query("#config") and self.query_one("#config", ConfigForm).varied:
+            return True  # a sweep's runs are queued behind any run going
         if action in ("start", "new_run"):
             return (not going) or None
         if action == "open_run":

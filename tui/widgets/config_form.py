@@ -6,6 +6,10 @@ input per dataclass field and, after every keystroke, parses the text, builds
 the dataclass and asks it to validate itself; the message appears right under
 the offending field. The rules live in the engine; the form only shows them.
 
+A form can also take a comma list in a field (the Train form: a sweep):
+``value_lists(name, text)`` turns such a text into its values, and ``varied``
+holds them; the settings object is built and checked with each value in turn.
+
 A long form can fold fields under headings (``sections``): the fields most
 runs change stay in sight, the form fits an 80x24 terminal, and a screen
 switch lays out a third of the widgets. A folded field opens its heading when
@@ -18,11 +22,12 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.widgets import Collapsible, Input, Label, Static
 
 from engine.errors import SettingsError
@@ -87,10 +92,16 @@ class ConfigForm(VerticalScroll):
     wrong (the reason is then visible under that field). It runs after every
     keystroke, so errors appear and clear as the user types. ``sections`` are
     (heading, field names) pairs folded under their heading, after the fields
-    in no section.
+    in no section. ``value_lists(name, text)`` returns a field's values when
+    its text is a list of them (else None; SettingsError for a list the field
+    cannot take); the form then posts ``Checked`` after every check, with the
+    lists in ``varied``.
     """
 
     DEFAULT_CSS = (Path(__file__).with_suffix(".tcss")).read_text(encoding="utf-8")
+
+    class Checked(Message):
+        """The form was checked: ``errors`` and ``varied`` say what it holds now."""
 
     def __init__(
         self,
@@ -98,10 +109,12 @@ class ConfigForm(VerticalScroll):
         values: dict[str, Any] | None = None,
         *,
         sections: Sequence[tuple[str, Sequence[str]]] = (),
+        value_lists: Callable[[str, str], list[Any] | None] | None = None,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
         self.settings_type = settings_type
+        self._value_lists = value_lists
         self._hints = typing.get_type_hints(settings_type)
         self._fields = dataclasses.fields(settings_type)
         self._field_named = {field.name: field for field in self._fields}
@@ -118,6 +131,8 @@ class ConfigForm(VerticalScroll):
         """What is wrong, by field name, as shown under each input."""
         self._shown_errors: dict[str, tuple[str, bool]] = {}
         """(message under it, marked invalid) by field, as on screen now."""
+        self.varied: dict[str, list[Any]] = {}
+        """The fields typed as lists of values (with value_lists), each with its values, in form order."""
 
     def compose(self) -> ComposeResult:
         yield from self._rows(field for field in self._fields if field.name not in self._section_of)
@@ -204,24 +219,42 @@ class ConfigForm(VerticalScroll):
         self.set_values({name: value})
 
     def settings(self) -> Any | None:
-        """The validated settings object, or None with the errors shown in place."""
+        """The validated settings object, or None with the errors shown in place.
+
+        A field typed as a list of values holds its first value in the object;
+        every other value is checked in its place too.
+        """
         errors: dict[str, str] = {}
         values: dict[str, Any] = {}
+        varied: dict[str, list[Any]] = {}
         for field in self._fields:
             text = self.query_one(f"#field-{field.name}", Input).value
             try:
-                values[field.name] = parse_value(text, self._hints[field.name])
+                listed = self._value_lists(field.name, text) if self._value_lists is not None else None
+                if listed is not None:
+                    varied[field.name] = listed
+                    values[field.name] = listed[0]
+                else:
+                    values[field.name] = parse_value(text, self._hints[field.name])
             except FieldParseError as exc:
                 errors[field.name] = str(exc)
+            except SettingsError as exc:
+                errors[field.name] = exc.reason
         settings = None
         if not errors:
             try:
                 settings = self.settings_type(**values)
                 settings.validate()
+                for name, listed in varied.items():
+                    for value in listed[1:]:
+                        dataclasses.replace(settings, **{name: value}).validate()
             except SettingsError as exc:
                 errors[exc.field] = exc.reason
                 settings = None
+        self.varied = varied
         self._show_errors(errors)
+        if self._value_lists is not None:
+            self.post_message(self.Checked())
         return settings
 
     def _show_errors(self, errors: dict[str, str]) -> None:
