@@ -3,7 +3,7 @@
 The runs are written into the store the way a trainer in another process
 writes them (a config, metrics rows, a status), with numbers chosen so every
 answer is known: the engine's comparison, its JSON, CSV and Markdown, then
-the Runs screen.
+``lmwb runs compare`` and ``lmwb sweeps show``, then the Runs screen.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from engine.comparison import RESULT_KEYS, compare_runs
 from engine.errors import StoreError
 from engine.store import RunStore
 from engine.training_config import TrainingConfig
+from tests.conftest import assert_one_line_error, lmwb_in_process
 from tests.test_tui_app import SIZE, shown_text, story, wait_until
 from tui.app import WorkbenchApp
 from tui.screens.compare import CompareScreen
@@ -234,6 +235,115 @@ def test_fewer_than_two_runs_an_unknown_id_or_a_run_twice_are_refused(three_runs
         compare_runs(store, [fast, "nope"])
     with pytest.raises(StoreError, match=f"Run {fast} is given twice"):
         compare_runs(store, [fast, slow, fast[:5]])
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def piped_output_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables go to a pipe here: lmwb picks its own width unless COLUMNS says otherwise."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
+def test_runs_compare_prints_the_table_with_the_best_starred_and_what_is_the_same(capsys, three_runs) -> None:
+    _, fast, slow, broken = three_runs
+    status, out, err = lmwb_in_process(capsys, "runs", "compare", fast, slow, broken)
+    assert status == 0, err
+    lines = out.splitlines()
+    # The titles are on two lines: "batch_" over "size", "best val" over "loss".
+    assert lines[0].split() == ["batch_", "learning_", "best", "val", "val", "wall"]
+    assert lines[1].split() == [
+        "id",
+        "name",
+        "size",
+        "rate",
+        "loss",
+        "bits/byte",
+        "tokens/s",
+        "steps",
+        "time",
+        "status",
+    ]
+    fast_line = next(line for line in lines if fast in line)
+    assert "3.0000 *" in fast_line and "2.0000 *" in fast_line and "1,000 " in fast_line
+    slow_line = next(line for line in lines if slow in line)
+    assert "1,950 *" in slow_line and "0:04 *" in slow_line and "3.5000 " in slow_line
+    assert "Same in all 3 runs: model=scratch:nano, dataset=fables" in out
+    assert "* best:" in out
+
+
+def test_runs_compare_json_and_exports(capsys, three_runs, tmp_path: Path) -> None:
+    store, fast, slow, _ = three_runs
+    status, out, _ = lmwb_in_process(capsys, "runs", "compare", fast, slow, "--json")
+    assert status == 0
+    assert json.loads(out) == compare_runs(store, [fast, slow]).as_json()
+
+    written = tmp_path / "compare.md"
+    status, out, err = lmwb_in_process(capsys, "runs", "compare", fast, slow, "--markdown", str(written))
+    assert status == 0 and f"Wrote the comparison of 2 runs as Markdown to {written}" in err
+    assert written.read_text(encoding="utf-8") == compare_runs(store, [fast, slow]).to_markdown()
+    assert fast in out  # the table is printed too
+
+    written = tmp_path / "compare.csv"
+    status, _, err = lmwb_in_process(capsys, "runs", "compare", fast, slow, "--csv", str(written))
+    assert status == 0 and "as CSV" in err
+    assert written.read_text(encoding="utf-8") == compare_runs(store, [fast, slow]).to_csv()
+
+
+def test_runs_compare_mistakes_are_one_line_and_write_nothing(capsys, three_runs, tmp_path: Path) -> None:
+    _, fast, slow, _ = three_runs
+    target = tmp_path / "out.csv"
+    status, _, err = lmwb_in_process(capsys, "runs", "compare", fast, "--csv", str(target))
+    assert_one_line_error(status, err, "2 runs or more")
+    status, _, err = lmwb_in_process(capsys, "runs", "compare", fast, "zzzz", "--csv", str(target))
+    assert_one_line_error(status, err, "'zzzz'", "lmwb runs")
+    status, _, err = lmwb_in_process(capsys, "runs", "compare", fast, fast, "--csv", str(target))
+    assert_one_line_error(status, err, "given twice")
+    assert not target.exists()
+    status, _, err = lmwb_in_process(capsys, "runs", "compare", fast, slow, "--csv", str(tmp_path / "no" / "x.csv"))
+    assert_one_line_error(status, err, "Cannot write", "x.csv")
+    status, _, err = lmwb_in_process(capsys, "runs", "compare", fast, slow, "--csv", "a", "--markdown", "b")
+    assert status == 2 and "not allowed with" in err
+
+
+def test_sweeps_show_gives_the_sweeps_status_and_the_comparison_of_its_runs(capsys) -> None:
+    store = RunStore()
+    sweep = store.create_sweep(
+        name="learning_rate", varied={"learning_rate": [1e-3, 3e-4, 1e-4]}, settings={"max_steps": 4}, parallel=2
+    )
+    high = record(
+        store, "lr 1e-3", config(learning_rate=1e-3), rows({2: (3.0, 2.0)}, [100.0, 100.0], 1.0), sweep_id=sweep["id"]
+    )
+    status, out, err = lmwb_in_process(capsys, "sweeps", "show", sweep["id"][:4])
+    assert status == 0, err
+    assert f"Sweep {sweep['id']}" in out and "learning_rate 0.001, 0.0003, 0.0001" in out
+    assert "One run in this sweep yet: nothing to compare." in out
+
+    low = record(store, "lr 3e-4", config(), rows({2: (3.4, 2.4)}, [120.0, 120.0], 1.0), "failed", sweep["id"])
+    status, out, _ = lmwb_in_process(capsys, "sweeps", "show", sweep["id"])
+    assert status == 0
+    assert "2: 1 completed, 1 failed" in out and "at once  2" in out
+    assert next(line for line in out.splitlines() if line.startswith(high)).split()[-8:] == [
+        "3.0000",
+        "*",
+        "2.0000",
+        "*",
+        "100",  # the failed run was faster
+        "2",
+        "0:02",  # as long as the other: no best
+        "completed",
+    ]
+    assert "Same in all 2 runs: model=scratch:nano" in out
+
+    status, out, _ = lmwb_in_process(capsys, "sweeps", "show", sweep["id"], "--json")
+    shown = json.loads(out)
+    assert shown["statuses"] == {"completed": 1, "failed": 1} and shown["parallel"] == 2
+    assert shown["runs"] == [high, low]
+    assert shown["comparison"] == compare_runs(store, [high, low]).as_json()
+
+    status, _, err = lmwb_in_process(capsys, "sweeps", "show", "zz")
+    assert_one_line_error(status, err, "No sweep has an id starting with 'zz'", "lmwb sweeps")
 
 
 # --- the Runs screen -----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypedDict
 
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -35,7 +36,7 @@ from rich.text import Text
 from engine import __version__
 from engine.errors import SettingsError, WorkbenchError
 from engine.store import RUN_ORDERINGS
-from tui.widgets.formatting import CHANGED_STYLE, changed_words, human_duration, model_label
+from tui.widgets.formatting import CHANGED_STYLE, changed_words, human_duration, model_label, two_lines
 
 if TYPE_CHECKING:
     from engine.store import RunStore
@@ -285,6 +286,17 @@ def _add_runs_parser(commands: argparse._SubParsersAction) -> None:
         control.add_argument("run_id", metavar="ID", help="run id (a unique prefix is enough)")
         control.set_defaults(handler=cmd_runs_control, action=action)
 
+    compare = actions.add_parser(
+        "compare",
+        help="runs side by side: the settings that differ, best val loss, bits/byte, tokens/s, steps, wall time",
+    )
+    compare.add_argument("run_ids", nargs="+", metavar="ID", help="two run ids or more (unique prefixes are enough)")
+    compare.add_argument("--json", action="store_true", help="print JSON for scripts")
+    written = compare.add_mutually_exclusive_group()
+    written.add_argument("--csv", type=Path, metavar="FILE", help="also write the comparison as CSV to FILE")
+    written.add_argument("--markdown", type=Path, metavar="FILE", help="also write it as a Markdown table to FILE")
+    compare.set_defaults(handler=cmd_runs_compare)
+
     export_model = actions.add_parser(
         "export-model", help="a run's checkpoint as a plain Hugging Face model directory (LoRA adapters merged in)"
     )
@@ -512,7 +524,13 @@ def _add_sweeps_parser(commands: argparse._SubParsersAction) -> None:
     sweeps = commands.add_parser("sweeps", help="list sweeps: what each varies, its runs by status")
     sweeps.add_argument("--json", action="store_true", help="print JSON for scripts")
     sweeps.set_defaults(handler=cmd_sweeps_list)
-    sweeps.add_subparsers(title="actions", metavar="ACTION")  # `lmwb sweeps show ID` hangs here
+    actions = sweeps.add_subparsers(title="actions", metavar="ACTION")
+    show = actions.add_parser(
+        "show", help="a sweep: its runs by status, what it varies, and the comparison of its runs"
+    )
+    show.add_argument("sweep_id", metavar="ID", help="sweep id (a unique prefix is enough)")
+    show.add_argument("--json", action="store_true", help="print JSON for scripts")
+    show.set_defaults(handler=cmd_sweeps_show)
 
 
 # How each argument type shows in --help.
@@ -1065,12 +1083,81 @@ def cmd_runs_export(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return EXIT_OK
-    try:
-        args.output.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise CommandError(f"Cannot write {args.output}: {error.strerror}. Choose another --output path.") from None
+    _write_text(args.output, text, "--output")
     print(f"Wrote run {run.id} as {args.format} to {args.output}.", file=sys.stderr)
     return EXIT_OK
+
+
+def cmd_runs_compare(args: argparse.Namespace) -> int:
+    """Runs side by side: a table (or JSON), optionally written as CSV or Markdown too."""
+    from engine.comparison import compare_runs
+
+    comparison = compare_runs(_open_store(), args.run_ids)
+    for path, fmt, text in ((args.csv, "CSV", comparison.to_csv), (args.markdown, "Markdown", comparison.to_markdown)):
+        if path is not None:
+            _write_text(path, text(), "--" + fmt.lower())
+            print(f"Wrote the comparison of {len(comparison.runs)} runs as {fmt} to {path}.", file=sys.stderr)
+    if args.json:
+        print_json(comparison.as_json())
+    else:
+        _print_comparison(comparison)
+    return EXIT_OK
+
+
+# A best value's marker, read without colour too.
+BEST_MARK = "*"
+# Names cut shorter than this say nothing: a table that leaves them less folds its cells instead.
+MIN_NAME_WIDTH = 8
+
+
+def _print_comparison(comparison: Any) -> None:
+    """The comparison's table (best values bold green and starred), then the settings every run shares."""
+    console = _stdout()
+    rows = [
+        [Text(f"{cell.text} {BEST_MARK}", style="bold green") if cell.best else Text(cell.text) for cell in cells]
+        for cells in comparison.cells()
+    ]
+    # A light frame and titles over two lines leave the values room: every column is as wide as its widest
+    # value or title line, and the run names (a sweep's repeat its settings) take what is left. A terminal
+    # too narrow for that folds the cells rather than cutting a value short.
+    titles = [two_lines(title) for title in comparison.header()]
+    widths = [
+        max(len(line) for line in [*title.splitlines(), *(row[index].plain for row in rows)])
+        for index, title in enumerate(titles)
+    ]
+    # Each column has a space after it, and a divider between it and the next.
+    room_for_names = console.width - (sum(widths) - widths[1]) - (2 * len(widths) - 1)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for index, (title, width) in enumerate(zip(titles, widths, strict=True)):
+        if room_for_names < MIN_NAME_WIDTH:
+            table.add_column(title, overflow="fold")
+        elif index == 1:
+            table.add_column(title, no_wrap=True, overflow="ellipsis", width=min(width, room_for_names))
+        else:
+            table.add_column(title, no_wrap=True, width=width)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(
+        f"{BEST_MARK} best: lowest val loss, bits/byte and wall time (training time, pauses left out); "
+        "highest tokens/s (median)."
+    )
+    same = f"Same in all {len(comparison.runs)} runs: {comparison.same_text()}"
+    room = 2 * console.width  # two lines
+    if len(same) > room:
+        same = _shorten(same, room - len(MORE_SAME)) + MORE_SAME
+    console.print(Text(same, style="dim"))
+
+
+MORE_SAME = " (--json lists them all)"
+
+
+def _write_text(path: Path, text: str, flag: str) -> None:
+    """Write a file a command was asked for; a path that cannot be written is the user's to change."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise CommandError(f"Cannot write {path}: {error.strerror}. Choose another {flag} path.") from None
 
 
 def cmd_runs_export_model(args: argparse.Namespace) -> int:
@@ -1676,10 +1763,15 @@ def _status_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{counts[status]} {status}" for status in RUN_STATUSES if counts.get(status))
 
 
-def cmd_sweeps_list(args: argparse.Namespace) -> int:
-    """Every sweep, newest first: what it varies, and its runs counted by status."""
+def _varied_text(varied: dict[str, list]) -> str:
+    """``"learning_rate 0.001, 0.0003; batch_size 8, 16"``: what a sweep varies, values as --vary takes them."""
     from engine.sweeps import value_text
 
+    return "; ".join(f"{name} {', '.join(value_text(v) for v in values)}" for name, values in varied.items())
+
+
+def cmd_sweeps_list(args: argparse.Namespace) -> int:
+    """Every sweep, newest first: what it varies, and its runs counted by status."""
     sweeps = _open_store().sweeps()
     if args.json:
         print_json(sweeps)
@@ -1694,13 +1786,42 @@ def cmd_sweeps_list(args: argparse.Namespace) -> int:
         [
             sweep["id"],
             sweep["name"],
-            "; ".join(f"{name} {', '.join(value_text(v) for v in values)}" for name, values in sweep["varied"].items()),
+            _varied_text(sweep["varied"]),
             f"{sum(sweep['statuses'].values())}: {_status_counts(sweep['statuses'])}",
             _local_time(sweep["created_at"]),
         ]
         for sweep in sweeps
     ]
     _stdout().print(_table("Sweeps", ["id", "name", "varied", "runs", "created"], rows))
+    return EXIT_OK
+
+
+def cmd_sweeps_show(args: argparse.Namespace) -> int:
+    """A sweep's status (its runs by status, what it varies, how many at once) and the comparison of its runs."""
+    from engine.comparison import MIN_COMPARED, compare_runs
+
+    store = _open_store()
+    sweep = store.get_sweep(args.sweep_id)
+    run_ids = [run.id for run in store.list_runs(sweep_id=sweep["id"], order_by="created_at", descending=False)]
+    comparison = compare_runs(store, run_ids) if len(run_ids) >= MIN_COMPARED else None
+    if args.json:
+        print_json(sweep | {"runs": run_ids, "comparison": comparison.as_json() if comparison else None})
+        return EXIT_OK
+    console = _stdout()
+    counts = _status_counts(sweep["statuses"])
+    about = [
+        ("name", sweep["name"]),
+        ("varied", _varied_text(sweep["varied"])),
+        ("runs", f"{len(run_ids)}" + (f": {counts}" if counts else "")),
+        ("at once", sweep["parallel"]),
+        ("created", _local_time(sweep["created_at"])),
+    ]
+    console.print(_key_values(f"Sweep {sweep['id']}", about))
+    console.print()
+    if comparison is None:
+        console.print(f"{'No run' if not run_ids else 'One run'} in this sweep yet: nothing to compare.")
+    else:
+        _print_comparison(comparison)
     return EXIT_OK
 
 

@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Static
 
 from engine.comparison import compare
 from tui.screens.base import WorkbenchScreen
+from tui.widgets.formatting import two_lines
 from tui.widgets.loss_chart import X_AXES, LossChart
 
 if TYPE_CHECKING:
@@ -37,21 +38,6 @@ NAME_WIDTH = 12
 def cell_text(cell: "Cell") -> Text:
     """A comparison cell in the table: a best value bold, green and starred."""
     return Text(f"{cell.text} {BEST_MARK}", style="bold green") if cell.best else Text(cell.text)
-
-
-def two_lines(title: str) -> str:
-    """A column title over two lines, broken at the space or underscore nearest its middle, for a narrower column.
-
-    "best val loss" becomes "best val" over "loss", "learning_rate" "learning_" over "rate".
-    """
-    breaks = [index for index, character in enumerate(title) if character in " _"]
-    if not breaks:
-        return title
-    middle = min(breaks, key=lambda index: abs(2 * index - len(title)))
-    first, rest = (
-        (title[:middle], title[middle + 1 :]) if title[middle] == " " else (title[: middle + 1], title[middle + 1 :])
-    )
-    return f"{first}\n{rest}"
 
 
 class CompareScreen(WorkbenchScreen):

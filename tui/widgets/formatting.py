@@ -45,6 +45,19 @@ def loss_text(loss: float | None) -> str:
     return "–" if loss is None else f"{loss:.4g}"
 
 
+def two_lines(title: str) -> str:
+    """A column title over two lines, broken at the space or underscore nearest its middle, for a narrower column.
+
+    "best val loss" becomes "best val" over "loss", "learning_rate" "learning_" over "rate".
+    """
+    breaks = [index for index, character in enumerate(title) if character in " _"]
+    if not breaks:
+        return title
+    middle = min(breaks, key=lambda index: abs(2 * index - len(title)))
+    cut = middle if title[middle] == " " else middle + 1  # a space goes, an underscore stays
+    return f"{title[:cut]}\n{title[middle + 1 :]}"
+
+
 def model_label(model: str, lora: bool, world_size: int) -> str:
     """A run's model with how it was trained: 'gpt2', 'gpt2 +LoRA', 'gpt2 ×4' (4 processes).
 
