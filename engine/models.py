@@ -196,6 +196,29 @@ class ModelChoice:
         return dataclasses.asdict(self)
 
 
+# Where a GPT-2 keeps its dropout rates: embeddings, attention weights, and the residual branches and MLP.
+GPT2_DROPOUTS = ("embd_pdrop", "attn_pdrop", "resid_pdrop")
+
+
+def set_dropout(model: PreTrainedModel, rate: float) -> None:
+    """Give every dropout layer of a GPT-2 family model ``rate``, and its config too, so a checkpoint keeps it.
+
+    Other architectures read their rates from the config when they are built,
+    in ways of their own; they are refused rather than half changed.
+    """
+    if not all(hasattr(model.config, name) for name in GPT2_DROPOUTS):
+        raise SettingsError(
+            "dropout",
+            f"can be set on GPT-2 family models only; a {model.config.model_type} model keeps its own. "
+            "Leave dropout empty.",
+        )
+    for name in GPT2_DROPOUTS:
+        setattr(model.config, name, rate)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = rate
+
+
 def quiet_transformers() -> None:
     """Keep transformers' and the hub's progress bars and warnings off the terminal.
 

@@ -73,7 +73,7 @@ from engine.evaluation import (
 from engine.generation import GenerationSettings, generate_text
 from engine.lora import adapter_base, add_adapters, load_adapters
 from engine.mfu import ModelShape, model_flops_utilisation
-from engine.models import ModelSource, context_length_on_disk, load_model, quiet_transformers
+from engine.models import ModelSource, context_length_on_disk, load_model, quiet_transformers, set_dropout
 from engine.precision import autocast_context, resolve_precision
 from engine.probes import complete_probes
 from engine.run_process import RunPulse, TrainingProgress, start_queued_runs
@@ -543,6 +543,8 @@ class TrainingJob:
     def _trainable_model(self, model: PreTrainedModel, resume: _ResumePoint | None) -> PreTrainedModel | PeftModel:
         """The model as it trains: with fresh LoRA adapters (or a resumed run's), with gradient checkpointing."""
         config = self.config
+        if config.dropout is not None:
+            set_dropout(model, config.dropout)  # before adapters: they have a dropout of their own
         trainable: PreTrainedModel | PeftModel = model
         if config.lora and resume is None:
             trainable = add_adapters(model, config.lora_settings())

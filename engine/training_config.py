@@ -62,6 +62,9 @@ class TrainingConfig:
     min_learning_rate: float = 3e-5  # where the cosine decay ends, at max_steps
     warmup_steps: int = 20  # linear warmup from ~0 to learning_rate
     weight_decay: float = 0.1  # AdamW decay, on matrices and embeddings only
+    # Dropout on a GPT-2's embeddings, attention and residual paths; None keeps the model's own
+    # (0 for scratch presets). Text seen for many epochs is memorised without it.
+    dropout: float | None = None
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
@@ -132,6 +135,8 @@ class TrainingConfig:
         if self.max_steps is not None and self.epochs is None:
             check_warmup(self.warmup_steps, self.max_steps)
         check_number("weight_decay", self.weight_decay, 0)
+        if self.dropout is not None:
+            check_number("dropout", self.dropout, 0, below=1)
         check_number("beta1", self.beta1, 0, below=1)
         check_number("beta2", self.beta2, 0, below=1)
         check_number("grad_clip", self.grad_clip, 0, hint=" (0 turns clipping off)")

@@ -30,6 +30,7 @@ from engine.models import (
     pick_device,
     quiet_transformers,
     resolve_checkpoint,
+    set_dropout,
     train_tokenizer,
 )
 from engine.store import RunStore
@@ -539,3 +540,21 @@ def test_model_info_on_cuda_counts_gpu_memory(tiny_model_dir):
 def test_an_unknown_device_lists_the_choices(tiny_model_dir):
     with pytest.raises(ModelSourceError, match="is not a device; use auto, cpu, cuda, cuda:N or mps"):
         load_model(str(tiny_model_dir), device="gpu")
+
+
+def test_dropout_is_set_on_every_gpt2_layer_and_its_config_and_refused_elsewhere():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=300, n_positions=64))
+    set_dropout(model, 0.2)
+    rates = {module.p for module in model.modules() if isinstance(module, torch.nn.Dropout)}
+    assert rates == {0.2}
+    assert (model.config.embd_pdrop, model.config.attn_pdrop, model.config.resid_pdrop) == (0.2, 0.2, 0.2)
+    reloaded = GPT2LMHeadModel(model.config)  # what a checkpoint's config builds
+    assert {module.p for module in reloaded.modules() if isinstance(module, torch.nn.Dropout)} == {0.2}
+
+    llama = LlamaForCausalLM(
+        LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=300)
+    )
+    with pytest.raises(SettingsError, match="dropout: can be set on GPT-2 family models only; a llama model"):
+        set_dropout(llama, 0.1)

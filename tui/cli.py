@@ -368,6 +368,7 @@ TRAINING_FLAGS = (
     ("--lr", "learning_rate", number, "peak learning rate"),
     ("--min-lr", "min_learning_rate", number, "learning rate at the end of the cosine decay"),
     ("--warmup", "warmup_steps", whole_number, "steps of linear warmup"),
+    ("--dropout", "dropout", number, "dropout of a GPT-2's layers (default: the model's own; 0 for scratch presets)"),
     ("--eval-every", "eval_every", whole_number, "steps between evaluations (0: none)"),
     ("--sample-every", "sample_every", whole_number, "steps between samples (0: none)"),
     ("--sample-prompt", "sample_prompt", str, "prompt for the samples"),

@@ -53,6 +53,7 @@ FORM_SECTIONS = (
             "min_learning_rate",
             "warmup_steps",
             "weight_decay",
+            "dropout",
             "beta1",
             "beta2",
             "grad_clip",
