@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from textual.geometry import Region
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from engine.errors import SettingsError
@@ -23,9 +23,10 @@ from engine.store import RunStore
 from engine.training import TrainingJob
 from engine.training_config import MAX_PROBE_CHARACTERS, MAX_PROBE_TOKENS, MAX_PROBES, TrainingConfig
 from tests.conftest import assert_one_line_error, lmwb_in_process
-from tests.test_tui_app import shown_text, wait_until
+from tests.test_tui_app import open_train_screen, shown_text, wait_until
 from tui.app import WorkbenchApp
 from tui.screens.run_detail import RunDetailScreen
+from tui.widgets.config_form import ConfigForm
 from tui.widgets.probe_timeline import ProbeTimeline
 
 PROMPTS = ["The fox met", "Once upon a time, the crow", "A moral:"]
@@ -336,5 +337,33 @@ def test_the_probe_timeline_moves_through_the_steps_with_the_arrows_and_follows_
 
             await pilot.press("question_mark")
             assert "evaluated step" in shown_text(app.screen.query_one("#help-keys", Static))
+
+    asyncio.run(story())
+
+
+def test_the_train_form_takes_probe_prompts_separated_by_bars_never_as_a_sweep():
+    """Prompts hold commas: the form's probes field splits on |, and a comma there makes no sweep."""
+
+    async def story() -> None:
+        app = WorkbenchApp()
+        async with app.run_test(size=(100, 30)) as pilot:
+            train = await open_train_screen(pilot)
+            form = train.query_one("#config", ConfigForm)
+            probes = form.query_one("#field-probes", Input)
+            assert "|" in str(probes.placeholder)
+
+            probes.value = "Once upon a time, the fox | The crow said,"
+            await pilot.pause()
+            config = form.settings()
+            assert config is not None and config.probes == ["Once upon a time, the fox", "The crow said,"]
+            assert form.varied == {} and "probes" not in form.errors
+
+            probes.value = "The crow | The crow"
+            await pilot.pause()
+            assert form.settings() is None
+            assert "prompt 2 repeats prompt 1" in shown_text(form.query_one("#error-probes", Static))
+
+            form.set_values({"probes": ["A, b", "C"]})  # a run's settings, as resuming it fills the form
+            assert probes.value == "A, b | C"
 
     asyncio.run(story())

@@ -67,6 +67,8 @@ FORM_SECTIONS = (
             "sample_every",
             "sample_prompt",
             "sample_length",
+            "probes",
+            "probe_tokens",
             "checkpoint_every",
             "checkpoints_kept",
         ),
@@ -94,7 +96,9 @@ class TrainScreen(RunActionsScreen):
         "the count shown under the form; the Runs screen then shows them. The chart shows train and "
         "validation loss as they arrive, with the learning rate, tokens/s, progress and ETA above it "
         "and the latest samples below. Resuming a run from the Runs screen fills the form with its "
-        "settings; Ctrl+N starts over with a new run."
+        "settings; Ctrl+N starts over with a new run. Probe prompts (under Evaluation) are typed "
+        "separated by |, since a prompt may hold commas: the run completes each at every evaluation, "
+        "and its detail's Probes tab shows them step by step."
     )
     # Nothing is focused for the user on a return here (the cursor stays where
     # they left it, or nowhere after Escape): focusing the form would restyle
@@ -189,6 +193,7 @@ class TrainScreen(RunActionsScreen):
             {"model": self.workbench.model, "dataset": self.workbench.dataset},
             sections=FORM_SECTIONS,
             value_lists=values_in_text,  # a setting typed as a comma list makes the start a sweep
+            placeholders={"probes": "one | another | …"},  # prompts hold commas: | separates them
             id="config",
         )
         box.mount(form)

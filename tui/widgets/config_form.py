@@ -44,15 +44,21 @@ def _field_kind(annotation: Any) -> tuple[type, bool]:
         members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
         base, _ = _field_kind(members[0])
         return base, True
-    if origin is tuple:
-        return tuple, False
+    if origin in (tuple, list):
+        return origin, False
     return annotation, False
 
 
-def format_value(value: Any) -> str:
+# A list field's items (the probe prompts) may hold commas, so they are typed separated by this.
+LIST_SEPARATOR = "|"
+
+
+def format_value(value: Any, annotation: Any = None) -> str:
     """The text an input shows for a field value (the inverse of parse_value)."""
     if value is None:
         return ""
+    if annotation is not None and _field_kind(annotation)[0] is list:
+        return f" {LIST_SEPARATOR} ".join(value)
     if isinstance(value, (tuple, list)):  # a list: a tuple that went through JSON
         return ", ".join(item.replace("\n", "\\n") for item in value)
     return str(value)
@@ -82,6 +88,8 @@ def parse_value(text: str, annotation: Any) -> Any:
             raise FieldParseError("needs a number such as 0.5 or 3e-4" + (" (or empty)" if optional else "")) from None
     if base is tuple:
         return tuple(part.strip().replace("\\n", "\n") for part in text.split(",") if part.strip())
+    if base is list:
+        return [part.strip() for part in text.split(LIST_SEPARATOR) if part.strip()]
     return text
 
 
@@ -95,7 +103,9 @@ class ConfigForm(VerticalScroll):
     in no section. ``value_lists(name, text)`` returns a field's values when
     its text is a list of them (else None; SettingsError for a list the field
     cannot take); the form then posts ``Checked`` after every check, with the
-    lists in ``varied``.
+    lists in ``varied``. A field that is itself a list (the probe prompts) is
+    typed with its items separated by LIST_SEPARATOR and is never a sweep's
+    list. ``placeholders`` are shown in empty fields, by field name.
     """
 
     DEFAULT_CSS = (Path(__file__).with_suffix(".tcss")).read_text(encoding="utf-8")
@@ -110,10 +120,12 @@ class ConfigForm(VerticalScroll):
         *,
         sections: Sequence[tuple[str, Sequence[str]]] = (),
         value_lists: Callable[[str, str], list[Any] | None] | None = None,
+        placeholders: dict[str, str] | None = None,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
         self.settings_type = settings_type
+        self._placeholders = placeholders or {}
         self._value_lists = value_lists
         self._hints = typing.get_type_hints(settings_type)
         self._fields = dataclasses.fields(settings_type)
@@ -149,7 +161,13 @@ class ConfigForm(VerticalScroll):
             value = self._initial.get(field.name, self._default(field))
             with Horizontal(classes="form-row", id=f"row-{field.name}"):
                 yield Label(field.name.replace("_", " "), classes="form-label")
-                field_input = Input(format_value(value), id=f"field-{field.name}", classes="form-input", compact=True)
+                field_input = Input(
+                    format_value(value, self._hints[field.name]),
+                    placeholder=self._placeholders.get(field.name, ""),
+                    id=f"field-{field.name}",
+                    classes="form-input",
+                    compact=True,
+                )
                 # A steady cursor: blinking repaints twice a second, GIL time a
                 # training thread in this process would rather have.
                 field_input.cursor_blink = False
@@ -165,7 +183,8 @@ class ConfigForm(VerticalScroll):
         return ""
 
     def _differs_from_default(self, name: str, value: Any) -> bool:
-        return format_value(value) != format_value(self._default(self._field_named[name]))
+        hint = self._hints[name]
+        return format_value(value, hint) != format_value(self._default(self._field_named[name]), hint)
 
     def _unfold(self, name: str) -> None:
         """Open the heading ``name`` is folded under, if it is."""
@@ -209,7 +228,7 @@ class ConfigForm(VerticalScroll):
 
     def _fill(self, values: dict[str, Any]) -> None:
         for name, value in values.items():
-            self.query_one(f"#field-{name}", Input).value = format_value(value)
+            self.query_one(f"#field-{name}", Input).value = format_value(value, self._hints[name])
             if self._differs_from_default(name, value):
                 self._unfold(name)
         self.settings()
@@ -230,12 +249,15 @@ class ConfigForm(VerticalScroll):
         for field in self._fields:
             text = self.query_one(f"#field-{field.name}", Input).value
             try:
-                listed = self._value_lists(field.name, text) if self._value_lists is not None else None
+                hint = self._hints[field.name]
+                listed = None
+                if self._value_lists is not None and _field_kind(hint)[0] is not list:  # a list's items: no sweep
+                    listed = self._value_lists(field.name, text)
                 if listed is not None:
                     varied[field.name] = listed
                     values[field.name] = listed[0]
                 else:
-                    values[field.name] = parse_value(text, self._hints[field.name])
+                    values[field.name] = parse_value(text, hint)
             except FieldParseError as exc:
                 errors[field.name] = str(exc)
             except SettingsError as exc:
