@@ -273,6 +273,23 @@ def test_runs_compare_prints_the_table_with_the_best_starred_and_what_is_the_sam
     assert "* best:" in out
 
 
+def test_a_terminal_too_narrow_for_a_row_per_run_gets_a_column_per_run(capsys, three_runs, monkeypatch) -> None:
+    _, fast, slow, broken = three_runs
+    monkeypatch.setenv("COLUMNS", "60")
+    status, out, _ = lmwb_in_process(capsys, "runs", "compare", fast, slow, broken)
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [fast, slow, broken]
+    assert lines[2].split() == ["name", "fast", "slow", "broken"]
+    assert next(line for line in lines if line.startswith("best val loss")).split()[3:] == [
+        "3.0000",
+        "*",
+        "3.5000",
+        "–",
+    ]
+    assert max(len(line) for line in lines) <= 60
+
+
 def test_runs_compare_json_and_exports(capsys, three_runs, tmp_path: Path) -> None:
     store, fast, slow, _ = three_runs
     status, out, _ = lmwb_in_process(capsys, "runs", "compare", fast, slow, "--json")

@@ -1107,7 +1107,7 @@ def cmd_runs_compare(args: argparse.Namespace) -> int:
 
 # A best value's marker, read without colour too.
 BEST_MARK = "*"
-# Names cut shorter than this say nothing: a table that leaves them less folds its cells instead.
+# Names cut shorter than this say nothing: a table of a row per run that leaves them less is turned around.
 MIN_NAME_WIDTH = 8
 
 
@@ -1118,27 +1118,9 @@ def _print_comparison(comparison: Any) -> None:
         [Text(f"{cell.text} {BEST_MARK}", style="bold green") if cell.best else Text(cell.text) for cell in cells]
         for cells in comparison.cells()
     ]
-    # A light frame and titles over two lines leave the values room: every column is as wide as its widest
-    # value or title line, and the run names (a sweep's repeat its settings) take what is left. A terminal
-    # too narrow for that folds the cells rather than cutting a value short.
-    titles = [two_lines(title) for title in comparison.header()]
-    widths = [
-        max(len(line) for line in [*title.splitlines(), *(row[index].plain for row in rows)])
-        for index, title in enumerate(titles)
-    ]
-    # Each column has a space after it, and a divider between it and the next.
-    room_for_names = console.width - (sum(widths) - widths[1]) - (2 * len(widths) - 1)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-    for index, (title, width) in enumerate(zip(titles, widths, strict=True)):
-        if room_for_names < MIN_NAME_WIDTH:
-            table.add_column(title, overflow="fold")
-        elif index == 1:
-            table.add_column(title, no_wrap=True, overflow="ellipsis", width=min(width, room_for_names))
-        else:
-            table.add_column(title, no_wrap=True, width=width)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    console.print(
+        _runs_as_rows(comparison.header(), rows, console.width) or _runs_as_columns(comparison.header(), rows)
+    )
     console.print(
         f"{BEST_MARK} best: lowest val loss, bits/byte and wall time (training time, pauses left out); "
         "highest tokens/s (median)."
@@ -1148,6 +1130,42 @@ def _print_comparison(comparison: Any) -> None:
     if len(same) > room:
         same = _shorten(same, room - len(MORE_SAME)) + MORE_SAME
     console.print(Text(same, style="dim"))
+
+
+def _runs_as_rows(header: list[str], rows: list[list[Text]], width: int) -> Table | None:
+    """A row per run, if it fits ``width``: every column as wide as its widest value or title line (titles
+    over two lines), and the run names (a sweep's repeat its settings) cut to what is left. None: too narrow."""
+    titles = [two_lines(title) for title in header]
+    widths = [
+        max(len(line) for line in [*title.splitlines(), *(row[index].plain for row in rows)])
+        for index, title in enumerate(titles)
+    ]
+    # Each column has a space after it, and a divider between it and the next.
+    room_for_names = width - (sum(widths) - widths[1]) - (2 * len(widths) - 1)
+    if room_for_names < MIN_NAME_WIDTH:
+        return None
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for index, (title, column_width) in enumerate(zip(titles, widths, strict=True)):
+        if index == 1:
+            table.add_column(title, no_wrap=True, overflow="ellipsis", width=min(column_width, room_for_names))
+        else:
+            table.add_column(title, no_wrap=True, width=column_width)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _runs_as_columns(header: list[str], rows: list[list[Text]]) -> Table:
+    """A column per run, headed by its id, for a terminal too narrow for a row per run: the names are cut
+    to the width of their column's values."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("", no_wrap=True)
+    for row in rows:
+        values = [cell.plain for index, cell in enumerate(row) if index != 1]
+        table.add_column(row[0].plain, no_wrap=True, overflow="ellipsis", width=max(map(len, values)))
+    for index, title in enumerate(header[1:], start=1):
+        table.add_row(Text(title, style="bold"), *(row[index] for row in rows))
+    return table
 
 
 MORE_SAME = " (--json lists them all)"
