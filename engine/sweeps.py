@@ -35,10 +35,9 @@ from engine.store import ACTIVE_STATUSES, Run, RunStore
 from engine.training_config import TrainingConfig
 
 MAX_RUNS = 64  # a larger grid is made only when asked to (lmwb sweep --yes): it is likely a typo
-# Settings every run of a sweep shares: runs on other data or from another model do not compare,
-# and each run is named for its point (a name given names the sweep).
+# Settings every run of a sweep shares: runs on other data do not compare, and each run is named
+# for its point (a name given names the sweep). The model may vary: "how big a model" is a sweep.
 FIXED_SETTINGS = {
-    "model": "a sweep trains one model; start a sweep per model",
     "dataset": "a sweep's runs are measured on one dataset; start a sweep per dataset",
     "dataset_field": "a sweep's runs are measured on one dataset; start a sweep per dataset",
     "name": "each run is named for its point, and a name given names the sweep",

@@ -128,7 +128,6 @@ def test_the_grid_varies_the_first_setting_slowest_and_names_each_point() -> Non
         ("learning_rate", ["", ""], ("empty list",)),
         ("learning_rate", ["1e-3", ""], ("empty value",)),
         ("seed", ["1", "01"], ("twice",)),
-        ("model", ["scratch:nano", "scratch:tiny"], ("cannot be varied", "one model")),
         ("dataset", ["fables", "qa"], ("cannot be varied", "one dataset")),
         ("sample_prompt", ["Once", "The"], ("cannot be varied", "commas")),
     ],
@@ -147,7 +146,7 @@ def test_a_form_field_is_a_list_only_where_a_comma_cannot_be_part_of_its_value()
     assert values_in_text("sample_prompt", "Once upon a time, there") is None
     assert values_in_text("lora_targets", "c_attn,c_proj") is None
     with pytest.raises(SettingsError, match="cannot be varied"):
-        values_in_text("model", "scratch:nano, scratch:tiny")
+        values_in_text("dataset", "fables, qa")
 
 
 def test_the_grid_size_is_checked_before_any_run_is_planned(fables: Path) -> None:
@@ -157,6 +156,18 @@ def test_the_grid_size_is_checked_before_any_run_is_planned(fables: Path) -> Non
         plan_sweep(given(fables.parent / "no-such-dataset"), varied)
     plan = plan_sweep(given(fables), varied, allow_large=True)  # asked for: planned, nothing recorded
     assert len(plan.runs) == MAX_RUNS + 1 and plan.runs[-1].config.seed == MAX_RUNS
+    assert_nothing_recorded()
+
+
+def test_a_sweep_over_model_sizes_plans_each_preset_for_itself(fables: Path) -> None:
+    shared = {name: value for name, value in given(fables).items() if name != "model"}
+    plan = plan_sweep(shared, {"model": ["scratch:nano", "scratch:tiny"]})
+    assert [run.config.model for run in plan.runs] == ["scratch:nano", "scratch:tiny"]
+    assert [run.config.name for run in plan.runs] == ["model=scratch:nano", "model=scratch:tiny"]
+    # Each preset gets its own picks (a narrower model takes a larger learning rate).
+    assert plan.runs[0].config.learning_rate > plan.runs[1].config.learning_rate
+    with pytest.raises(SettingsError, match="model"):
+        plan_sweep(shared, {"model": ["scratch:nano", "scratch:huge"]})
     assert_nothing_recorded()
 
 
@@ -188,7 +199,7 @@ def test_every_point_is_planned_as_a_run_and_a_bad_one_names_its_run(fables: Pat
         (("--vary", "seed=1,2", "--vary", "seed=3"), ("seed", "varied twice")),
         (("--vary", "learning_rate=1e-3,3e-4", "--lr", "1e-3"), ("learning_rate", "both varied and given")),
         (("--vary", "lr=1e-3,3e-4"), ("--lr sets learning_rate",)),
-        (("--vary", "model=scratch:nano,scratch:tiny"), ("model", "cannot be varied")),
+        (("--vary", "dataset=fables,qa"), ("dataset", "cannot be varied")),
         (("--vary", "learning_rate=1e-3,-1"), ("learning_rate", "out of range", "run learning_rate=-1")),
         (("--vary", "seed=0,1,2,3,4,5,6,7,8", "--vary", "batch_size=1,2,3,4,5,6,7,8"), ("72 runs", "--yes")),
         (("--vary", "seed=1,2", "--resume", "abc"), ("--resume", "a sweep makes new runs")),
@@ -324,10 +335,12 @@ async def test_a_comma_list_on_the_train_form_shows_the_run_count_and_starts_a_s
         assert "4 runs: batch_size × learning_rate" in shown_text(count)
 
         # A field that cannot be varied says so, in place; a bad value in a list too.
-        form.query_one("#field-model", Input).value = "scratch:nano, scratch:tiny"
+        dataset = form.query_one("#field-dataset", Input)
+        chosen = dataset.value
+        dataset.value = "fables, qa"
         await pilot.pause()
-        assert form.errors["model"].startswith("cannot be varied")
-        form.query_one("#field-model", Input).value = "scratch:nano"
+        assert form.errors["dataset"].startswith("cannot be varied")
+        dataset.value = chosen
         form.query_one("#field-warmup_steps", Input).value = "1, -1"
         await pilot.pause()
         assert list(form.errors) == ["warmup_steps"] and "-1 is out of range" in form.errors["warmup_steps"]
