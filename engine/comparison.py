@@ -175,26 +175,12 @@ def compare_runs(store: RunStore, run_ids: Sequence[str]) -> Comparison:
     runs, and for one run named twice.
     """
     runs = [store.get_run(run_id) for run_id in run_ids]
-    check_compared(runs)
     return compare(runs, {run.id: store.metrics(run.id) for run in runs})
-
-
-def check_compared(runs: Sequence[Run]) -> None:
-    """Refuse what cannot be compared: fewer than two runs, or a run given twice."""
-    if len(runs) < MIN_COMPARED:
-        raise StoreError(
-            f"A comparison needs {MIN_COMPARED} runs or more; {len(runs)} given. Run `lmwb runs` to list run ids."
-        )
-    seen: set[str] = set()
-    for run in runs:
-        if run.id in seen:
-            raise StoreError(f"Run {run.id} is given twice; compare different runs.")
-        seen.add(run.id)
 
 
 def compare(runs: Sequence[Run], metrics: Mapping[str, Sequence[dict]]) -> Comparison:
     """The comparison of ``runs`` from their metrics rows (``RunStore.metrics``, by run id)."""
-    check_compared(runs)
+    _check_compared(runs)
     settings = [run_settings(run) for run in runs]
     names = list(dict.fromkeys(name for each in settings for name in each))
     differing: dict[str, list[Any]] = {}
@@ -257,6 +243,19 @@ def result_text(key: str, value: Any) -> str:
         minutes, seconds = divmod(rest, 60)
         return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
     return str(value)
+
+
+def _check_compared(runs: Sequence[Run]) -> None:
+    """Refuse what cannot be compared: fewer than two runs, or a run given twice."""
+    if len(runs) < MIN_COMPARED:
+        raise StoreError(
+            f"A comparison needs {MIN_COMPARED} runs or more; {len(runs)} given. Run `lmwb runs` to list run ids."
+        )
+    seen: set[str] = set()
+    for run in runs:
+        if run.id in seen:
+            raise StoreError(f"Run {run.id} is given twice; compare different runs.")
+        seen.add(run.id)
 
 
 def _default(field: dataclasses.Field) -> Any:

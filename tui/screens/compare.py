@@ -67,11 +67,11 @@ class CompareScreen(WorkbenchScreen):
             super().__init__()
             self.comparison, self.metrics = comparison, metrics
 
-    def __init__(self, run_ids: list[str], name: str) -> None:
-        """``name`` names the exported files: a sweep's id, or the runs'."""
+    def __init__(self, run_ids: list[str], export_name: str) -> None:
+        """``export_name`` names the exported files: ``sweep-<id>``, or the runs' ids."""
         super().__init__()
         self.run_ids = run_ids
-        self.export_name = name
+        self.export_name = export_name
         self.comparison: Comparison | None = None
         self._header: list[str] = []
 

@@ -341,7 +341,7 @@ class RunsScreen(RunActionsScreen):
             )
             return
         run_ids = [run_id for run_id in self._order if run_id in self.marked]
-        self.app.push_screen(CompareScreen(run_ids, name="-".join(run_ids)))
+        self.app.push_screen(CompareScreen(run_ids, export_name="-".join(run_ids)))
 
     def action_pick_sweep(self) -> None:
         def picked(sweep_id: str | None) -> None:
@@ -361,7 +361,7 @@ class RunsScreen(RunActionsScreen):
         if len(run_ids) < MIN_COMPARED:
             self.notify(f"Sweep {sweep_id} has {len(run_ids)} run(s): nothing to compare yet.", severity="warning")
             return
-        self.app.push_screen(CompareScreen(run_ids, name=f"sweep-{sweep_id}"))
+        self.app.push_screen(CompareScreen(run_ids, export_name=f"sweep-{sweep_id}"))
 
     def action_open(self) -> None:
         run = self.highlighted_run()
