@@ -102,6 +102,15 @@ def test_probing_leaves_the_training_itself_unchanged(tiny_model_dir, fables_exc
     assert store.probes(without.id) == []
 
 
+def test_a_lora_run_probes_the_model_with_its_adapters(tiny_model_dir, fables_excerpt):
+    """The model a LoRA run trains is its base with adapters (a PeftModel): probed like any other."""
+    store = RunStore()
+    run = TrainingJob(settings(tiny_model_dir, fables_excerpt, lora=True, lora_rank=4), store).run()
+    assert [(row["step"], row["prompt"]) for row in store.probes(run.id)] == [
+        (step, prompt) for step in (2, 4, 6) for prompt in PROMPTS
+    ]
+
+
 def test_completions_come_back_in_train_mode_and_a_long_prompt_keeps_its_end(tiny_model_dir):
     """The model goes back to the mode it was in; a prompt past the context keeps its last tokens."""
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)  # 64 positions
