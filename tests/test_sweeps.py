@@ -269,6 +269,21 @@ def test_a_two_by_two_sweep_runs_to_completion_in_grid_order(capsys, monkeypatch
     [row] = [line for line in table.splitlines() if sweep_id in line]
     assert "learning_rate 0.001, 0.0003; batch_size 2, 4" in row and "4: 4 completed" in row
 
+    # Then compared: the runs differ in what the sweep varied (and in the minimum learning rate the plan
+    # picks from each learning rate), and share every other setting.
+    status, shown, _ = lmwb_in_process(capsys, "sweeps", "show", sweep_id, "--json")
+    assert status == 0
+    comparison = json.loads(shown)["comparison"]
+    assert list(comparison["differing"]) == ["batch_size", "learning_rate", "min_learning_rate"]
+    assert comparison["differing"]["batch_size"] == [2, 4, 2, 4]
+    assert comparison["differing"]["learning_rate"] == [1e-3, 1e-3, 3e-4, 3e-4]
+    assert comparison["differing"]["min_learning_rate"] == pytest.approx([1e-4, 1e-4, 3e-5, 3e-5])
+    same = comparison["same"]
+    assert same["model"] == "scratch:nano" and same["max_steps"] == 3 and same["block_size"] == 16
+    assert [run["id"] for run in comparison["runs"]] == [run.id for run in runs]
+    for compared in comparison["runs"]:
+        assert compared["results"]["steps"] == 3 and compared["results"]["best_val_loss"] is not None
+
 
 @pytest.mark.slow
 def test_parallel_two_trains_two_at_once_and_ctrl_c_stops_the_followed_sweep(fables: Path) -> None:
