@@ -532,6 +532,24 @@ def _cached_files(hub_id: str) -> set[str]:
     return {path.name for path in snapshots.glob("*/*")}
 
 
+def cached_hub_tokenizer(hub_id: str) -> PreTrainedTokenizerBase | None:
+    """A Hugging Face model's tokenizer from the local cache alone; None when the cache holds none.
+
+    For comparisons that only make sense when the tokenizer is already here
+    (the tokenizer lab's GPT-2 row): it never downloads, whatever
+    HF_HUB_OFFLINE says. A cached tokenizer that fails to load is a
+    ModelSourceError, not None: it is there, and broken.
+    """
+    if not _cached_files(hub_id) & set(_TOKENIZER_FILES):
+        return None
+    quiet_transformers()
+    options = {"cache_dir": str(_hub_cache_dir()), "local_files_only": True}
+    try:
+        return AutoTokenizer.from_pretrained(hub_id, trust_remote_code=False, **options)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise _loading_failed(ModelSource("hub", hub_id), hub_id, "tokenizer", exc) from exc
+
+
 def resolve_checkpoint(source: ModelSource, store: RunStore) -> Path:
     """The directory of a run's checkpoint: the step asked for, or the latest one."""
     if source.kind != "run":

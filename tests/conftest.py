@@ -8,6 +8,7 @@ hub access, no mocking of transformers.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import os
 import signal
@@ -112,6 +113,25 @@ def build_tiny_gpt2(directory: Path, *, n_positions: int = 64, vocab_size: int =
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def put_in_hf_cache(model_dir: Path, repo_id: str) -> Path:
+    """Lay a model out exactly as huggingface_hub caches a download: blobs, a snapshot of links, refs/main.
+
+    Under the test's own HF_HOME (see ``lmwb_home``), so the engine finds it offline as a user's cached model.
+    """
+    repo = Path(os.environ["HF_HOME"]) / "hub" / f"models--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    for folder in (snapshot, repo / "blobs", repo / "refs"):
+        folder.mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    for file in model_dir.iterdir():
+        data = file.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    return repo
 
 
 @pytest.fixture(scope="session")

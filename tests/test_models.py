@@ -8,7 +8,6 @@ Hugging Face cache folder laid out by the test.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import time
@@ -18,13 +17,21 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from transformers import AutoModelForCausalLM, DistilBertConfig, DistilBertModel, GPT2Config, GPT2LMHeadModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DistilBertConfig,
+    DistilBertModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+)
 
 from engine.datasets import bundled_datasets, open_dataset
 from engine.errors import ModelSourceError, SettingsError
 from engine.model_source import SCRATCH_PRESETS, ModelSource, scratch_parameter_count
 from engine.models import (
     ModelRequest,
+    cached_hub_tokenizer,
     list_model_choices,
     load_model,
     pick_device,
@@ -34,7 +41,7 @@ from engine.models import (
     train_tokenizer,
 )
 from engine.store import RunStore
-from tests.conftest import TOKENIZER_TEXTS, build_tiny_gpt2
+from tests.conftest import TOKENIZER_TEXTS, build_tiny_gpt2, put_in_hf_cache
 
 # --- naming a model ----------------------------------------------------------
 
@@ -260,24 +267,8 @@ def test_an_uncached_hub_id_offline_says_exactly_how_to_get_it(lmwb_home):
     assert "./my-model" in message
 
 
-def _put_in_hf_cache(model_dir: Path, repo_id: str) -> Path:
-    """Lay a model out exactly as huggingface_hub caches a download: blobs, a snapshot of links, refs/main."""
-    repo = Path(os.environ["HF_HOME"]) / "hub" / f"models--{repo_id.replace('/', '--')}"
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    snapshot = repo / "snapshots" / commit
-    for folder in (snapshot, repo / "blobs", repo / "refs"):
-        folder.mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    for file in model_dir.iterdir():
-        data = file.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
-    return repo
-
-
 def test_a_cached_hub_model_loads_offline_and_is_listed(tiny_model_dir):
-    _put_in_hf_cache(tiny_model_dir, "lmwb-test/tiny-gpt2")
+    put_in_hf_cache(tiny_model_dir, "lmwb-test/tiny-gpt2")
 
     loaded = load_model("lmwb-test/tiny-gpt2")
     assert loaded.source == ModelSource("hub", "lmwb-test/tiny-gpt2")
@@ -288,10 +279,19 @@ def test_a_cached_hub_model_loads_offline_and_is_listed(tiny_model_dir):
     assert "gpt2" in hub_choices[0].description
 
 
+def test_a_cached_tokenizer_is_read_from_the_cache_alone_and_none_when_it_is_not_there(tiny_model_dir, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # it never downloads, offline or not
+    assert cached_hub_tokenizer("gpt2") is None
+    put_in_hf_cache(tiny_model_dir, "gpt2")
+    tokenizer = cached_hub_tokenizer("gpt2")
+    assert tokenizer is not None
+    assert tokenizer.get_vocab() == AutoTokenizer.from_pretrained(tiny_model_dir).get_vocab()
+
+
 def test_cached_models_that_cannot_generate_text_are_not_offered(tmp_path):
     encoder = DistilBertModel(DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, vocab_size=300))
     encoder.save_pretrained(tmp_path / "encoder")
-    _put_in_hf_cache(tmp_path / "encoder", "lmwb-test/encoder")
+    put_in_hf_cache(tmp_path / "encoder", "lmwb-test/encoder")
 
     assert [choice.kind for choice in list_model_choices(None)] == ["scratch"] * 3
     with pytest.raises(ModelSourceError, match="not a causal language model"):
@@ -303,7 +303,7 @@ def test_cached_hub_model_with_only_pickle_weights_is_refused(tmp_path, tiny_mod
     shutil.copytree(tiny_model_dir, pickled)
     torch.save(GPT2LMHeadModel.from_pretrained(pickled).state_dict(), pickled / "pytorch_model.bin")
     (pickled / "model.safetensors").unlink()
-    _put_in_hf_cache(pickled, "lmwb-test/pickled")
+    put_in_hf_cache(pickled, "lmwb-test/pickled")
 
     with pytest.raises(ModelSourceError, match="no safetensors weights"):
         load_model("lmwb-test/pickled")
