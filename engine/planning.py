@@ -24,7 +24,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from engine.datasets import open_dataset
+from engine.datasets import Dataset, open_dataset
 from engine.model_source import SCRATCH_PRESETS, ModelSource, scratch_parameter_count
 from engine.training_config import TrainingConfig
 
@@ -83,8 +83,7 @@ def plan_run(given: dict[str, Any]) -> RunPlan:
     source = ModelSource.parse(settings["model"])
     if source.kind == "scratch":
         dataset = open_dataset(settings["dataset"], settings.get("dataset_field"))
-        data_bytes = sum(path.stat().st_size for path in dataset.files)
-        picks, advice = _pick_for_scratch(source.value, settings, data_bytes)
+        picks, advice = _pick_for_scratch(source.value, settings, dataset_bytes(dataset))
     config = TrainingConfig.from_dict(settings)
     config.validate()
     return RunPlan(config, tuple(picks), advice)
@@ -118,6 +117,11 @@ def _pick_for_scratch(preset: str, settings: dict[str, Any], data_bytes: int) ->
     vocabulary = vocabulary_for(data_bytes)
     pick("vocab_size", vocabulary, f"vocab {vocabulary} ({_size(data_bytes)} of text)")
     return picks, _smaller_preset_advice(preset, settings["vocab_size"], data_bytes)
+
+
+def dataset_bytes(dataset: Dataset) -> int:
+    """The size a plan scales a scratch run's picks by: its files' bytes on disk (the tokenizer lab's too)."""
+    return sum(path.stat().st_size for path in dataset.files)
 
 
 def vocabulary_for(data_bytes: int) -> int:
