@@ -70,3 +70,30 @@ def token_cache_dir() -> Path:
 def tokenizer_cache_dir() -> Path:
     """Where byte-level BPE tokenizers trained for scratch models are cached."""
     return ensure_private_dir(workbench_home() / "cache" / "tokenizers")
+
+
+def hf_hub_cache_dir() -> Path:
+    """The Hugging Face hub cache (models and datasets as downloaded): read from the environment now.
+
+    ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``, as
+    huggingface_hub finds it. The libraries read these variables once, when
+    imported; reading them here on every call obeys a user (or a test) who sets them later.
+    """
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    return _hf_home() / "hub"
+
+
+def hf_datasets_cache_dir() -> Path:
+    """The ``datasets`` library's cache (the Arrow files ``load_dataset`` builds): ``$HF_DATASETS_CACHE``,
+    else ``$HF_HOME/datasets``, else ``~/.cache/huggingface/datasets``, read from the environment now."""
+    explicit = os.environ.get("HF_DATASETS_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    return _hf_home() / "datasets"
+
+
+def _hf_home() -> Path:
+    xdg_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(os.environ.get("HF_HOME") or os.path.join(xdg_cache, "huggingface")).expanduser()

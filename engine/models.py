@@ -51,7 +51,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from engine.devices import device_name
 from engine.errors import ModelSourceError, SettingsError, StoreError
-from engine.home import tokenizer_cache_dir, workbench_home
+from engine.home import hf_hub_cache_dir, tokenizer_cache_dir, workbench_home
 from engine.lora import adapter_base, is_adapter_directory, load_adapters, merge_adapters
 from engine.model_source import SCRATCH_PRESETS, ModelSource, scratch_parameter_count
 
@@ -421,16 +421,7 @@ def _hub_options() -> dict:
     huggingface_hub reads both once, when it is imported; a user (or a test)
     who sets them later is still obeyed because every call passes them.
     """
-    return {"cache_dir": str(_hub_cache_dir()), "local_files_only": _hub_offline()}
-
-
-def _hub_cache_dir() -> Path:
-    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    hf_home = os.environ.get("HF_HOME") or os.path.join(xdg_cache, "huggingface")
-    return Path(hf_home).expanduser() / "hub"
+    return {"cache_dir": str(hf_hub_cache_dir()), "local_files_only": _hub_offline()}
 
 
 def _hub_offline() -> bool:
@@ -439,7 +430,7 @@ def _hub_offline() -> bool:
 
 
 def _how_to_get(hub_id: str) -> str:
-    cache = _hub_cache_dir()
+    cache = hf_hub_cache_dir()
     why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the Hugging Face Hub could not be reached"
     return (
         f"{hub_id!r} is not in the Hugging Face cache ({cache}) and {why}. To get it: on a machine with "
@@ -528,7 +519,7 @@ def _loading_failed(source: ModelSource, location: str, part: str, exc: Exceptio
 
 def _cached_files(hub_id: str) -> set[str]:
     """Names of the files any cached revision of ``hub_id`` holds (empty when it is not cached)."""
-    snapshots = _hub_cache_dir() / f"models--{hub_id.replace('/', '--')}" / "snapshots"
+    snapshots = hf_hub_cache_dir() / f"models--{hub_id.replace('/', '--')}" / "snapshots"
     return {path.name for path in snapshots.glob("*/*")}
 
 
@@ -543,7 +534,7 @@ def cached_hub_tokenizer(hub_id: str) -> PreTrainedTokenizerBase | None:
     if not _cached_files(hub_id) & set(_TOKENIZER_FILES):
         return None
     quiet_transformers()
-    options = {"cache_dir": str(_hub_cache_dir()), "local_files_only": True}
+    options = {"cache_dir": str(hf_hub_cache_dir()), "local_files_only": True}
     try:
         return AutoTokenizer.from_pretrained(hub_id, trust_remote_code=False, **options)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
@@ -697,7 +688,7 @@ def _describe_preset(name: str) -> str:
 def _cached_hub_models() -> list[ModelChoice]:
     """Causal language models in the Hugging Face cache; none if there is no cache."""
     try:
-        cache = huggingface_hub.scan_cache_dir(_hub_cache_dir())
+        cache = huggingface_hub.scan_cache_dir(hf_hub_cache_dir())
     except (CacheNotFound, ValueError, OSError):
         return []
     choices = []
