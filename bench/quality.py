@@ -86,7 +86,9 @@ QUICK_RECIPE = replace(Recipe(), max_iters=200, warmup_iters=10)
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="tiny", help="our model: scratch:<preset> (default tiny)")
+    parser.add_argument(
+        "--preset", default="nano", help="our model: scratch:<preset> (default nano, what the plan advises here)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="reference + ours pairs, seeds --seed, --seed+1, ...")
     parser.add_argument("--seed", type=int, default=1337, help="seed of the first repeat (both models)")
     parser.add_argument(

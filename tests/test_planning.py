@@ -26,13 +26,13 @@ def test_a_scratch_preset_gets_picks_from_its_data_and_budget_with_the_reasons_i
     config = plan.config
     assert config.learning_rate == PRESET_LEARNING_RATES["tiny"]
     assert config.min_learning_rate == pytest.approx(config.learning_rate / 10)
-    assert config.vocab_size == vocabulary_for(FABLES.stat().st_size) == 2048
+    assert config.vocab_size == vocabulary_for(FABLES.stat().st_size) == 1024
     assert (config.batch_size, config.block_size, config.warmup_steps) == (16, 128, 50)
     line = plan.explanation()
     assert "\n" not in line
     assert "lr 0.001 (tiny preset)" in line
     assert "warmup 50 steps (5 min budget)" in line
-    assert "vocab 2048 (301 KB of text)" in line
+    assert "vocab 1024 (301 KB of text)" in line
     assert "batch 16 × 128 tokens" in line
 
 
@@ -75,7 +75,7 @@ def test_bad_settings_are_refused_before_the_dataset_is_opened(tmp_path) -> None
         plan_run({"model": "scratch:nano", "dataset": missing, "max_time": 5})
 
 
-@pytest.mark.parametrize(("data_bytes", "vocabulary"), [(0, 512), (100_000, 512), (300_000, 2048), (10**9, 8192)])
+@pytest.mark.parametrize(("data_bytes", "vocabulary"), [(0, 512), (200_000, 512), (300_000, 1024), (600_000, 2048), (10**9, 8192)])
 def test_the_vocabulary_grows_with_the_data_within_its_bounds(data_bytes: int, vocabulary: int) -> None:
     assert vocabulary_for(data_bytes) == vocabulary
 
