@@ -1,6 +1,7 @@
 """The top line of every screen: where you are, the keys to go elsewhere, engine status.
 
-The screen-switching keys (1–5) are app bindings; this bar is where they are
+The screen-switching keys (a digit per screen, and the function key of the
+same number from a text field) are app bindings; this bar is where they are
 shown, so the footer below stays free for the current screen's own actions.
 """
 
