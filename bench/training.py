@@ -15,9 +15,19 @@
 3. With --bpb (about 7 more minutes): scratch:tiny trained on a bundled
    dataset, its validation bits per byte after 2 and after 5 minutes of
    training (a run stopped by --max-time at 2 minutes, then resumed for 3).
+4. With --probes (instead of 1-3): what probe prompts cost a run. The same
+   seeded TrainingJob with and without four probe prompts (default probe
+   length and evaluation interval, so the timed steps hold two evaluations,
+   each completing the four prompts), the two alternating over the repeats;
+   every repeat's time and the median ratio with / without (target <= 1.05).
+   Each run's loss must fall, and the two runs' losses must be the same.
+   Then the finer figure: the probes alone, timed back to back on the
+   trained weights, as a share of the time between two evaluations, three
+   ways (the trainer's batch; one prompt at a time; the engine's TokenStream).
 
     .venv/bin/python bench/training.py            # 1 and 2, a few minutes on a laptop CPU
     .venv/bin/python bench/training.py --bpb      # 1, 2 and 3
+    .venv/bin/python bench/training.py --probes   # 4 alone, 10-20 minutes on one CPU thread
 
 Runs go to a temporary LMWB_HOME (not your workbench) unless --home is given.
 """
@@ -25,6 +35,7 @@ Runs go to a temporary LMWB_HOME (not your workbench) unless --home is given.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -51,6 +62,9 @@ def parse_args() -> argparse.Namespace:
         help="torch CPU threads (default: torch's choice); 1 is steadier on a machine whose cores are shared",
     )
     parser.add_argument("--bpb", action="store_true", help="also train scratch:tiny for 2 + 3 minutes")
+    parser.add_argument(
+        "--probes", action="store_true", help="only measure what four probe prompts cost a run (instead of the rest)"
+    )
     parser.add_argument("--home", help="LMWB_HOME for the runs (default: a temporary directory)")
     return parser.parse_args()
 
@@ -240,6 +254,128 @@ def report_bpb(store, run, when: str) -> None:
 
 
 # -----------------------------------------------------------------------------
+# What probe prompts cost
+
+
+PROBES = ["Once upon a time", "The fox said to the crow,", "Moral:", "A heavy badger made its home"]
+
+
+def timed_run(args, store, probes: list[str]) -> tuple[tuple[float, float], str]:
+    """One seeded run at the default evaluation interval: (wall, CPU) seconds of its timed steps, its id.
+
+    Timed from step --warmup to step 2 * eval_every, so two evaluations fall inside; one step more keeps
+    the final checkpoint out.
+    """
+    from engine.training import TrainingJob
+    from engine.training_config import TrainingConfig
+
+    defaults = TrainingConfig(model=args.model, dataset=args.dataset)
+    last = 2 * defaults.eval_every
+    config = dataclasses.replace(
+        defaults, max_steps=last + 1, sample_every=0, checkpoint_every=0, probes=probes, device=args.device
+    )
+    marks: dict[int, tuple[float, float]] = {}
+
+    def mark(progress) -> None:
+        if progress.step in (args.warmup, last) and progress.step not in marks:
+            marks[progress.step] = clocks()
+
+    run = TrainingJob(config, store, on_progress=mark).run()
+    start, end = marks[args.warmup], marks[last]
+    return (end[0] - start[0], end[1] - start[1]), run.id
+
+
+def probe_decodings(args, store, run_id: str, new_tokens: int) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) seconds of one evaluation's probes on the run's final weights, three ways (medians of 10).
+
+    The trainer's way (engine.probes: the prompts in one left-padded batch through generate), the same
+    one prompt at a time, and one prompt at a time through the engine's TokenStream (greedy; its own
+    GPT-2 decoder on the CPU). All three write the same text, which is checked.
+    """
+    from engine.generation import GenerationSettings, generate_text
+    from engine.models import load_model
+    from engine.probes import complete_probes
+
+    loaded = load_model(f"run:{run_id}", device=args.device, store=store)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    greedy = GenerationSettings(max_new_tokens=new_tokens, temperature=0, alternatives=0)
+    ways = {
+        "batched (the trainer's)": lambda: complete_probes(model, tokenizer, PROBES, new_tokens),
+        "one prompt at a time": lambda: {p: complete_probes(model, tokenizer, [p], new_tokens)[p] for p in PROBES},
+        "one at a time, TokenStream": lambda: {p: generate_text(model, tokenizer, p, greedy).text for p in PROBES},
+    }
+    texts = {name: way() for name, way in ways.items()}  # and a warm-up
+    if len({tuple(text.values()) for text in texts.values()}) != 1:
+        raise SystemExit(f"the three ways wrote different texts: {texts}")
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
+    for _ in range(10):
+        for name, way in ways.items():  # taking turns, so the machine's drift hits all three alike
+            start = clocks()
+            way()
+            end = clocks()
+            times[name].append((end[0] - start[0], end[1] - start[1]))
+    return {
+        name: (statistics.median(t[0] for t in runs), statistics.median(t[1] for t in runs))
+        for name, runs in times.items()
+    }
+
+
+def probe_overhead(args, store) -> None:
+    """The same run with and without PROBES, alternating over the repeats; every repeat, then the medians."""
+    from engine.training_config import TrainingConfig
+
+    defaults = TrainingConfig(model=args.model, dataset=args.dataset)
+    print(
+        f"Probe cost: {args.model} on {args.dataset}, batch {defaults.batch_size} x block {defaults.block_size}, "
+        f"evaluation every {defaults.eval_every} steps ({defaults.eval_batches} batches), {len(PROBES)} probe "
+        f"prompts of {defaults.probe_tokens} tokens; steps {args.warmup}-{2 * defaults.eval_every} timed "
+        f"(2 evaluations), {args.repeats} repeats"
+    )
+    times: dict[str, list[tuple[float, float]]] = {"without": [], "with": []}
+    for repeat in range(args.repeats):
+        order = ("without", "with") if repeat % 2 == 0 else ("with", "without")
+        losses, runs = {}, {}
+        for name in order:
+            seconds, runs[name] = timed_run(args, store, PROBES if name == "with" else [])
+            times[name].append(seconds)
+            losses[name] = [row["train_loss"] for row in store.metrics(runs[name])]
+        if len(store.probes(runs["with"])) != 3 * len(PROBES):  # evaluated at eval_every, 2 * eval_every, the end
+            raise SystemExit(f"repeat {repeat + 1}: the run with probes recorded {store.probes(runs['with'])}")
+        if losses["with"] != losses["without"] or not losses["with"][-1] < losses["with"][0]:
+            raise SystemExit(f"repeat {repeat + 1}: the runs did not train alike: {losses}")
+        without, with_probes = times["without"][-1], times["with"][-1]
+        print(
+            f"  repeat {repeat + 1}: without {without[0]:.1f} s / {without[1]:.1f} s CPU, with {with_probes[0]:.1f} s"
+            f" / {with_probes[1]:.1f} s CPU; ratio {with_probes[0] / without[0]:.3f} wall, "
+            f"{with_probes[1] / without[1]:.3f} CPU; train loss {losses['with'][0]:.2f} -> "
+            f"{losses['with'][-1]:.2f} in both",
+            flush=True,
+        )
+    for clock, label in ((0, "wall clock"), (1, "CPU time")):
+        ratios = [w[clock] / wo[clock] for w, wo in zip(times["with"], times["without"], strict=True)]
+        print(
+            f"  median ratio with / without probes by {label}: {statistics.median(ratios):.3f} "
+            f"(spread {min(ratios):.3f}-{max(ratios):.3f}; target <= 1.05)"
+        )
+    # Whole runs on a shared machine differ by more than the probes cost; the probes alone, timed back to
+    # back on the same weights, against the median time between two evaluations, is the finer measure.
+    decodings = probe_decodings(args, store, runs["with"], defaults.probe_tokens)
+    timed_steps = 2 * defaults.eval_every - args.warmup
+    between = [
+        statistics.median(t[clock] for t in times["without"]) / timed_steps * defaults.eval_every for clock in (0, 1)
+    ]
+    print(
+        f"  The probes alone, on the final weights (median of 10), against the time between two evaluations "
+        f"without them ({between[0]:.1f} s wall, {between[1]:.1f} s CPU):"
+    )
+    for name, seconds in decodings.items():
+        print(
+            f"    {name:<28} {seconds[0] * 1000:>6.0f} ms wall ({seconds[0] / between[0]:.1%}), "
+            f"{seconds[1] * 1000:>6.0f} ms CPU ({seconds[1] / between[1]:.1%})"
+        )
+
+
+# -----------------------------------------------------------------------------
 
 
 def compare_throughput(args, store) -> dict[str, list[float]]:
@@ -291,6 +427,9 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     quiet_transformers()
     store = RunStore()
+    if args.probes:
+        probe_overhead(args, store)
+        return 0
     parameters, device, precision = model_parameters(args, store)
     print(
         f"Training throughput: {args.model} ({parameters / 1e6:.1f}M parameters without position "
