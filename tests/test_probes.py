@@ -22,7 +22,7 @@ from engine.probes import complete_probes
 from engine.store import RunStore
 from engine.training import TrainingJob
 from engine.training_config import MAX_PROBE_CHARACTERS, MAX_PROBE_TOKENS, MAX_PROBES, TrainingConfig
-from tests.conftest import assert_one_line_error, lmwb_in_process
+from tests.conftest import FABLES, assert_one_line_error, lmwb_in_process
 from tests.test_tui_app import open_train_screen, shown_text, wait_until
 from tui.app import WorkbenchApp
 from tui.screens.run_detail import RunDetailScreen
@@ -376,3 +376,20 @@ def test_the_train_form_takes_probe_prompts_separated_by_bars_never_as_a_sweep()
             assert probes.value == "A, b | C"
 
     asyncio.run(story())
+
+
+@pytest.mark.slow
+def test_two_processes_record_each_probe_once_per_evaluation(tmp_path):
+    """lmwb train --nproc 2 --probe ...: rank 0 alone completes the probes and writes them; the ranks end together."""
+    from tests.test_distributed import SETTINGS, as_flags, lmwb
+
+    dataset = tmp_path / "fables.txt"
+    dataset.write_text(FABLES.read_text(encoding="utf-8")[:24_000], encoding="utf-8")
+    flags = as_flags({"dataset": dataset, "batch_size": 2, **SETTINGS})  # evaluated every 3 steps
+    done = lmwb("train", "--nproc", "2", "--steps", "6", *flags, "--probe", "The fox", "--probe=-the crow, said")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run,) = RunStore().list_runs()
+    assert (run.status, run.world_size) == ("completed", 2)
+    assert [(row["step"], row["prompt"]) for row in RunStore().probes(run.id)] == [
+        (step, prompt) for step in (3, 6) for prompt in ("The fox", "-the crow, said")
+    ]
