@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.widgets import DataTable, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Static, TabbedContent, TabPane, Tabs
 
 from tui.screens.run_actions import RunActionsScreen
 from tui.widgets.formatting import human_count, loss_text, model_label
@@ -229,9 +229,9 @@ class RunDetailScreen(RunActionsScreen):
         self.refresh_bindings()  # ←/→ move through the probes only in their tab
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "probe_step":
+        if action == "probe_step":  # in the Probes tab; the tab strip, when focused, keeps its arrows
             tabs = self.query("#run-tabs").results(TabbedContent)
-            return any(tab.active == "probes" for tab in tabs)
+            return any(tab.active == "probes" for tab in tabs) and not isinstance(self.focused, Tabs)
         return True
 
     def action_probe_step(self, offset: int) -> None:
