@@ -526,6 +526,13 @@ def _cut_name(name: str) -> str:
 # ---------------------------------------------------------------------------
 # Tokenized datasets and their cache
 
+VALIDATION_FRACTION = 0.1  # the share of a dataset's tokens held out for validation
+# How the validation tokens are chosen (TokenizedDataset.split, TrainingConfig.split_by):
+#   position  the last VALIDATION_FRACTION of the tokens, in the dataset's order
+#   document  whole documents, picked by a hash of their content, so no document (and no
+#             copy of one) sits on both sides
+SPLIT_CHOICES = ("position", "document")
+
 
 @dataclass
 class TokenSplit:
@@ -544,17 +551,78 @@ class TokenizedDataset:
     num_bytes: int  # UTF-8 bytes of the text those ids encode
     name: str = ""  # the dataset's name, for messages
     token_bytes: np.ndarray | None = None  # bytes of text each token id stands for, when known exactly
+    eos_id: int | None = None  # the id joining documents (None: the tokenizer has none, so one run of text)
 
-    def split(self, val_fraction: float = 0.1) -> tuple[TokenSplit, TokenSplit]:
-        """(train, validation): the last ``val_fraction`` of the ids is validation, always the same."""
+    def split(self, val_fraction: float = VALIDATION_FRACTION, by: str = "position") -> tuple[TokenSplit, TokenSplit]:
+        """(train, validation), always the same for the same ids: ``by`` is one of SPLIT_CHOICES.
+
+        By position the last ``val_fraction`` of the ids is validation. By
+        document, validation is whole documents, taken in the order of a hash
+        of their ids until they hold about ``val_fraction`` of the tokens; equal
+        documents share a hash and go to the same side, so a duplicated
+        document cannot flatter the validation loss.
+        """
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be at least 0 and below 1, not {val_fraction}")
-        cut = len(self.ids) - round(len(self.ids) * val_fraction)
-        val_bytes = self._bytes_in(self.ids[cut:])
+        if by == "document":
+            in_validation = self._validation_documents(val_fraction)
+            train_ids, val_ids = self.ids[~in_validation], self.ids[in_validation]
+            held_out = f"whole documents, about {val_fraction:.0%} of its tokens"
+        elif by == "position":
+            cut = len(self.ids) - round(len(self.ids) * val_fraction)
+            train_ids, val_ids = self.ids[:cut], self.ids[cut:]
+            held_out = f"its last {val_fraction:.0%}"
+        else:
+            raise ValueError(f"by must be one of {SPLIT_CHOICES}, not {by!r}")
+        val_bytes = self._bytes_in(val_ids)
         return (
-            TokenSplit(self.ids[:cut], self.num_bytes - val_bytes, f"training split of '{self.name}'"),
-            TokenSplit(self.ids[cut:], val_bytes, f"validation split of '{self.name}' (its last {val_fraction:.0%})"),
+            TokenSplit(train_ids, self.num_bytes - val_bytes, f"training split of '{self.name}'"),
+            TokenSplit(val_ids, val_bytes, f"validation split of '{self.name}' ({held_out})"),
         )
+
+    def _validation_documents(self, val_fraction: float) -> np.ndarray:
+        """A mask over the ids: True on the documents (each with its EOS) that the document split holds out.
+
+        Documents are ordered by a hash of their ids; each group of equal
+        documents is taken whole if it still fits in ``val_fraction`` of the
+        tokens, so the choice never depends on where a document sits.
+        """
+        if self.eos_id is None:
+            raise DatasetError(
+                f"'{self.name}' cannot be split by document: its tokenizer has no end-of-text token to "
+                "tell documents apart. Split it by position."
+            )
+        ends = np.flatnonzero(np.asarray(self.ids) == self.eos_id)  # the EOS after each document but the last
+        starts = np.concatenate(([0], ends + 1))
+        stops = np.concatenate((ends + 1, [len(self.ids)]))  # a document's EOS goes with it
+        content_stops = np.concatenate((ends, [len(self.ids)]))
+        keys = np.array(
+            [
+                int.from_bytes(hashlib.blake2b(self.ids[start:stop].tobytes(), digest_size=8).digest(), "little")
+                for start, stop in zip(starts, content_stops, strict=True)
+            ],
+            dtype=np.uint64,
+        )
+        lengths = stops - starts
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        group_starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+        target = round(len(self.ids) * val_fraction)
+        taken = 0
+        take = np.zeros(len(group_starts), dtype=bool)
+        for group, size in enumerate(np.add.reduceat(lengths[order], group_starts).tolist()):
+            if taken + size <= target:
+                take[group] = True
+                taken += size
+        chosen = np.zeros(len(keys), dtype=bool)
+        chosen[order] = np.repeat(take, np.diff(np.append(group_starts, len(keys))))
+        if not taken and target:
+            raise DatasetError(
+                f"'{self.name}' cannot be split by document: it has {len(keys):,} document"
+                f"{'s' if len(keys) != 1 else ''} and none fits in {val_fraction:.0%} of its tokens (a .txt or "
+                ".md file is one document). Split it by position, or use more, smaller documents."
+            )
+        return np.repeat(chosen, lengths)
 
     def _bytes_in(self, ids: np.ndarray) -> int:
         """Bytes of text a run of ids encodes: exact with a byte-level vocabulary, else in proportion."""
@@ -595,6 +663,7 @@ def tokenize_dataset(dataset: Dataset, tokenizer, progress: Progress | None = No
         num_bytes=meta["bytes"],
         name=dataset.name,
         token_bytes=_token_byte_lengths(tokenizer) if meta["exact_bytes"] else None,
+        eos_id=tokenizer.eos_token_id,
     )
 
 

@@ -21,14 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from engine.checks import check_int
-from engine.datasets import TokenSplit, open_dataset, tokenize_dataset
+from engine.datasets import VALIDATION_FRACTION, TokenSplit, open_dataset, tokenize_dataset
 from engine.devices import device_name, precision_name
 from engine.errors import SettingsError
 from engine.models import load_model, quiet_transformers
 from engine.precision import autocast_context, resolve_precision
 from engine.store import RunStore
-
-VALIDATION_FRACTION = 0.1  # the last tenth of a dataset's tokens is held out for validation
 
 
 def next_token_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -59,10 +59,9 @@ from engine.checkpoints import (
     save_checkpoint,
     seed_everything,
 )
-from engine.datasets import Dataset, TokenSplit, WindowSampler, open_dataset, tokenize_dataset
+from engine.datasets import VALIDATION_FRACTION, Dataset, TokenSplit, WindowSampler, open_dataset, tokenize_dataset
 from engine.errors import SettingsError, TrainingError, WorkbenchError
 from engine.evaluation import (
-    VALIDATION_FRACTION,
     bits_per_byte,
     estimate_loss,
     evaluation_windows,
@@ -440,7 +439,7 @@ class TrainingJob:
             tokens = tokenize_dataset(
                 opened.dataset, tokenizer, progress=tokenizing_progress(opened.dataset.name, self._report_setup)
             )
-        train_split, val_split = tokens.split(VALIDATION_FRACTION)
+        train_split, val_split = tokens.split(VALIDATION_FRACTION, by=config.split_by)
         for split, part in ((train_split, "training"), (val_split, "validation")):
             if len(split.ids) < config.block_size + 1:
                 raise SettingsError(

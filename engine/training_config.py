@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.checks import check_int, check_number, check_text
+from engine.datasets import SPLIT_CHOICES
 from engine.devices import device_name, precision_name
 from engine.errors import SettingsError, WorkbenchError
 from engine.lora import LoraSettings
@@ -45,6 +46,9 @@ class TrainingConfig:
     model: str  # a model source: "gpt2", "./dir", "run:<id>@<step>", "scratch:tiny"
     dataset: str  # a bundled dataset name, a file or a folder
     dataset_field: str | None = None  # the .jsonl field / .csv column holding the text
+    # How validation is held out (engine.datasets.SPLIT_CHOICES): "position" takes the last tenth of
+    # the tokens; "document" takes whole documents, so none (and no copy of one) sits on both sides.
+    split_by: str = "position"
     max_steps: int | None = 200  # optimizer steps in total (when resuming: the new total); None: plan on max_time
     epochs: float | None = None  # when set, max_steps is derived: this many passes over the training tokens
     # With max_steps: a limit on this session's training, then stop as if stop() was called (resumable).
@@ -107,6 +111,12 @@ class TrainingConfig:
         check_text("dataset", self.dataset)
         if self.dataset_field is not None:
             check_text("dataset_field", self.dataset_field)
+        if self.split_by not in SPLIT_CHOICES:
+            raise SettingsError(
+                "split_by",
+                f"{self.split_by!r} is not a choice; use {' or '.join(SPLIT_CHOICES)} (document keeps each "
+                "document, and every copy of it, on one side).",
+            )
         if self.max_steps is None:
             if self.max_time is None or self.epochs is not None:
                 raise SettingsError(

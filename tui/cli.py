@@ -387,6 +387,13 @@ TRAINING_FLAGS = (
         "steps between checkpoints (0: only at the end or on stop)",
     ),
     ("--vocab-size", "vocab_size", whole_number, "tokenizer vocabulary of a scratch: model"),
+    (
+        "--split-by",
+        "split_by",
+        str,
+        "how validation is held out: position (the last tenth of the tokens) or document (whole documents, "
+        "so no document, nor a copy of one, sits on both sides; see 'lmwb datasets check')",
+    ),
     ("--seed", "seed", whole_number, "same seed, same run"),
     ("--device", "device", device_name, "auto, cpu, cuda[:N] or mps"),
     (

@@ -75,7 +75,7 @@ FORM_SECTIONS = (
     ),
     ("Device and precision", ("device", "precision", "compile", "auto_batch", "gradient_checkpointing", "seed")),
     ("LoRA", ("lora", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")),
-    ("Data and tokenizer", ("dataset_field", "vocab_size")),
+    ("Data and tokenizer", ("dataset_field", "split_by", "vocab_size")),
 )
 
 
