@@ -137,14 +137,24 @@ def vocabulary_for(data_bytes: int) -> int:
 def _smaller_preset_advice(preset: str, vocab_size: int, data_bytes: int) -> str:
     """A word when the data is too little for the preset, naming a smaller one that fits it better."""
     # Text bytes over parameters is an upper bound on tokens per parameter (a token is a byte or more).
-    per_parameter = data_bytes / scratch_parameter_count(preset, vocab_size)
+    return data_size_advice(data_bytes / scratch_parameter_count(preset, vocab_size), "bytes of text", preset)
+
+
+def data_size_advice(per_parameter: float, unit: str, preset: str | None = None) -> str:
+    """The one rule for too little text: "" with enough, else what to expect and what would help.
+
+    ``per_parameter`` is tokens (``unit`` "tokens": the dataset check, with the
+    model's tokenizer) or bytes of text (before tokenizing, as the plan has
+    it) per parameter of the model. A scratch ``preset`` with a smaller one
+    below it is pointed at that one.
+    """
     if per_parameter >= FEW_TOKENS_PER_PARAMETER:
         return ""
     names = list(SCRATCH_PRESETS)
-    smaller = names[: names.index(preset)]
+    smaller = names[: names.index(preset)] if preset in names else []
     if not smaller:
-        return f"{per_parameter:.2g} bytes of text per parameter: expect memorising; more text would help"
-    return f"{per_parameter:.2g} bytes of text per parameter: scratch:{smaller[-1]} may do better"
+        return f"{per_parameter:.2g} {unit} per parameter: expect memorising; more text would help"
+    return f"{per_parameter:.2g} {unit} per parameter: scratch:{smaller[-1]} may do better"
 
 
 def given_settings(values: dict[str, Any]) -> dict[str, Any]:
