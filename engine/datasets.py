@@ -654,7 +654,7 @@ def tokenize_dataset(dataset: Dataset, tokenizer, progress: Progress | None = No
             **_tokenize_into(dataset, tokenizer, ids_path, progress),
         }
         try:
-            with _atomic_output(meta_path) as stream:
+            with atomic_output(meta_path) as stream:
                 stream.write(json.dumps(meta, indent=2).encode())
         except OSError as exc:
             raise _cache_write_error(cache_dir, exc) from exc
@@ -707,7 +707,7 @@ def _tokenize_into(dataset: Dataset, tokenizer, ids_path: Path, progress: Progre
     tokens = text_bytes = documents = 0
     exact = token_bytes is not None
     try:
-        with _atomic_output(ids_path) as stream:
+        with atomic_output(ids_path) as stream:
             for batch, done in _batches(dataset):
                 ids: list[int] = []
                 for piece, piece_ids in zip(batch, encode([piece.text for piece in batch]), strict=True):
@@ -831,7 +831,7 @@ def _read_cache_meta(ids_path: Path, meta_path: Path) -> dict | None:
 
 
 @contextlib.contextmanager
-def _atomic_output(path: Path) -> Iterator[BinaryIO]:
+def atomic_output(path: Path) -> Iterator[BinaryIO]:
     """Write ``path`` through a temporary file renamed into place, so no reader sees half a file."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -72,6 +72,11 @@ def tokenizer_cache_dir() -> Path:
     return ensure_private_dir(workbench_home() / "cache" / "tokenizers")
 
 
+def health_cache_dir() -> Path:
+    """Where dataset health reports are cached (by content hash, as tokenized datasets are)."""
+    return ensure_private_dir(workbench_home() / "cache" / "health")
+
+
 def hf_hub_cache_dir() -> Path:
     """The Hugging Face hub cache (models and datasets as downloaded): read from the environment now.
 

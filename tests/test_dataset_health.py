@@ -10,6 +10,7 @@ documents (split_by document) so no document sits on both sides.
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 from pathlib import Path
@@ -17,8 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.dataset_health import (
+    LONG_LINE_CHARACTERS,
+    NEAR_THRESHOLD,
+    check_dataset,
+    checked_model,
+    dedupe_dataset,
+)
 from engine.datasets import VALIDATION_FRACTION, open_dataset, tokenize_dataset
 from engine.errors import DatasetError, SettingsError
+from engine.home import health_cache_dir
 from engine.training_config import TrainingConfig
 from tests.conftest import assert_one_line_error, lmwb_in_process
 
@@ -42,9 +51,281 @@ def write_jsonl(path: Path, texts: list[str], **extra: object) -> Path:
     return path
 
 
+def with_one_word_changed(text: str, rng: random.Random) -> str:
+    words = text.split(" ")
+    words[rng.randrange(len(words))] = "changed"
+    return " ".join(words)
+
+
+# --- exact duplicates ------------------------------------------------------------------------
+
+
+def test_thirty_percent_copied_documents_give_0_30(tmp_path: Path):
+    unique = documents(70)
+    texts = unique + [unique[n % 70] for n in range(30)]  # each copy after its original
+    report = check_dataset(open_dataset(str(write_jsonl(tmp_path / "d.jsonl", texts))))
+
+    assert report.documents == 100
+    assert report.duplicates.documents == 30
+    assert report.duplicates.document_fraction == 0.30
+    # Each document has 4 lines, each line unique to its document: 120 of 400 lines are copies.
+    assert report.duplicates.line_fraction == 0.30
+    assert [item.count for item in report.duplicates.top_documents] == [2] * 5
+    assert report.duplicates.top_documents[0].text.startswith(unique[0].split()[0])
+    assert not report.clean
+    assert any("30.0% of documents copy an earlier one" in line for line in report.findings())
+
+
+def test_duplicate_lines_are_counted_among_non_blank_lines_whitespace_at_their_ends_aside(tmp_path: Path):
+    text = "the fox\nthe crow\n\n   \nthe fox\n  the fox  \nthe mill\n"
+    report = check_dataset(open_dataset(str(write_file(tmp_path / "lines.txt", text))))
+
+    assert report.lines == 5  # blank and space-only lines are not counted
+    assert report.duplicates.lines == 2
+    assert report.duplicates.line_fraction == 0.4
+    assert [(item.text, item.count) for item in report.duplicates.top_lines] == [("the fox", 3)]
+    assert report.duplicates.documents == 0  # a .txt file is one document
+
+
 def write_file(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# --- near duplicates -------------------------------------------------------------------------
+
+
+def test_near_duplicates_are_found_and_exact_copies_are_not_counted_twice(tmp_path: Path):
+    rng = random.Random(3)
+    unique = documents(60, seed=1)
+    near = [with_one_word_changed(unique[n], rng) for n in (2, 11, 25, 40, 59)]
+    copies = [unique[5], unique[30], near[0]]  # an exact copy of a near duplicate is an exact copy
+    texts = unique + near + copies
+    report = check_dataset(open_dataset(str(write_jsonl(tmp_path / "near.jsonl", texts))))
+
+    assert report.duplicates.documents == 3
+    assert report.near_duplicates.documents == 5
+    assert report.near_duplicates.fraction == 5 / 68
+    pairs = {(pair.first, pair.second) for pair in report.near_duplicates.examples}
+    assert pairs == {(3, 61), (12, 62), (26, 63), (41, 64), (60, 65)}  # documents count from 1
+    assert all(pair.similarity >= NEAR_THRESHOLD for pair in report.near_duplicates.examples)
+    assert report.near_duplicates.examples[0].first_text.split()[:5] == unique[2].split()[:5]
+
+
+# --- leakage ---------------------------------------------------------------------------------
+
+
+def test_a_clean_file_reports_clean(tmp_path: Path):
+    report = check_dataset(open_dataset(str(write_jsonl(tmp_path / "clean.jsonl", documents(100)))))
+
+    assert report.leakage.fraction == 0.0 and report.leakage.windows == 70  # 100 documents of ~1400 bytes
+    assert report.leakage.tokenizer == "bytes" and report.leakage.ngram == 200
+    assert report.duplicates.documents == report.duplicates.lines == report.near_duplicates.documents == 0
+    assert report.encoding == []
+    assert report.findings() == [] and report.clean
+    assert report.as_dict()["clean"] is True
+
+
+def test_validation_text_planted_in_training_is_found(tmp_path: Path):
+    texts = documents(100)
+    planted = texts[-10:] + texts  # the last ten documents, which validation holds, copied to the start
+    report = check_dataset(open_dataset(str(write_jsonl(tmp_path / "leaky.jsonl", planted))))
+
+    # Validation (the last tenth of the bytes) is the last ten documents and a little of the one before.
+    assert report.leakage.fraction > 0.85
+    assert report.leakage.document_split_fraction == 0.0  # copies stay on one side when split by document
+    assert any("validation windows also occur in training: --split-by document" in f for f in report.findings())
+
+
+def test_leakage_with_a_model_is_measured_in_its_tokens(tmp_path: Path, tiny_model_dir: Path):
+    texts = documents(100)
+    dataset = open_dataset(str(write_jsonl(tmp_path / "leaky.jsonl", texts[-10:] + texts)))
+    report = check_dataset(dataset, checked_model(str(tiny_model_dir), dataset))
+
+    assert report.leakage.tokenizer == str(tiny_model_dir)
+    assert report.leakage.ngram == 50
+    assert report.leakage.fraction > 0.85
+
+
+def test_a_short_validation_split_gets_shorter_ngrams_and_says_so(tmp_path: Path):
+    texts = documents(8, words=40)
+    report = check_dataset(open_dataset(str(write_jsonl(tmp_path / "short.jsonl", texts))))
+
+    assert 8 <= report.leakage.ngram < 200
+    assert f"{report.leakage.ngram} bytes, not 200: the validation split is short" == report.leakage.ngram_note
+
+
+# --- encoding --------------------------------------------------------------------------------
+
+
+def test_encoding_problems_are_found_with_their_places(tmp_path: Path):
+    long_line = "x" * (LONG_LINE_CHARACTERS + 1)
+    texts = [
+        "Café, naïve, façade and a\ttab are fine.\nSo is 日本語.",
+        "line one\nline two\nthe cafÃ© was closed, donâ€™t go",
+        "a lost byte: \ufffd here\nand a bell \x07 there",
+        f"short\n{long_line}\nshort again",
+    ]
+    report = check_dataset(open_dataset(str(write_jsonl(tmp_path / "broken.jsonl", texts))))
+
+    problems = {problem.kind: problem for problem in report.encoding}
+    assert set(problems) == {"mojibake", "replacement", "control", "long_line"}
+    assert problems["mojibake"].count == 2
+    assert [(place.document, place.line) for place in problems["mojibake"].locations] == [(2, 3), (2, 3)]
+    assert problems["replacement"].count == 1 and problems["replacement"].locations[0].document == 3
+    assert [(place.document, place.line) for place in problems["control"].locations] == [(3, 2)]
+    assert [(place.document, place.line) for place in problems["long_line"].locations] == [(4, 2)]
+    assert "mojibake (UTF-8 read as cp1252" in " ".join(report.findings())
+
+
+# --- lengths ---------------------------------------------------------------------------------
+
+
+def test_the_length_histogram_covers_every_document_in_half_decades(tmp_path: Path):
+    texts = ["ab", "abcd", "x" * 12, "y" * 29, "z" * 30, "w" * 5_000]
+    report = check_dataset(open_dataset(str(write_jsonl(tmp_path / "lengths.jsonl", texts))))
+
+    buckets = [(bucket.low, bucket.high, bucket.documents) for bucket in report.lengths]
+    assert buckets == [
+        (1, 3, 1),
+        (3, 10, 1),
+        (10, 30, 2),
+        (30, 100, 1),
+        (100, 300, 0),
+        (300, 1000, 0),
+        (1000, 3000, 0),
+        (3000, 10000, 1),
+    ]
+    assert sum(bucket.documents for bucket in report.lengths) == report.documents
+    assert report.lengths[-1].label() == "3K-10K"
+
+
+# --- tokens against the model ----------------------------------------------------------------
+
+
+def test_tokens_per_parameter_say_when_a_model_will_memorise(tmp_path: Path, tiny_model_dir: Path):
+    dataset = open_dataset(str(write_jsonl(tmp_path / "d.jsonl", documents(30))))
+    model = checked_model(str(tiny_model_dir), dataset)
+    report = check_dataset(dataset, model)
+
+    fit = report.model
+    assert fit is not None and fit.parameters == model.parameters > 10_000
+    assert fit.tokens == len(tokenize_dataset(dataset, model.tokenizer).ids)
+    assert fit.tokens_per_parameter == fit.tokens / fit.parameters < 2
+    assert fit.bytes_per_token == pytest.approx(report.bytes / fit.tokens)
+    assert fit.advice == f"{fit.tokens_per_parameter:.2g} tokens per parameter: expect memorising; more text would help"
+    assert fit.advice in report.findings()
+
+
+def test_a_scratch_preset_is_pointed_at_a_smaller_one_by_the_plans_rule(tmp_path: Path):
+    dataset = open_dataset(str(write_jsonl(tmp_path / "d.jsonl", documents(30))))
+    model = checked_model("scratch:tiny", dataset)  # its tokenizer is trained, the model never built
+    report = check_dataset(dataset, model)
+
+    assert model.preset == "tiny" and report.model is not None
+    assert report.model.advice.endswith("tokens per parameter: scratch:nano may do better")
+
+
+# --- the cache -------------------------------------------------------------------------------
+
+
+def test_a_second_check_of_the_same_data_is_read_from_the_cache(tmp_path: Path):
+    path = write_jsonl(tmp_path / "d.jsonl", documents(40))
+    phases: list[str] = []
+    first = check_dataset(open_dataset(str(path)), progress=lambda phase, done, total: phases.append(phase))
+    assert {"reading", "near duplicates", "leakage"} <= set(phases)
+    assert list(health_cache_dir().iterdir())
+
+    phases.clear()
+    second = check_dataset(open_dataset(str(path)), progress=lambda phase, done, total: phases.append(phase))
+    assert phases == [] and second == first
+
+    write_jsonl(path, documents(40) + documents(1))  # a changed file is checked again
+    third = check_dataset(open_dataset(str(path)), progress=lambda phase, done, total: phases.append(phase))
+    assert "reading" in phases and third.duplicates.documents == 1
+
+
+# --- dedupe ----------------------------------------------------------------------------------
+
+
+def test_dedupe_writes_a_jsonl_copy_without_copies_keeping_the_records(tmp_path: Path):
+    unique = documents(20)
+    path = write_jsonl(tmp_path / "d.jsonl", unique + unique[:5], source="web")
+    before = path.read_bytes()
+
+    result = dedupe_dataset(open_dataset(str(path)), tmp_path / "clean.jsonl")
+
+    assert path.read_bytes() == before
+    assert (result.documents, result.exact_removed, result.near_removed, result.kept) == (25, 5, 0, 20)
+    records = [json.loads(line) for line in (tmp_path / "clean.jsonl").read_text().splitlines()]
+    assert [record["text"] for record in records] == unique
+    assert [record["n"] for record in records] == list(range(20)) and records[0]["source"] == "web"
+    assert check_dataset(open_dataset(str(tmp_path / "clean.jsonl"))).duplicates.documents == 0
+
+
+def test_dedupe_near_also_leaves_out_near_copies(tmp_path: Path):
+    rng = random.Random(5)
+    unique = documents(30)
+    near = [with_one_word_changed(unique[n], rng) for n in (4, 9)]
+    path = write_jsonl(tmp_path / "d.jsonl", unique + near + [unique[0]])
+
+    result = dedupe_dataset(open_dataset(str(path)), tmp_path / "clean.jsonl", near=True)
+
+    assert (result.exact_removed, result.near_removed, result.kept) == (1, 2, 30)
+    kept = [json.loads(line)["text"] for line in (tmp_path / "clean.jsonl").read_text().splitlines()]
+    assert kept == unique
+
+
+def test_dedupe_keeps_csv_rows_and_a_folder_of_text_files(tmp_path: Path):
+    unique = documents(6, words=40)
+    table = tmp_path / "d.csv"
+    with open(table, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["id", "text"])
+        writer.writerows([[n, text] for n, text in enumerate(unique + unique[:2])])
+    dedupe_dataset(open_dataset(str(table)), tmp_path / "clean.csv")
+    with open(tmp_path / "clean.csv", newline="", encoding="utf-8") as stream:
+        rows = list(csv.reader(stream))
+    assert rows == [["id", "text"], *([str(n), text] for n, text in enumerate(unique))]
+
+    folder = tmp_path / "stories"
+    (folder / "more").mkdir(parents=True)
+    for name, text in (("a.txt", unique[0]), ("b.txt", unique[1]), ("more/c.txt", unique[0])):
+        write_file(folder / name, text)
+    result = dedupe_dataset(open_dataset(str(folder)), tmp_path / "stories-clean")
+    written = sorted(str(path.relative_to(result.out)) for path in result.out.rglob("*.txt"))
+    assert written == ["a.txt", "b.txt"] and (folder / "more" / "c.txt").exists()
+
+
+def test_dedupe_refuses_an_output_at_or_in_the_input_or_one_that_exists(tmp_path: Path):
+    path = write_jsonl(tmp_path / "d.jsonl", documents(5))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    write_file(folder / "a.txt", "some text")
+    (tmp_path / "taken.jsonl").write_text("{}\n")
+    cases = [
+        (path, path, "is the input dataset"),
+        (folder, folder / "inside", "is the input dataset, or inside it"),
+        (path, tmp_path / "taken.jsonl", "already exists"),
+        (path, tmp_path / "missing" / "out.jsonl", "does not exist"),
+        (path, tmp_path / "out.txt", "give it that suffix"),
+    ]
+    for source, out, words in cases:
+        with pytest.raises(DatasetError, match=words):
+            dedupe_dataset(open_dataset(str(source)), out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "folder", "taken.jsonl"]
+    assert [p.name for p in folder.iterdir()] == ["a.txt"]
+
+
+def test_dedupe_of_a_corrupt_input_writes_nothing(tmp_path: Path):
+    lines = [json.dumps({"text": text}) for text in documents(300, words=40)]
+    lines[250] = '{"text": "cut off'
+    path = tmp_path / "corrupt.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    with pytest.raises(DatasetError, match="line 251"):
+        dedupe_dataset(open_dataset(str(path)), tmp_path / "clean.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.jsonl"]
 
 
 # --- training split by document --------------------------------------------------------------
@@ -114,6 +395,9 @@ def test_a_run_split_by_document_trains(tmp_path: Path, tiny_model_dir: Path):
     )
     run = TrainingJob(config, RunStore()).run()
     assert run.status == "completed" and run.config["split_by"] == "document"
+
+
+# --- the command line ------------------------------------------------------------------------
 
 
 def test_lmwb_train_refuses_an_unknown_split_by(capsys):
