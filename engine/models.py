@@ -27,7 +27,7 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +67,7 @@ MIN_VOCAB_SIZE = 257
 _SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+_TRAINING_REPORT_BYTES = 1 << 20  # text read between two progress lines while a tokenizer trains
 
 
 @dataclass
@@ -617,15 +618,35 @@ def train_tokenizer(dataset: Dataset, vocab_size: int, progress: Progress | None
             return PreTrainedTokenizerFast.from_pretrained(str(cached))
         except Exception:  # noqa: BLE001 - a damaged cache entry is rebuilt, never fatal
             shutil.rmtree(cached, ignore_errors=True)
-    report(f"Training a {vocab_size}-token BPE tokenizer on {dataset.name}…")
+    training = f"Training a {vocab_size}-token BPE tokenizer on {dataset.name}"
+    report(f"{training}…")
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
-        iter_texts(dataset), vocab_size=vocab_size, min_frequency=2, special_tokens=[END_OF_TEXT], show_progress=False
+        _reported(iter_texts(dataset), lambda read: report(f"{training}: {read / 1e6:.0f} MB read…")),
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=[END_OF_TEXT],
+        show_progress=False,
     )
     tokenizer = _wrap_tokenizer(bpe)
     _save_atomically(tokenizer, cached)
     report(f"Tokenizer ready: {len(tokenizer)} tokens.")
     return tokenizer
+
+
+def _reported(texts: Iterator[str], report: Callable[[int], None]) -> Iterator[str]:
+    """``texts``, calling ``report(bytes read)`` every megabyte: reading is most of a tokenizer's training.
+
+    The trainer reads the texts as it goes, so an exception raised by
+    ``report`` (a cancelled tokenizer lab) ends the training there.
+    """
+    read = reported = 0
+    for text in texts:
+        yield text
+        read += len(text.encode("utf-8"))
+        if read - reported >= _TRAINING_REPORT_BYTES:
+            reported = read
+            report(read)
 
 
 def _wrap_tokenizer(bpe) -> PreTrainedTokenizerFast:

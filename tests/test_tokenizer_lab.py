@@ -1,0 +1,161 @@
+"""The tokenizer lab: BPE tokenizers of a few sizes trained on a dataset, measured against GPT-2's and the model's.
+
+The text is made here: made-up words drawn with a long tail, as real words
+are, so a byte-level BPE finds merges for a few thousand entries and the rare
+ones are really rare. GPT-2's tokenizer is "cached" by laying a small
+tokenizer out under models--gpt2 in the test's own Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from engine.datasets import open_dataset
+from engine.errors import SettingsError
+from engine.home import token_cache_dir, tokenizer_cache_dir
+from engine.models import train_tokenizer
+from engine.planning import plan_run
+from engine.tokenizer_lab import RARE_BELOW, check_sizes, compare_tokenizers, parse_sizes
+from tests.conftest import put_in_hf_cache
+
+SIZES = (300, 600, 1200)
+NOT_CACHED = "GPT-2's tokenizer is not cached here"
+
+
+def write_words(path: Path, words: int = 30_000, seed: int = 0) -> Path:
+    """Lines of made-up words from syllables, Zipf-like: a few common words and a long tail of rare ones."""
+    rng = random.Random(seed)
+    syllables = ["ka", "lo", "mi", "ren", "tu", "sha", "vo", "pel", "dri", "an", "es", "or", "qui", "zen", "ba"]
+    lexicon = ["".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(3000)]
+    weights = [1 / rank for rank in range(1, len(lexicon) + 1)]
+    chosen = rng.choices(lexicon, weights=weights, k=words)
+    lines = [" ".join(chosen[i : i + 12]).capitalize() + "." for i in range(0, len(chosen), 12)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def words(tmp_path: Path) -> Path:
+    return write_words(tmp_path / "words.txt")
+
+
+def test_a_larger_vocabulary_packs_more_bytes_into_each_token_of_the_training_text(words):
+    comparison = compare_tokenizers(open_dataset(str(words)), SIZES)
+
+    assert comparison is not None
+    trained = [measure for measure in comparison.measures if measure.kind == "trained"]
+    assert [measure.vocabulary for measure in trained] == sorted({*SIZES, comparison.recommended})
+    per_token = [measure.bytes_per_token for measure in trained]
+    assert per_token == sorted(per_token) and len(set(per_token)) == len(per_token)
+    # A bigger vocabulary costs embedding rows: at tiny's width (the default preset) 256 parameters each.
+    assert comparison.preset == "tiny" and comparison.width == 256
+    assert [measure.embedding_parameters for measure in trained] == [m.vocabulary * 256 for m in trained]
+
+
+def test_the_rare_token_counts_equal_a_direct_count(words):
+    dataset = open_dataset(str(words))
+    comparison = compare_tokenizers(dataset, SIZES)
+
+    assert comparison is not None
+    text = words.read_text(encoding="utf-8")
+    for measure in comparison.measures:
+        tokenizer = train_tokenizer(dataset, int(measure.name.removeprefix("BPE ")))  # the lab's, from its cache
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        seen = Counter(ids)
+        assert measure.tokens == len(ids)
+        assert measure.bytes_per_token == pytest.approx(len(text.encode("utf-8")) / len(ids))
+        assert measure.rare == sum(1 for token in range(len(tokenizer)) if seen[token] < RARE_BELOW)
+        assert measure.unseen == sum(1 for token in range(len(tokenizer)) if seen[token] == 0)
+        assert measure.rare_fraction == measure.rare / len(tokenizer)
+
+
+def test_the_recommendation_is_the_vocabulary_a_scratch_run_is_planned_with(words):
+    comparison = compare_tokenizers(open_dataset(str(words)), SIZES, model="scratch:nano")
+
+    assert comparison is not None
+    planned = plan_run({"model": "scratch:nano", "dataset": str(words)}).config.vocab_size
+    assert comparison.recommended == planned
+    assert comparison.recommendation.startswith(f"Use a vocabulary of {planned} for scratch:nano")
+    assert [measure.name for measure in comparison.measures if measure.recommended] == [f"BPE {planned}"]
+    # A scratch model's own tokenizer is one of the trained ones; its preset prices the embeddings.
+    assert comparison.preset == "nano" and comparison.width == 96
+    assert {measure.kind for measure in comparison.measures} == {"trained"}
+
+
+def test_gpt2_is_compared_when_its_tokenizer_is_cached_and_a_line_says_so_when_not(words, tiny_model_dir):
+    dataset = open_dataset(str(words))
+    without = compare_tokenizers(dataset, SIZES[:1])
+    assert without is not None
+    assert "gpt2" not in [measure.name for measure in without.measures]
+    assert any(note.startswith(NOT_CACHED) for note in without.notes)
+
+    put_in_hf_cache(tiny_model_dir, "gpt2")
+    with_gpt2 = compare_tokenizers(dataset, SIZES[:1])
+    assert with_gpt2 is not None
+    gpt2 = next(measure for measure in with_gpt2.measures if measure.name == "gpt2")
+    assert gpt2.kind == "gpt2" and gpt2.vocabulary == 300  # the small tokenizer laid out as GPT-2's
+    assert gpt2.tokens > 0 and gpt2.rare <= gpt2.vocabulary
+    assert not any(note.startswith(NOT_CACHED) for note in with_gpt2.notes)
+
+
+def test_the_chosen_models_tokenizer_is_measured_unless_it_is_gpt2s(words, tiny_model_dir, tmp_path):
+    dataset = open_dataset(str(words))
+    comparison = compare_tokenizers(dataset, SIZES[:1], model=str(tiny_model_dir))
+    assert comparison is not None
+    assert [measure.kind for measure in comparison.measures][-1] == "model"
+
+    put_in_hf_cache(tiny_model_dir, "gpt2")  # now the model's tokenizer is GPT-2's: one row, and a line
+    shared = compare_tokenizers(dataset, SIZES[:1], model=str(tiny_model_dir))
+    assert shared is not None
+    assert [measure.kind for measure in shared.measures].count("model") == 0
+    assert any("uses GPT-2's tokenizer" in note for note in shared.notes)
+
+
+def test_a_cancelled_comparison_returns_nothing_and_leaves_no_half_written_cache(words):
+    calls = []
+
+    def cancelled() -> bool:
+        calls.append(1)
+        return len(calls) > 3  # part of the way through
+
+    assert compare_tokenizers(open_dataset(str(words)), SIZES, cancelled=cancelled) is None
+    assert not list(token_cache_dir().glob(".*.tmp"))
+
+
+def test_a_cancel_ends_a_tokenizer_training_part_way_through_the_text(tmp_path):
+    big = write_words(tmp_path / "big.txt", words=500_000)  # about 3.5 MB
+    lines: list[str] = []
+
+    def cancelled() -> bool:
+        return any("MB read" in line for line in lines)  # once training has read a megabyte or so
+
+    assert compare_tokenizers(open_dataset(str(big)), (300,), progress=lines.append, cancelled=cancelled) is None
+    assert lines[-1] == "BPE 300 (1 of 2): Training a 300-token BPE tokenizer on big.txt: 1 MB read…"
+    assert not list(tokenizer_cache_dir().iterdir())  # nothing half trained is kept
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("256", ["256", "at least 257", "<|endoftext|>"]),
+        ("1000,abc", ["'abc'", "1000,4000,16000"]),
+        ("", ["''", "1000,4000,16000"]),
+        ("1k,-4", ["'-4'"]),
+    ],
+)
+def test_sizes_that_are_too_small_or_not_numbers_are_refused(text, words):
+    with pytest.raises(SettingsError) as refused:
+        parse_sizes(text)
+    assert refused.value.field == "sizes"
+    for word in words:
+        assert word in str(refused.value)
+
+
+def test_sizes_are_read_with_k_for_thousands_sorted_and_each_once():
+    assert parse_sizes("16k, 1000,4k,1k") == (1000, 4000, 16000)
+    with pytest.raises(SettingsError, match="at least one"):
+        check_sizes([])
