@@ -1,14 +1,24 @@
 """Datasets: find text, read it into documents, tokenize it once, sample training windows.
 
-A dataset is a bundled sample (``sample_texts/``), a file, or a folder of files.
-Files are read as UTF-8 and streamed in chunks of whole lines, so a huge file is
-never held in memory whole, and every problem (a binary file, bytes that are not
-UTF-8, a ``.jsonl`` line that is not JSON, a CSV without the column) is a
-``DatasetError`` that names the file, the line or byte, and what to do.
+A dataset is a bundled sample (``sample_texts/``), a file, a folder of files, a
+directory saved by the ``datasets`` library (``save_to_disk``), or a dataset
+already in the local Hugging Face cache, named as on the Hub (``org/name``).
+Everything is streamed: text files in chunks of whole lines (decompressed on
+the way for ``.gz`` and ``.zst``), Parquet and Arrow in record batches, so a
+huge file is never held in memory whole. Every problem (a binary file, bytes
+that are not UTF-8, a ``.jsonl`` line that is not JSON, a CSV without the
+column, a Parquet file without text, a damaged ``.gz``) is a ``DatasetError``
+that names the file, the line, byte or row, and what to do.
 
-    .txt .md   each file is one document
-    .jsonl     one JSON object a line; the document is its ``text`` field (or the field named)
-    .csv       a header row, then one document a row from the ``text`` column (or the column named)
+    .txt .md        each file is one document
+    .jsonl          one JSON object a line; the document is its ``text`` field (or the field named)
+    .csv            a header row, then one document a row from the ``text`` column (or the column named)
+    .gz .zst        any of these four, compressed (``notes.txt.gz``, ``data.jsonl.zst``)
+    .parquet .arrow one document a row from the text column (``text_column``: named, or picked when obvious)
+    save_to_disk    a saved Dataset, or one split of a saved DatasetDict, read memory-mapped by ``datasets``
+
+A saved DatasetDict, or a cached dataset with several splits, is read one
+split at a time: the split is named (``split``), or asked for.
 
 Tokenized datasets are cached in ``token_cache_dir()`` as a flat array of token
 ids (nanoGPT's ``train.bin``, plus a small JSON description), keyed by the
@@ -22,26 +32,36 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
+import gzip
 import hashlib
 import json
 import os
 import re
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Generator, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from engine.errors import DatasetError, TrainingError
-from engine.home import SAMPLE_TEXTS_DIR, token_cache_dir
+from engine.errors import DatasetError, SettingsError, TrainingError
+from engine.home import SAMPLE_TEXTS_DIR, hf_datasets_cache_dir, hf_hub_cache_dir, token_cache_dir
 
 if TYPE_CHECKING:
+    import datasets
+    import pyarrow
     import torch
 
-SUPPORTED_SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
+TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".csv")  # read as UTF-8 text, plain or compressed
+RECORD_SUFFIXES = (".parquet", ".arrow")  # read in record batches by pyarrow
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES + RECORD_SUFFIXES
+COMPRESSED_SUFFIXES = (".gz", ".zst")  # a text file's last suffix when it is compressed: notes.txt.gz
 DEFAULT_FIELD = "text"
+# A Parquet or Arrow file's text column when none is named: the first of these it has, else its only text column.
+TEXT_COLUMNS = ("text", "content", "body")
 Progress = Callable[[int, int], None]
 
 _BLOCK_BYTES = 1 << 16  # files are read (and open_dataset checks their start) in blocks this size
@@ -49,6 +69,8 @@ _BATCH_CHARS = 1 << 17  # text handed to the tokenizer at once; progress is repo
 _SUM_CHUNK = 1 << 24  # token ids summed at once when counting a split's bytes
 _PREVIEW_LINE_CHARS = 200  # preview lines longer than this are cut
 _CSV_CELL_LIMIT = 2**31 - 1  # characters in one CSV cell (the largest the csv module takes everywhere)
+_RECORD_BATCH_ROWS = 256  # rows of a Parquet or Arrow column read at once
+_READABLE = ".txt, .md, .jsonl or .csv files (also as .gz or .zst), .parquet or .arrow files"
 _CACHE_FORMAT = 1  # bump when the cache layout changes, so old entries are ignored
 _STALE_TEMPORARY_SECONDS = 3600
 
@@ -82,12 +104,14 @@ class _Piece:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Text to train on: one file or a folder of files, read into documents."""
+    """Text to train on: a file, a folder of files, a saved dataset or a cached one, read into documents."""
 
-    name: str  # "fables" for sample_texts/fables.txt, else the file or folder name
-    path: Path  # the resolved file or folder
-    files: tuple[Path, ...]  # the readable files it holds, sorted
-    field: str | None = None  # the .jsonl field or .csv column holding the text (None: "text")
+    name: str  # "fables" for sample_texts/fables.txt, "org/name" from the HF cache, else the file or folder name
+    path: Path  # the resolved file or folder (a cached dataset's snapshot or build folder)
+    files: tuple[Path, ...]  # the readable files it holds, sorted (a saved dataset's: its split's .arrow files)
+    field: str | None = None  # the .jsonl field, .csv or Parquet/Arrow column holding the text (None: "text")
+    split: str | None = None  # the split read, of a saved DatasetDict or a cached dataset that has splits
+    saved_dir: Path | None = None  # a save_to_disk directory, read by datasets.load_from_disk (None: file by file)
 
     def documents(self) -> Iterator[str]:
         """Every document in order; a DatasetError names the file (and line) of bad content."""
@@ -101,7 +125,7 @@ class Dataset:
             yield "".join(parts)
 
     def content_hash(self) -> str:
-        """A sha256 over the files' relative names, sizes and bytes (and the field read).
+        """A sha256 over the files' relative names, sizes and bytes (and the field and split read).
 
         It keys the token cache: any change to any file gives a new hash.
         """
@@ -113,6 +137,8 @@ class Dataset:
                 while block := stream.read(_BLOCK_BYTES):
                     digest.update(block)
         digest.update(f"\0field\0{self.field or DEFAULT_FIELD}".encode())
+        if self.split is not None:
+            digest.update(f"\0split\0{self.split}".encode())
         return digest.hexdigest()
 
     def stats(self) -> DatasetStats:
@@ -151,52 +177,50 @@ class Dataset:
 
     def _pieces(self) -> Generator[tuple[_Piece, int], None, None]:
         """Every piece of every file, with the bytes of the dataset read so far."""
+        if self.saved_dir is not None:
+            for piece in _saved_pieces(self.saved_dir, self.field, self._total_bytes()):
+                yield piece, piece.end_offset
+            return
         done = 0
         for file in self.files:
-            for piece in _file_pieces(file, self.field or DEFAULT_FIELD):
+            for piece in _file_pieces(file, self.field):
                 yield piece, done + piece.end_offset
             done += _file_size(file)
 
 
 def bundled_datasets() -> list[Dataset]:
     """The datasets in ``sample_texts/``: each supported file (not README.md) and each folder."""
-    return [_dataset_at(path, name, None) for name, path in _bundled_paths().items()]
+    return [_dataset_at(path, name, None, None) for name, path in _bundled_paths().items()]
 
 
-def open_dataset(name_or_path: str, field: str | None = None) -> Dataset:
-    """A bundled dataset by name ("fables"), or a file or folder by path.
+def open_dataset(name_or_path: str, field: str | None = None, split: str | None = None) -> Dataset:
+    """A bundled dataset by name ("fables"), a file or folder by path, or a cached dataset by its Hub name.
 
     A bundled name wins over a file of the same name in the working directory
     (write ``./fables`` for that), so a run that names "fables" always means
-    the bundled one. The files are checked as they are opened: the start of each
-    is read, so an unsupported, binary, empty or non-UTF-8 file (or a missing
-    field) is reported now, not half way through training.
+    the bundled one; a path wins over a cached dataset. The files are checked
+    as they are opened: the start of each is read, so an unsupported, binary,
+    empty or non-UTF-8 file (or a missing field) is reported now, not half way
+    through training. A saved DatasetDict or a cached dataset with several
+    splits is read one split at a time: without ``split``,
+    ``SettingsError("dataset_split")`` lists them, so the user can pick one.
     """
-    if not name_or_path or not name_or_path.strip():
-        raise DatasetError(
-            f"No dataset given. Name a bundled dataset ({_bundled_listing()}) or give a file or folder path."
-        )
-    if field is not None and not field.strip():
-        raise DatasetError(
-            "The field name is empty. Give the .jsonl field or .csv column that holds "
-            f"the text, or leave it out to read '{DEFAULT_FIELD}'."
-        )
-    bundled = _bundled_paths()
-    if name_or_path in bundled:
-        return _dataset_at(bundled[name_or_path], name_or_path, field)
-    path = Path(name_or_path).expanduser()
-    try:
-        exists = path.exists()
-        path = path.resolve()
-    except (OSError, RuntimeError) as exc:
-        raise DatasetError(f"Cannot use '{name_or_path}' as a dataset path: {exc}.") from exc
-    if not exists:
-        raise DatasetError(
-            f"No dataset '{name_or_path}': there is no such file or folder, and no bundled "
-            f"dataset has that name (bundled: {_bundled_listing()})."
-        )
-    name = path.stem if path.parent == SAMPLE_TEXTS_DIR else path.name
-    return _dataset_at(path, name, field)
+    where = _locate(name_or_path, field, split)
+    if isinstance(where, CachedDataset):
+        return _cached_dataset(where, field, split)
+    name, path = where
+    return _dataset_at(path, name, field, split)
+
+
+def dataset_splits(name_or_path: str) -> tuple[str, ...]:
+    """The splits a dataset offers to pick from: a saved DatasetDict's or a cached dataset's; none for the rest.
+
+    A screen asks this before it opens a dataset, to offer the choice instead of an error.
+    """
+    where = _locate(name_or_path, None, None)
+    if isinstance(where, CachedDataset):
+        return where.split_names
+    return _saved_splits(where[1])
 
 
 def iter_texts(dataset: Dataset) -> Iterator[str]:
@@ -208,6 +232,40 @@ def iter_texts(dataset: Dataset) -> Iterator[str]:
     """
     for piece, _ in dataset._pieces():
         yield piece.text
+
+
+def _locate(name_or_path: str, field: str | None, split: str | None) -> tuple[str, Path] | CachedDataset:
+    """Where a dataset is: (its name, its path) for a bundled name or a path, else the cached dataset of that name."""
+    if not name_or_path or not name_or_path.strip():
+        raise DatasetError(
+            f"No dataset given. Name a bundled dataset ({_bundled_listing()}) or give a file or folder path."
+        )
+    if field is not None and not field.strip():
+        raise DatasetError(
+            "The field name is empty. Give the .jsonl field or .csv column that holds "
+            f"the text, or leave it out to read '{DEFAULT_FIELD}'."
+        )
+    if split is not None and not split.strip():
+        raise SettingsError("dataset_split", "is empty: name the split to read, or leave it out.")
+    bundled = _bundled_paths()
+    if name_or_path in bundled:
+        return name_or_path, bundled[name_or_path]
+    path = Path(name_or_path).expanduser()
+    try:
+        exists = path.exists()
+        path = path.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise DatasetError(f"Cannot use '{name_or_path}' as a dataset path: {exc}.") from exc
+    if exists:
+        return (path.stem if path.parent == SAMPLE_TEXTS_DIR else path.name), path
+    cached = next((dataset for dataset in cached_datasets() if dataset.name == name_or_path), None)
+    if cached is None:
+        raise DatasetError(
+            f"No dataset '{name_or_path}': there is no such file or folder, no bundled dataset has that "
+            f"name (bundled: {_bundled_listing()}), and the Hugging Face cache ({hf_hub_cache_dir()}) holds "
+            "no dataset of that name."
+        )
+    return cached
 
 
 def _bundled_paths() -> dict[str, Path]:
@@ -229,20 +287,45 @@ def _bundled_listing() -> str:
     return ", ".join(_bundled_paths()) or "none found"
 
 
-def _dataset_at(path: Path, name: str, field: str | None) -> Dataset:
-    """Check a file or folder and describe it as a Dataset."""
+def _dataset_at(path: Path, name: str, field: str | None, split: str | None) -> Dataset:
+    """Check a file, a folder or a saved dataset and describe it as a Dataset."""
+    if _is_saved_dataset(path):
+        return _saved_dataset(path, name, field, split)
+    _pick_split(f"{name} (a file or folder)", (), split)  # it has no splits: naming one is a mistake
     if path.is_dir():
         files = _folder_files(path)
     elif path.is_file():
         _check_suffix(path)
         files = (path,)
     else:
-        raise DatasetError(
-            f"{path} is neither a file nor a folder. Give a .txt, .md, .jsonl or .csv file, or a folder of them."
-        )
-    for file in files:
-        _check_start(file, field or DEFAULT_FIELD)
-    return Dataset(name=name, path=path, files=files, field=field)
+        raise DatasetError(f"{path} is neither a file nor a folder. Give one of the {_READABLE}, or a folder of them.")
+    return _checked(Dataset(name=name, path=path, files=files, field=_column_to_read(files, field)))
+
+
+def _checked(dataset: Dataset) -> Dataset:
+    """The dataset, once the start of each of its files has been read (all of a small one).
+
+    So an empty, binary or non-UTF-8 file, or one without the field, is reported when
+    the dataset is opened; a problem further in is raised while reading, saying where.
+    """
+    if dataset.saved_dir is not None:
+        _check_start(_saved_pieces(dataset.saved_dir, dataset.field, dataset._total_bytes()))
+        return dataset
+    for file in dataset.files:
+        if _file_size(file) == 0:
+            raise _empty_file_error(file)
+        _check_start(_file_pieces(file, dataset.field))
+    return dataset
+
+
+def _check_start(pieces: Generator[_Piece, None, None]) -> None:
+    """Read pieces until a block's worth of the file is read, or the end."""
+    try:
+        for piece in pieces:
+            if piece.end_offset >= _BLOCK_BYTES:
+                break
+    finally:
+        pieces.close()
 
 
 def _folder_files(folder: Path) -> tuple[Path, ...]:
@@ -256,7 +339,7 @@ def _folder_files(folder: Path) -> tuple[Path, ...]:
                 if file_name.startswith("."):
                     continue
                 file = Path(root) / file_name
-                (supported if file.suffix.lower() in SUPPORTED_SUFFIXES else others).append(file)
+                (supported if _is_readable(file) else others).append(file)
     except OSError as exc:
         raise DatasetError(
             f"Cannot read the folder {folder}: {exc.strerror or exc}. Check that it exists and that you may read it."
@@ -264,10 +347,10 @@ def _folder_files(folder: Path) -> tuple[Path, ...]:
     if supported:
         return tuple(sorted(supported, key=lambda file: file.relative_to(folder).as_posix()))
     if not others:
-        raise DatasetError(f"The folder {folder} is empty. Put .txt, .md, .jsonl or .csv files in it.")
+        raise DatasetError(f"The folder {folder} is empty. Put {_READABLE} in it.")
     example = others[0].relative_to(folder)
     raise DatasetError(
-        f"The folder {folder} has no .txt, .md, .jsonl or .csv files ({len(others)} other "
+        f"The folder {folder} has no {_READABLE} ({len(others)} other "
         f"file{'s' if len(others) != 1 else ''}, such as {example}). Add text files or "
         "choose another folder."
     )
@@ -277,26 +360,34 @@ def _raise_walk_error(error: OSError) -> None:
     raise error
 
 
+def _format_of(path: Path) -> tuple[str, str]:
+    """(the suffix naming its format, its compression suffix or ""): (".jsonl", ".gz") for data.jsonl.gz."""
+    suffixes = [suffix.lower() for suffix in path.suffixes[-2:]]
+    if suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
+        return (suffixes[0] if len(suffixes) == 2 else ""), suffixes[-1]
+    return path.suffix.lower(), ""
+
+
+def _is_readable(path: Path) -> bool:
+    """Whether a file's name says it is in a format lm-workbench reads (text formats may be compressed)."""
+    suffix, compression = _format_of(path)
+    return suffix in (TEXT_SUFFIXES if compression else SUPPORTED_SUFFIXES)
+
+
 def _check_suffix(path: Path) -> None:
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-        kind = f"'{path.suffix}' files" if path.suffix else "files without a suffix"
+    if _is_readable(path):
+        return
+    suffix, compression = _format_of(path)
+    if suffix in RECORD_SUFFIXES:
         raise DatasetError(
-            f"{path}: lm-workbench cannot read {kind}. It reads .txt, .md, .jsonl and "
-            ".csv; save the text as one of these (UTF-8)."
+            f"{path}: {suffix} files compress their own data, so lm-workbench does not read them "
+            f"{compression}-compressed. Decompress it first."
         )
-
-
-def _check_start(path: Path, field: str) -> None:
-    """Read the start of a file (all of a small one), so bad files are reported when opened."""
-    if _file_size(path) == 0:
-        raise _empty_file_error(path)
-    pieces = _file_pieces(path, field)
-    try:
-        for piece in pieces:
-            if piece.end_offset >= _BLOCK_BYTES:
-                break
-    finally:
-        pieces.close()
+    shown = "".join(path.suffixes[-2:]) if compression else path.suffix
+    kind = f"'{shown}' files" if shown else "files without a suffix"
+    raise DatasetError(
+        f"{path}: lm-workbench cannot read {kind}. It reads {_READABLE}; save the text as one of these (UTF-8)."
+    )
 
 
 def _cut(line: str) -> str:
@@ -304,16 +395,231 @@ def _cut(line: str) -> str:
 
 
 # ---------------------------------------------------------------------------
+# Splits, saved datasets and the Hugging Face caches
+
+
+def _pick_split(where: str, splits: Sequence[str], split: str | None) -> str | None:
+    """The split to read: the one named, else the only one; several and none named is the user's choice to make."""
+    if split is None:
+        if len(splits) > 1:
+            raise SettingsError("dataset_split", f"{where} has the splits {_listing(list(splits))}: pick one.")
+        return splits[0] if splits else None
+    if not splits:
+        raise SettingsError("dataset_split", f"{where} has no splits to pick from: leave the split out.")
+    if split not in splits:
+        raise SettingsError(
+            "dataset_split", f"{where} has no split '{split}': its splits are {_listing(list(splits))}."
+        )
+    return split
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    """A directory written by ``save_to_disk``: a DatasetDict (dataset_dict.json) or a Dataset (state.json)."""
+    return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
+
+
+def _saved_splits(path: Path) -> tuple[str, ...]:
+    """A saved DatasetDict's splits, as its dataset_dict.json lists them; none for anything else."""
+    index = path / "dataset_dict.json"
+    if not index.is_file():
+        return ()
+    try:
+        splits = json.loads(index.read_text(encoding="utf-8"))["splits"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        splits = exc
+    if not isinstance(splits, list) or not splits or not all(isinstance(split, str) for split in splits):
+        raise DatasetError(
+            f"{index} is damaged: it should list the saved splits. Save the dataset again with save_to_disk."
+        )
+    return tuple(splits)
+
+
+def _saved_dataset(path: Path, name: str, field: str | None, split: str | None) -> Dataset:
+    """A save_to_disk directory: a Dataset, or one split of a DatasetDict (the one named, or the only one)."""
+    chosen = _pick_split(f"the saved dataset {path}", _saved_splits(path), split)
+    directory = path / chosen if chosen is not None else path
+    files = tuple(sorted(directory.glob("data-*.arrow")))  # save_to_disk's shards (map() may add cache-*.arrow)
+    if not files:
+        raise DatasetError(
+            f"{directory} holds no data-*.arrow files, so the saved dataset is incomplete. Save it again "
+            "with save_to_disk."
+        )
+    column = field if field is not None else _text_column(str(directory), _load_saved(directory).data.schema, None)
+    return _checked(Dataset(name, path, files, field=column, split=chosen, saved_dir=directory))
+
+
+def _load_saved(directory: Path) -> datasets.Dataset:
+    """A saved Dataset, memory-mapped by ``datasets.load_from_disk`` (its rows stay on disk)."""
+    import datasets
+    import pyarrow as pa
+
+    datasets.disable_progress_bars()  # nothing drawn over the app's screen or into a pipe
+    try:
+        saved = datasets.load_from_disk(str(directory))
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+        raise DatasetError(
+            f"{directory} is not a saved dataset that can be read ({_reason(exc)}). Save it again with save_to_disk."
+        ) from exc
+    if not isinstance(saved, datasets.Dataset):
+        raise DatasetError(f"{directory} holds saved splits inside a split. Save each split as a dataset of its own.")
+    return saved
+
+
+@dataclass(frozen=True)
+class CachedDataset:
+    """A dataset the Hugging Face libraries left on this machine, found on disk and read offline."""
+
+    name: str  # "org/name", as the Hub names it
+    path: Path  # the hub cache's snapshot, or the datasets cache's folder for it
+    splits: tuple[tuple[str, tuple[Path, ...]], ...]  # (split, its files), by split
+    cache: str  # "hub": the files as downloaded; "datasets": the Arrow files load_dataset built
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        """Its splits, in order: "train", "validation", or "en/train" where it has several configurations."""
+        return tuple(split for split, _ in self.splits)
+
+    @property
+    def bytes(self) -> int:
+        """The size of all its files on disk."""
+        return sum(_file_size(file) for _, files in self.splits for file in files)
+
+    def files(self, split: str) -> tuple[Path, ...]:
+        """The files of one of its splits."""
+        return dict(self.splits)[split]
+
+
+def cached_datasets() -> list[CachedDataset]:
+    """Datasets in the local Hugging Face caches: the hub cache's, then those only the datasets cache holds.
+
+    Only the disk is read, never the network, so this is the same offline (with
+    HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set, or no network at all). A dataset
+    ``load_dataset`` fetched is in both caches, and listed once (from the hub cache).
+    """
+    found = _hub_datasets()
+    listed = {_loose_name(dataset.name) for dataset in found}
+    return found + [dataset for dataset in _built_datasets() if _loose_name(dataset.name) not in listed]
+
+
+def _cached_dataset(cached: CachedDataset, field: str | None, split: str | None) -> Dataset:
+    chosen = _pick_split(f"the cached dataset {cached.name}", cached.split_names, split)
+    files = cached.files(chosen or "")
+    return _checked(Dataset(cached.name, cached.path, files, field=_column_to_read(files, field), split=chosen))
+
+
+def _hub_datasets() -> list[CachedDataset]:
+    """Dataset repositories in the hub cache (datasets--org--name), at the revision "main" names (else the newest)."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        cache = scan_cache_dir(hf_hub_cache_dir())
+    except (CacheNotFound, ValueError, OSError):
+        return []
+    found = []
+    for repo in sorted(cache.repos, key=lambda repo: repo.repo_id):
+        if repo.repo_type != "dataset" or not repo.revisions:
+            continue
+        revision = max(repo.revisions, key=lambda revision: ("main" in revision.refs, revision.last_modified))
+        snapshot = revision.snapshot_path
+        splits = _by_split(
+            (_hub_split(file.file_path.relative_to(snapshot)), file.file_path)
+            for file in revision.files
+            if _is_cached_data(file.file_path)
+        )
+        if splits:
+            found.append(CachedDataset(repo.repo_id, revision.snapshot_path, splits, "hub"))
+    return found
+
+
+def _is_cached_data(path: Path) -> bool:
+    """A data file of a dataset repository: a format lm-workbench reads, and not its README or other .md pages."""
+    return _is_readable(path) and _format_of(path)[0] != ".md" and not path.name.startswith(".")
+
+
+_SHARD = re.compile(r"-\d{5}-of-\d{5}$")  # train-00000-of-00004: one shard of a split
+
+
+def _hub_split(relative: Path) -> str:
+    """A hub dataset file's split: its path without a leading data/, its suffixes or a shard number.
+
+    data/train-00000-of-00002.parquet -> train; en/test.jsonl.gz -> en/test; and in the
+    Hub's Parquet conversions, default/validation/0000.parquet -> default/validation.
+    """
+    stem = relative.name
+    for suffix in reversed(_format_of(relative)):
+        stem = stem[: len(stem) - len(suffix)]
+    parts = [*relative.parent.parts, _SHARD.sub("", stem)]
+    if parts[0] == "data" and len(parts) > 1:
+        parts = parts[1:]
+    if parts[-1].isdigit() and len(parts) > 1:  # 0000.parquet: a shard of the folder's split
+        parts = parts[:-1]
+    return "/".join(parts)
+
+
+def _built_datasets() -> list[CachedDataset]:
+    """Datasets ``load_dataset`` built in the datasets cache: org___name/<config>/<version>/<hash>/name-<split>.arrow.
+
+    Each configuration's newest build; a dataset with several configurations names its splits "<config>/<split>".
+    """
+    root = hf_datasets_cache_dir()
+    try:
+        builders = sorted(path for path in root.iterdir() if path.is_dir() and "___" in path.name)
+    except OSError:
+        return []
+    found = []
+    for builder in builders:
+        builds = [build for config in sorted(builder.iterdir()) if (build := _newest_build(config))]
+        files = [file for build in builds for file in build.glob("*.arrow") if not file.name.startswith("cache-")]
+        splits = _by_split((_built_split(file, configs=len(builds)), file) for file in files)
+        if splits:
+            found.append(CachedDataset(builder.name.replace("___", "/"), builder, splits, "datasets"))
+    return found
+
+
+def _built_split(file: Path, configs: int) -> str:
+    """An Arrow file's split: <name>-<split>[-00000-of-00004].arrow, under its configuration where there are several."""
+    split = _SHARD.sub("", file.stem).rsplit("-", 1)[-1]  # a split name has no "-"
+    config = file.parent.parent.parent.name  # <config>/<version>/<hash>/<file>
+    return f"{config}/{split}" if configs > 1 else split
+
+
+def _newest_build(config: Path) -> Path | None:
+    """A configuration's newest finished build: <version>/<hash>/ holding dataset_info.json."""
+    builds = [
+        info.parent for info in config.glob("*/*/dataset_info.json") if not info.parent.name.endswith(".incomplete")
+    ]
+    return max(builds, key=lambda build: (build / "dataset_info.json").stat().st_mtime, default=None)
+
+
+def _by_split(files: Iterable[tuple[str, Path]]) -> tuple[tuple[str, tuple[Path, ...]], ...]:
+    """(split, file) pairs gathered by split: (split, its files, sorted), by split."""
+    groups: dict[str, list[Path]] = {}
+    for split, file in files:
+        groups.setdefault(split, []).append(file)
+    return tuple((split, tuple(sorted(paths))) for split, paths in sorted(groups.items()))
+
+
+def _loose_name(name: str) -> str:
+    """A name as both caches spell it: the hub cache has "org/TinyStories", the datasets cache "org___tiny_stories"."""
+    return re.sub(r"[-_]", "", name.lower())
+
+
+# ---------------------------------------------------------------------------
 # Readers: bytes to checked text, text to documents
 
 
-def _file_pieces(path: Path, field: str) -> Generator[_Piece, None, None]:
-    """The pieces of one file's documents, by the reader its suffix names."""
-    suffix = path.suffix.lower()
+def _file_pieces(path: Path, field: str | None) -> Generator[_Piece, None, None]:
+    """The pieces of one file's documents, by the reader its suffix names (under a .gz or .zst)."""
+    suffix = _format_of(path)[0]
+    if suffix == ".parquet":
+        return _parquet_pieces(path, field)
+    if suffix == ".arrow":
+        return _arrow_pieces(path, field)
     if suffix == ".jsonl":
-        return _jsonl_pieces(path, field)
+        return _jsonl_pieces(path, field or DEFAULT_FIELD)
     if suffix == ".csv":
-        return _csv_pieces(path, field)
+        return _csv_pieces(path, field or DEFAULT_FIELD)
     return _text_pieces(path)
 
 
@@ -429,32 +735,103 @@ def _numbered_lines(path: Path) -> Iterator[tuple[int, str, int]]:
 
 
 def _text_chunks(path: Path) -> Iterator[tuple[str, int, int]]:
-    """A file's text in chunks of whole lines: (text, start offset, end offset) in bytes.
+    """A file's text in chunks of whole lines: (text, start offset, end offset).
 
-    A NUL byte means a binary file; bytes that are not UTF-8 are reported with
-    their offset and line. Chunks end at a newline byte, which is never inside
-    a UTF-8 character, so each chunk decodes on its own. A UTF-8 byte order
-    mark is dropped.
+    The start offset counts bytes of the text (decompressed, for a .gz or .zst
+    file), for error messages; the end offset is how far into the file on disk
+    the chunk reaches, for progress (the same for a plain file, in proportion
+    for a compressed one). A NUL byte means a binary file; bytes that are not
+    UTF-8 are reported with their offset and line. Chunks end at a newline byte,
+    which is never inside a UTF-8 character, so each chunk decodes on its own.
+    A UTF-8 byte order mark is dropped.
     """
     pending = bytearray()
-    start = 0  # file offset of pending[0]
+    start = 0  # text offset of pending[0]
     lines_before = 0  # newlines before pending[0], for error messages
-    with _open_binary(path) as stream:
-        while block := stream.read(_BLOCK_BYTES):
-            nul = block.find(b"\0")
-            if nul >= 0:
-                raise _binary_file_error(path, start + len(pending) + nul)
-            last_newline = block.rfind(b"\n")
-            pending += block
-            if last_newline < 0:
-                continue
-            cut = len(pending) - len(block) + last_newline + 1
-            yield _decode(path, bytes(pending[:cut]), start, lines_before), start, start + cut
-            lines_before += pending.count(b"\n", 0, cut)
-            del pending[:cut]
-            start += cut
+    read = on_disk = 0  # bytes of text read, and of the file they came from
+    for block, on_disk in _blocks(path):
+        read += len(block)
+        nul = block.find(b"\0")
+        if nul >= 0:
+            raise _binary_file_error(path, start + len(pending) + nul)
+        last_newline = block.rfind(b"\n")
+        pending += block
+        if last_newline < 0:
+            continue
+        cut = len(pending) - len(block) + last_newline + 1
+        yield _decode(path, bytes(pending[:cut]), start, lines_before), start, (start + cut) * on_disk // read
+        lines_before += pending.count(b"\n", 0, cut)
+        del pending[:cut]
+        start += cut
     if pending:
-        yield _decode(path, bytes(pending), start, lines_before), start, start + len(pending)
+        yield _decode(path, bytes(pending), start, lines_before), start, on_disk
+
+
+def _blocks(path: Path) -> Iterator[tuple[bytes, int]]:
+    """A file's bytes in blocks, decompressed for .gz and .zst, each with how much of the file on disk is read by then.
+
+    A compressed file that is damaged or cut short is a DatasetError saying how far it got.
+    """
+    compression = _format_of(path)[1]
+    with _open_binary(path) as raw:
+        if not compression:
+            for block in iter(functools.partial(raw.read, _BLOCK_BYTES), b""):
+                yield block, raw.tell()
+            return
+        text = 0
+        try:
+            for block in _gzip_blocks(raw) if compression == ".gz" else _zstd_blocks(raw):
+                text += len(block)
+                yield block, raw.tell()
+        except _DamagedFile as exc:
+            raise DatasetError(
+                f"{path} is damaged: it cannot be decompressed after {text:,} bytes of text, about byte "
+                f"{raw.tell():,} of {_file_size(path):,} ({exc}). Compress it again, or download it again."
+            ) from exc
+
+
+class _DamagedFile(Exception):
+    """A compressed file that cannot be decompressed; the message says why, in a few words."""
+
+
+_CUT_SHORT = "its compressed data ends early: the file is cut short"
+
+
+def _gzip_blocks(raw: BinaryIO) -> Iterator[bytes]:
+    """Decompressed blocks of a gzip file (every member of it)."""
+    try:
+        with gzip.GzipFile(fileobj=raw) as stream:
+            while block := stream.read(_BLOCK_BYTES):
+                yield block
+    except EOFError as exc:
+        raise _DamagedFile(_CUT_SHORT) from exc
+    except (OSError, zlib.error) as exc:
+        raise _DamagedFile(_reason(exc)) from exc
+
+
+def _zstd_blocks(raw: BinaryIO) -> Iterator[bytes]:
+    """Decompressed blocks of a Zstandard file, frame after frame.
+
+    Fed frame by frame (not through the library's stream reader, which ends
+    quietly where a file is cut short), so a truncated file is reported.
+    """
+    import zstandard
+
+    decompressor = zstandard.ZstdDecompressor()
+    frame, started = decompressor.decompressobj(), False
+    try:
+        while data := raw.read(_BLOCK_BYTES):
+            while data:
+                started = True
+                if block := frame.decompress(data):
+                    yield block
+                data = b""
+                if frame.eof:  # this frame is whole; what follows it starts the next one
+                    data, frame, started = frame.unused_data, decompressor.decompressobj(), False
+    except zstandard.ZstdError as exc:
+        raise _DamagedFile(_reason(exc)) from exc
+    if started:
+        raise _DamagedFile(_CUT_SHORT)
 
 
 def _decode(path: Path, data: bytes, start: int, lines_before: int) -> str:
@@ -462,10 +839,15 @@ def _decode(path: Path, data: bytes, start: int, lines_before: int) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = lines_before + data.count(b"\n", 0, exc.start) + 1
+        suffix, compression = _format_of(path)
+        advice = (
+            "Save the text as UTF-8 and compress it again."
+            if compression
+            else f"Save the file as UTF-8, e.g. iconv -f latin1 -t utf-8 '{path.name}' > fixed{suffix}"
+        )
         raise DatasetError(
-            f"{path} is not UTF-8 text: byte 0x{data[exc.start]:02X} at byte offset {start + exc.start} "
-            f"(line {line}) cannot be decoded. Save the file as UTF-8, e.g. "
-            f"iconv -f latin1 -t utf-8 '{path.name}' > fixed{path.suffix}"
+            f"{path} is not UTF-8 text: byte 0x{data[exc.start]:02X} at byte offset {start + exc.start}"
+            f"{' of its decompressed text' if compression else ''} (line {line}) cannot be decoded. {advice}"
         ) from exc
     return text[1:] if start == 0 and text.startswith("\ufeff") else text
 
@@ -521,6 +903,206 @@ def _listing(names: list[str]) -> str:
 
 def _cut_name(name: str) -> str:
     return name if len(name) <= 40 else name[:39] + "…"
+
+
+# ---------------------------------------------------------------------------
+# Records: Parquet, Arrow and saved datasets, a column of text read in record batches
+
+
+def _parquet_pieces(path: Path, field: str | None) -> Generator[_Piece, None, None]:
+    """One document per row of a Parquet file, read a record batch at a time (never the whole file)."""
+    import pyarrow as pa
+
+    with _parquet_file(path) as parquet:
+        column = _text_column(str(path), parquet.schema_arrow, field)
+        batches = parquet.iter_batches(batch_size=_RECORD_BATCH_ROWS, columns=[column])
+        positions = _by_rows(batches, parquet.metadata.num_rows, _file_size(path))
+        yield from _rows_pieces(str(path), "Parquet", column, positions, (pa.ArrowException, OSError, ValueError))
+
+
+def _arrow_pieces(path: Path, field: str | None) -> Generator[_Piece, None, None]:
+    """One document per row of an Arrow file, memory-mapped and read a record batch at a time."""
+    import pyarrow as pa
+
+    with _arrow_file(path) as (schema, batches):
+        column = _text_column(str(path), schema, field)
+        index = schema.get_field_index(column)
+        columns = ((batch.column(index), position) for batch, position in batches)
+        yield from _rows_pieces(str(path), "Arrow", column, columns, (pa.ArrowException, OSError, ValueError))
+
+
+def _saved_pieces(directory: Path, field: str | None, size: int) -> Generator[_Piece, None, None]:
+    """One document per row of a dataset saved with ``save_to_disk``, memory-mapped and read in batches."""
+    import pyarrow as pa
+
+    saved = _load_saved(directory)
+    column = _text_column(str(directory), saved.data.schema, field)
+    batches = saved.with_format("arrow").select_columns([column]).iter(batch_size=_RECORD_BATCH_ROWS)
+    positions = _by_rows(batches, saved.num_rows, size)
+    yield from _rows_pieces(str(directory), "saved", column, positions, (pa.ArrowException, OSError, ValueError))
+
+
+def _rows_pieces(
+    where: str, kind: str, column: str, batches: Iterable[tuple[Any, int]], errors: tuple[type[Exception], ...]
+) -> Generator[_Piece, None, None]:
+    """One document per row: the text in the column (null and empty values skipped).
+
+    ``batches`` gives (an Arrow array of the column, how far into the file on disk
+    it ends). Each is made into Python strings ``_RECORD_BATCH_ROWS`` rows at a
+    time, so a file written as one huge batch is still read a little at a time.
+    """
+    rows = found = 0
+    try:
+        for values, position in batches:
+            for start in range(0, len(values), _RECORD_BATCH_ROWS):
+                for text in values.slice(start, _RECORD_BATCH_ROWS).to_pylist():
+                    rows += 1
+                    if text:
+                        found += 1
+                        yield _Piece(text, starts_document=True, end_offset=position)
+    except errors as exc:
+        raise DatasetError(
+            f"{where}: the {kind} data cannot be read after row {rows:,} ({_reason(exc)}). The file may be "
+            "damaged or cut short: write it, or download it, again."
+        ) from exc
+    if not found:
+        raise DatasetError(
+            f"{where} has no rows with text in the column '{column}'. Add some, or name the column that holds "
+            "the text (--field NAME)."
+        )
+
+
+def _by_rows(batches: Iterable[Any], rows: int, size: int) -> Iterator[tuple[Any, int]]:
+    """Each record batch's (only) column, with how far into ``size`` bytes its last row is, in proportion of rows."""
+    done = 0
+    for batch in batches:
+        done += batch.num_rows
+        yield batch.column(0), size * done // max(rows, 1)
+
+
+def _column_to_read(files: Sequence[Path], field: str | None) -> str | None:
+    """The field named, else (for a dataset with Parquet or Arrow files) the first such file's text column.
+
+    The column picked is the dataset's field, so .jsonl and .csv files beside it read that field too.
+    """
+    if field is not None:
+        return field
+    for file in files:
+        suffix = _format_of(file)[0]
+        if suffix == ".parquet":
+            with _parquet_file(file) as parquet:
+                return _text_column(str(file), parquet.schema_arrow, None)
+        if suffix == ".arrow":
+            with _arrow_file(file) as (schema, _):
+                return _text_column(str(file), schema, None)
+    return None
+
+
+def _text_column(where: str, schema: pyarrow.Schema, field: str | None) -> str:
+    """The column holding the text: the one named, else the first of TEXT_COLUMNS, else the only text column.
+
+    Anything else is a DatasetError that names the columns there are.
+    """
+    texts = [name for name, kind in zip(schema.names, schema.types, strict=True) if _holds_text(kind)]
+    if field is not None:
+        if field not in schema.names:
+            raise DatasetError(
+                f"{where} has no column '{field}' (its columns are {_column_listing(schema)}). Name the column "
+                "that holds the text (--field NAME)."
+            )
+        if field not in texts:
+            raise DatasetError(
+                f"{where}: the column '{field}' holds {schema.field(field).type}, not text. Name a column that "
+                f"holds text (--field NAME); its columns are {_column_listing(schema)}."
+            )
+        return field
+    preferred = [name for name in TEXT_COLUMNS if name in texts]
+    if preferred:
+        return preferred[0]
+    if len(texts) == 1:
+        return texts[0]
+    if not texts:
+        raise DatasetError(
+            f"{where} has no text column (its columns are {_column_listing(schema)}). lm-workbench trains on a "
+            "column of strings: add one, or use another file."
+        )
+    raise DatasetError(
+        f"{where} has several text columns ({_listing(texts)}) and none is called "
+        f"{', '.join(TEXT_COLUMNS[:-1])} or {TEXT_COLUMNS[-1]}: name the one to train on (--field NAME)."
+    )
+
+
+def _holds_text(kind: pyarrow.DataType) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):  # categorical strings, as pandas writes them
+        kind = kind.value_type
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind))
+
+
+def _column_listing(schema: pyarrow.Schema) -> str:
+    """Columns and their types for an error message, at most ten: 'id' (int64), 'text' (string)."""
+    shown = [f"{_cut_name(name)!r} ({kind})" for name, kind in zip(schema.names[:10], schema.types[:10], strict=True)]
+    more = len(schema.names) - len(shown)
+    return (", ".join(shown) or "none") + (f" and {more} more" if more > 0 else "")
+
+
+def _parquet_file(path: Path) -> pyarrow.parquet.ParquetFile:
+    """A Parquet file opened to be read page by page, never a whole column chunk at once.
+
+    pyarrow's defaults (``pre_buffer``, no ``buffer_size``) read each row group's column whole: for a file
+    written as one row group, that is the whole file in memory.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(str(path), buffer_size=_BLOCK_BYTES, pre_buffer=False)
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError(
+            f"{path} is not a Parquet file that can be read ({_reason(exc)}). Write it again, or download it again."
+        ) from exc
+
+
+@contextlib.contextmanager
+def _arrow_file(path: Path) -> Iterator[tuple[pyarrow.Schema, Iterator[tuple[pyarrow.RecordBatch, int]]]]:
+    """An Arrow file, memory-mapped: its schema, and its record batches with how far into the file each ends.
+
+    ``datasets`` writes Arrow's streaming format; the file format (Feather v2) is read too.
+    """
+    import pyarrow as pa
+
+    try:
+        source = pa.memory_map(str(path))
+    except (pa.ArrowException, OSError) as exc:
+        raise _not_arrow_error(path, exc) from exc
+    with source:
+        batches: Iterator[tuple[pa.RecordBatch, int]]
+        try:
+            stream = pa.ipc.open_stream(source)
+            schema, batches = stream.schema, ((batch, source.tell()) for batch in stream)
+        except pa.ArrowInvalid:
+            source.seek(0)
+            try:
+                reader = pa.ipc.open_file(source)
+            except (pa.ArrowException, OSError) as exc:
+                raise _not_arrow_error(path, exc) from exc
+            count, size = reader.num_record_batches, source.size()
+            schema = reader.schema
+            batches = ((reader.get_batch(index), size * (index + 1) // count) for index in range(count))
+        yield schema, batches
+
+
+def _not_arrow_error(path: Path, exc: Exception) -> DatasetError:
+    return DatasetError(
+        f"{path} is not an Arrow file that can be read ({_reason(exc)}). Write it again, or download it again."
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one short line, for the parentheses of an error."""
+    text = " ".join(str(exc).split())
+    return (text[:160] + "…" if len(text) > 160 else text) or type(exc).__name__
 
 
 # ---------------------------------------------------------------------------

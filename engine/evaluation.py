@@ -126,6 +126,7 @@ def evaluate(
     split: str = "val",
     *,
     dataset_field: str | None = None,
+    dataset_split: str | None = None,
     block_size: int | None = None,
     batch_size: int = 8,
     max_batches: int | None = None,
@@ -154,7 +155,7 @@ def evaluate(
     precision = precision_name(precision)
     device = device_name(device)
     store = store if store is not None else RunStore()
-    data = open_dataset(dataset, dataset_field)
+    data = open_dataset(dataset, dataset_field, dataset_split)
     quiet_transformers()
     loaded = load_model(model_source, device=device, dataset=data, store=store, progress=report)
     tokens = tokenize_dataset(data, loaded.tokenizer, progress=tokenizing_progress(data.name, report))

@@ -131,6 +131,7 @@ class ModelRequest:
     source: ModelSource
     dataset: Dataset | str | None = None  # opened, or a bundled name, a file or a folder; scratch: presets only
     vocab_size: int = 8192  # the scratch tokenizer's vocabulary
+    dataset_split: str | None = None  # the split of a named dataset that has several (a saved DatasetDict's)
 
     @classmethod
     def of(
@@ -139,12 +140,13 @@ class ModelRequest:
         dataset: Dataset | str | None = None,
         *,
         vocab_size: int = 8192,
+        dataset_split: str | None = None,
     ) -> ModelRequest:
         """Read ``source`` (ModelSourceError on nonsense); keep the dataset only where the model depends on it."""
         parsed = ModelSource.parse(source) if isinstance(source, str) else source
         if parsed.kind != "scratch":
             return cls(parsed)
-        return cls(parsed, dataset or None, vocab_size)
+        return cls(parsed, dataset or None, vocab_size, dataset_split if isinstance(dataset, str) else None)
 
     def load(
         self, *, device: str = "auto", store: RunStore | None = None, progress: Progress | None = None
@@ -172,7 +174,7 @@ class ModelRequest:
     def _open_dataset(self) -> Dataset | None:
         from engine.datasets import open_dataset
 
-        return open_dataset(self.dataset) if isinstance(self.dataset, str) else self.dataset
+        return open_dataset(self.dataset, split=self.dataset_split) if isinstance(self.dataset, str) else self.dataset
 
 
 def context_length(config: transformers.PretrainedConfig) -> int | None:

@@ -83,7 +83,7 @@ def plan_run(given: dict[str, Any]) -> RunPlan:
     TrainingConfig.from_dict(settings).validate()  # the settings given, checked before anything is opened
     source = ModelSource.parse(settings["model"])
     if source.kind == "scratch":
-        dataset = open_dataset(settings["dataset"], settings.get("dataset_field"))
+        dataset = open_dataset(settings["dataset"], settings.get("dataset_field"), settings.get("dataset_split"))
         picks, advice = _pick_for_scratch(source.value, settings, dataset_bytes(dataset))
     config = TrainingConfig.from_dict(settings)
     config.validate()

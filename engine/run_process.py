@@ -131,7 +131,7 @@ def submit_run(
         from engine.datasets import open_dataset
 
         config.validate()
-        open_dataset(config.dataset, config.dataset_field)
+        open_dataset(config.dataset, config.dataset_field, config.dataset_split)
         run = _check_resumable(store.get_run(resume_run), config, nproc, store)
         run = store.reopen_run(run.id, config.as_dict(), status)
     if queue:
@@ -149,7 +149,7 @@ def check_new_run(config: TrainingConfig, store: RunStore) -> None:
     from engine.training_config import check_block_size
 
     config.validate()
-    open_dataset(config.dataset, config.dataset_field)
+    open_dataset(config.dataset, config.dataset_field, config.dataset_split)
     check_block_size(config.block_size, context_length_on_disk(config.model, store))
 
 

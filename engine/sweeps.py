@@ -40,6 +40,7 @@ MAX_RUNS = 64  # a larger grid is made only when asked to (lmwb sweep --yes): it
 FIXED_SETTINGS = {
     "dataset": "a sweep's runs are measured on one dataset; start a sweep per dataset",
     "dataset_field": "a sweep's runs are measured on one dataset; start a sweep per dataset",
+    "dataset_split": "a sweep's runs are measured on one dataset; start a sweep per dataset",
     "name": "each run is named for its point, and a name given names the sweep",
 }
 # Free text whose value may itself hold commas: a comma list of it would be ambiguous.

@@ -239,7 +239,7 @@ class TrainingJob:
         if self.place.distributed:
             distributed.start_process_group(torch.device(device))
         try:
-            dataset = open_dataset(config.dataset, config.dataset_field)
+            dataset = open_dataset(config.dataset, config.dataset_field, config.dataset_split)
             run_id, resume = self._open_run_record() if self.place.writes else self._follow_run_record()
         except BaseException:
             distributed.end_process_group()

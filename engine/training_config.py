@@ -46,6 +46,7 @@ class TrainingConfig:
     model: str  # a model source: "gpt2", "./dir", "run:<id>@<step>", "scratch:tiny"
     dataset: str  # a bundled dataset name, a file or a folder
     dataset_field: str | None = None  # the .jsonl field / .csv column holding the text
+    dataset_split: str | None = None  # the split read, of a saved DatasetDict or a cached dataset with several
     # How validation is held out (engine.datasets.SPLIT_CHOICES): "position" takes the last tenth of
     # the tokens; "document" takes whole documents, so none (and no copy of one) sits on both sides.
     split_by: str = "position"
@@ -111,6 +112,8 @@ class TrainingConfig:
         check_text("dataset", self.dataset)
         if self.dataset_field is not None:
             check_text("dataset_field", self.dataset_field)
+        if self.dataset_split is not None:
+            check_text("dataset_split", self.dataset_split)
         if self.split_by not in SPLIT_CHOICES:
             raise SettingsError(
                 "split_by",

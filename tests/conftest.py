@@ -115,22 +115,25 @@ def build_tiny_gpt2(directory: Path, *, n_positions: int = 64, vocab_size: int =
     return directory
 
 
-def put_in_hf_cache(model_dir: Path, repo_id: str) -> Path:
-    """Lay a model out exactly as huggingface_hub caches a download: blobs, a snapshot of links, refs/main.
+def put_in_hf_cache(directory: Path, repo_id: str, repo_type: str = "model") -> Path:
+    """Lay a model (or a dataset: ``repo_type="dataset"``) out exactly as huggingface_hub caches a download:
+    blobs, a snapshot of links (in the repository's folders, such as data/), refs/main.
 
-    Under the test's own HF_HOME (see ``lmwb_home``), so the engine finds it offline as a user's cached model.
+    Under the test's own HF_HOME (see ``lmwb_home``), so the engine finds it offline as a user's cached one.
     """
-    repo = Path(os.environ["HF_HOME"]) / "hub" / f"models--{repo_id.replace('/', '--')}"
+    repo = Path(os.environ["HF_HOME"]) / "hub" / f"{repo_type}s--{repo_id.replace('/', '--')}"
     commit = hashlib.sha1(repo_id.encode()).hexdigest()
     snapshot = repo / "snapshots" / commit
     for folder in (snapshot, repo / "blobs", repo / "refs"):
         folder.mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
-    for file in model_dir.iterdir():
+    for file in sorted(path for path in directory.rglob("*") if path.is_file()):
         data = file.read_bytes()
         blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
         blob.write_bytes(data)
-        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+        link = snapshot / file.relative_to(directory)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
     return repo
 
 

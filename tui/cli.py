@@ -170,6 +170,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"lmwb: error: {message} (see '{self.prog} --help')\n")
 
 
+# The flags that say which text of a dataset to read, for every command that opens one.
+FIELD_HELP = "the .jsonl field, .csv or Parquet column holding the text (default: text, or the only text column)"
+SPLIT_HELP = "the split to read, of a saved DatasetDict or a Hugging Face cache dataset that has several"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every command, flag and help text of `lmwb`."""
     parser = _Parser(
@@ -181,9 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(handler=open_app)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    datasets = commands.add_parser("datasets", help="list the bundled datasets, or inspect a file or folder")
-    datasets.add_argument("path", nargs="?", metavar="PATH", help="a dataset name, file or folder to inspect")
-    datasets.add_argument("--field", help="the .jsonl field or .csv column holding the text (default: text)")
+    datasets = commands.add_parser(
+        "datasets", help="list the bundled and Hugging Face cache datasets, or inspect one (a file, folder or name)"
+    )
+    datasets.add_argument(
+        "path", nargs="?", metavar="PATH", help="a dataset to inspect: a bundled or cached name, a file or a folder"
+    )
+    datasets.add_argument("--field", help=FIELD_HELP)
+    datasets.add_argument("--split", metavar="NAME", help=SPLIT_HELP)
     datasets.add_argument("--model", metavar="SRC", help="count tokens with this model's tokenizer")
     datasets.add_argument("--tokens", action="store_true", help="count tokens (needs --model)")
     datasets.add_argument(
@@ -215,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="loss, perplexity and bits per byte of a model on a dataset")
     evaluate.add_argument("--model", required=True, metavar="SRC", help="model source (see 'lmwb models')")
     evaluate.add_argument("--dataset", required=True, metavar="PATH_OR_NAME", help="a bundled name, file or folder")
-    evaluate.add_argument("--field", help="the .jsonl field or .csv column holding the text")
+    evaluate.add_argument("--field", help=FIELD_HELP)
+    # --split names the part of the tokens measured (as training holds it out); this, a saved dataset's split.
+    evaluate.add_argument("--dataset-split", metavar="NAME", help=SPLIT_HELP)
     evaluate.add_argument(
         "--split", choices=("val", "all"), default="val", help="the validation split (default) or the whole dataset"
     )
@@ -457,10 +469,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     """The model, the dataset and every training setting: the flags `lmwb train` and `lmwb sweep` share."""
     parser.add_argument("--model", metavar="SRC", help="model source, e.g. scratch:tiny or gpt2")
-    parser.add_argument("--dataset", metavar="PATH_OR_NAME", help="a bundled name, file or folder")
-    parser.add_argument(
-        "--field", dest="dataset_field", metavar="FIELD", help="the .jsonl field or .csv column holding the text"
-    )
+    parser.add_argument("--dataset", metavar="PATH_OR_NAME", help="a bundled or cached name, a file or a folder")
+    parser.add_argument("--field", dest="dataset_field", metavar="FIELD", help=FIELD_HELP)
+    parser.add_argument("--split", dest="dataset_split", metavar="NAME", help=SPLIT_HELP)
     settings = parser.add_argument_group("training settings (defaults: the engine's TrainingConfig)")
     _add_flags(settings, TRAINING_FLAGS)
     settings.add_argument(
@@ -770,13 +781,14 @@ def open_app(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    """List the bundled datasets, or show one file's or folder's stats and preview."""
-    from engine.datasets import bundled_datasets, open_dataset
+    """List the bundled and Hugging Face cache datasets, or show one dataset's stats and preview."""
+    from engine.datasets import bundled_datasets, cached_datasets, open_dataset
 
     if args.tokens and not args.model:
         raise CommandError("--tokens needs --model SRC: how many tokens depends on the tokenizer.")
     if args.path is not None:
-        dataset = open_dataset(args.path, field=args.field)
+        with settings_named_by_flags({"dataset_split": "--split"}):
+            dataset = open_dataset(args.path, field=args.field, split=args.split)
         summary = _dataset_summary(dataset, args.model, args.vocab_size) | {"preview": dataset.preview()}
         if args.json:
             print_json(summary)
@@ -789,15 +801,43 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         console.print(Text(summary["preview"]))
         return EXIT_OK
 
-    if args.field:
-        raise CommandError("--field applies to a dataset PATH, e.g. 'lmwb datasets data.jsonl --field body'.")
-    summaries = [_dataset_summary(dataset, args.model, args.vocab_size) for dataset in bundled_datasets()]
+    for flag, value in (("--field", args.field), ("--split", args.split)):
+        if value:
+            raise CommandError(
+                f"{flag} applies to a dataset PATH, e.g. 'lmwb datasets data.jsonl --field body' or "
+                "'lmwb datasets ./saved --split train'."
+            )
+    summaries = [
+        {**_dataset_summary(dataset, args.model, args.vocab_size), "kind": "bundled"} for dataset in bundled_datasets()
+    ]
+    # A cached dataset may be gigabytes: it is listed by its files; 'lmwb datasets NAME --split S' reads it.
+    cached = cached_datasets()
     if args.json:
-        print_json(summaries)
+        print_json(summaries + [_cached_summary(dataset) for dataset in cached])
         return EXIT_OK
+    console = _stdout()
     columns = ["name", "files", "bytes", "documents", "characters"] + (["tokens"] if args.model else []) + ["path"]
-    _stdout().print(_table("Bundled datasets", columns, [[row[c] for c in columns] for row in summaries]))
+    console.print(_table("Bundled datasets", columns, [[row[c] for c in columns] for row in summaries]))
+    if cached:
+        rows = [{**row, "splits": ", ".join(row["splits"])} for row in map(_cached_summary, cached)]
+        table = [[row[column] for column in CACHED_COLUMNS] for row in rows]
+        console.print(_table("In the Hugging Face cache (read offline)", CACHED_COLUMNS, table))
     return EXIT_OK
+
+
+CACHED_COLUMNS = ["name", "splits", "files", "bytes", "path"]
+
+
+def _cached_summary(dataset: Any) -> dict[str, Any]:
+    """A dataset in the Hugging Face cache as listed: its splits and files, not read (it may be gigabytes)."""
+    return {
+        "name": dataset.name,
+        "kind": "hf cache",
+        "splits": list(dataset.split_names),
+        "files": sum(len(dataset.files(split)) for split in dataset.split_names),
+        "bytes": dataset.bytes,
+        "path": str(dataset.path),
+    }
 
 
 def _dataset_summary(dataset: Any, model: str | None, vocab_size: int | None) -> dict[str, Any]:
@@ -812,6 +852,8 @@ def _dataset_summary(dataset: Any, model: str | None, vocab_size: int | None) ->
     }
     if dataset.field is not None:
         summary["field"] = dataset.field
+    if dataset.split is not None:
+        summary["split"] = dataset.split
     if model:
         summary["tokens"] = _count_tokens(dataset, model, vocab_size)
         summary["tokenizer"] = model
@@ -1449,7 +1491,7 @@ def _train_under_torchrun(args: argparse.Namespace) -> int:
     with settings_named_by_flags(TRAINING_FLAG_NAMES):
         config, _, _ = _training_config(args, _open_store())
         config.validate()
-        open_dataset(config.dataset, config.dataset_field)
+        open_dataset(config.dataset, config.dataset_field, config.dataset_split)
     print(
         f"Starting {args.nproc} processes with torchrun; global batch {config.batch_size} x {config.grad_accum} "
         f"x {args.nproc} = {config.batch_size * config.grad_accum * args.nproc} windows per step.",
@@ -1544,9 +1586,12 @@ def _print_training_summary(store: RunStore, run: Any, progress: Any) -> None:
 
 
 # The flag that sets each TrainingConfig field, to name it in messages.
-TRAINING_FLAG_NAMES = {"model": "--model", "dataset": "--dataset", "dataset_field": "--field"} | {
-    field: flag for flag, field, _, _ in TRAINING_FLAGS
-}
+TRAINING_FLAG_NAMES = {
+    "model": "--model",
+    "dataset": "--dataset",
+    "dataset_field": "--field",
+    "dataset_split": "--split",
+} | {field: flag for flag, field, _, _ in TRAINING_FLAGS}
 
 
 def follow_training(job: Any, stopping: threading.Event, interval: float = 0.25) -> None:
@@ -1865,6 +1910,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "model": "--model",
         "dataset": "--dataset",
         "dataset_field": "--field",
+        "dataset_split": "--dataset-split",
         "split": "--split",
         "block_size": "--block-size",
         "batch_size": "--batch-size",
@@ -1876,6 +1922,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             args.dataset,
             split=args.split,
             dataset_field=args.field,
+            dataset_split=args.dataset_split,
             store=store,
             progress=update,
             **options,
