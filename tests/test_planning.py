@@ -75,7 +75,9 @@ def test_bad_settings_are_refused_before_the_dataset_is_opened(tmp_path) -> None
         plan_run({"model": "scratch:nano", "dataset": missing, "max_time": 5})
 
 
-@pytest.mark.parametrize(("data_bytes", "vocabulary"), [(0, 512), (200_000, 512), (300_000, 1024), (600_000, 2048), (10**9, 8192)])
+@pytest.mark.parametrize(
+    ("data_bytes", "vocabulary"), [(0, 512), (200_000, 512), (300_000, 1024), (600_000, 2048), (10**9, 8192)]
+)
 def test_the_vocabulary_grows_with_the_data_within_its_bounds(data_bytes: int, vocabulary: int) -> None:
     assert vocabulary_for(data_bytes) == vocabulary
 
