@@ -38,6 +38,7 @@ from engine.errors import DatasetError, SettingsError
 from engine.home import token_cache_dir
 from engine.store import RunStore
 from tests.conftest import REPO_ROOT, assert_one_line_error, lmwb_in_process, put_in_hf_cache, write_fables
+from tests.test_tui_app import SIZE, open_train_screen, shown_text, story, wait_until
 
 DOCUMENTS = [
     "The heron waited by the pond all morning.\nAt noon a fish came by.",
@@ -561,3 +562,44 @@ def test_lmwb_shows_a_parquet_dataset_and_trains_on_it(capsys, tmp_path: Path):
     assert code == 0, err
     [run] = RunStore().list_runs()
     assert run.status == "completed" and run.dataset == str(path)
+
+
+# ---------------------------------------------------------------------------
+# The Datasets screen: cached datasets in the list, a split picked in place
+
+
+@story
+async def test_the_datasets_screen_lists_a_cached_dataset_and_asks_for_its_split(tmp_path: Path) -> None:
+    from textual.widgets import Input, OptionList, Select, Static
+
+    from tui.app import WorkbenchApp
+
+    hub_cache_parquet(tmp_path)
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        options = app.screen.query_one("#dataset-list", OptionList)
+        await wait_until(pilot, lambda: options.option_count > 0)
+        labels = {
+            options.get_option_at_index(i).id: str(options.get_option_at_index(i).prompt)
+            for i in range(options.option_count)
+        }
+        assert labels["acme/fables"] == "acme/fables  cached"
+
+        options.highlighted = list(labels).index("acme/fables")
+        stats, choice = app.screen.query_one("#dataset-stats", Static), app.screen.query_one("#split-select", Select)
+        await wait_until(pilot, lambda: "pick one above" in shown_text(stats))
+        assert choice.display and app.dataset == "acme/fables" and app.dataset_split is None
+        assert "train, validation" in shown_text(stats)
+
+        await pilot.press("s")  # the choice opens: blank, train, validation
+        await pilot.press("down", "down", "down", "enter")
+        await wait_until(pilot, lambda: "documents" in shown_text(stats))
+        assert app.dataset_split == "validation"
+        assert "validation" in shown_text(stats) and "an owl" in shown_text(app.screen.query_one("#preview"))
+
+        train = await open_train_screen(pilot)
+        assert train.query_one("#field-dataset_split", Input).value == "validation"
+        await pilot.press("1")
+        options.highlighted = list(labels).index("fables")  # a dataset without splits: the choice goes
+        await wait_until(pilot, lambda: app.dataset_split is None and not choice.display)
+        assert train.query_one("#field-dataset_split", Input).value == ""

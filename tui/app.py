@@ -100,12 +100,17 @@ class ModelCache:
         self._models: OrderedDict[ModelRequest, LoadedModel] = OrderedDict()
 
     def get(
-        self, source: str, dataset: str | None, store: RunStore, progress: Callable[[str], None] | None = None
+        self,
+        source: str,
+        dataset: str | None,
+        dataset_split: str | None,
+        store: RunStore,
+        progress: Callable[[str], None] | None = None,
     ) -> LoadedModel:
-        """The loaded model for ``source`` (a scratch preset's tokenizer is trained on ``dataset``)."""
+        """The loaded model for ``source`` (a scratch preset's tokenizer is trained on ``dataset``, its split)."""
         from engine.models import ModelRequest
 
-        request = ModelRequest.of(source, dataset)  # equal requests are the same model
+        request = ModelRequest.of(source, dataset, dataset_split=dataset_split)  # equal requests: the same model
         with self._lock:
             if request in self._models:
                 self._models.move_to_end(request)
@@ -193,7 +198,9 @@ class WorkbenchApp(App):
     """What the nav bar says about the engine: loading, ready, or failed (the Models screen shows the device)."""
     engine_loaded: reactive[bool] = reactive(False)
     dataset: reactive[str] = reactive("fables")
-    """The chosen dataset: a bundled name or a path."""
+    """The chosen dataset: a bundled or cached name, or a path."""
+    dataset_split: reactive[str | None] = reactive(None)
+    """The chosen dataset's split, where it has several (a saved DatasetDict, a cached dataset); else None."""
     model: reactive[str] = reactive("scratch:nano")
     """The chosen model source, as ModelSource text."""
 
@@ -278,7 +285,7 @@ class WorkbenchApp(App):
     def load_model(self, source: str, progress: Callable[[str], None] | None = None) -> LoadedModel:
         """Load (or reuse) a model from a worker thread; scratch presets use the chosen dataset."""
         self.wait_for_engine()
-        return self.models.get(source, self.dataset, self.store, progress)
+        return self.models.get(source, self.dataset, self.dataset_split, self.store, progress)
 
     # -- errors -----------------------------------------------------------------
 

@@ -1,9 +1,12 @@
 """Datasets: pick or open text to train on, see its size, its tokens and what it says.
 
-The list holds the bundled sample texts and the datasets earlier runs used; an
-input opens any file or folder and says what is wrong with it as you type.
-The highlighted dataset is the app's chosen dataset (the Train screen and the
-scratch tokenizers use it). Token counts and the tokenizer view use the chosen
+The list holds the bundled sample texts, the datasets in the local Hugging
+Face cache, and the datasets earlier runs used; an input opens any file, folder
+or saved dataset and says what is wrong with it as you type. A dataset with
+several splits (a saved DatasetDict, most cached ones) offers them in a choice
+above its stats, and is read one split at a time. The highlighted dataset (and
+split) is the app's chosen one (the Train screen and the scratch
+tokenizers use it). Token counts and the tokenizer view use the chosen
 model's tokenizer, loaded in a worker once torch is ready.
 """
 
@@ -19,7 +22,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.widgets import Input, Label, OptionList, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import Input, Label, OptionList, ProgressBar, Select, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
 
@@ -54,8 +57,10 @@ class DatasetsScreen(WorkbenchScreen):
     MODE = "datasets"
     TITLE = "Datasets"
     HELP = (
-        "Pick a bundled or recent dataset from the list, or type a path to a .txt/.md/.jsonl/.csv "
-        "file or a folder. The highlighted dataset is the one Train uses. 'c' counts its tokens "
+        "Pick a bundled, Hugging Face cache or recent dataset from the list, or type a path to a file "
+        "(.txt .md .jsonl .csv, also .gz or .zst; .parquet .arrow), a folder of them, or a directory saved "
+        "with save_to_disk. A dataset with several splits asks for one in the choice above its stats "
+        "(s goes there). The highlighted dataset is the one Train uses. 'c' counts its tokens "
         "with the chosen model's tokenizer; the Tokenizer tab shows any text split into tokens. "
         "In the preview, Enter sends a line to the tokenizer."
     )
@@ -79,15 +84,23 @@ class DatasetsScreen(WorkbenchScreen):
             id="datasets.overview",
             tooltip="Show the dataset's stats and preview",
         ),
+        Binding("s", "pick_split", "Split", id="datasets.split", tooltip="Pick the split of a dataset with several"),
         Binding("escape", "focus_list", "Back to list", show=False, id="datasets.focus_list"),
     ]
 
     class Listed(Message, bubble=False):
-        """The datasets to offer: (value, label, kind) for bundled ones, then recent ones."""
+        """The datasets to offer: (value, label, kind) for bundled ones, cached ones, then recent ones."""
 
         def __init__(self, entries: list[tuple[str, str, str]]) -> None:
             super().__init__()
             self.entries = entries
+
+    class SplitsFound(Message, bubble=False):
+        """The splits ``value`` has (none for most), and the one it is read as (None: the user is to pick)."""
+
+        def __init__(self, value: str, splits: tuple[str, ...], split: str | None) -> None:
+            super().__init__()
+            self.value, self.splits, self.split = value, splits, split
 
     class Opened(Message, bubble=False):
         """A dataset was read: its stats and its first lines."""
@@ -102,9 +115,9 @@ class DatasetsScreen(WorkbenchScreen):
             self.done, self.total = done, total
 
     class Counted(Message, bubble=False):
-        def __init__(self, value: str, model: str, tokens: int) -> None:
+        def __init__(self, dataset: "Dataset", model: str, tokens: int) -> None:
             super().__init__()
-            self.value, self.model, self.tokens = value, model, tokens
+            self.dataset, self.model, self.tokens = dataset, model, tokens
 
     class Tokenized(Message, bubble=False):
         def __init__(self, text: str, model: str, tokens: list[ShownToken]) -> None:
@@ -114,15 +127,22 @@ class DatasetsScreen(WorkbenchScreen):
     def __init__(self) -> None:
         super().__init__()
         self._opened: dict[str, str] = {}  # paths opened in this session: value -> label
-        self._token_counts: dict[tuple[str, str], int] = {}
+        self._splits: dict[str, str] = {}  # the split picked for each dataset with several, in this session
+        self._token_counts: dict[tuple["Dataset", str], int] = {}
         self._stats: tuple[str, "DatasetStats", "Dataset"] | None = None
 
     def compose_body(self) -> ComposeResult:
-        yield CheckedInput("open", "a .txt .md .jsonl .csv file or a folder (o)", self._describe_path, id="path")
+        yield CheckedInput(
+            "open",
+            "a .txt .jsonl .csv .parquet .gz… file, a folder or a saved dataset (o)",
+            self._describe_path,
+            id="path",
+        )
         with Horizontal(id="datasets-body"):
             yield OptionList(id="dataset-list")
             with TabbedContent(id="datasets-tabs", initial="overview"):
                 with TabPane("Overview", id="overview"):
+                    yield Select[str]([], prompt="pick a split", id="split-select", compact=True)
                     yield Static("", id="dataset-stats")
                     with Horizontal(id="token-row"):
                         yield Static("", id="token-count")
@@ -136,6 +156,7 @@ class DatasetsScreen(WorkbenchScreen):
 
     def on_mount(self) -> None:
         self.query_one("#token-progress").display = False
+        self.query_one("#split-select").display = False
         self.query_one("#tokenize-view", TokenStreamView).colouring = "alternate"
         self.query_one("#dataset-list").focus()
         self.call_after_refresh(self._list_datasets)  # after the first frame: it imports numpy
@@ -145,9 +166,10 @@ class DatasetsScreen(WorkbenchScreen):
 
     @work(thread=True, exclusive=True, group="list", exit_on_error=False)
     def _list_datasets(self) -> None:
-        from engine.datasets import bundled_datasets
+        from engine.datasets import bundled_datasets, cached_datasets
 
         entries = [(dataset.name, dataset.name, "bundled") for dataset in bundled_datasets()]
+        entries += [(dataset.name, dataset.name, "cached") for dataset in cached_datasets()]
         known = {value for value, _, _ in entries}
         for run in self.workbench.store.list_runs():
             if run.dataset and run.dataset not in known:
@@ -180,14 +202,58 @@ class DatasetsScreen(WorkbenchScreen):
     def _dataset_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         value = event.option.id or ""
         self.workbench.dataset = value
-        self._open_dataset(value)
+        self._open_dataset(value, self._splits.get(value))
 
     @work(thread=True, exclusive=True, group="open", exit_on_error=False)
-    def _open_dataset(self, value: str) -> None:
-        from engine.datasets import open_dataset
+    def _open_dataset(self, value: str, split: str | None) -> None:
+        """Its splits first (a dataset with several is read as the one picked, or waits for a pick), then it."""
+        from engine.datasets import dataset_splits, open_dataset
 
-        dataset = open_dataset(value)
+        splits = dataset_splits(value)
+        if split not in splits:
+            split = splits[0] if len(splits) == 1 else None
+        self.post_message(self.SplitsFound(value, splits, split))
+        if splits and split is None:
+            return
+        dataset = open_dataset(value, split=split)
         self.post_message(self.Opened(value, dataset, dataset.stats(), dataset.preview(PREVIEW_LINES)))
+
+    @on(SplitsFound)
+    def _offer_splits(self, message: SplitsFound) -> None:
+        if message.value != self.workbench.dataset:
+            return
+        self.workbench.dataset_split = message.split
+        choice = self.query_one("#split-select", Select)
+        choice.display = len(message.splits) > 1
+        choice.set_options((f"split: {split}", split) for split in message.splits)
+        if message.split is not None:
+            choice.value = message.split
+        elif message.splits:
+            self._stats = None
+            self.query_one("#dataset-stats", Static).update(
+                f"{message.value} has the splits {', '.join(message.splits)}, each read as a dataset of its "
+                "own: pick one above (s)."
+            )
+            self.query_one("#token-count", Static).update("")
+            self.query_one("#preview", OptionList).clear_options()
+
+    @on(Select.Changed, "#split-select")
+    def _split_picked(self, event: Select.Changed) -> None:
+        value = self.workbench.dataset
+        if not isinstance(event.value, str) or event.value == self.workbench.dataset_split:
+            return  # cleared, or set to the split already read
+        self._splits[value] = event.value
+        self.workbench.dataset_split = event.value
+        self._open_dataset(value, event.value)
+
+    def action_pick_split(self) -> None:
+        choice = self.query_one("#split-select", Select)
+        if not choice.display:
+            self.notify("This dataset has no splits to pick from.")
+            return
+        self.action_show_tab("overview")
+        choice.focus()
+        choice.expanded = True
 
     @on(Opened)
     def _show_dataset(self, message: Opened) -> None:
@@ -209,13 +275,17 @@ class DatasetsScreen(WorkbenchScreen):
         table.add_column(style="bold")
         table.add_column()
         table.add_row("dataset", dataset.name)
+        if dataset.split is not None:
+            table.add_row("split", dataset.split)
         table.add_row("path", shown_path(dataset.path))
+        if dataset.field is not None:
+            table.add_row("text from", dataset.field)
         table.add_row("files", f"{stats.files:,}")
         table.add_row("size", human_bytes(stats.bytes))
         table.add_row("documents", f"{stats.documents:,}")
         table.add_row("characters", human_count(stats.characters))
         self.query_one("#dataset-stats", Static).update(table)
-        tokens = self._token_counts.get((value, self.workbench.model))
+        tokens = self._token_counts.get((dataset, self.workbench.model))
         self.query_one("#token-count", Static).update(
             f"tokens  {tokens:,} ({self.workbench.model} tokenizer)"
             if tokens is not None
@@ -227,8 +297,11 @@ class DatasetsScreen(WorkbenchScreen):
     @staticmethod
     def _describe_path(text: str) -> str:
         """The path input's check (in a worker): what the dataset holds, or DatasetError."""
-        from engine.datasets import open_dataset
+        from engine.datasets import dataset_splits, open_dataset
 
+        splits = dataset_splits(text)
+        if len(splits) > 1:
+            return f"✓ {Path(text).name}: a saved dataset with the splits {', '.join(splits)} · Enter opens it"
         dataset = open_dataset(text)
         files = len(dataset.files)
         return f"✓ {dataset.name}: {files} file{'s' if files != 1 else ''} · Enter opens it"
@@ -251,19 +324,19 @@ class DatasetsScreen(WorkbenchScreen):
         bar = self.query_one("#token-progress", ProgressBar)
         bar.update(total=None, progress=0)
         bar.display = True
-        self._count_tokens(self._stats[0], self.workbench.model)
+        self._count_tokens(self._stats[2], self.workbench.model)
 
     @work(thread=True, exclusive=True, group="count", exit_on_error=False)
-    def _count_tokens(self, value: str, model: str) -> None:
-        from engine.datasets import count_tokens, open_dataset
+    def _count_tokens(self, dataset: "Dataset", model: str) -> None:
+        from engine.datasets import count_tokens
 
         loaded = self.workbench.load_model(model)
 
         def progress(done: int, total: int) -> None:
             self.post_message(self.CountProgress(done, total))
 
-        tokens = count_tokens(open_dataset(value), loaded.tokenizer, progress=progress)
-        self.post_message(self.Counted(value, model, tokens))
+        tokens = count_tokens(dataset, loaded.tokenizer, progress=progress)
+        self.post_message(self.Counted(dataset, model, tokens))
 
     @on(CountProgress)
     def _show_count_progress(self, message: CountProgress) -> None:
@@ -271,7 +344,7 @@ class DatasetsScreen(WorkbenchScreen):
 
     @on(Counted)
     def _show_count(self, message: Counted) -> None:
-        self._token_counts[(message.value, message.model)] = message.tokens
+        self._token_counts[(message.dataset, message.model)] = message.tokens
         self.query_one("#token-progress").display = False
         self._show_stats()
 

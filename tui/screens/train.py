@@ -75,7 +75,7 @@ FORM_SECTIONS = (
     ),
     ("Device and precision", ("device", "precision", "compile", "auto_batch", "gradient_checkpointing", "seed")),
     ("LoRA", ("lora", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")),
-    ("Data and tokenizer", ("dataset_field", "split_by", "vocab_size")),
+    ("Data and tokenizer", ("dataset_field", "dataset_split", "split_by", "vocab_size")),
 )
 
 
@@ -179,6 +179,9 @@ class TrainScreen(RunActionsScreen):
         self._show_latest_run()  # from the store alone: no need to wait for torch
         self.watch(self.workbench, "model", lambda model: self._follow_selection("model", model), init=False)
         self.watch(self.workbench, "dataset", lambda name: self._follow_selection("dataset", name), init=False)
+        self.watch(
+            self.workbench, "dataset_split", lambda split: self._follow_selection("dataset_split", split), init=False
+        )
 
     def _engine_loaded(self, loaded: bool) -> None:
         if not loaded or self.query("#config-box ConfigForm"):
@@ -190,7 +193,11 @@ class TrainScreen(RunActionsScreen):
         box.remove_children()
         form = ConfigForm(
             TrainingConfig,
-            {"model": self.workbench.model, "dataset": self.workbench.dataset},
+            {
+                "model": self.workbench.model,
+                "dataset": self.workbench.dataset,
+                "dataset_split": self.workbench.dataset_split,
+            },
             sections=FORM_SECTIONS,
             value_lists=values_in_text,  # a setting typed as a comma list makes the start a sweep
             placeholders={"probes": "one | another | …"},  # prompts hold commas: | separates them
@@ -211,7 +218,7 @@ class TrainScreen(RunActionsScreen):
         going = [run for run in runs if run.status in ACTIVE_STATUSES]
         self.post_message(self.Started((going or runs)[0], submitted=False))
 
-    def _follow_selection(self, field: str, value: str) -> None:
+    def _follow_selection(self, field: str, value: str | None) -> None:
         if self._resume_run is None and self.query("#config"):
             self.query_one("#config", ConfigForm).set_value(field, value)
 
@@ -244,7 +251,9 @@ class TrainScreen(RunActionsScreen):
 
         self._resume_run = None
         self.query_one("#resume-banner").display = False
-        defaults = TrainingConfig(model=self.workbench.model, dataset=self.workbench.dataset).as_dict()
+        defaults = TrainingConfig(
+            model=self.workbench.model, dataset=self.workbench.dataset, dataset_split=self.workbench.dataset_split
+        ).as_dict()
         self.query_one("#config", ConfigForm).set_values(defaults)
 
     # -- controls ---------------------------------------------------------------
