@@ -31,7 +31,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -211,7 +211,7 @@ class TokenStream:
         first_token_at = None
         token_ids: list[int] = []
         pieces: list[str] = []
-        text_out = _TextPieces(self.tokenizer, settings.stop)
+        text_out = _TextPieces(self.tokenizer, settings.stop, self._token_text)
         capacity = len(self._prompt_ids) + settings.max_new_tokens
         if self._context_length is not None:
             capacity = min(capacity, self._context_length)
@@ -353,16 +353,21 @@ def sampling_distribution(
     Temperature divides the logits; top-k keeps the k likeliest tokens; top-p
     then keeps the fewest likeliest tokens whose probability adds up to at
     least ``top_p``; the kept tokens' probabilities are renormalised (the
-    order Hugging Face applies them in). Returns ``(token_ids, probabilities)``.
+    order Hugging Face applies them in). Returns ``(token_ids, probabilities)``,
+    likeliest first when top-k or top-p cut the vocabulary, every token in id
+    order when neither does.
+
+    Dividing by a positive temperature keeps the logits' order, so it is done
+    after the cut, on the kept logits only: the same numbers, less work.
     """
-    scores = logits / temperature
-    vocab_size = scores.shape[0]
+    vocab_size = logits.shape[0]
     if 0 < top_k < vocab_size:
-        scores, token_ids = torch.topk(scores, top_k)
+        scores, token_ids = torch.topk(logits, top_k)
     elif top_p < 1.0:
-        scores, token_ids = torch.sort(scores, descending=True)
+        scores, token_ids = torch.sort(logits, descending=True)
     else:
-        return torch.arange(vocab_size, device=scores.device), torch.softmax(scores, dim=0)
+        return torch.arange(vocab_size, device=logits.device), torch.softmax(logits / temperature, dim=0)
+    scores = scores / temperature
     probabilities = torch.softmax(scores, dim=0)
     if top_p < 1.0:
         # Token i is kept when the likelier tokens before it hold less than top_p.
@@ -415,14 +420,20 @@ class _TokenChooser:
         if self._seen is not None:
             self._seen[self._seen_count] = token_id
             self._seen_count += 1
-        return token_id, probability, self._likeliest(token_ids, probabilities)
+        return token_id, probability, self._likeliest(token_ids, probabilities, scores.shape[0])
 
-    def _likeliest(self, token_ids: torch.Tensor | None, probabilities: torch.Tensor) -> list[tuple[int, float]]:
+    def _likeliest(
+        self, token_ids: torch.Tensor | None, probabilities: torch.Tensor, vocab_size: int
+    ) -> list[tuple[int, float]]:
+        """The likeliest tokens: the first kept ones where a top-k or top-p cut listed them likeliest first."""
         count = min(self._alternatives, probabilities.shape[0])
         if count == 0:
             return []
-        top_probabilities, positions = torch.topk(probabilities, count)
-        ids = positions if token_ids is None else token_ids[positions]
+        if token_ids is not None and token_ids.shape[0] < vocab_size:
+            top_probabilities, ids = probabilities[:count], token_ids[:count]
+        else:
+            top_probabilities, positions = torch.topk(probabilities, count)
+            ids = positions if token_ids is None else token_ids[positions]
         return [(i, p) for i, p in zip(ids.tolist(), top_probabilities.tolist(), strict=True) if p > 0]
 
 
@@ -437,13 +448,17 @@ class _IncrementalText:
     leading space or a merge with them comes out as the full decode has it)
     plus the new ones. A window ending in U+FFFD holds an incomplete UTF-8
     character, so nothing is released until a later token completes it.
+    The context's own text is decoded once, when it is released; it is
+    usually one token, whose text the stream has often decoded already.
     """
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, token_text: Callable[[int], str]) -> None:
         self._decode = tokenizer.decode
+        self._token_text = token_text
         self._ids: list[int] = []
         self._window_start = 0  # context tokens, already released
         self._released = 0  # tokens before this index are in the text already
+        self._context = ""  # the context tokens' text
 
     def push(self, token_id: int) -> str:
         """Add a token; return the text it completes (may be empty)."""
@@ -457,19 +472,21 @@ class _IncrementalText:
     def _release(self, final: bool) -> str:
         if self._released == len(self._ids):
             return ""
-        context = self._decode(self._ids[self._window_start : self._released])
         text = self._decode(self._ids[self._window_start :])
-        if not final and (text.endswith("\ufffd") or len(text) <= len(context)):
+        if not final and (text.endswith("\ufffd") or len(text) <= len(self._context)):
             return ""
+        piece = text[len(self._context) :]
+        released = self._ids[self._released :]
         self._window_start, self._released = self._released, len(self._ids)
-        return text[len(context) :]
+        self._context = self._token_text(released[0]) if len(released) == 1 else self._decode(released)
+        return piece
 
 
 class _TextPieces:
     """The text each token releases: only complete characters, never a part of a stop string."""
 
-    def __init__(self, tokenizer, stop: Sequence[str]) -> None:
-        self._characters = _IncrementalText(tokenizer)
+    def __init__(self, tokenizer, stop: Sequence[str], token_text: Callable[[int], str]) -> None:
+        self._characters = _IncrementalText(tokenizer, token_text)
         self._stop_strings = _StopStringFilter(stop)
 
     def add(self, token_id: int) -> tuple[str, bool]:
