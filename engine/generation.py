@@ -134,11 +134,13 @@ class GenerationResult:
     finish_reason: str  # one of FINISH_REASONS
     time_to_first_token: float
     elapsed: float
+    prefix_tokens: int = 0  # the first token_ids were written before this stream (a branch's shared start)
 
     @property
     def tokens_per_second(self) -> float:
-        """Generated tokens over the whole stream's time, prompt processing included."""
-        return len(self.token_ids) / self.elapsed if self.elapsed > 0 else 0.0
+        """Tokens this stream generated over its whole time, prompt processing included."""
+        generated = len(self.token_ids) - self.prefix_tokens
+        return generated / self.elapsed if self.elapsed > 0 else 0.0
 
 
 class TokenStream:
@@ -154,9 +156,27 @@ class TokenStream:
     made still arrive. Text held back at a cancel (half a character, a
     possible stop string) is dropped, so ``result.text`` is always exactly
     what the events delivered.
+
+    A stream can also go on from tokens written before (a branch, see
+    ``engine.branches``): ``prefix`` is the tokens a stream of the same prompt
+    and settings wrote, read with the prompt and counted in
+    ``max_new_tokens``; they get no events, but their text starts
+    ``result.text`` and ``result.token_ids``. ``first_token``, if given, is
+    taken as the next token instead of picking one; its event reports its
+    probability and the alternatives as if it had been picked. Then tokens
+    are picked as usual, the seed's draws starting after it.
     """
 
-    def __init__(self, model, tokenizer, prompt: str, settings: GenerationSettings) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prompt: str,
+        settings: GenerationSettings,
+        *,
+        prefix: Sequence[int] = (),
+        first_token: int | None = None,
+    ) -> None:
         settings.validate()
         self.model = model
         self.tokenizer = tokenizer
@@ -164,7 +184,9 @@ class TokenStream:
         self.settings = settings
         self.result: GenerationResult | None = None
         self._context_length = context_length(model.config)
-        self._prompt_ids = _encode_prompt(tokenizer, prompt, self._context_length)
+        self._prompt_ids = encode_prompt(tokenizer, prompt, self._context_length)
+        self._prefix = _check_prefix(prefix, len(self._prompt_ids), settings.max_new_tokens, self._context_length)
+        self._first_token = first_token
         self._end_ids = _end_of_text_ids(model, tokenizer)
         self._cancelled = threading.Event()
         self._started = False
@@ -209,21 +231,26 @@ class TokenStream:
         settings = self.settings
         start = time.perf_counter()
         first_token_at = None
-        token_ids: list[int] = []
-        pieces: list[str] = []
+        token_ids = list(self._prefix)
         text_out = _TextPieces(self.tokenizer, settings.stop, self._token_text)
+        pieces = [text_out.add(token_id)[0] for token_id in token_ids]  # the text they gave when written
+        context_ids = self._prompt_ids + token_ids
         capacity = len(self._prompt_ids) + settings.max_new_tokens
         if self._context_length is not None:
             capacity = min(capacity, self._context_length)
-        chooser = _TokenChooser(settings, self._prompt_ids, capacity, self.model.device)
+        chooser = _TokenChooser(settings, context_ids, capacity, self.model.device)
         decoder = _decoder_for(self.model, capacity)
         finish_reason = None
-        for index in range(settings.max_new_tokens):
+        first_index = len(token_ids)
+        for index in range(first_index, settings.max_new_tokens):
             if self._cancelled.is_set():
                 finish_reason = "cancelled"
                 break
-            logits = decoder.prefill(self._prompt_ids) if index == 0 else decoder.step(token_ids[-1])
-            token_id, probability, alternatives = chooser.choose(logits)
+            if index == first_index:
+                logits = decoder.prefill(context_ids)
+                token_id, probability, alternatives = chooser.choose(logits, take=self._first_token)
+            else:
+                token_id, probability, alternatives = chooser.choose(decoder.step(token_ids[-1]))
             token_ids.append(token_id)
             ends_text = token_id in self._end_ids
             text, stopped = ("", False) if ends_text else text_out.add(token_id)
@@ -254,6 +281,7 @@ class TokenStream:
             finish_reason=finish_reason or "length",  # None only if max_new_tokens ran out first
             time_to_first_token=first_token_at if first_token_at is not None else elapsed,
             elapsed=elapsed,
+            prefix_tokens=len(self._prefix),
         )
 
     def _finish_reason(self, generated: int, ends_text: bool, stopped: bool) -> str | None:
@@ -303,7 +331,7 @@ def record_generation(store: RunStore, source: str, result: GenerationResult, se
 # The prompt and the model's limits
 
 
-def _encode_prompt(tokenizer, prompt: str, context_length: int | None) -> list[int]:
+def encode_prompt(tokenizer, prompt: str, context_length: int | None) -> list[int]:
     """The prompt's token ids; an empty prompt starts from the start (or end-of-text) token."""
     ids = list(tokenizer(prompt)["input_ids"]) if prompt else []
     if not ids:
@@ -319,6 +347,20 @@ def _encode_prompt(tokenizer, prompt: str, context_length: int | None) -> list[i
             f"the prompt is {len(ids)} tokens but this model reads at most {context_length}; shorten the prompt",
         )
     return ids
+
+
+def _check_prefix(prefix: Sequence[int], prompt_length: int, max_new_tokens: int, context: int | None) -> list[int]:
+    """The tokens a stream goes on from, if it has room to write at least one more."""
+    if len(prefix) >= max_new_tokens:
+        raise SettingsError(
+            "max_new_tokens",
+            f"{len(prefix)} tokens are written already and max_new_tokens is {max_new_tokens}; raise it to write more",
+        )
+    if context is not None and prompt_length + len(prefix) >= context:
+        raise SettingsError(
+            "prompt", f"the prompt and the {len(prefix)} tokens written fill this model's context of {context} tokens"
+        )
+    return list(prefix)
 
 
 def _end_of_text_ids(model, tokenizer) -> frozenset[int]:
@@ -399,14 +441,21 @@ class _TokenChooser:
             self._seen[: len(prompt_ids)] = torch.tensor(prompt_ids, dtype=torch.long)
         self._seen_count = len(prompt_ids)
 
-    def choose(self, logits: torch.Tensor) -> tuple[int, float, list[tuple[int, float]]]:
-        """(token id, its probability, [(alternative id, probability), ...] likeliest first)."""
+    def choose(self, logits: torch.Tensor, take: int | None = None) -> tuple[int, float, list[tuple[int, float]]]:
+        """(token id, its probability, [(alternative id, probability), ...] likeliest first).
+
+        ``take`` is a token to take instead of picking one (no draw is made);
+        its probability is read from the same distribution: 0 if sampling
+        could not have drawn it.
+        """
         settings = self._settings
         scores = logits.float()
+        if take is not None and not 0 <= take < scores.shape[0]:
+            raise SettingsError("token", f"{take} is not a token id of this model (0 to {scores.shape[0] - 1})")
         if self._seen is not None:
             scores = apply_repetition_penalty(scores, self._seen[: self._seen_count], settings.repetition_penalty)
         if self._greedy:
-            token_id = int(scores.argmax())
+            token_id = int(scores.argmax()) if take is None else take
             probabilities = torch.softmax(scores, dim=0)
             probability = float(probabilities[token_id])
             token_ids = None
@@ -414,9 +463,13 @@ class _TokenChooser:
             token_ids, probabilities = sampling_distribution(
                 scores, settings.temperature, settings.top_k, settings.top_p
             )
-            drawn = int(torch.multinomial(probabilities, 1, generator=self._generator))
-            token_id = int(token_ids[drawn])
-            probability = float(probabilities[drawn])
+            if take is None:
+                drawn = int(torch.multinomial(probabilities, 1, generator=self._generator))
+                token_id = int(token_ids[drawn])
+                probability = float(probabilities[drawn])
+            else:
+                token_id = take
+                probability = float(probabilities[token_ids == take].sum())
         if self._seen is not None:
             self._seen[self._seen_count] = token_id
             self._seen_count += 1
