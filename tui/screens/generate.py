@@ -5,6 +5,15 @@ lockstep, with the same seed) and posts the tokens to the UI in batches, at
 most ~30 a second, so a fast model never floods the screen. Stop cancels the
 stream at the next token. Every finished generation is logged in the store;
 the history dialog searches that log.
+
+Each generation is the first branch of an ``engine.branches.BranchTree``.
+Walking its tokens (Ctrl+G, ←/→), ↑/↓ pick one of a token's alternatives
+and Enter continues the text from it: a new branch, written by the same
+worker with the tree's settings and seed, and logged like any generation.
+[ and ] go back and forth between the branches. Branching takes one model's
+text: in A/B mode it is refused with a line saying so. A shows, for the
+selected token, where each head looked (``engine.attention``), computed in a
+worker of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
@@ -27,10 +37,13 @@ from textual.worker import Worker, WorkerState
 from engine.errors import WorkbenchError
 from tui.screens.base import WorkbenchScreen
 from tui.screens.history import HistoryScreen
+from tui.widgets.attention_map import AttentionMap
 from tui.widgets.config_form import ConfigForm
 from tui.widgets.token_stream import ShownToken, TokenStreamView, probability_colour
 
 if TYPE_CHECKING:
+    from engine.attention import TokenAttention
+    from engine.branches import Branch, BranchTree
     from engine.generation import GenerationResult, TokenEvent, TokenStream
 
 # Batches of tokens reach the screen at most this often (seconds).
@@ -57,11 +70,40 @@ class GenerateScreen(WorkbenchScreen):
         "Type a prompt, adjust the sampling settings (errors show beside the field), and press "
         "Ctrl+R. Tokens stream in with tokens/s and the time to the first token; Ctrl+S stops at "
         "once. Ctrl+L colours tokens by probability; Ctrl+G puts the cursor on the tokens — move "
-        "with ←/→ to see each token's top alternatives. Ctrl+B turns on A/B: the same prompt and "
-        "seed on two models side by side. Ctrl+O browses and searches past generations."
+        "with ←/→ to see each token's top alternatives, pick one with ↑/↓ and press Enter to let the "
+        "model go on from it instead: a branch, with the same settings and seed (the text before it "
+        "is kept, the fork is underlined). [ and ] go back and forth between the branches; each is "
+        "logged like any generation. A shows where each attention head looked as the model wrote the "
+        "selected token: a row per layer, a strip of bars per head over the tokens before it. "
+        "Ctrl+B turns on A/B: the same prompt and seed on two models side by side (branching takes "
+        "one model's text). Ctrl+O browses and searches past generations."
     )
 
     BINDINGS = [
+        # First, so they show in a narrow footer while walking the tokens (the only time they are offered).
+        Binding(
+            "left_square_bracket",
+            "switch_branch(-1)",
+            "Branches",
+            key_display="[ ]",
+            id="generate.branch.previous",
+            tooltip="Show the branch before this one ([) or after it (])",
+        ),
+        Binding(
+            "right_square_bracket",
+            "switch_branch(1)",
+            "Next branch",
+            show=False,
+            id="generate.branch.next",
+            tooltip="Show the branch after this one",
+        ),
+        Binding(
+            "a",
+            "toggle_attention",
+            "Attention",
+            id="generate.attention",
+            tooltip="Show where each head looked as the model wrote the selected token",
+        ),
         Binding("ctrl+r", "generate", "Generate", id="generate.run", tooltip="Generate from the prompt"),
         Binding("ctrl+s", "stop", "Stop", id="generate.stop", tooltip="Stop generating now"),
         Binding(
@@ -82,6 +124,7 @@ class GenerateScreen(WorkbenchScreen):
 
     ab_mode: reactive[bool] = reactive(False)
     generating: reactive[bool] = reactive(False)
+    attention_shown: reactive[bool] = reactive(False)
 
     class Started(Message, bubble=False):
         def __init__(self, run: int, side: str, source: str, seed: int | None) -> None:
@@ -107,6 +150,13 @@ class GenerateScreen(WorkbenchScreen):
             super().__init__()
             self.run = run
 
+    class Attention(Message, bubble=False):
+        """Where the heads looked as the model wrote a token (``look`` numbers the request)."""
+
+        def __init__(self, look: int, attention: "TokenAttention") -> None:
+            super().__init__()
+            self.look, self.attention = look, attention
+
     def __init__(self) -> None:
         super().__init__()
         self._streams: dict[str, "TokenStream"] = {}
@@ -114,6 +164,14 @@ class GenerateScreen(WorkbenchScreen):
         self._run = 0
         """Numbers each generation, so late messages from a stopped one are ignored."""
         self._first_token: dict[str, float] = {}
+        self._received: dict[str, int] = {}
+        """Tokens each side's stream has sent in this run (a branch's shared tokens are not counted)."""
+        self._trees: dict[str, "BranchTree"] = {}
+        """Each side's generation and its branches."""
+        self._branch: dict[str, "Branch"] = {}
+        """The branch each side shows."""
+        self._look = 0
+        """Numbers each attention request, so an answer for a token no longer selected is ignored."""
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="generate-body"):
@@ -135,14 +193,19 @@ class GenerateScreen(WorkbenchScreen):
                     for side in SIDES:
                         with Vertical(id=f"output-{side}", classes="output"):
                             yield Label("", id=f"title-{side}", classes="output-title")
+                            yield Static("", id=f"branch-{side}", classes="output-branch")
                             yield TokenStreamView(placeholder="Ctrl+R generates", id=f"tokens-{side}")
                             yield Static("", id=f"stats-{side}", classes="output-stats")
                 yield Static("", id="token-detail")
+        yield AttentionMap(id="attention")
 
     def on_mount(self) -> None:
         self.query_one("#model-a", Input).value = self.workbench.model
         self.query_one("#model-b-row").display = False
         self.query_one("#output-b").display = False
+        self.query_one("#attention").display = False
+        for side in SIDES:
+            self.query_one(f"#branch-{side}").display = False
         self.query_one("#prompt").focus()
         self.watch(self.workbench, "engine_loaded", self._engine_loaded)
         self.watch(self.workbench, "model", self._model_changed, init=False)
@@ -181,17 +244,25 @@ class GenerateScreen(WorkbenchScreen):
             if not source:
                 self.notify(f"Type a model for side {side.upper()}.", severity="error")
                 return
+        from engine.branches import BranchTree
+
+        self._trees = {side: BranchTree(source, prompt, settings) for side, source in sources}
+        for side, source in sources:
+            self.query_one(f"#title-{side}", Label).update(f"{side.upper()} · {source}")
+        self._write({side: tree.root for side, tree in self._trees.items()})
+
+    def _write(self, branches: dict[str, "Branch"]) -> None:
+        """Let the worker write these branches (one per side), showing each from its shared tokens on."""
         self.action_stop()
         self._stopped = False
-        for side, source in sources:
-            self.query_one(f"#tokens-{side}", TokenStreamView).clear()
-            self.query_one(f"#title-{side}", Label).update(f"{side.upper()} · {source}")
+        for side, branch in branches.items():
+            self._show_branch(side, branch)
             self.query_one(f"#stats-{side}", Static).update(Text("loading model…", style="dim"))
-        self.query_one("#token-detail", Static).update("")
         self.generating = True
         self._run += 1
         self._first_token = {}
-        self._generate(self._run, prompt, settings, sources)
+        self._received = {side: 0 for side in branches}
+        self._generate(self._run, [(side, self._trees[side], branch) for side, branch in branches.items()])
 
     def action_stop(self) -> None:
         """Cancel the streams at their next token (safe to call from the UI thread any time)."""
@@ -200,34 +271,32 @@ class GenerateScreen(WorkbenchScreen):
             stream.cancel()
 
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
-    def _generate(self, run: int, prompt: str, settings: Any, sources: list[tuple[str, str]]) -> None:
-        from engine.generation import TokenStream, record_generation
+    def _generate(self, run: int, jobs: list[tuple[str, "BranchTree", "Branch"]]) -> None:
+        from engine.generation import record_generation
 
         streams: dict[str, TokenStream] = {}
         try:
-            for side, source in sources:
-                loaded = self.workbench.load_model(source)
-                streams[side] = TokenStream(loaded.model, loaded.tokenizer, prompt, settings)
+            for side, tree, branch in jobs:
+                loaded = self.workbench.load_model(tree.source)
+                streams[side] = tree.stream(branch, loaded.model, loaded.tokenizer)
             self._streams = streams
             if self._stopped:
                 return
-            for side, source in sources:
-                self.post_message(self.Started(run, side, source, settings.seed))
-            self._pump(run, streams)
-            for side, source in sources:
-                result = streams[side].result
-                if result is not None:
-                    self.post_message(self.Finished(run, side, result))
-                    record_generation(self.workbench.store, source, result, settings)
+            for side, tree, _ in jobs:
+                self.post_message(self.Started(run, side, tree.source, tree.settings.seed))
+            self._pump(run, {side: branch.follow(streams[side]) for side, _, branch in jobs})
+            for side, tree, branch in jobs:
+                if branch.result is not None:
+                    self.post_message(self.Finished(run, side, branch.result))
+                    record_generation(self.workbench.store, tree.source, branch.result, tree.settings)
         finally:
             if self._streams is streams:
                 self._streams = {}
             self.post_message(self.Done(run))
 
-    def _pump(self, run: int, streams: dict[str, "TokenStream"]) -> None:
+    def _pump(self, run: int, iterators: dict[str, Iterator["TokenEvent"]]) -> None:
         """Advance every stream a token at a time, posting what arrived every POST_INTERVAL."""
-        iterators = {side: iter(stream) for side, stream in streams.items()}
-        pending: dict[str, list[ShownToken]] = {side: [] for side in streams}
+        pending: dict[str, list[ShownToken]] = {side: [] for side in iterators}
         first: dict[str, float] = {}
         last: dict[str, float] = {}
         last_post = time.monotonic()
@@ -265,30 +334,42 @@ class GenerateScreen(WorkbenchScreen):
         view = self.query_one(f"#tokens-{message.side}", TokenStreamView)
         first = self._first_token.setdefault(message.side, message.first)
         view.append(message.tokens)
-        count = len(view.tokens)
-        rate = count / message.last if message.last > 0 else 0.0
+        self._received[message.side] += len(message.tokens)
+        rate = self._received[message.side] / message.last if message.last > 0 else 0.0
         self.query_one(f"#stats-{message.side}", Static).update(
-            f"{count} tokens · {rate:.1f} tok/s · first token {first:.2f} s · generating…"
+            f"{len(view.tokens)} tokens · {rate:.1f} tok/s · first token {first:.2f} s · generating…"
         )
 
     @on(Finished)
     def _finished(self, message: Finished) -> None:
-        if message.run != self._run:
-            return
-        result = message.result
-        self.query_one(f"#stats-{message.side}", Static).update(
+        if message.run == self._run:
+            self._show_result(message.side, message.result)
+
+    def _show_result(self, side: str, result: "GenerationResult") -> None:
+        self.query_one(f"#stats-{side}", Static).update(
             f"{len(result.token_ids)} tokens · {result.tokens_per_second:.1f} tok/s · "
             f"first token {result.time_to_first_token:.2f} s · {result.finish_reason}"
         )
 
     @on(Done)
     def _done(self, message: Done) -> None:
-        if message.run == self._run:
-            self.generating = False
+        if message.run != self._run:
+            return
+        self.generating = False
+        self._show_branch_line()
+        view, branch = self.query_one("#tokens-a", TokenStreamView), self._branch.get("a")
+        if branch is not None and branch.parent is not None and view.has_focus and view.cursor is None:
+            view.cursor = self._walk_to(branch, branch.fork)  # a branch just written: on its fork
 
     @on(Worker.StateChanged)
     def _show_error_in_place(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "generate" or event.state != WorkerState.ERROR:
+        if event.state != WorkerState.ERROR:
+            return
+        if event.worker.group == "attention" and isinstance(event.worker.error, WorkbenchError):
+            self.query_one("#attention", AttentionMap).say(str(event.worker.error))
+            event.stop()
+            return
+        if event.worker.group != "generate":
             return
         if isinstance(event.worker.error, WorkbenchError):
             for side in SIDES:
@@ -318,12 +399,119 @@ class GenerateScreen(WorkbenchScreen):
         detail.append(f" id {token.token_id}")
         if token.probability is not None:
             detail.append(f"  p={token.probability:.3f}", style=probability_colour(token.probability))
+        if message.picked is not None and message.view.has_focus:
+            detail.append("  ↑↓ pick, ⏎ branch", style="dim")
         if token.alternatives:
             detail.append("\nalternatives: ", style="dim")
-            for text, _token_id, probability in token.alternatives:
-                detail.append(f"{text!r}", style="bold")
+            for number, (text, _token_id, probability) in enumerate(token.alternatives):
+                detail.append(f"{text!r}", style="bold reverse" if number == message.picked else "bold")
                 detail.append(f" {probability:.3f}  ", style=probability_colour(probability))
         self.query_one("#token-detail", Static).update(detail)
+        if self.attention_shown and message.view.id == "tokens-a":
+            self._look_at(message.index)
+
+    # -- branches ---------------------------------------------------------------
+
+    @on(TokenStreamView.AlternativeTaken)
+    def _alternative_taken(self, message: TokenStreamView.AlternativeTaken) -> None:
+        """Enter on an alternative: go on from it in a new branch (or show the branch that took it before)."""
+        side = message.view.id.removeprefix("tokens-") if message.view.id else "a"
+        if self.ab_mode:
+            self._say("Branching takes one model's text: turn A/B off (Ctrl+B), then pick the alternative again.")
+            return
+        if self.generating:
+            self._say("Wait for this text to end, or stop it with Ctrl+S, then take the alternative.")
+            return
+        tree, branch = self._trees.get(side), self._branch.get(side)
+        if tree is None or branch is None:
+            self._say("This text has no alternatives to branch from; generate it again with Ctrl+R.")
+            return
+        try:
+            taken = tree.fork(branch, message.index, message.token_id)
+        except WorkbenchError as error:
+            self._say(str(error))
+            return
+        if taken.result is None:  # made now (or made and stopped before it began)
+            self._write({side: taken})
+        else:
+            self._show_branch(side, taken)
+
+    def action_switch_branch(self, step: int) -> None:
+        """[ and ]: the branch before or after the one shown, in the order they were made."""
+        tree, branch = self._trees["a"], self._branch["a"]
+        self._show_branch("a", tree.branches[(branch.number - 1 + step) % len(tree.branches)])
+
+    def _show_branch(self, side: str, branch: "Branch") -> None:
+        """Put a branch on view: its tokens so far, its fork underlined and selected, its line and stats."""
+        self._branch[side] = branch
+        view = self.query_one(f"#tokens-{side}", TokenStreamView)
+        walked_to = view.cursor
+        forked = branch.parent is not None
+        view.set_tokens([shown(event) for event in branch.events], marked=branch.fork if forked else None)
+        if view.has_focus and walked_to is not None:  # walking the tokens: go on at the fork, or where it was
+            view.cursor = self._walk_to(branch, walked_to)
+        if view.cursor is None:
+            self.query_one("#token-detail", Static).update("")
+            self._look_at(None)
+        if branch.result is not None:
+            self._show_result(side, branch.result)
+        self._show_branch_line()
+
+    @staticmethod
+    def _walk_to(branch: "Branch", index: int) -> int | None:
+        """Where the cursor goes on a branch shown while walking: its fork, else the same place (if written yet)."""
+        index = branch.fork if branch.parent is not None else min(index, len(branch.events) - 1)
+        return index if 0 <= index < len(branch.events) else None
+
+    def _show_branch_line(self) -> None:
+        """'branch 2/3 · from 1 at token 14 ' fox'' under a side's title, once it has branches."""
+        for side, tree in self._trees.items():
+            line = self.query_one(f"#branch-{side}", Static)
+            line.display = len(tree.branches) > 1
+            if line.display:
+                line.update(Text(tree.describe(self._branch[side]), style="italic"))
+        self.refresh_bindings()
+
+    def _say(self, message: str) -> None:
+        """A refusal or a problem, in place under the outputs."""
+        self.query_one("#token-detail", Static).update(Text(message, style="bold red"))
+
+    # -- attention --------------------------------------------------------------
+
+    def action_toggle_attention(self) -> None:
+        self.attention_shown = not self.attention_shown
+
+    def watch_attention_shown(self, shown_: bool) -> None:
+        self.query_one("#attention").display = shown_
+        if shown_:
+            self._look_at(self.query_one("#tokens-a", TokenStreamView).cursor)
+
+    def _look_at(self, index: int | None) -> None:
+        """Ask for the attention of side A's token ``index`` (the answer for the latest request is shown)."""
+        tree, branch = self._trees.get("a"), self._branch.get("a")
+        attention = self.query_one("#attention", AttentionMap)
+        if tree is None or branch is None:
+            attention.say("Attention is shown for a generation of this session; generate with Ctrl+R.")
+            return
+        if index is None or index >= len(branch.events):
+            attention.say("Select a token with ←/→ to see where each head looked as the model wrote it.")
+            return
+        self._look += 1
+        attention.say(f"looking at token #{index}…")
+        self._attention(self._look, tree, branch.token_ids[: index + 1], index)
+
+    @work(thread=True, exclusive=True, group="attention", exit_on_error=False)
+    def _attention(self, look: int, tree: "BranchTree", token_ids: list[int], index: int) -> None:
+        from engine.attention import attention_in_generation
+
+        loaded = self.workbench.load_model(tree.source)
+        attention = attention_in_generation(loaded.model, loaded.tokenizer, tree.prompt, token_ids, index)
+        self.post_message(self.Attention(look, attention))
+
+    @on(Attention)
+    def _attention_arrived(self, message: Attention) -> None:
+        if message.look == self._look:
+            self.query_one("#attention", AttentionMap).show(message.attention)
 
     # -- A/B, history, focus ----------------------------------------------------
 
@@ -350,6 +538,8 @@ class GenerateScreen(WorkbenchScreen):
         settings = generation.get("settings") or {}
         if self.query("#settings"):
             self.query_one("#settings", ConfigForm).set_values(settings)
+        self._trees, self._branch = {}, {}
+        self._show_branch_line()
         self.query_one("#tokens-a", TokenStreamView).set_tokens([ShownToken(generation["text"], -1)])
         self.query_one("#title-a", Label).update(f"A · {generation['model']} · from history")
         self.query_one("#stats-a", Static).update(
@@ -359,11 +549,17 @@ class GenerateScreen(WorkbenchScreen):
         )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Offer Stop only while generating, Generate only while not."""
+        """Offer Stop only while generating, Generate only while not; the token keys while walking tokens."""
         if action == "stop":
             return self.generating
         if action == "generate":
             return not self.generating
+        walking = isinstance(self.focused, TokenStreamView) and "a" in self._trees
+        if action == "switch_branch":
+            # Switching while a branch is written would show its tokens arriving on another.
+            return walking and len(self._trees["a"].branches) > 1 and (None if self.generating else True)
+        if action == "toggle_attention":
+            return walking
         return True
 
     def watch_generating(self) -> None:

@@ -4,7 +4,9 @@ One widget serves both places that show tokens. In a generation each token
 carries its probability and the alternatives the model considered; in the
 tokenizer view tokens have only an id and are shaded alternately so their
 boundaries show. A keyboard cursor selects one token; the screen shows its
-details (``TokenStreamView.Selected``).
+details (``TokenStreamView.Selected``). Where the selected token has
+alternatives, ↑/↓ pick one and Enter takes it (``AlternativeTaken``: the
+Generate screen branches from it); one token can be marked (a branch's fork).
 """
 
 from __future__ import annotations
@@ -67,19 +69,44 @@ class TokenStreamView(VerticalScroll, can_focus=True):
         Binding("right", "move(1)", "Next token", show=False, id="tokens.next"),
         Binding("home", "move_to(0)", "First token", show=False, id="tokens.first"),
         Binding("end", "move_to(-1)", "Last token", show=False, id="tokens.last"),
+        Binding("up", "pick(-1)", "Previous alternative", show=False, id="tokens.alternative.previous"),
+        Binding("down", "pick(1)", "Next alternative", show=False, id="tokens.alternative.next"),
+        Binding(
+            "enter",
+            "take",
+            "Branch",
+            id="tokens.take",
+            tooltip="Continue the text from the alternative picked with ↑/↓",
+        ),
     ]
 
     colouring: reactive[Colouring] = reactive("plain")
     cursor: reactive[int | None] = reactive(None)
+    picked: reactive[int | None] = reactive(None)
+    """The alternative of the selected token that ↑/↓ picked (an index into its alternatives)."""
 
     class Selected(Message):
-        """The keyboard cursor moved to a token (None when the view is empty)."""
+        """The keyboard cursor moved to a token, or another of its alternatives was picked."""
 
-        def __init__(self, view: "TokenStreamView", index: int, token: ShownToken) -> None:
+        def __init__(self, view: "TokenStreamView", index: int, token: ShownToken, picked: int | None) -> None:
             super().__init__()
             self.view = view
             self.index = index
             self.token = token
+            self.picked = picked
+
+        @property
+        def control(self) -> "TokenStreamView":
+            return self.view
+
+    class AlternativeTaken(Message):
+        """Enter on a picked alternative: the text should go on from it instead of the token."""
+
+        def __init__(self, view: "TokenStreamView", index: int, token_id: int) -> None:
+            super().__init__()
+            self.view = view
+            self.index = index
+            self.token_id = token_id
 
         @property
         def control(self) -> "TokenStreamView":
@@ -90,6 +117,11 @@ class TokenStreamView(VerticalScroll, can_focus=True):
         self.tokens: list[ShownToken] = []
         self.placeholder = placeholder
         self.show_ids = show_ids
+        self.marked: int | None = None
+        """A token shown underlined: where the branch on view forked from its parent."""
+        self._drawn = ""
+        self._starts: list[int] = []
+        """The text drawn and where each token starts in it, to scroll the selected one into view."""
         self._body = Static("", classes="token-body")
 
     def compose(self):
@@ -104,9 +136,10 @@ class TokenStreamView(VerticalScroll, can_focus=True):
         self.cursor = None
         self._redraw()
 
-    def set_tokens(self, tokens: list[ShownToken]) -> None:
-        """Replace the whole text (the tokenizer view, or a generation from history)."""
+    def set_tokens(self, tokens: list[ShownToken], *, marked: int | None = None) -> None:
+        """Replace the whole text (the tokenizer view, a generation from history, a branch with its fork marked)."""
         self.tokens = list(tokens)
+        self.marked = marked
         self.cursor = None
         self._redraw()
 
@@ -129,6 +162,8 @@ class TokenStreamView(VerticalScroll, can_focus=True):
             style = Style(color=probability_colour(token.probability))
         elif self.colouring == "alternate":
             style = Style(bgcolor=_ALTERNATE_BACKGROUNDS[index % len(_ALTERNATE_BACKGROUNDS)], color="white")
+        if index == self.marked:
+            style += Style(underline=True)
         if index == self.cursor:
             style += Style(reverse=True, bold=True)
         return style
@@ -138,7 +173,9 @@ class TokenStreamView(VerticalScroll, can_focus=True):
             self._body.update(Text(self.placeholder, style="dim italic"))
             return
         rendered = Text()
+        self._starts = []
         for index, token in enumerate(self.tokens):
+            self._starts.append(len(rendered))
             if self.colouring == "alternate":
                 # Tokenizer view: every token must be seen, even a newline or a
                 # piece of a character that only shows with the next token.
@@ -149,6 +186,7 @@ class TokenStreamView(VerticalScroll, can_focus=True):
         if self.show_ids:
             rendered.append("\n\nids: ", style="dim")
             rendered.append(" ".join(str(token.token_id) for token in self.tokens), style="dim")
+        self._drawn = rendered.plain
         self._body.update(rendered)
 
     def watch_colouring(self) -> None:
@@ -156,8 +194,36 @@ class TokenStreamView(VerticalScroll, can_focus=True):
 
     def watch_cursor(self, cursor: int | None) -> None:
         self._redraw()
-        if cursor is not None and self.tokens:
-            self.post_message(self.Selected(self, cursor, self.tokens[cursor]))
+        self.refresh_bindings()  # Enter is offered only on a token with alternatives
+        if cursor is None or not self.tokens:
+            return
+        self.call_after_refresh(self._scroll_to_cursor)
+        token = self.tokens[cursor]
+        others = [i for i, (_, token_id, _) in enumerate(token.alternatives) if token_id != token.token_id]
+        picked = others[0] if others else None  # the likeliest token it did not write
+        if picked == self.picked:
+            self._selected()
+        self.picked = picked
+
+    def watch_picked(self) -> None:
+        self._selected()
+
+    def _selected(self) -> None:
+        if self.cursor is not None and self.tokens:
+            self.post_message(self.Selected(self, self.cursor, self.tokens[self.cursor], self.picked))
+
+    def _scroll_to_cursor(self) -> None:
+        """Bring the selected token's line into view: the lines the text before it wraps into, at this width."""
+        width = self._body.content_size.width
+        if self.cursor is None or self.cursor >= len(self._starts) or width <= 0:
+            return
+        before = Text(self._drawn[: self._starts[self.cursor]])
+        line = len(before.wrap(self.app.console, width)) - 1 if before else 0
+        if not self.scroll_y <= line < self.scroll_y + self.scrollable_content_region.height:
+            self.scroll_to(y=max(line - self.scrollable_content_region.height // 2, 0), animate=False)
+
+    def _alternatives(self) -> list[tuple[str, int, float]]:
+        return self.tokens[self.cursor].alternatives if self.cursor is not None and self.tokens else []
 
     def action_move(self, delta: int) -> None:
         if not self.tokens:
@@ -170,3 +236,27 @@ class TokenStreamView(VerticalScroll, can_focus=True):
     def action_move_to(self, index: int) -> None:
         if self.tokens:
             self.cursor = index % len(self.tokens)
+
+    def action_pick(self, delta: int) -> None:
+        """Pick another alternative of the selected token; with none to pick, scroll as a view does."""
+        alternatives = self._alternatives()
+        if not alternatives:
+            if delta < 0:
+                self.action_scroll_up()
+            else:
+                self.action_scroll_down()
+            return
+        current = self.picked if self.picked is not None else -delta
+        self.picked = min(max(current + delta, 0), len(alternatives) - 1)
+
+    def action_take(self) -> None:
+        """Take the picked alternative (the screen decides what that means)."""
+        alternatives = self._alternatives()
+        if self.picked is not None and self.cursor is not None and self.picked < len(alternatives):
+            self.post_message(self.AlternativeTaken(self, self.cursor, alternatives[self.picked][1]))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Offer Enter only where a token with alternatives is selected."""
+        if action == "take":
+            return bool(self._alternatives())
+        return True
