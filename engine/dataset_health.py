@@ -14,13 +14,15 @@
   above): MinHash signatures, then locality-sensitive hashing over bands of
   them, then each candidate pair's similarity from its whole signatures.
 - **train/validation leakage** under the engine's own split
-  (``TokenizedDataset.split``): the validation tokens are cut into
+  (``TokenizedDataset.split``): each validation document is cut into
   back-to-back windows of n tokens, and a window leaks when the same n
-  tokens occur anywhere in the training tokens. With a model, n is 50 of its
-  tokens; without one the text's UTF-8 bytes are the tokens and n is 200
-  (about 50 GPT-2 tokens of English). A short validation split gets shorter
-  n-grams, and the report says so. The same is measured under the split by
-  document, which says whether ``split_by: document`` would help.
+  tokens occur anywhere in the training tokens; a document shorter than n is
+  one window, which leaks when the same document is in training. With a
+  model, n is 50 of its tokens; without one the text's UTF-8 bytes are the
+  tokens and n is 200 (about 50 GPT-2 tokens of English). A short validation
+  split gets shorter n-grams, and the report says so. The same is measured
+  under the split by document, which says whether ``split_by: document``
+  would help.
 - **encoding problems**: U+FFFD replacement characters, mojibake (UTF-8 read
   as cp1252: "Ã©" for "é", "â€™" for "’"), control characters other than tab
   and line breaks, and lines over 10,000 characters, each with its first
@@ -53,7 +55,7 @@ import shutil
 import tempfile
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +94,7 @@ NOTABLE_FRACTION = 0.01  # duplicate lines and leakage below this are not worth 
 SHOWN = 5  # top repeated texts, example pairs and places of each problem kept in a report
 SHOWN_CHARACTERS = 80  # repeated texts and examples are cut to this
 
-_CACHE_FORMAT = 1  # bump when the report changes shape, so old cache entries are not read
+_CACHE_FORMAT = 2  # bump when the report changes shape, so old cache entries are not read
 _BATCH_BYTES = 1 << 21  # text hashed at once (numpy arrays of a few times this)
 _CHUNK_TOKENS = 1 << 21  # tokens hashed at once when looking for leaked windows
 _FILTER_BITS = 22  # a 4 M-entry table of the validation hashes' low bits drops most training n-grams at once
@@ -818,9 +820,12 @@ class _ByteIds:
 def measure_leakage(tokens: TokenizedDataset, ngram: int, tokenizer: str, report: HealthProgress) -> Leakage:
     """The share of validation windows whose tokens also occur in training, by position and by document.
 
-    The validation split is cut into back-to-back windows of ``ngram`` tokens
-    (fewer when it is short, down to MIN_NGRAM, so it holds MIN_WINDOWS); each
-    window is looked for among every run of as many training tokens.
+    Each validation document is cut into back-to-back windows of ``ngram``
+    tokens (fewer when the split is short, down to MIN_NGRAM, so it holds
+    MIN_WINDOWS), and a window leaks when the same tokens occur anywhere in
+    training. A document shorter than a window is one window of its own, which
+    leaks when the same document is in training: a short record copied across
+    the split counts, however short.
     """
     train, validation = tokens.split(VALIDATION_FRACTION)
     unit = "bytes" if tokenizer == "bytes" else "tokens"
@@ -829,42 +834,71 @@ def measure_leakage(tokens: TokenizedDataset, ngram: int, tokenizer: str, report
         note = f"not measured: the validation split holds {len(validation.ids)} {unit}, too few for windows"
         return Leakage(tokenizer, ngram, note, 0, 0, None, None)
     note = f"{size} {unit}, not {ngram}: the validation split is short" if size < ngram else ""
-    windows, leaked = _leaked_windows(train.ids, validation.ids, size, report)
+    windows, leaked = _leaked_windows(train.ids, validation.ids, size, tokens.eos_id, report)
     by_document = None
     with contextlib.suppress(DatasetError):  # a dataset of one document (a .txt file) cannot be split so
         train_documents, validation_documents = tokens.split(VALIDATION_FRACTION, by="document")
-        if len(validation_documents.ids) >= size:
-            counted, found = _leaked_windows(train_documents.ids, validation_documents.ids, size, report)
-            by_document = found / counted
+        counted, found = _leaked_windows(train_documents.ids, validation_documents.ids, size, tokens.eos_id, report)
+        by_document = found / max(counted, 1)
     return Leakage(tokenizer, size, note, windows, leaked, leaked / windows, by_document)
 
 
-def _leaked_windows(train: np.ndarray, validation: np.ndarray, size: int, report: HealthProgress) -> tuple[int, int]:
-    """(validation windows, those whose tokens occur somewhere in ``train``).
+def _leaked_windows(
+    train: np.ndarray, validation: np.ndarray, size: int, eos: int | None, report: HealthProgress
+) -> tuple[int, int]:
+    """(validation windows, those whose tokens occur in ``train``: anywhere, or as a document when short).
 
     A table of the validation hashes' low bits lets most training n-grams go
     at one lookup; the few left are matched exactly.
     """
-    windows = _chunked_window_hashes(validation, size, step=size)
-    wanted = np.concatenate([np.zeros(0, dtype=np.uint64), *(hashes[::size] for hashes in windows)])
-    unique = np.unique(wanted)
+    starts, stops = _validation_windows(validation, size, eos)
+    hashes = _run_hashes(validation, starts, stops, size)
+    whole = stops - starts == size
+    unique = np.unique(hashes[whole])
     mask = np.uint64((1 << _FILTER_BITS) - 1)
     maybe = np.zeros(1 << _FILTER_BITS, dtype=bool)
     maybe[unique & mask] = True
-    hits = [np.zeros(0, dtype=np.uint64)]
-    for number, hashes in enumerate(_chunked_window_hashes(train, size, step=1)):
-        report("leakage", min(number * _CHUNK_TOKENS, len(train)), len(train))
-        candidates = hashes[maybe[hashes & mask]]
-        hits.append(candidates[np.isin(candidates, unique)])
+    found = [np.zeros(0, dtype=np.uint64)]
+    for number, first in enumerate(range(0, len(train) - size + 1, _CHUNK_TOKENS)):
+        report("leakage", number * _CHUNK_TOKENS, len(train))
+        ngrams = _window_hashes(np.asarray(train[first : first + _CHUNK_TOKENS + size - 1]), size)
+        candidates = ngrams[maybe[ngrams & mask]]
+        found.append(candidates[np.isin(candidates, unique)])
     report("leakage", len(train), len(train))
-    return len(wanted), int(np.isin(wanted, np.concatenate(hits)).sum())
+    document_starts, document_stops = _document_runs(train, eos)
+    short = document_stops - document_starts < size
+    short_documents = _run_hashes(train, document_starts[short], document_stops[short], size)
+    leaked = np.where(whole, np.isin(hashes, np.concatenate(found)), np.isin(hashes, short_documents))
+    return len(hashes), int(leaked.sum())
 
 
-def _chunked_window_hashes(ids: np.ndarray, size: int, step: int) -> Iterator[np.ndarray]:
-    """The hashes of every window of ``size`` ids, a chunk at a time; each chunk starts on a multiple of ``step``."""
-    chunk = _CHUNK_TOKENS - _CHUNK_TOKENS % step
-    for first in range(0, len(ids) - size + 1, chunk):
-        yield _window_hashes(np.asarray(ids[first : first + chunk + size - 1]), size)
+def _document_runs(ids: np.ndarray, eos: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, stops) of the documents in ``ids``, without their EOS; all of them is one without an EOS id."""
+    ends = np.flatnonzero(np.asarray(ids) == eos) if eos is not None else np.zeros(0, dtype=np.int64)
+    starts, stops = np.concatenate(([0], ends + 1)), np.concatenate((ends, [len(ids)]))
+    filled = stops > starts
+    return starts[filled], stops[filled]
+
+
+def _validation_windows(ids: np.ndarray, size: int, eos: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, stops) of back-to-back windows of ``size`` inside each document; a shorter document is one."""
+    starts, stops = _document_runs(ids, eos)
+    lengths = stops - starts
+    counts = np.where(lengths >= size, lengths // size, 1)
+    number = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)  # the window's place in its doc
+    window_starts = np.repeat(starts, counts) + number * size
+    return window_starts, np.minimum(window_starts + size, np.repeat(stops, counts))
+
+
+def _run_hashes(ids: np.ndarray, starts: np.ndarray, stops: np.ndarray, longest: int) -> np.ndarray:
+    """``_segment_hashes`` of runs (sorted, none longer than ``longest``), a chunk of ``ids`` at a time."""
+    hashes = np.zeros(len(starts), dtype=np.uint64)
+    for first in range(0, len(ids), _CHUNK_TOKENS):
+        chosen = slice(*np.searchsorted(starts, [first, first + _CHUNK_TOKENS]))
+        if chosen.start < chosen.stop:
+            piece = np.asarray(ids[first : first + _CHUNK_TOKENS + longest])
+            hashes[chosen] = _segment_hashes(piece, starts[chosen] - first, stops[chosen] - first)
+    return hashes
 
 
 # ---------------------------------------------------------------------------

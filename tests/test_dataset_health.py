@@ -118,7 +118,7 @@ def test_near_duplicates_are_found_and_exact_copies_are_not_counted_twice(tmp_pa
 def test_a_clean_file_reports_clean(tmp_path: Path):
     report = check_dataset(open_dataset(str(write_jsonl(tmp_path / "clean.jsonl", documents(100)))))
 
-    assert report.leakage.fraction == 0.0 and report.leakage.windows == 70  # 100 documents of ~1400 bytes
+    assert report.leakage.fraction == 0.0 and report.leakage.windows > 50  # 200 bytes each, in the last 10 documents
     assert report.leakage.tokenizer == "bytes" and report.leakage.ngram == 200
     assert report.duplicates.documents == report.duplicates.lines == report.near_duplicates.documents == 0
     assert report.encoding == []
@@ -135,6 +135,16 @@ def test_validation_text_planted_in_training_is_found(tmp_path: Path):
     assert report.leakage.fraction > 0.85
     assert report.leakage.document_split_fraction == 0.0  # copies stay on one side when split by document
     assert any("validation windows also occur in training: --split-by document" in f for f in report.findings())
+
+
+def test_short_records_copied_across_the_split_leak_whole(tmp_path: Path):
+    records = [f"Question: what is {n} plus {n}? Answer: {2 * n}." for n in range(300)]  # each under 200 bytes
+    clean = check_dataset(open_dataset(str(write_jsonl(tmp_path / "qa.jsonl", records))))
+    assert clean.leakage.fraction == 0.0 and clean.leakage.windows >= 30  # a window per short record
+
+    copied = check_dataset(open_dataset(str(write_jsonl(tmp_path / "copied.jsonl", records + records[:40]))))
+    assert copied.leakage.fraction > 0.9  # the validation tenth is copies of earlier records
+    assert copied.leakage.document_split_fraction == 0.0
 
 
 def test_leakage_with_a_model_is_measured_in_its_tokens(tmp_path: Path, tiny_model_dir: Path):
