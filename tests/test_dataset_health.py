@@ -410,6 +410,56 @@ def test_a_run_split_by_document_trains(tmp_path: Path, tiny_model_dir: Path):
 # --- the command line ------------------------------------------------------------------------
 
 
+def test_lmwb_datasets_check_prints_each_section_and_says_clean(tmp_path: Path, capsys):
+    path = write_jsonl(tmp_path / "clean.jsonl", documents(50))
+    status, out, err = lmwb_in_process(capsys, "datasets", "check", str(path))
+
+    assert status == 0, err
+    titles = ["Exact duplicates", "Near duplicates", "Train/validation leakage", "Encoding", "Document lengths"]
+    assert [out.index(title) for title in titles] == sorted(out.index(title) for title in titles)
+    assert out.count("clean:") == 4
+    assert "Clean: nothing here needs fixing before training." in out
+
+
+def test_lmwb_datasets_check_json_has_every_section_and_the_findings(tmp_path: Path, capsys):
+    texts = documents(20)
+    path = write_jsonl(tmp_path / "d.jsonl", texts + texts[:5])
+    status, out, err = lmwb_in_process(capsys, "datasets", "check", str(path), "--json")
+
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["duplicates"]["document_fraction"] == 0.2
+    assert sum(bucket["documents"] for bucket in report["lengths"]) == report["documents"] == 25
+    assert report["clean"] is False and report["findings"][0].startswith("20.0% of documents copy")
+    for section in ("near_duplicates", "leakage", "encoding", "model"):
+        assert section in report
+
+    status, out, _ = lmwb_in_process(capsys, "datasets", "check", str(path))
+    assert status == 0 and "5 of 25 documents (20.0%) copy an earlier one" in out and "findings:" in out
+
+
+def test_lmwb_datasets_dedupe_and_its_refusals(tmp_path: Path, capsys):
+    texts = documents(10)
+    path = write_jsonl(tmp_path / "d.jsonl", texts + texts[:3])
+    status, out, err = lmwb_in_process(capsys, "datasets", "dedupe", str(path), "--out", str(tmp_path / "c.jsonl"))
+    assert status == 0, err
+    assert f"Removed 3 exact copies of 13 documents; wrote the other 10 to {tmp_path / 'c.jsonl'}." in out
+
+    status, _, err = lmwb_in_process(capsys, "datasets", "dedupe", str(path), "--out", str(path))
+    assert_one_line_error(status, err, "is the input dataset")
+    status, _, err = lmwb_in_process(capsys, "datasets", "dedupe", str(path))
+    assert_one_line_error(status, err, "--out")
+    status, _, err = lmwb_in_process(capsys, "datasets", "check", str(tmp_path / "nothing.jsonl"))
+    assert_one_line_error(status, err, "No dataset")
+
+
+def test_lmwb_datasets_path_still_inspects_a_dataset(tmp_path: Path, capsys):
+    path = write_jsonl(tmp_path / "d.jsonl", documents(3))
+    status, out, err = lmwb_in_process(capsys, "datasets", str(path), "--json")
+    assert status == 0, err
+    assert json.loads(out)["documents"] == 3
+
+
 def test_lmwb_train_refuses_an_unknown_split_by(capsys):
     status, _, err = lmwb_in_process(
         capsys, "train", "--model", "scratch:nano", "--dataset", "fables", "--split-by", "x"

@@ -204,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     datasets.add_argument("--json", action="store_true", help="print JSON for scripts")
     datasets.set_defaults(handler=cmd_datasets)
+    datasets.epilog = (
+        "Also: 'lmwb datasets check PATH [--model SRC]' reports duplicates, train/validation leakage, encoding "
+        "problems and lengths; 'lmwb datasets dedupe PATH --out NEWPATH [--near]' writes a copy without "
+        "duplicates (each has its own --help)."
+    )
 
     models = commands.add_parser("models", help="list model sources: presets, cached Hub models, run checkpoints")
     models.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -218,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true", help="print JSON for scripts")
     history.set_defaults(handler=cmd_history)
 
+    _add_dataset_action_parsers(commands)
     _add_train_parser(commands)
     _add_sweep_parser(commands)
     _add_sweeps_parser(commands)
@@ -435,6 +441,50 @@ TRAINING_FLAGS = (
 )
 
 
+# `lmwb datasets PATH` inspects a dataset, so `datasets` cannot also take subcommands in argparse:
+# `lmwb datasets check ...` is parsed as the command "datasets check" (see _routed), which
+# `lmwb --help` does not list on its own (the datasets command's help names it).
+DATASET_ACTIONS = ("check", "dedupe")
+
+
+def _routed(argv: Sequence[str]) -> list[str]:
+    """``datasets check ARGS`` as the one command "datasets check" (a dataset named check: ./check)."""
+    if len(argv) >= 2 and argv[0] == "datasets" and argv[1] in DATASET_ACTIONS:
+        return [f"datasets {argv[1]}", *argv[2:]]
+    return list(argv)
+
+
+def _add_dataset_action_parsers(commands: argparse._SubParsersAction) -> None:
+    check = commands.add_parser(
+        "datasets check",
+        description="Check a dataset before training on it: exact and near duplicate documents, duplicate "
+        "lines, text of the validation split that also sits in training, encoding problems, document lengths, "
+        "and, with --model, its tokens against the model's size. A report, so it exits 0 whatever it finds; "
+        "a second check of the same data is read from the cache.",
+    )
+    check.add_argument("path", metavar="PATH", help="a dataset: a bundled or cached name, a file or a folder")
+    check.add_argument("--model", metavar="SRC", help="measure tokens and leakage with this model's tokenizer")
+    check.add_argument("--field", help=FIELD_HELP)
+    check.add_argument("--split", metavar="NAME", help=SPLIT_HELP)
+    check.add_argument("--json", action="store_true", help="print JSON for scripts")
+    check.set_defaults(handler=cmd_datasets_check)
+
+    dedupe = commands.add_parser(
+        "datasets dedupe",
+        description="Write a copy of a dataset without the documents that copy an earlier one (and, with "
+        "--near, those that nearly do). The original is never touched: a file is written as a new file of "
+        "its format (.jsonl records and .csv rows kept whole), a folder as a new folder, any other format as "
+        "JSONL with a 'text' field.",
+    )
+    dedupe.add_argument("path", metavar="PATH", help="a dataset: a bundled or cached name, a file or a folder")
+    dedupe.add_argument("--out", required=True, metavar="NEWPATH", help="where to write the copy (must not exist)")
+    dedupe.add_argument("--near", action="store_true", help="also leave out near duplicates (as the check finds)")
+    dedupe.add_argument("--field", help=FIELD_HELP)
+    dedupe.add_argument("--split", metavar="NAME", help=SPLIT_HELP)
+    dedupe.add_argument("--json", action="store_true", help="print JSON for scripts")
+    dedupe.set_defaults(handler=cmd_datasets_dedupe)
+
+
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser(
         "train",
@@ -587,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run `lmwb` with ``argv`` (default: the process arguments) and return its exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_routed(sys.argv[1:] if argv is None else argv))
     except SystemExit as ending:  # --help, --version, or a usage mistake already reported
         return ending.code if isinstance(ending.code, int) else EXIT_USAGE
     try:
@@ -881,6 +931,88 @@ def _tokenizer_for(model: str, dataset: Any, vocab_size: int | None, update: Cal
     vocab_size = TrainingConfig.vocab_size if vocab_size is None else vocab_size
     with settings_named_by_flags({"vocab_size": "--vocab-size"}):
         return ModelRequest.of(model, dataset, vocab_size=vocab_size).load_tokenizer(progress=update)
+
+
+# ---------------------------------------------------------------------------
+# lmwb datasets check / dedupe
+# lmwb datasets check / dedupe
+
+HEALTH_PHASES = {
+    "reading": "Reading",
+    "near duplicates": "Near duplicates",
+    "tokenizing": "Tokenizing",
+    "leakage": "Leakage",
+}
+
+
+def cmd_datasets_check(args: argparse.Namespace) -> int:
+    """Report on a dataset's duplicates, leakage, encoding, lengths and (with --model) tokens; exit 0."""
+    from engine.dataset_health import check_dataset, checked_model
+
+    dataset = _open_dataset_for(args)
+    model = None
+    if args.model:
+        with _status_line(f"Loading {args.model}…") as update:
+            model = checked_model(args.model, dataset, progress=update)
+    with _health_progress() as progress:
+        report = check_dataset(dataset, model, progress=progress)
+    if args.json:
+        print_json(report.as_dict())
+    else:
+        from tui.widgets.health_report import health_report
+
+        _stdout().print(health_report(report))
+    return EXIT_OK
+
+
+def cmd_datasets_dedupe(args: argparse.Namespace) -> int:
+    """Write a copy of a dataset without its duplicate documents; the original is never touched."""
+    from engine.dataset_health import dedupe_dataset
+
+    dataset = _open_dataset_for(args)
+    with _health_progress() as progress:
+        result = dedupe_dataset(dataset, Path(args.out), near=args.near, progress=progress)
+    if args.json:
+        print_json(result.as_dict())
+        return EXIT_OK
+    removed = f"{result.exact_removed:,} exact cop{'y' if result.exact_removed == 1 else 'ies'}"
+    if args.near:
+        removed += f" and {result.near_removed:,} near cop{'y' if result.near_removed == 1 else 'ies'}"
+    console = _stdout()
+    console.print(
+        Text(f"Removed {removed} of {result.documents:,} documents; wrote the other {result.kept:,} to {result.out}.")
+    )
+    if result.note:
+        console.print(Text(f"The copy is {result.note}.", style="dim"))
+    return EXIT_OK
+
+
+def _open_dataset_for(args: argparse.Namespace) -> Any:
+    from engine.datasets import open_dataset
+
+    with settings_named_by_flags({"dataset_split": "--split"}):
+        return open_dataset(args.path, field=args.field, split=args.split)
+
+
+@contextlib.contextmanager
+def _health_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar on stderr for the check's phases (nothing when stderr is not a terminal)."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    console = _stderr()
+    if not console.is_terminal:
+        yield lambda phase, done, total: None
+        return
+    columns = (TextColumn("{task.description:<16}"), BarColumn(), TaskProgressColumn())
+    with Progress(*columns, console=console, transient=True) as display:
+        tasks: dict[str, Any] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = display.add_task(HEALTH_PHASES.get(phase, phase), total=total)
+            display.update(tasks[phase], completed=done, total=total)
+
+        yield update
 
 
 # ---------------------------------------------------------------------------
