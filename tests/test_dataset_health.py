@@ -465,3 +465,48 @@ def test_lmwb_train_refuses_an_unknown_split_by(capsys):
         capsys, "train", "--model", "scratch:nano", "--dataset", "fables", "--split-by", "x"
     )
     assert_one_line_error(status, err, "--split-by", "use position or document")
+
+
+# --- the Datasets screen's Check view --------------------------------------------------------
+
+
+def test_the_check_view_shows_the_report_with_its_plot_and_an_error_in_place(tmp_path: Path, tiny_model_dir: Path):
+    from tests.test_tui_app import SIZE, shown_text, story, wait_until
+    from tui.app import WorkbenchApp
+    from tui.widgets.health_view import LengthChart
+
+    texts = documents(20)
+    path = write_jsonl(tmp_path / "mine.jsonl", [*texts, *texts[:5], "the cafÃ© was closed"])
+
+    @story
+    async def check_it() -> None:
+        app = WorkbenchApp()
+        notices: list[str] = []
+        app.notify = lambda message, **options: notices.append(str(message))  # type: ignore[method-assign]
+        async with app.run_test(size=SIZE) as pilot:
+            app.model = str(tiny_model_dir)
+            await pilot.press("o")
+            app.screen.query_one("#path-input").value = str(path)
+            status = app.screen.query_one("#path-status")
+            await wait_until(pilot, lambda: "✓" in shown_text(status))
+            await pilot.press("enter")
+            stats = app.screen.query_one("#dataset-stats")
+            await wait_until(pilot, lambda: "mine.jsonl" in shown_text(stats))
+
+            await pilot.press("h")
+            assert app.screen.query_one("#datasets-tabs").active == "check"
+            line = app.screen.query_one("#health-status")
+            await wait_until(pilot, lambda: "findings · h checks again" in shown_text(line))
+            report = " ".join(shown_text(app.screen.query_one("#health-report")).split())
+            assert "5 of 26 documents (19.2%) copy an earlier one" in report
+            assert "mojibake" in report and f"Tokens against {tiny_model_dir}" in report
+            assert app.screen.query_one(LengthChart).display
+
+            app.model = "./no-such-model"  # a new model clears the report; its check fails in place
+            await wait_until(pilot, lambda: "h checks the chosen dataset" in shown_text(line))
+            await pilot.press("h")
+            await wait_until(pilot, lambda: "no-such-model" in shown_text(line))
+            assert "Exact duplicates" in shown_text(app.screen.query_one("#health-report"))  # the data's part stays
+            assert notices == []  # shown in place, not as a notification
+
+    check_it()

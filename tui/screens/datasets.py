@@ -29,6 +29,7 @@ from textual.worker import Worker, WorkerState
 from tui.screens.base import WorkbenchScreen
 from tui.widgets.checked_input import CheckedInput
 from tui.widgets.formatting import human_bytes, human_count
+from tui.widgets.health_view import HealthView
 from tui.widgets.token_stream import ShownToken, TokenStreamView
 
 if TYPE_CHECKING:
@@ -63,6 +64,9 @@ class DatasetsScreen(WorkbenchScreen):
         "(s goes there). The highlighted dataset is the one Train uses. 'c' counts its tokens "
         "with the chosen model's tokenizer; the Tokenizer tab shows any text split into tokens. "
         "In the preview, Enter sends a line to the tokenizer."
+        " 'h' checks the dataset (the Check tab): duplicate and near-duplicate documents, duplicate lines, "
+        "validation text that also sits in training, encoding problems, a plot of document lengths, then its "
+        "tokens against the chosen model; a second check of the same data is instant."
     )
 
     BINDINGS = [
@@ -83,6 +87,13 @@ class DatasetsScreen(WorkbenchScreen):
             "Overview",
             id="datasets.overview",
             tooltip="Show the dataset's stats and preview",
+        ),
+        Binding(
+            "h",
+            "check",
+            "Check",
+            id="datasets.check",
+            tooltip="Check the dataset: duplicates, validation text in training, encoding, lengths, tokens",
         ),
         Binding("s", "pick_split", "Split", id="datasets.split", tooltip="Pick the split of a dataset with several"),
         Binding("escape", "focus_list", "Back to list", show=False, id="datasets.focus_list"),
@@ -153,6 +164,8 @@ class DatasetsScreen(WorkbenchScreen):
                     yield Input(placeholder="type text to see its tokens…", id="tokenize-input", compact=True)
                     yield Static("", id="tokenize-summary")
                     yield TokenStreamView(placeholder="tokens appear here", show_ids=True, id="tokenize-view")
+                with TabPane("Check", id="check"):
+                    yield HealthView(id="health")
 
     def on_mount(self) -> None:
         self.query_one("#token-progress").display = False
@@ -385,6 +398,16 @@ class DatasetsScreen(WorkbenchScreen):
         text = self.query_one("#tokenize-input", Input).value
         if text:
             self._tokenize(text, model)
+
+    # -- the check --------------------------------------------------------------
+
+    def action_check(self) -> None:
+        """Check the dataset shown (its split too) in the Check tab, then against the chosen model."""
+        if self._stats is None or self._stats[0] != self.workbench.dataset:
+            self.notify("Pick a dataset first.", severity="warning")
+            return
+        self.action_show_tab("check")
+        self.query_one(HealthView).check(self._stats[2], self.workbench.model)
 
     # -- errors and keys --------------------------------------------------------
 
