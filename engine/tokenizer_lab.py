@@ -247,7 +247,9 @@ def _measure(
     recommended: bool = False,
 ) -> TokenizerMeasure:
     """Tokenize the dataset (or read its cached ids) and count what each vocabulary entry is used for."""
-    tokenized = tokenize_dataset(dataset, tokenizer, progress=lambda done, total: say(f"{done / max(total, 1):.0%}"))
+    tokenized = tokenize_dataset(
+        dataset, tokenizer, progress=lambda done, total: say(f"tokenizing the data, {done / max(total, 1):.0%}")
+    )
     counts = token_counts(tokenized.ids, len(tokenizer))
     separators = int(counts[tokenizer.eos_token_id]) if tokenizer.eos_token_id is not None else 0
     tokens = len(tokenized.ids) - separators

@@ -8,6 +8,7 @@ tokenizer out under models--gpt2 in the test's own Hugging Face cache.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -20,7 +21,7 @@ from engine.home import token_cache_dir, tokenizer_cache_dir
 from engine.models import train_tokenizer
 from engine.planning import plan_run
 from engine.tokenizer_lab import RARE_BELOW, check_sizes, compare_tokenizers, parse_sizes
-from tests.conftest import put_in_hf_cache
+from tests.conftest import assert_one_line_error, lmwb_in_process, put_in_hf_cache
 
 SIZES = (300, 600, 1200)
 NOT_CACHED = "GPT-2's tokenizer is not cached here"
@@ -159,3 +160,60 @@ def test_sizes_are_read_with_k_for_thousands_sorted_and_each_once():
     assert parse_sizes("16k, 1000,4k,1k") == (1000, 4000, 16000)
     with pytest.raises(SettingsError, match="at least one"):
         check_sizes([])
+
+
+# --- lmwb datasets tokenizers ------------------------------------------------------------------
+
+
+def test_the_command_prints_the_table_and_the_recommendation(capsys, words):
+    status, out, err = lmwb_in_process(capsys, "datasets", "tokenizers", str(words), "--sizes", "300,600")
+
+    assert status == 0, err
+    for heading in ("tokenizer", "vocabulary", "bytes/token", f"seen <{RARE_BELOW}", "embedding"):
+        assert heading in out
+    assert "BPE 300" in out and "BPE 600" in out
+    assert "Use a vocabulary of" in out
+    assert NOT_CACHED in out
+
+
+def test_the_command_prints_json_for_scripts(capsys, words):
+    status, out, err = lmwb_in_process(
+        capsys, "datasets", "tokenizers", str(words), "--sizes", "300,600", "--model", "scratch:nano", "--json"
+    )
+
+    assert status == 0, err
+    answer = json.loads(out)
+    assert answer["preset"] == "nano" and answer["width"] == 96
+    planned = plan_run({"model": "scratch:nano", "dataset": str(words)}).config.vocab_size
+    assert [row["name"] for row in answer["tokenizers"]] == [f"BPE {size}" for size in sorted({300, 600, planned})]
+    assert answer["recommended_vocab_size"] == planned
+    assert [row["recommended"] for row in answer["tokenizers"]].count(True) == 1
+    assert all(
+        0 <= row["rare_fraction"] <= 1 and row["embedding_parameters"] == row["vocabulary"] * 96
+        for row in answer["tokenizers"]
+    )
+    assert answer["recommendation"].startswith(f"Use a vocabulary of {planned}")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["--sizes", "100"], ["--sizes", "100", "257"]),
+        (["--sizes", "1000,many"], ["--sizes", "'many'"]),
+        (["--model", "scratch:huge"], ["scratch:huge", "no preset"]),
+    ],
+)
+def test_bad_sizes_or_model_are_one_line_and_train_nothing(capsys, words, arguments, named):
+    status, _, err = lmwb_in_process(capsys, "datasets", "tokenizers", str(words), *arguments)
+
+    assert_one_line_error(status, err, *named)
+    assert not list(tokenizer_cache_dir().iterdir())
+
+
+def test_an_empty_dataset_is_one_line(capsys, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+
+    status, _, err = lmwb_in_process(capsys, "datasets", "tokenizers", str(empty))
+
+    assert_one_line_error(status, err, "empty.txt", "empty")

@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.epilog = (
         "Also: 'lmwb datasets check PATH [--model SRC]' reports duplicates, train/validation leakage, encoding "
         "problems and lengths; 'lmwb datasets dedupe PATH --out NEWPATH [--near]' writes a copy without "
-        "duplicates (each has its own --help)."
+        "duplicates; 'lmwb datasets tokenizers PATH [--sizes N,N,...]' compares vocabularies for a scratch model "
+        "(each has its own --help)."
     )
 
     models = commands.add_parser("models", help="list model sources: presets, cached Hub models, run checkpoints")
@@ -444,7 +445,7 @@ TRAINING_FLAGS = (
 # `lmwb datasets PATH` inspects a dataset, so `datasets` cannot also take subcommands in argparse:
 # `lmwb datasets check ...` is parsed as the command "datasets check" (see _routed), which
 # `lmwb --help` does not list on its own (the datasets command's help names it).
-DATASET_ACTIONS = ("check", "dedupe")
+DATASET_ACTIONS = ("check", "dedupe", "tokenizers")
 
 
 def _routed(argv: Sequence[str]) -> list[str]:
@@ -483,6 +484,27 @@ def _add_dataset_action_parsers(commands: argparse._SubParsersAction) -> None:
     dedupe.add_argument("--split", metavar="NAME", help=SPLIT_HELP)
     dedupe.add_argument("--json", action="store_true", help="print JSON for scripts")
     dedupe.set_defaults(handler=cmd_datasets_dedupe)
+
+    tokenizers = commands.add_parser(
+        "datasets tokenizers",
+        description="Which vocabulary should a model trained from scratch on this dataset have? Trains byte-level "
+        "BPE tokenizers of a few sizes on it (and of the size lmwb train would pick), and measures each, GPT-2's "
+        "(when it is in the Hugging Face cache; never downloaded) and --model's: bytes per token, vocabulary "
+        "entries the data shows fewer than 10 times, and embedding parameters at the width of --model's scratch "
+        "preset (else tiny's). Measured on the whole dataset, as a scratch model sees it. The tokenizers and the "
+        "token ids are cached, so training on one of them starts at once.",
+    )
+    tokenizers.add_argument("path", metavar="PATH", help="a dataset: a bundled or cached name, a file or a folder")
+    tokenizers.add_argument(
+        "--sizes", metavar="N,N,...", help="vocabulary sizes to train, at least 257 each (default: 1000,4000,16000)"
+    )
+    tokenizers.add_argument(
+        "--model", metavar="SRC", help="compare this model's tokenizer too; a scratch: preset sets the width"
+    )
+    tokenizers.add_argument("--field", help=FIELD_HELP)
+    tokenizers.add_argument("--split", metavar="NAME", help=SPLIT_HELP)
+    tokenizers.add_argument("--json", action="store_true", help="print JSON for scripts")
+    tokenizers.set_defaults(handler=cmd_datasets_tokenizers)
 
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -984,6 +1006,25 @@ def cmd_datasets_dedupe(args: argparse.Namespace) -> int:
     )
     if result.note:
         console.print(Text(f"The copy is {result.note}.", style="dim"))
+    return EXIT_OK
+
+
+def cmd_datasets_tokenizers(args: argparse.Namespace) -> int:
+    """BPE tokenizers of a few sizes trained on a dataset, against GPT-2's and the model's; the vocabulary to use."""
+    from engine.tokenizer_lab import DEFAULT_SIZES, compare_tokenizers, parse_sizes
+
+    with settings_named_by_flags({"sizes": "--sizes"}):
+        sizes = DEFAULT_SIZES if args.sizes is None else parse_sizes(args.sizes)
+    dataset = _open_dataset_for(args)
+    with _status_line(f"Comparing tokenizers on {dataset.name}…") as update:
+        comparison = compare_tokenizers(dataset, sizes, model=args.model, progress=update)
+    assert comparison is not None  # only a cancel makes it None, and nothing here cancels
+    if args.json:
+        print_json(comparison.as_dict())
+    else:
+        from tui.widgets.tokenizer_lab import tokenizer_lab_report
+
+        _stdout().print(tokenizer_lab_report(comparison))
     return EXIT_OK
 
 
