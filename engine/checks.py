@@ -9,6 +9,7 @@ it loads.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from engine.errors import SettingsError
 
@@ -58,3 +59,33 @@ def check_number(
         or (maximum is not None and value > maximum)
     ):
         raise SettingsError(name, f"{value:g} is out of range; use a number {allowed}{hint}.")
+
+
+def read_text_file(name: str, path: str | Path) -> str:
+    """The text of a UTF-8 file (a text to score, say); SettingsError(name) saying what is wrong with it.
+
+    A missing file, a folder, bytes that are not UTF-8 (with the line and the
+    byte offset) and an empty file are refused. A UTF-8 byte order mark is
+    not part of the text.
+    """
+    where = Path(path).expanduser()
+    try:
+        data = where.read_bytes()
+    except IsADirectoryError:
+        raise SettingsError(name, f"{path} is a folder; give a text file.") from None
+    except FileNotFoundError:
+        raise SettingsError(name, f"there is no file {path}; check the path.") from None
+    except OSError as error:
+        raise SettingsError(name, f"cannot read {path}: {error.strerror}.") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise SettingsError(
+            name,
+            f"{path} is not UTF-8 text: line {line} holds the byte 0x{data[error.start]:02x} "
+            f"(at byte offset {error.start}); save it as UTF-8.",
+        ) from None
+    if not text:
+        raise SettingsError(name, f"{path} is empty; give a file with some text in it.")
+    return text
