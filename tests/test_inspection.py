@@ -2,7 +2,8 @@
 
 Every number the engine reports is computed again the obvious way (one
 forward pass of the model, log-softmax, counting, the final norm and the LM
-head over ``hidden_states``) and compared.
+head over ``hidden_states``) and compared. Then the command line (text and
+JSON, every bad input in one line).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from engine.inspection import (
     score_text,
     text_tokens,
 )
-from tests.conftest import build_tiny_gpt2
+from tests.conftest import assert_one_line_error, build_tiny_gpt2, lmwb_in_process
+from tui.widgets.scored_text import difference_colour, surprise_colour
 
 TEXT = "The fox and the crow met by the old mill, and the fox spoke first. Café 🦊!"
 
@@ -300,6 +302,92 @@ def test_a_text_file_is_read_as_utf8_and_each_bad_file_refused_in_one_line(tmp_p
         with pytest.raises(SettingsError, match=re.escape(words)) as refused:
             read_text_file("text_file", path)
         assert refused.value.field == "text_file" and "\n" not in str(refused.value)
+
+
+# ---------------------------------------------------------------------------
+# The command line
+
+
+@pytest.fixture(scope="module")
+def twin_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another random 2-layer GPT-2 with the very same tokenizer as tiny_model_dir's."""
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2-twin"), seed=1)
+
+
+def test_lmwb_score_prints_the_text_and_totals_and_json_with_the_other_models_logprobs(
+    capsys, tiny_model_dir: Path, twin_model_dir: Path
+) -> None:
+    status, out, err = lmwb_in_process(capsys, "score", "--model", str(tiny_model_dir), "--text", TEXT)
+    assert status == 0, err
+    assert TEXT in out and "bits per byte" in out and "Most surprising" in out
+
+    status, out, err = lmwb_in_process(
+        capsys, "score", "--model", str(tiny_model_dir), "--against", str(twin_model_dir), "--text", TEXT, "--json"
+    )
+    assert status == 0, err
+    answer = json.loads(out)
+    assert answer["model"] == str(tiny_model_dir) and answer["against"] == str(twin_model_dir)
+    model = GPT2LMHeadModel.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sequence, _ = reference_logits(model, tokenizer, TEXT)
+    with torch.no_grad():
+        loss = model(sequence, labels=sequence).loss.item()
+    assert answer["total_logprob"] == pytest.approx(-loss * (sequence.shape[1] - 1), abs=1e-4)
+    assert sum(row["logprob"] for row in answer["tokens"]) == pytest.approx(answer["total_logprob"], abs=1e-6)
+    assert "".join(row["text"] for row in answer["tokens"]) == TEXT
+    assert all(set(row) == {"id", "text", "logprob", "rank", "entropy", "against_logprob"} for row in answer["tokens"])
+    assert answer["loss"] == pytest.approx(loss, abs=1e-5) and answer["bits_per_byte"] > 0
+
+
+def test_lmwb_lens_prints_a_row_per_layer_and_json(capsys, tiny_model_dir: Path, tmp_path: Path) -> None:
+    text_file = tmp_path / "text.txt"
+    text_file.write_text(TEXT, encoding="utf-8")
+    status, out, err = lmwb_in_process(
+        capsys, "lens", "--model", str(tiny_model_dir), "--text-file", str(text_file), "--position", "3", "--top", "2"
+    )
+    assert status == 0, err
+    assert "position 3 of" in out and "emb" in out and "2 out" in out and "#2" in out and "#3" not in out
+
+    status, out, err = lmwb_in_process(capsys, "lens", "--model", str(tiny_model_dir), "--text", TEXT, "--json")
+    assert status == 0, err
+    answer = json.loads(out)
+    assert answer["target"] is None and answer["position"] == answer["tokens"]
+    assert [layer["name"] for layer in answer["layers"]] == ["embeddings", "block 1", "block 2"]
+    assert all(len(layer["top"]) == 5 for layer in answer["layers"])
+
+
+def test_lmwb_score_and_lens_say_what_is_wrong_in_one_line(capsys, tiny_model_dir: Path, tmp_path: Path) -> None:
+    model = str(tiny_model_dir)
+    other = str(build_tiny_gpt2(tmp_path / "other", vocab_size=280))
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"na\xefve")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    refusals = [
+        (("score", "--model", model, "--text", ""), "--text: is empty"),
+        (("score", "--model", model, "--text-file", str(tmp_path / "nope.txt")), "--text-file: there is no file"),
+        (("score", "--model", model, "--text-file", str(tmp_path)), "--text-file: " + str(tmp_path) + " is a folder"),
+        (("score", "--model", model, "--text-file", str(latin)), "--text-file: " + str(latin) + " is not UTF-8"),
+        (("score", "--model", model, "--text-file", str(empty)), "is empty"),
+        (("score", "--model", model, "--against", other, "--text", TEXT), "--against: these models tokenize differ"),
+        (("lens", "--model", model, "--text", "a fox", "--position", "99"), "--position: 99 is past the end"),
+        (("lens", "--model", model, "--text", "a fox", "--top", "0"), "--top: 0 is out of range"),
+        (("lens", "--model", model, "--text", ""), "--text: is empty"),
+        (("lens", "--model", model), "one of the arguments --text --text-file is required"),
+        (("score", "--model", "scratch:nano", "--text", TEXT), "--dataset"),
+    ]
+    capsys.readouterr()  # what building the other model wrote
+    for arguments, words in refusals:
+        status, out, err = lmwb_in_process(capsys, *arguments)
+        assert_one_line_error(status, err, words)
+        assert out == ""
+
+
+def test_the_difference_colours_run_from_grey_to_red_for_more_and_blue_for_less_surprise() -> None:
+    assert difference_colour(0.0) == "rgb(150,150,150)"
+    assert difference_colour(5.0) == difference_colour(50.0) == "rgb(235,70,60)"
+    assert difference_colour(-5.0) == "rgb(70,150,245)"
+    assert surprise_colour(0.0) != surprise_colour(10.0)
 
 
 def test_text_scores_and_lens_readouts_are_plain_values(tokenizer) -> None:

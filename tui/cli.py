@@ -217,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_runs_parser(commands)
     _add_generate_parser(commands)
+    _add_score_parser(commands)
+    _add_lens_parser(commands)
 
     history = commands.add_parser("history", help="past generations, with full-text search")
     history.add_argument("--search", metavar="QUERY", help="full-text search over prompts and texts")
@@ -361,6 +363,60 @@ def _add_generate_parser(commands: argparse._SubParsersAction) -> None:
     )
     generate.add_argument("--json", action="store_true", help="one JSON object per token, then a summary")
     generate.set_defaults(handler=cmd_generate)
+
+
+def _add_score_parser(commands: argparse._SubParsersAction) -> None:
+    score = commands.add_parser(
+        "score",
+        help="how surprised a model is by each token of a text, and its loss and bits per byte",
+        description="Score every token of a text: its log-probability (natural log) given the tokens before it, "
+        "its rank (1: the model's first choice), the entropy of the prediction and the surprise (bits); then the "
+        "summed log-probability, the loss per token and bits per byte. The first token is scored from the "
+        "start-of-text token; a text longer than the model's context is read in sliding windows half a context "
+        "apart, each token scored once. In a terminal the text is coloured by surprise (with --against: by B's "
+        "surprise minus A's, red where B is more surprised, blue where less).",
+    )
+    score.add_argument("--model", required=True, metavar="SRC", help="model source (see 'lmwb models')")
+    score.add_argument(
+        "--against", metavar="SRC", help="a second model with the same tokenizer: both scores, token by token"
+    )
+    _add_text_flags(score)
+    score.add_argument("--json", action="store_true", help="every token and the totals as JSON")
+    score.set_defaults(handler=cmd_score)
+
+
+def _add_lens_parser(commands: argparse._SubParsersAction) -> None:
+    lens = commands.add_parser(
+        "lens",
+        help="the logit lens: what each layer of a GPT-2 model predicts at one place of a text",
+        description="The final layer norm and the LM head applied to the hidden state after the embeddings and "
+        "after every block, at one position: each layer's likeliest tokens, its entropy (bits), and the "
+        "probability and rank it gives the token really there. Position P is token P's place (read from the "
+        "token before it); the default, the number of tokens (or -1), is the place after the text. The last "
+        "layer is the model's own output. GPT-2 family models only.",
+    )
+    lens.add_argument("--model", required=True, metavar="SRC", help="model source (see 'lmwb models')")
+    _add_text_flags(lens)
+    lens.add_argument(
+        "--position",
+        type=whole_number,
+        metavar="P",
+        help="token P's place, 0 for the first; negative counts back from the place after the text (default: -1)",
+    )
+    lens.add_argument("--top", type=whole_number, metavar="K", help="likeliest tokens per layer (default: 5)")
+    lens.add_argument("--json", action="store_true", help="every layer's readout as JSON")
+    lens.set_defaults(handler=cmd_lens)
+
+
+def _add_text_flags(parser: argparse.ArgumentParser) -> None:
+    """The text a command reads: --text or --text-file, one of them; and how its models load."""
+    text = parser.add_mutually_exclusive_group(required=True)
+    text.add_argument("--text", metavar="TEXT", help="the text")
+    text.add_argument("--text-file", type=Path, metavar="FILE", help="read the text from a UTF-8 file")
+    parser.add_argument("--dataset", metavar="PATH_OR_NAME", help="for scratch: models, the tokenizer's dataset")
+    parser.add_argument(
+        "--device", type=device_name, default="auto", metavar="DEVICE", help="auto (default), cpu, cuda[:N] or mps"
+    )
 
 
 # Training flags: (flag, the TrainingConfig field it sets, type, help). A flag
@@ -2066,6 +2122,165 @@ def cmd_sweeps_show(args: argparse.Namespace) -> int:
         console.print(f"{'No run' if not run_ids else 'One run'} in this sweep yet: nothing to compare.")
     else:
         _print_comparison(comparison)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# lmwb score and lmwb lens
+
+TEXT_FLAGS = {"text": "--text", "text_file": "--text-file", "dataset": "--dataset"}
+SURPRISING_SHOWN = 5  # tokens listed under a scored text
+
+
+def read_text(args: argparse.Namespace) -> str:
+    """The text of --text or --text-file (read and checked before any model loads)."""
+    from engine.checks import read_text_file
+
+    if args.text_file is None:
+        return args.text
+    with settings_named_by_flags(TEXT_FLAGS):
+        return read_text_file("text_file", args.text_file)
+
+
+def _load_for_text(args: argparse.Namespace, source: str, store: RunStore) -> Any:
+    """A model named on the command line, loaded as `lmwb generate` loads it."""
+    from engine.models import ModelRequest
+
+    request = ModelRequest.of(source, args.dataset)
+    with settings_named_by_flags(TEXT_FLAGS), _status_line(f"Loading {request.source}…") as update:
+        return request.load(device=args.device, store=store, progress=update)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Every token's logprob, rank and entropy, and the totals; with --against, the second model's too."""
+    from engine.inspection import score_text
+
+    text = read_text(args)
+    store = _open_store()
+    loaded = _load_for_text(args, args.model, store)
+    other = None if args.against is None else _load_for_text(args, args.against, store)
+    flags = TEXT_FLAGS | {"against": "--against", "model": "--model"}
+    with settings_named_by_flags(flags), _status_line("Scoring…") as update:
+        score = score_text(
+            loaded.model,
+            loaded.tokenizer,
+            text,
+            against=None if other is None else (other.model, other.tokenizer),
+            progress=lambda done, total: update(f"Scoring: window {done} of {total}…"),
+        )
+    models = {"model": str(loaded.source)} | ({} if other is None else {"against": str(other.source)})
+    if args.json:
+        print_json(models | score.as_dict())
+        return EXIT_OK
+    _print_score(score, models)
+    return EXIT_OK
+
+
+def _print_score(score: Any, models: dict[str, str]) -> None:
+    """The text coloured token by token, the totals of each model, and the tokens that stand out."""
+    from tui.widgets.scored_text import token_colours
+
+    console = _stdout()
+    against = score.against
+    surprises = [token.surprise for token in score.tokens]
+    colours = token_colours(surprises, None if against is None else [token.surprise for token in against.tokens])
+    rendering = Text()
+    for token, colour in zip(score.tokens, colours, strict=True):
+        rendering.append(token.text, style=colour)
+    console.print(rendering)
+    console.print(
+        Text(
+            "Coloured by B's surprise minus A's: red where B is more surprised, blue where less."
+            if against
+            else "Coloured by surprise: green for a likely token, red from 10 bits (1 in 1,000).",
+            style="dim",
+        )
+    )
+    totals = Table(box=box.SIMPLE_HEAD, title_justify="left")
+    for column in ("", "model", "tokens", "total logprob", "loss (nats/token)", "bits per byte"):
+        totals.add_column(column, overflow="fold")
+    for side, each in (("A", score), ("B", against)):
+        if each is not None:
+            name = models["model" if side == "A" else "against"]
+            totals.add_row(
+                side if against else "",
+                name,
+                f"{len(each.tokens):,}",
+                f"{each.total_logprob:.4f}",
+                f"{each.loss:.4f}",
+                f"{each.bits_per_byte:.4f}",
+            )
+    console.print(totals)
+    console.print(_standing_out(score))
+
+
+def _standing_out(score: Any) -> Table:
+    """The most surprising tokens; with a second model, those where the two differ most."""
+    from tui.widgets.scored_text import probability_text, token_label
+
+    against = score.against
+    indices = range(len(score.tokens))
+    if against is None:
+        chosen = sorted(indices, key=lambda i: -score.tokens[i].surprise)[:SURPRISING_SHOWN]
+        title = "Most surprising"
+    else:
+        chosen = sorted(indices, key=lambda i: -abs(against.tokens[i].surprise - score.tokens[i].surprise))
+        chosen = chosen[:SURPRISING_SHOWN]
+        title = "Where A and B differ most"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    columns = ["#", "token", "p", "rank", "entropy (bits)", "surprise (bits)"]
+    if against is not None:
+        columns += ["B p", "B rank", "B − A (bits)"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "token" else "right", no_wrap=True)
+    for index in chosen:
+        token = score.tokens[index]
+        row = [
+            str(index),
+            token_label(token.text, 20),
+            probability_text(token.probability),
+            f"{token.rank:,}",
+            f"{token.entropy:.2f}",
+            f"{token.surprise:.2f}",
+        ]
+        if against is not None:
+            other = against.tokens[index]
+            row += [probability_text(other.probability), f"{other.rank:,}", f"{other.surprise - token.surprise:+.2f}"]
+        table.add_row(*row)
+    return table
+
+
+def cmd_lens(args: argparse.Namespace) -> int:
+    """Each layer's likeliest tokens at one position of the text (GPT-2 family models)."""
+    from engine.inspection import logit_lens
+    from tui.widgets.lens_table import lens_table
+    from tui.widgets.scored_text import token_label
+
+    text = read_text(args)
+    loaded = _load_for_text(args, args.model, _open_store())
+    flags = TEXT_FLAGS | {"model": "--model", "position": "--position", "top": "--top"}
+    with settings_named_by_flags(flags):
+        readout = logit_lens(loaded.model, loaded.tokenizer, text, **_given(args, ("position", "top")))
+    if args.json:
+        print_json({"model": str(loaded.source)} | readout.as_dict())
+        return EXIT_OK
+    where = (
+        f"the place after the text ({readout.tokens} tokens)"
+        if readout.target is None
+        else f"position {readout.position} of {readout.tokens}: the token there is {token_label(readout.target[1], 20)}"
+        f" (id {readout.target[0]})"
+    )
+    after = f", read after {token_label(readout.after, 20)}" if readout.position > 0 else ", read from the start token"
+    console = _stdout()
+    console.print(Text(f"Logit lens of {loaded.source} at {where}{after}", style="bold"))
+    console.print(lens_table(readout, token_width=16))
+    console.print(
+        Text(
+            "H: the entropy of the layer's prediction. actual: the probability and rank it gives the token there "
+            "(underlined where it is among the likeliest). The last layer is the model's own output.",
+            style="dim",
+        )
+    )
     return EXIT_OK
 
 
