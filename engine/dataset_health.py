@@ -76,7 +76,7 @@ from engine.errors import DatasetError
 from engine.home import health_cache_dir
 from engine.planning import FEW_TOKENS_PER_PARAMETER, data_size_advice, dataset_bytes, vocabulary_for
 
-# (phase, done, total): phases are "reading", "near duplicates", "tokenizing" and "leakage".
+# (phase, done, total): phases are "reading", "near duplicates", "tokenizing", "leakage" and "leakage by document".
 HealthProgress = Callable[[str, int, int], None]
 
 SHINGLE_WORDS = 5  # words per shingle for near duplicates
@@ -834,17 +834,19 @@ def measure_leakage(tokens: TokenizedDataset, ngram: int, tokenizer: str, report
         note = f"not measured: the validation split holds {len(validation.ids)} {unit}, too few for windows"
         return Leakage(tokenizer, ngram, note, 0, 0, None, None)
     note = f"{size} {unit}, not {ngram}: the validation split is short" if size < ngram else ""
-    windows, leaked = _leaked_windows(train.ids, validation.ids, size, tokens.eos_id, report)
+    windows, leaked = _leaked_windows(train.ids, validation.ids, size, tokens.eos_id, "leakage", report)
     by_document = None
     with contextlib.suppress(DatasetError):  # a dataset of one document (a .txt file) cannot be split so
         train_documents, validation_documents = tokens.split(VALIDATION_FRACTION, by="document")
-        counted, found = _leaked_windows(train_documents.ids, validation_documents.ids, size, tokens.eos_id, report)
+        counted, found = _leaked_windows(
+            train_documents.ids, validation_documents.ids, size, tokens.eos_id, "leakage by document", report
+        )
         by_document = found / max(counted, 1)
     return Leakage(tokenizer, size, note, windows, leaked, leaked / windows, by_document)
 
 
 def _leaked_windows(
-    train: np.ndarray, validation: np.ndarray, size: int, eos: int | None, report: HealthProgress
+    train: np.ndarray, validation: np.ndarray, size: int, eos: int | None, phase: str, report: HealthProgress
 ) -> tuple[int, int]:
     """(validation windows, those whose tokens occur in ``train``: anywhere, or as a document when short).
 
@@ -860,11 +862,11 @@ def _leaked_windows(
     maybe[unique & mask] = True
     found = [np.zeros(0, dtype=np.uint64)]
     for number, first in enumerate(range(0, len(train) - size + 1, _CHUNK_TOKENS)):
-        report("leakage", number * _CHUNK_TOKENS, len(train))
+        report(phase, number * _CHUNK_TOKENS, len(train))
         ngrams = _window_hashes(np.asarray(train[first : first + _CHUNK_TOKENS + size - 1]), size)
         candidates = ngrams[maybe[ngrams & mask]]
         found.append(candidates[np.isin(candidates, unique)])
-    report("leakage", len(train), len(train))
+    report(phase, len(train), len(train))
     document_starts, document_stops = _document_runs(train, eos)
     short = document_stops - document_starts < size
     short_documents = _run_hashes(train, document_starts[short], document_stops[short], size)

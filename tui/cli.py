@@ -1013,13 +1013,13 @@ def _tokenizer_for(model: str, dataset: Any, vocab_size: int | None, update: Cal
 
 # ---------------------------------------------------------------------------
 # lmwb datasets check / dedupe
-# lmwb datasets check / dedupe
 
 HEALTH_PHASES = {
     "reading": "Reading",
     "near duplicates": "Near duplicates",
     "tokenizing": "Tokenizing",
     "leakage": "Leakage",
+    "leakage by document": "By document",
 }
 
 

@@ -35,6 +35,7 @@ PHASES = {
     "near duplicates": "finding near duplicates",
     "tokenizing": "tokenizing",
     "leakage": "looking for validation text in training",
+    "leakage by document": "the same, split by document",
 }
 
 
