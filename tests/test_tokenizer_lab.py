@@ -14,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from textual.screen import Screen
+from textual.widgets import Input, Static, TabbedContent
 
 from engine.datasets import open_dataset
 from engine.errors import SettingsError
@@ -22,6 +24,8 @@ from engine.models import train_tokenizer
 from engine.planning import plan_run
 from engine.tokenizer_lab import RARE_BELOW, check_sizes, compare_tokenizers, parse_sizes
 from tests.conftest import assert_one_line_error, lmwb_in_process, put_in_hf_cache
+from tests.test_tui_app import SIZE, open_train_screen, shown_text, story, wait_until
+from tui.app import WorkbenchApp
 
 SIZES = (300, 600, 1200)
 NOT_CACHED = "GPT-2's tokenizer is not cached here"
@@ -217,3 +221,56 @@ def test_an_empty_dataset_is_one_line(capsys, tmp_path):
     status, _, err = lmwb_in_process(capsys, "datasets", "tokenizers", str(empty))
 
     assert_one_line_error(status, err, "empty.txt", "empty")
+
+
+# --- the Datasets screen -----------------------------------------------------------------------
+
+
+@story
+async def test_the_lab_on_the_datasets_screen_recommends_a_vocabulary_that_train_then_uses(words) -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("o")
+        app.screen.query_one("#path-input", Input).value = str(words)
+        status = app.screen.query_one("#path-status", Static)
+        await wait_until(pilot, lambda: "✓" in shown_text(status))
+        await pilot.press("enter")
+        assert app.dataset == str(words)
+        screen = app.screen
+        lab_status = screen.query_one("#lab-status", Static)
+        lab_box = screen.query_one("#lab-box")
+
+        screen.action_compare_tokenizers()  # what l does; while the lab runs, the same key cancels it
+        assert screen.query_one("#datasets-tabs", TabbedContent).active == "tokenizer"
+        assert "Cancel lab" in footer_keys(screen) and "Tokenizer lab" not in footer_keys(screen)
+        await pilot.press("l")
+        await wait_until(pilot, lambda: "cancelled" in shown_text(lab_status))
+        assert not lab_box.display
+
+        await pilot.press("l")
+        lab_report = screen.query_one("#lab-report", Static)
+        await wait_until(pilot, lambda: "Use a vocabulary" in shown_text(lab_report), timeout=120)
+        planned = plan_run({"model": "scratch:nano", "dataset": str(words)}).config.vocab_size
+        report = shown_text(lab_report)
+        assert f"Use a vocabulary of {planned} for scratch:nano" in report
+        for row in ("BPE 1000", "BPE 4000", "BPE 16000", f"BPE {planned} ★"):
+            assert row in report
+        assert NOT_CACHED in report
+        assert f"u gives Train vocab {planned}" in shown_text(lab_status)
+        await pilot.pause()
+        assert "Use vocab" in footer_keys(screen) and "Tokenizer lab" in footer_keys(screen)
+
+        await pilot.press("u")
+        assert app.vocab_size == planned
+        train = await open_train_screen(pilot)
+        vocab_size = train.query_one("#field-vocab_size", Input)
+        assert vocab_size.value == str(planned)
+        max_steps = train.query_one("#field-max_steps", Input)
+        max_steps.value = "7"
+        await pilot.press("escape", "ctrl+n")  # a new form: the defaults, and what the other screens chose
+        assert max_steps.value == "200" and vocab_size.value == str(planned)
+
+
+def footer_keys(screen: Screen) -> list[str]:
+    """The descriptions of the keys the screen offers now (what its footer shows)."""
+    return [active.binding.description for active in screen.active_bindings.values() if active.enabled]

@@ -203,6 +203,8 @@ class WorkbenchApp(App):
     """The chosen dataset's split, where it has several (a saved DatasetDict, a cached dataset); else None."""
     model: reactive[str] = reactive("scratch:nano")
     """The chosen model source, as ModelSource text."""
+    vocab_size: reactive[int | None] = reactive(None)
+    """A scratch model's vocabulary chosen on the Datasets screen's tokenizer lab; None: the Train form's own."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -7,7 +7,10 @@ several splits (a saved DatasetDict, most cached ones) offers them in a choice
 above its stats, and is read one split at a time. The highlighted dataset (and
 split) is the app's chosen one (the Train screen and the scratch
 tokenizers use it). Token counts and the tokenizer view use the chosen
-model's tokenizer, loaded in a worker once torch is ready.
+model's tokenizer, loaded in a worker once torch is ready. The tokenizer lab,
+under the tokenizer view, trains BPE tokenizers of a few sizes on the dataset
+and compares them (``engine.tokenizer_lab``); its recommended vocabulary can be
+handed to the Train screen for a scratch model.
 """
 
 from __future__ import annotations
@@ -20,22 +23,25 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, OptionList, ProgressBar, Select, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from tui.screens.base import WorkbenchScreen
 from tui.widgets.checked_input import CheckedInput
 from tui.widgets.formatting import human_bytes, human_count
 from tui.widgets.health_view import HealthView
 from tui.widgets.token_stream import ShownToken, TokenStreamView
+from tui.widgets.tokenizer_lab import tokenizer_lab_report
 
 if TYPE_CHECKING:
     from engine.datasets import Dataset, DatasetStats
+    from engine.tokenizer_lab import TokenizerComparison
 
 PREVIEW_LINES = 40
+LAB_PROGRESS_INTERVAL = 0.1  # seconds between the lab's progress lines (it reports every tokenized batch)
 
 
 def shown_path(path: Path) -> str:
@@ -63,7 +69,11 @@ class DatasetsScreen(WorkbenchScreen):
         "with save_to_disk. A dataset with several splits asks for one in the choice above its stats "
         "(s goes there). The highlighted dataset is the one Train uses. 'c' counts its tokens "
         "with the chosen model's tokenizer; the Tokenizer tab shows any text split into tokens. "
-        "In the preview, Enter sends a line to the tokenizer."
+        "In the preview, Enter sends a line to the tokenizer. 'l' opens the tokenizer lab: it trains "
+        "byte-level BPE tokenizers of 1,000, 4,000 and 16,000 entries (and the size the planner would pick) on "
+        "the dataset and compares them with GPT-2's (when cached) and the chosen model's: bytes per token, "
+        "entries seen fewer than 10 times, embedding parameters; 'l' again cancels it. 'u' then gives the "
+        "recommended vocabulary to the Train screen's vocab_size, for a scratch model."
         " 'h' checks the dataset (the Check tab): duplicate and near-duplicate documents, duplicate lines, "
         "validation text that also sits in training, encoding problems, a plot of document lengths, then its "
         "tokens against the chosen model; a second check of the same data is instant."
@@ -94,6 +104,21 @@ class DatasetsScreen(WorkbenchScreen):
             "Check",
             id="datasets.check",
             tooltip="Check the dataset: duplicates, validation text in training, encoding, lengths, tokens",
+        ),
+        Binding(
+            "l",
+            "compare_tokenizers",
+            "Tokenizer lab",
+            id="datasets.tokenizer_lab",
+            tooltip="Train BPE tokenizers of a few sizes on the dataset and compare them with GPT-2's and the model's",
+        ),
+        Binding("l", "cancel_lab", "Cancel lab", id="datasets.cancel_lab", tooltip="Stop the tokenizer lab"),
+        Binding(
+            "u",
+            "use_vocabulary",
+            "Use vocab",
+            id="datasets.use_vocabulary",
+            tooltip="Give the lab's recommended vocabulary to the Train screen's vocab_size (for a scratch model)",
         ),
         Binding("s", "pick_split", "Split", id="datasets.split", tooltip="Pick the split of a dataset with several"),
         Binding("escape", "focus_list", "Back to list", show=False, id="datasets.focus_list"),
@@ -135,12 +160,26 @@ class DatasetsScreen(WorkbenchScreen):
             super().__init__()
             self.text, self.model, self.tokens = text, model, tokens
 
+    class LabProgress(Message, bubble=False):
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    class LabDone(Message, bubble=False):
+        """The tokenizer lab's comparison of the tokenizers on ``value``, for ``model``, after ``seconds``."""
+
+        def __init__(self, value: str, model: str, comparison: "TokenizerComparison", seconds: float) -> None:
+            super().__init__()
+            self.value, self.model, self.comparison, self.seconds = value, model, comparison, seconds
+
     def __init__(self) -> None:
         super().__init__()
         self._opened: dict[str, str] = {}  # paths opened in this session: value -> label
         self._splits: dict[str, str] = {}  # the split picked for each dataset with several, in this session
         self._token_counts: dict[tuple["Dataset", str], int] = {}
         self._stats: tuple[str, "DatasetStats", "Dataset"] | None = None
+        self._lab_worker: Worker | None = None  # the lab running now
+        self._lab: "TokenizerComparison | None" = None  # its answer for the chosen dataset and model
 
     def compose_body(self) -> ComposeResult:
         yield CheckedInput(
@@ -164,6 +203,9 @@ class DatasetsScreen(WorkbenchScreen):
                     yield Input(placeholder="type text to see its tokens…", id="tokenize-input", compact=True)
                     yield Static("", id="tokenize-summary")
                     yield TokenStreamView(placeholder="tokens appear here", show_ids=True, id="tokenize-view")
+                    yield Static("", id="lab-status")
+                    with VerticalScroll(id="lab-box"):
+                        yield Static("", id="lab-report")
                 with TabPane("Check", id="check"):
                     yield HealthView(id="health")
 
@@ -174,6 +216,9 @@ class DatasetsScreen(WorkbenchScreen):
         self.query_one("#dataset-list").focus()
         self.call_after_refresh(self._list_datasets)  # after the first frame: it imports numpy
         self.watch(self.workbench, "model", self._model_changed, init=False)
+        self._forget_lab()
+        self.watch(self.workbench, "dataset", self._forget_lab, init=False)
+        self.watch(self.workbench, "model", self._forget_lab, init=False)
 
     # -- the list ---------------------------------------------------------------
 
@@ -399,6 +444,104 @@ class DatasetsScreen(WorkbenchScreen):
         if text:
             self._tokenize(text, model)
 
+    # -- the tokenizer lab -------------------------------------------------------
+
+    def action_compare_tokenizers(self) -> None:
+        self.query_one("#datasets-tabs", TabbedContent).active = "tokenizer"
+        self._lab = None
+        self.query_one("#lab-box").display = False
+        self.query_one("#lab-status", Static).update(f"Tokenizer lab on {self.workbench.dataset}: starting…")
+        self._lab_worker = self._compare_tokenizers(self.workbench.dataset, self.workbench.model)
+        self.refresh_bindings()
+
+    @work(thread=True, exclusive=True, group="lab", exit_on_error=False)
+    def _compare_tokenizers(self, value: str, model: str) -> None:
+        """Train and measure the tokenizers (engine.tokenizer_lab); a cancel stops it at its next progress line."""
+        import time
+
+        if not self.workbench.engine_loaded:
+            self.post_message(self.LabProgress("loading torch…"))
+        self.workbench.wait_for_engine()
+        from engine.datasets import open_dataset
+        from engine.tokenizer_lab import compare_tokenizers
+
+        worker = get_current_worker()
+        started = last_shown = time.monotonic()
+
+        def progress(text: str) -> None:
+            nonlocal last_shown
+            if time.monotonic() - last_shown >= LAB_PROGRESS_INTERVAL:
+                last_shown = time.monotonic()
+                self.post_message(self.LabProgress(text))
+
+        comparison = compare_tokenizers(
+            open_dataset(value),
+            model=model,
+            store=self.workbench.store,
+            progress=progress,
+            cancelled=lambda: worker.is_cancelled,
+        )
+        if comparison is not None and not worker.is_cancelled:
+            self.post_message(self.LabDone(value, model, comparison, time.monotonic() - started))
+
+    @on(LabProgress)
+    def _show_lab_progress(self, message: LabProgress) -> None:
+        if self._lab_worker is not None and self._lab_worker.is_running:
+            self.query_one("#lab-status", Static).update(f"Tokenizer lab: {message.text}")
+
+    @on(LabDone)
+    def _show_lab(self, message: LabDone) -> None:
+        if (message.value, message.model) != (self.workbench.dataset, self.workbench.model):
+            return  # for a dataset or model no longer chosen
+        self._lab = message.comparison
+        self.query_one("#lab-report", Static).update(tokenizer_lab_report(message.comparison))
+        self.query_one("#lab-box").display = True
+        self.query_one("#lab-status", Static).update(
+            f"Lab on {message.comparison.dataset} in {message.seconds:.1f} s · "
+            f"u gives Train vocab {message.comparison.recommended}"
+        )
+        self.refresh_bindings()
+
+    def _forget_lab(self, _: object = None) -> None:
+        """A new dataset or model: the lab's answer was for the old one, so it goes (a running lab is stopped)."""
+        if self._lab_worker is not None:
+            self._lab_worker.cancel()
+        self._lab_worker = self._lab = None
+        self.query_one("#lab-box").display = False
+        self.query_one("#lab-status", Static).update(
+            "l: the tokenizer lab trains BPE tokenizers on this dataset and recommends a vocabulary"
+        )
+        self.refresh_bindings()
+
+    @on(Worker.StateChanged)
+    def _lab_ended(self, event: Worker.StateChanged) -> None:
+        if event.worker is self._lab_worker:
+            self.refresh_bindings()  # its key starts a lab again
+
+    def action_cancel_lab(self) -> None:
+        if self._lab_worker is not None:
+            self._lab_worker.cancel()
+        self.query_one("#lab-status", Static).update("Tokenizer lab cancelled · l starts it again")
+        self.refresh_bindings()
+
+    def action_use_vocabulary(self) -> None:
+        if self._lab is None:
+            return
+        size = self._lab.recommended
+        self.workbench.vocab_size = size
+        self.notify(f"Train's vocab_size is now {size}: a scratch: model started there gets a {size}-entry tokenizer.")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The lab's key starts it, or cancels it while it runs; 'u' only once it has an answer."""
+        running = self._lab_worker is not None and not self._lab_worker.is_finished
+        if action == "compare_tokenizers":
+            return not running
+        if action == "cancel_lab":
+            return running
+        if action == "use_vocabulary":
+            return self._lab is not None
+        return True
+
     # -- the check --------------------------------------------------------------
 
     def action_check(self) -> None:
@@ -423,6 +566,8 @@ class DatasetsScreen(WorkbenchScreen):
             self.query_one("#token-count", Static).update(Text(str(event.worker.error), style="bold red"))
         elif group == "tokenize":
             self.query_one("#tokenize-summary", Static).update(Text(str(event.worker.error), style="bold red"))
+        elif group == "lab":
+            self.query_one("#lab-status", Static).update(Text(str(event.worker.error), style="bold red"))
         else:
             return
         from engine.errors import WorkbenchError

@@ -182,6 +182,7 @@ class TrainScreen(RunActionsScreen):
         self.watch(
             self.workbench, "dataset_split", lambda split: self._follow_selection("dataset_split", split), init=False
         )
+        self.watch(self.workbench, "vocab_size", lambda size: self._follow_selection("vocab_size", size), init=False)
 
     def _engine_loaded(self, loaded: bool) -> None:
         if not loaded or self.query("#config-box ConfigForm"):
@@ -193,11 +194,7 @@ class TrainScreen(RunActionsScreen):
         box.remove_children()
         form = ConfigForm(
             TrainingConfig,
-            {
-                "model": self.workbench.model,
-                "dataset": self.workbench.dataset,
-                "dataset_split": self.workbench.dataset_split,
-            },
+            self._chosen(),
             sections=FORM_SECTIONS,
             value_lists=values_in_text,  # a setting typed as a comma list makes the start a sweep
             placeholders={"probes": "one | another | …"},  # prompts hold commas: | separates them
@@ -218,7 +215,17 @@ class TrainScreen(RunActionsScreen):
         going = [run for run in runs if run.status in ACTIVE_STATUSES]
         self.post_message(self.Started((going or runs)[0], submitted=False))
 
-    def _follow_selection(self, field: str, value: str | None) -> None:
+    def _chosen(self) -> dict[str, Any]:
+        """What the other screens chose for a new run: model, dataset (and split), the tokenizer lab's vocabulary."""
+        chosen = {
+            "model": self.workbench.model,
+            "dataset": self.workbench.dataset,
+            "dataset_split": self.workbench.dataset_split,
+            "vocab_size": self.workbench.vocab_size,
+        }
+        return {name: value for name, value in chosen.items() if value is not None}
+
+    def _follow_selection(self, field: str, value: str | int | None) -> None:
         if self._resume_run is None and self.query("#config"):
             self.query_one("#config", ConfigForm).set_value(field, value)
 
@@ -251,9 +258,7 @@ class TrainScreen(RunActionsScreen):
 
         self._resume_run = None
         self.query_one("#resume-banner").display = False
-        defaults = TrainingConfig(
-            model=self.workbench.model, dataset=self.workbench.dataset, dataset_split=self.workbench.dataset_split
-        ).as_dict()
+        defaults = TrainingConfig(**self._chosen()).as_dict()
         self.query_one("#config", ConfigForm).set_values(defaults)
 
     # -- controls ---------------------------------------------------------------
