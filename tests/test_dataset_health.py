@@ -307,6 +307,22 @@ def test_dedupe_keeps_csv_rows_and_a_folder_of_text_files(tmp_path: Path):
     assert written == ["a.txt", "b.txt"] and (folder / "more" / "c.txt").exists()
 
 
+def test_a_parquet_dataset_is_checked_and_its_copy_written_as_jsonl(tmp_path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    unique = documents(12, words=40)
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"id": list(range(16)), "text": unique + unique[:4]}), path, row_group_size=5)
+    assert check_dataset(open_dataset(str(path))).duplicates.documents == 4
+
+    with pytest.raises(DatasetError, match="written as JSONL with a 'text' field .*ending in .jsonl"):
+        dedupe_dataset(open_dataset(str(path)), tmp_path / "clean.parquet")
+    result = dedupe_dataset(open_dataset(str(path)), tmp_path / "clean.jsonl")
+    assert result.kept == 12 and "JSONL" in result.note
+    assert [json.loads(line)["text"] for line in (tmp_path / "clean.jsonl").read_text().splitlines()] == unique
+
+
 def test_dedupe_refuses_an_output_at_or_in_the_input_or_one_that_exists(tmp_path: Path):
     path = write_jsonl(tmp_path / "d.jsonl", documents(5))
     folder = tmp_path / "folder"
