@@ -3,7 +3,7 @@
 Every number the engine reports is computed again the obvious way (one
 forward pass of the model, log-softmax, counting, the final norm and the LM
 head over ``hidden_states``) and compared. Then the command line (text and
-JSON, every bad input in one line).
+JSON, every bad input in one line) and the Inspect screen, driven like a user.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from textual.widgets import Input, Label, Static, TextArea
 from transformers import (
     AutoTokenizer,
     GPT2Config,
@@ -37,7 +38,10 @@ from engine.inspection import (
     text_tokens,
 )
 from tests.conftest import assert_one_line_error, build_tiny_gpt2, lmwb_in_process
-from tui.widgets.scored_text import difference_colour, surprise_colour
+from tests.test_tui_app import SIZE, shown_text, story, wait_until
+from tui.app import WorkbenchApp
+from tui.screens.inspect import InspectScreen
+from tui.widgets.scored_text import ScoredTextView, difference_colour, surprise_colour
 
 TEXT = "The fox and the crow met by the old mill, and the fox spoke first. Café 🦊!"
 
@@ -381,6 +385,85 @@ def test_lmwb_score_and_lens_say_what_is_wrong_in_one_line(capsys, tiny_model_di
         status, out, err = lmwb_in_process(capsys, *arguments)
         assert_one_line_error(status, err, words)
         assert out == ""
+
+
+# ---------------------------------------------------------------------------
+# The Inspect screen
+
+
+async def open_inspect(pilot) -> InspectScreen:
+    await wait_until(pilot, lambda: pilot.app.engine_loaded)
+    await pilot.press("6")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, InspectScreen))
+    return pilot.app.screen
+
+
+@story
+async def test_score_a_text_walk_its_tokens_and_watch_the_lens_follow(tiny_model_dir: Path) -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_inspect(pilot)
+        screen.query_one("#model-a", Input).value = str(tiny_model_dir)
+        screen.query_one("#text", TextArea).text = TEXT
+        await pilot.press("ctrl+r")
+        view = screen.query_one("#scored", ScoredTextView)
+        await wait_until(pilot, lambda: view.display and view.cursor == 0)
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+        pieces = text_tokens(tokenizer, TEXT)[1]
+        assert "".join(token.text for token in view.tokens) == TEXT
+        model = GPT2LMHeadModel.from_pretrained(tiny_model_dir).eval()
+        expected = score_text(model, tokenizer, TEXT)
+        assert [token.colour for token in view.tokens] == [surprise_colour(t.surprise) for t in expected.tokens]
+        assert f"{len(pieces)} tokens" in str(view.border_title)
+        totals = shown_text(screen.query_one("#totals", Static))
+        assert f"loss {expected.loss:.3f}" in totals and f"{expected.bits_per_byte:.3f} bits/byte" in totals
+
+        lens = screen.query_one("#lens", Static)
+        await wait_until(pilot, lambda: "2 out" in shown_text(lens))
+        await pilot.press("right", "right", "right")
+        assert "guesses for #3" in shown_text(screen.query_one("#lens-title", Label))
+        detail = shown_text(screen.query_one("#token-detail", Static))
+        assert "#3" in detail and f"{expected.tokens[3].rank}" in detail
+        final = logit_lens(model, tokenizer, TEXT, 3).layers[-1]  # the lens row of the model's output
+        row = rf"2 out +{final.entropy:.1f} .* #{final.target_rank} "
+        await wait_until(pilot, lambda: re.search(row, shown_text(lens)) is not None)
+        assert final.top[0].text.replace(" ", "·") in shown_text(lens)
+        await pilot.press("down")  # a line down: a later token
+        assert view.cursor is not None and view.cursor > 3
+
+        await pilot.press("ctrl+t")  # back to the text, which is kept
+        assert screen.query_one("#text", TextArea).has_focus and not view.display
+
+
+@story
+async def test_two_models_colour_the_difference_and_a_bad_text_is_said_in_place(
+    tiny_model_dir: Path, twin_model_dir: Path
+) -> None:
+    app = WorkbenchApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_inspect(pilot)
+        screen.query_one("#model-a", Input).value = str(tiny_model_dir)
+        await pilot.press("ctrl+b")
+        screen.query_one("#model-b", Input).value = str(twin_model_dir)
+        screen.query_one("#text", TextArea).text = ""
+        await pilot.press("ctrl+r")
+        totals = screen.query_one("#totals", Static)
+        await wait_until(pilot, lambda: "text: is empty" in shown_text(totals))
+        assert not screen.scoring
+
+        screen.query_one("#text", TextArea).text = TEXT
+        await pilot.press("ctrl+r")
+        view = screen.query_one("#scored", ScoredTextView)
+        await wait_until(pilot, lambda: view.display and view.cursor == 0 and "B loss" in shown_text(totals))
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+        a = score_text(GPT2LMHeadModel.from_pretrained(tiny_model_dir).eval(), tokenizer, TEXT)
+        b = score_text(GPT2LMHeadModel.from_pretrained(twin_model_dir).eval(), tokenizer, TEXT)
+        differences = [y.surprise - x.surprise for x, y in zip(a.tokens, b.tokens, strict=True)]
+        assert [token.colour for token in view.tokens] == [difference_colour(d) for d in differences]
+        assert "B more surprised" in str(view.border_subtitle)
+        await pilot.press("end")
+        detail = shown_text(screen.query_one("#token-detail", Static))
+        assert "B − A" in detail and f"{differences[-1]:+.2f}" in detail
 
 
 def test_the_difference_colours_run_from_grey_to_red_for_more_and_blue_for_less_surprise() -> None:

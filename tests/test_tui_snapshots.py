@@ -92,6 +92,15 @@ def test_runs_screen_with_an_empty_store(snap_compare) -> None:
     assert snap_compare(WorkbenchApp(), terminal_size=WIDE, run_before=ready)
 
 
+@pytest.mark.parametrize("size", [WIDE, SMALL], ids=["100x32", "80x24"])
+def test_inspect_screen(snap_compare, size) -> None:
+    async def ready(pilot: Pilot) -> None:
+        await pilot.press("6")
+        await settle(pilot, lambda: bool(pilot.app.screen.query("#scored")))
+
+    assert snap_compare(WorkbenchApp(), terminal_size=size, run_before=ready)
+
+
 def test_help_screen(snap_compare) -> None:
     async def ready(pilot: Pilot) -> None:
         await settle(pilot, lambda: datasets_listed(pilot))

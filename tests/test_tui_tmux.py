@@ -153,7 +153,7 @@ def test_function_keys_switch_screens_from_a_text_field_without_typing_into_it(t
     terminal.wait_for("torch ready")
     terminal.press("4")
     screen = terminal.wait_for("learning rate")
-    assert "f1-5 Screens" in screen  # the footer shows the keys
+    assert "f1-6 Screens" in screen  # the footer shows the keys
 
     def field_line(screen: str) -> str:
         return next(line for line in screen.splitlines() if line.startswith("model "))[:36].rstrip()

@@ -131,7 +131,7 @@ class WorkbenchApp(App):
     # every screen then. The first screen's and the dialogs' is read at start;
     # the rest (40 ms: too much for the first frame) once torch is in.
     CSS_PATH = ["app.tcss", "screens/datasets.tcss", "screens/help.tcss", "screens/confirm.tcss", "screens/quit.tcss"]
-    LATER_CSS = ("models", "generate", "train", "runs", "run_detail", "history", "compare", "sweep_picker")
+    LATER_CSS = ("models", "generate", "train", "runs", "inspect", "run_detail", "history", "compare", "sweep_picker")
     COMMANDS = App.COMMANDS | {ScreenActions}
 
     # (mode, key, title) in the order the nav bar shows them.
@@ -141,6 +141,7 @@ class WorkbenchApp(App):
         ("generate", "3", "Generate"),
         ("train", "4", "Train"),
         ("runs", "5", "Runs"),
+        ("inspect", "6", "Inspect"),
     )
     # The screens after the first: (module, class), imported with torch, made on first visit.
     LATER_SCREENS = {
@@ -148,6 +149,7 @@ class WorkbenchApp(App):
         "generate": ("tui.screens.generate", "GenerateScreen"),
         "train": ("tui.screens.train", "TrainScreen"),
         "runs": ("tui.screens.runs", "RunsScreen"),
+        "inspect": ("tui.screens.inspect", "InspectScreen"),
     }
     MODES = {
         "datasets": DatasetsScreen,
@@ -167,7 +169,7 @@ class WorkbenchApp(App):
             )
             for mode, key, title in SCREEN_ORDER
         ),
-        # In a text field a digit is text: F1-F5 switch screens from anywhere,
+        # In a text field a digit is text: F1-F6 switch screens from anywhere,
         # whatever has focus (function keys reach the app over SSH; Alt+digit
         # does not: Textual reads Esc+5 as the Mac's Option+5, "∞").
         *(
@@ -177,7 +179,7 @@ class WorkbenchApp(App):
                 "Screens",
                 show=key == "1",
                 priority=True,
-                key_display="f1-5" if key == "1" else None,
+                key_display="f1-6" if key == "1" else None,
                 id=f"screen.f.{mode}",
                 tooltip=f"Go to the {title} screen, even from a text field",
             )

@@ -29,7 +29,7 @@ class WorkbenchScreen(Screen):
             "Leave field",
             show=False,
             id="screen.leave_field",
-            tooltip="Leave the text field, so single keys (1-5, ?) act again",
+            tooltip="Leave the text field, so single keys (1-6, ?) act again",
         ),
     ]
 
@@ -57,7 +57,7 @@ class WorkbenchScreen(Screen):
         yield from ()
 
     def action_leave_field(self) -> None:
-        """Escape: stop typing in a field, so 1–5 and the screen's letter keys work again."""
+        """Escape: stop typing in a field, so 1–6 and the screen's letter keys work again."""
         self.set_focus(None)
 
     # -- following the store ----------------------------------------------------

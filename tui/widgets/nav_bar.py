@@ -58,7 +58,7 @@ class NavBar(Widget):
         # The chosen model and the engine's state, as much as fits.
         for status in (f"{self._model} · {self._engine_status} ", f"{self._engine_status} "):
             gap = self.size.width - len(bar) - len(status)
-            if gap > 0:
+            if gap >= 0:
                 bar.append(" " * gap)
                 bar.append(status, style="dim")
                 break
