@@ -207,7 +207,14 @@ def measure(size: ModelSize, new_tokens: int, repeats: int) -> list[dict]:
             row["identical"] = ours[0].token_ids == theirs[0].token_ids
             row["compared"] = len(theirs[0].token_ids)
         rows.append(row)
-        print(f"  {decoding}: ours {row['ours']:.1f} tok/s, HF {row['hf']:.1f} tok/s", flush=True)
+        each = ", ".join(
+            f"{a.tokens_per_second:.0f}/{b.tokens_per_second:.0f} = {a.tokens_per_second / b.tokens_per_second:.2f}x"
+            for a, b in zip(ours, theirs, strict=True)
+        )
+        print(
+            f"  {decoding}: ours {row['ours']:.1f} tok/s, HF {row['hf']:.1f} tok/s; each repeat ours/HF: {each}",
+            flush=True,
+        )
     return rows
 
 
