@@ -465,10 +465,10 @@ class GenerateScreen(WorkbenchScreen):
 
     def _show_branch_line(self) -> None:
         """'branch 2/3 · from 1 at token 14 ' fox'' under a side's title, once it has branches."""
-        for side, tree in self._trees.items():
-            line = self.query_one(f"#branch-{side}", Static)
-            line.display = len(tree.branches) > 1
-            if line.display:
+        for side in SIDES:
+            tree, line = self._trees.get(side), self.query_one(f"#branch-{side}", Static)
+            line.display = tree is not None and len(tree.branches) > 1
+            if tree is not None and line.display:
                 line.update(Text(tree.describe(self._branch[side]), style="italic"))
         self.refresh_bindings()
 
@@ -554,7 +554,7 @@ class GenerateScreen(WorkbenchScreen):
             return self.generating
         if action == "generate":
             return not self.generating
-        walking = isinstance(self.focused, TokenStreamView) and "a" in self._trees
+        walking = self.focused is not None and self.focused.id == "tokens-a" and "a" in self._trees
         if action == "switch_branch":
             # Switching while a branch is written would show its tokens arriving on another.
             return walking and len(self._trees["a"].branches) > 1 and (None if self.generating else True)
