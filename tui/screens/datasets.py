@@ -283,6 +283,7 @@ class DatasetsScreen(WorkbenchScreen):
         self.workbench.dataset_split = message.split
         choice = self.query_one("#split-select", Select)
         choice.display = len(message.splits) > 1
+        self.refresh_bindings()  # s picks a split only where there are several
         choice.set_options((f"split: {split}", split) for split in message.splits)
         if message.split is not None:
             choice.value = message.split
@@ -306,9 +307,6 @@ class DatasetsScreen(WorkbenchScreen):
 
     def action_pick_split(self) -> None:
         choice = self.query_one("#split-select", Select)
-        if not choice.display:
-            self.notify("This dataset has no splits to pick from.")
-            return
         self.action_show_tab("overview")
         choice.focus()
         choice.expanded = True
@@ -532,7 +530,8 @@ class DatasetsScreen(WorkbenchScreen):
         self.notify(f"Train's vocab_size is now {size}: a scratch: model started there gets a {size}-entry tokenizer.")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """The lab's key starts it, or cancels it while it runs; 'u' only once it has an answer."""
+        """The lab's key starts it, or cancels it while it runs; 'u' only once it has an answer; 's' where
+        the dataset has splits to pick from."""
         running = self._lab_worker is not None and not self._lab_worker.is_finished
         if action == "compare_tokenizers":
             return not running
@@ -540,6 +539,8 @@ class DatasetsScreen(WorkbenchScreen):
             return running
         if action == "use_vocabulary":
             return self._lab is not None
+        if action == "pick_split":
+            return any(choice.display for choice in self.query("#split-select"))
         return True
 
     # -- the check --------------------------------------------------------------
