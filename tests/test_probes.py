@@ -23,6 +23,7 @@ from engine.store import RunStore
 from engine.training import TrainingJob
 from engine.training_config import MAX_PROBE_CHARACTERS, MAX_PROBE_TOKENS, MAX_PROBES, TrainingConfig
 from tests.conftest import FABLES, assert_one_line_error, lmwb_in_process
+from tests.test_training import settings as training_settings
 from tests.test_tui_app import open_train_screen, shown_text, wait_until
 from tui.app import WorkbenchApp
 from tui.screens.run_detail import RunDetailScreen
@@ -42,27 +43,9 @@ def one_thread():
 
 
 def settings(model: Path | str, dataset: Path, **overrides) -> TrainingConfig:
-    """A few quick steps, evaluated every second step, with the probe prompts."""
-    values = dict(
-        model=str(model),
-        dataset=str(dataset),
-        max_steps=6,
-        batch_size=4,
-        block_size=32,
-        learning_rate=3e-3,
-        min_learning_rate=3e-4,
-        warmup_steps=2,
-        eval_every=2,
-        eval_batches=2,
-        sample_every=0,
-        checkpoint_every=0,
-        device="cpu",
-        seed=7,
-        probes=list(PROMPTS),
-        probe_tokens=12,
-    )
-    values.update(overrides)
-    return TrainingConfig(**values)
+    """test_training's quick settings, a few steps evaluated every second step, with the probe prompts."""
+    values = dict(max_steps=6, eval_every=2, probes=list(PROMPTS), probe_tokens=12)
+    return training_settings(model, dataset, **(values | overrides))
 
 
 # -- training records them ---------------------------------------------------------
