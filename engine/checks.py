@@ -64,9 +64,19 @@ def check_number(
 def read_text_file(name: str, path: str | Path) -> str:
     """The text of a UTF-8 file (a text to score, say); SettingsError(name) saying what is wrong with it.
 
-    A missing file, a folder, bytes that are not UTF-8 (with the line and the
-    byte offset) and an empty file are refused. A UTF-8 byte order mark is
-    not part of the text.
+    As ``read_utf8_file``, and an empty file is refused too.
+    """
+    text = read_utf8_file(name, path)
+    if not text:
+        raise SettingsError(name, f"{path} is empty; give a file with some text in it.")
+    return text
+
+
+def read_utf8_file(name: str, path: str | Path) -> str:
+    """The text of a UTF-8 file, perhaps empty; SettingsError(name) saying why it cannot be read.
+
+    A missing file, a folder and bytes that are not UTF-8 (with the line and
+    the byte offset) are refused. A UTF-8 byte order mark is not part of the text.
     """
     where = Path(path).expanduser()
     try:
@@ -78,7 +88,7 @@ def read_text_file(name: str, path: str | Path) -> str:
     except OSError as error:
         raise SettingsError(name, f"cannot read {path}: {error.strerror}.") from None
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise SettingsError(
@@ -86,6 +96,3 @@ def read_text_file(name: str, path: str | Path) -> str:
             f"{path} is not UTF-8 text: line {line} holds the byte 0x{data[error.start]:02x} "
             f"(at byte offset {error.start}); save it as UTF-8.",
         ) from None
-    if not text:
-        raise SettingsError(name, f"{path} is empty; give a file with some text in it.")
-    return text

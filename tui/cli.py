@@ -107,23 +107,12 @@ def probe_file(text: str) -> list[str]:
 
     Read as the flags are parsed, so a file that cannot serve is refused before anything is created.
     """
-    path = Path(text)
+    from engine.checks import read_utf8_file
+
     try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise argparse.ArgumentTypeError(f"{text} is a folder; give a text file with one prompt a line") from None
-    except FileNotFoundError:
-        raise argparse.ArgumentTypeError(f"there is no file {text}; give a text file with one prompt a line") from None
-    except OSError as error:
-        raise argparse.ArgumentTypeError(f"cannot read {text}: {error.strerror}") from None
-    try:
-        content = data.decode("utf-8-sig")  # a byte-order mark some editors write is not part of a prompt
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise argparse.ArgumentTypeError(
-            f"{text} is not UTF-8 text: line {line} holds the byte 0x{data[error.start]:02x} "
-            f"(at byte offset {error.start}); save it as UTF-8"
-        ) from None
+        content = read_utf8_file("probe_file", text)
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
     prompts = [line for line in content.splitlines() if line.strip()]
     if not prompts:
         raise argparse.ArgumentTypeError(f"{text} holds no prompt (it is empty or blank); write one prompt a line")
