@@ -1046,8 +1046,9 @@ def cmd_datasets_dedupe(args: argparse.Namespace) -> int:
     if args.near:
         removed += f" and {result.near_removed:,} near cop{'y' if result.near_removed == 1 else 'ies'}"
     console = _stdout()
-    console.print(
-        Text(f"Removed {removed} of {result.documents:,} documents; wrote the other {result.kept:,} to {result.out}.")
+    console.print(  # soft wrap: a path is never broken at the console's width, so it can be copied whole
+        Text(f"Removed {removed} of {result.documents:,} documents; wrote the other {result.kept:,} to {result.out}."),
+        soft_wrap=True,
     )
     if result.note:
         console.print(Text(f"The copy is {result.note}.", style="dim"))
@@ -2261,7 +2262,7 @@ def cmd_lens(args: argparse.Namespace) -> int:
     )
     after = f", read after {token_label(readout.after, 20)}" if readout.position > 0 else ", read from the start token"
     console = _stdout()
-    console.print(Text(f"Logit lens of {loaded.source} at {where}{after}", style="bold"))
+    console.print(Text(f"Logit lens of {loaded.source} at {where}{after}", style="bold"), soft_wrap=True)
     console.print(lens_table(readout, token_width=16))
     console.print(
         Text(
