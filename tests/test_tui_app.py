@@ -64,8 +64,8 @@ async def wait_until(pilot: Pilot, condition: Callable[[], bool], timeout: float
 
 
 def shown_text(widget: Widget) -> str:
-    """The text a widget shows on screen right now, line by line."""
-    strips = widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
+    """The text a widget shows on screen right now, line by line (its padding and border too: its outer size)."""
+    strips = widget.render_lines(Region(0, 0, widget.outer_size.width, widget.outer_size.height))
     return "\n".join(strip.text.rstrip() for strip in strips)
 
 
