@@ -23,7 +23,9 @@ split at a time: the split is named (``split``), or asked for.
 Tokenized datasets are cached in ``token_cache_dir()`` as a flat array of token
 ids (nanoGPT's ``train.bin``, plus a small JSON description), keyed by the
 dataset's content hash and the tokenizer's fingerprint: a changed file or
-another tokenizer means a new entry, never a stale one.
+another tokenizer means a new entry, never a stale one. The bytes of a
+dataset's text (``Dataset.text_bytes``, what a plan sizes a run by) are kept
+there too, under the content hash.
 
 Only numpy is imported at module level; torch loads when a sampler is built.
 """
@@ -150,6 +152,27 @@ class Dataset:
         return DatasetStats(
             files=len(self.files), bytes=self._total_bytes(), documents=documents, characters=characters
         )
+
+    def text_bytes(self) -> int:
+        """The UTF-8 bytes of its documents' text: the size a plan scales a run by (see engine.planning).
+
+        Not its files' size, which compression (.gz, .zst, Parquet) makes
+        smaller than the text, and JSONL, CSV or Arrow markup larger. Counted in one
+        streamed pass, then kept in the token cache under the content hash, so
+        planning the same data again (each run of a sweep) only hashes its files.
+        """
+        record = token_cache_dir() / f"text-bytes-{self.content_hash()[:32]}.json"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            cached = json.loads(record.read_text(encoding="utf-8"))
+            if cached["format"] == _CACHE_FORMAT and isinstance(cached["bytes"], int):
+                return cached["bytes"]
+        counted = sum(len(piece.text.encode("utf-8")) for piece, _ in self._pieces())
+        try:
+            with atomic_output(record) as stream:
+                stream.write(json.dumps({"format": _CACHE_FORMAT, "bytes": counted}).encode())
+        except OSError as exc:
+            raise _cache_write_error(record.parent, exc) from exc
+        return counted
 
     def preview(self, max_lines: int = 20) -> str:
         """The first lines of the first documents, a blank line between documents.
@@ -1116,6 +1139,17 @@ VALIDATION_FRACTION = 0.1  # the share of a dataset's tokens held out for valida
 SPLIT_CHOICES = ("position", "document")
 
 
+def check_split_by(by: str) -> str:
+    """``by`` when it is one of SPLIT_CHOICES; SettingsError("split_by") saying the choices otherwise."""
+    if by not in SPLIT_CHOICES:
+        raise SettingsError(
+            "split_by",
+            f"{by!r} is not a choice; use {' or '.join(SPLIT_CHOICES)} (document keeps each document, and every "
+            "copy of it, on one side).",
+        )
+    return by
+
+
 @dataclass
 class TokenSplit:
     """Token ids for training or validation, and the bytes of text they encode (for bits per byte)."""
@@ -1146,16 +1180,14 @@ class TokenizedDataset:
         """
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be at least 0 and below 1, not {val_fraction}")
-        if by == "document":
+        if check_split_by(by) == "document":
             in_validation = self._validation_documents(val_fraction)
             train_ids, val_ids = self.ids[~in_validation], self.ids[in_validation]
             held_out = f"whole documents, about {val_fraction:.0%} of its tokens"
-        elif by == "position":
+        else:
             cut = len(self.ids) - round(len(self.ids) * val_fraction)
             train_ids, val_ids = self.ids[:cut], self.ids[cut:]
             held_out = f"its last {val_fraction:.0%}"
-        else:
-            raise ValueError(f"by must be one of {SPLIT_CHOICES}, not {by!r}")
         val_bytes = self._bytes_in(val_ids)
         return (
             TokenSplit(train_ids, self.num_bytes - val_bytes, f"training split of '{self.name}'"),

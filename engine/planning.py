@@ -72,7 +72,7 @@ class RunPlan:
 def plan_run(given: dict[str, Any]) -> RunPlan:
     """The run's config from the settings ``given`` (the others picked or defaulted), checked.
 
-    A scratch preset's picks scale with the size of its dataset's files, so
+    A scratch preset's picks scale with the size of its dataset's text, so
     the dataset is opened (a wrong path is refused here, as it would be later).
     """
     settings = dict(given)
@@ -121,8 +121,12 @@ def _pick_for_scratch(preset: str, settings: dict[str, Any], data_bytes: int) ->
 
 
 def dataset_bytes(dataset: Dataset) -> int:
-    """The size a plan scales a scratch run's picks by: its files' bytes on disk (the tokenizer lab's too)."""
-    return sum(path.stat().st_size for path in dataset.files)
+    """The size a plan scales a scratch run's picks by (the tokenizer lab's and the check's too).
+
+    The UTF-8 bytes of its text, not of its files: a .gz, .zst or Parquet
+    file is a fraction of its text, and JSONL, CSV or Arrow markup adds to it.
+    """
+    return dataset.text_bytes()
 
 
 def vocabulary_for(data_bytes: int) -> int:

@@ -87,7 +87,7 @@ class TokenizerComparison:
     """The lab's answer: every tokenizer measured, the vocabulary to use, and what to know about the numbers."""
 
     dataset: str
-    data_bytes: int  # the dataset's files, as the planner sizes it
+    data_bytes: int  # the dataset's text in UTF-8 bytes, as the planner sizes it
     preset: str  # the scratch preset whose width prices the embeddings
     width: int
     measures: tuple[TokenizerMeasure, ...]
@@ -160,7 +160,8 @@ def compare_tokenizers(
     source = ModelSource.parse(model) if model else None
     preset = source.value if source is not None and source.kind == "scratch" else DEFAULT_PRESET
     report = progress or (lambda message: None)
-    recommended = vocabulary_for(dataset_bytes(dataset))
+    data_bytes = dataset_bytes(dataset)
+    recommended = vocabulary_for(data_bytes)
     notes: list[str] = []
     others = _reference_tokenizers(source, store, notes, report)
     trained = sorted({*sizes, recommended})
@@ -200,7 +201,7 @@ def compare_tokenizers(
         )
     return TokenizerComparison(
         dataset=dataset.name,
-        data_bytes=dataset_bytes(dataset),
+        data_bytes=data_bytes,
         preset=preset,
         width=SCRATCH_PRESETS[preset]["n_embd"],
         measures=tuple(measures),

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+import tracemalloc
+from pathlib import Path
+
 import pytest
 
+from engine.datasets import Dataset, open_dataset, tokenize_dataset
 from engine.errors import DatasetError, SettingsError
-from engine.planning import PRESET_LEARNING_RATES, plan_run, vocabulary_for
+from engine.planning import PRESET_LEARNING_RATES, dataset_bytes, plan_run, vocabulary_for
 from tests.conftest import FABLES
 
 
@@ -87,3 +93,78 @@ def test_no_steps_and_no_budget_is_refused_with_what_to_give() -> None:
 
     with pytest.raises(SettingsError, match="max_steps: is needed unless the run is planned on time"):
         TrainingConfig(model="scratch:nano", dataset="fables", max_steps=None).validate()
+
+
+# --- the size a plan scales by: the text, not the files ----------------------------------------
+
+DOCUMENT = "Le renard et le corbeau, déjà célèbres, se rencontrent près du moulin.\n"  # 2-byte é: bytes ≠ characters
+
+
+def write_gz(path: Path, texts: list[str]) -> Path:
+    path.write_bytes(gzip.compress("".join(texts).encode("utf-8")))
+    return path
+
+
+def write_jsonl_zst(path: Path, texts: list[str]) -> Path:
+    import zstandard
+
+    lines = "".join(json.dumps({"text": text, "id": number}) + "\n" for number, text in enumerate(texts))
+    path.write_bytes(zstandard.ZstdCompressor().compress(lines.encode("utf-8")))
+    return path
+
+
+def write_parquet(path: Path, texts: list[str]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": texts}), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "write"),
+    [("notes.txt.gz", write_gz), ("records.jsonl.zst", write_jsonl_zst), ("records.parquet", write_parquet)],
+)
+def test_a_compressed_dataset_is_planned_by_its_text_not_its_files(tmp_path, tiny_model_dir, monkeypatch, name, write):
+    from transformers import AutoTokenizer
+
+    texts = [f"{number}: {DOCUMENT * 8}" for number in range(1200)]
+    text_bytes = sum(len(text.encode("utf-8")) for text in texts)
+    path = write(tmp_path / name, texts)
+    assert path.stat().st_size < text_bytes / 4  # what the planner used to see
+
+    dataset = open_dataset(str(path))
+    assert (
+        dataset_bytes(dataset)
+        == text_bytes
+        == tokenize_dataset(dataset, AutoTokenizer.from_pretrained(tiny_model_dir)).num_bytes
+    )
+    plan = plan_run({"model": "scratch:tiny", "dataset": str(path), "max_time": 60})
+    assert plan.config.vocab_size == vocabulary_for(text_bytes) == 2048
+    assert f"vocab 2048 ({text_bytes / 1e3:.0f} KB of text)" in plan.explanation()
+
+    # Planned again (each run of a sweep), the count comes from the cache: the files are hashed, not read as text.
+    monkeypatch.setattr(Dataset, "_pieces", lambda self: pytest.fail("the text was read again"))
+    assert dataset_bytes(open_dataset(str(path))) == text_bytes
+
+
+def test_a_changed_file_is_counted_again(tmp_path) -> None:
+    path = write_gz(tmp_path / "notes.txt.gz", [DOCUMENT] * 10)
+    assert dataset_bytes(open_dataset(str(path))) == 10 * len(DOCUMENT.encode("utf-8"))
+    write_gz(path, [DOCUMENT] * 11)
+    assert dataset_bytes(open_dataset(str(path))) == 11 * len(DOCUMENT.encode("utf-8"))
+
+
+def test_a_big_compressed_file_is_counted_a_block_at_a_time(tmp_path) -> None:
+    texts = [f"{number}: {DOCUMENT}" for number in range(300_000)]  # 24 MB of text, a few hundred KB on disk
+    path = write_gz(tmp_path / "big.txt.gz", texts)
+    dataset = open_dataset(str(path))
+
+    tracemalloc.start()
+    try:
+        counted = dataset_bytes(dataset)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert counted == sum(len(text.encode("utf-8")) for text in texts)
+    assert peak < 2_000_000  # a few 64 KB blocks, never the 24 MB of text
