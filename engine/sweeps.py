@@ -216,6 +216,42 @@ def stop_sweep(store: RunStore, sweep_id: str) -> tuple[list[str], list[str]]:
     return stopping, cancelled
 
 
+def sweep_runs(store: RunStore, sweep_id: str) -> list[Run]:
+    """A sweep's runs in its order: the grid's, in which they were made and queued."""
+    return store.list_runs(sweep_id=sweep_id, order_by="created_at", descending=False)
+
+
+def run_to_follow(runs: Sequence[Run]) -> Run | None:
+    """Of a sweep's runs, in its order, the one a follower shows: the first going, else the first queued.
+
+    None once every run has ended. A front end that followed a run of the
+    sweep to its end moves on to this one, so it follows the whole sweep.
+    """
+    going = [run for run in runs if run.status in ACTIVE_STATUSES]
+    queued = [run for run in runs if run.status == "queued"]
+    return next(iter(going + queued), None)
+
+
+@dataclass(frozen=True)
+class SweepPlace:
+    """Where a run stands in its sweep: "sweep 3f2a09c1 · run 2 of 4"."""
+
+    sweep_id: str
+    number: int  # from 1, in the sweep's order
+    count: int
+
+    def __str__(self) -> str:
+        return f"sweep {self.sweep_id} · run {self.number} of {self.count}"
+
+
+def place_in_sweep(run: Run, runs: Sequence[Run]) -> SweepPlace | None:
+    """Where ``run`` stands among its sweep's ``runs`` (as ``sweep_runs`` gives them); None outside a sweep."""
+    ids = [other.id for other in runs]
+    if run.sweep_id is None or run.id not in ids:
+        return None
+    return SweepPlace(run.sweep_id, ids.index(run.id) + 1, len(ids))
+
+
 def _check_variable(name: str) -> None:
     """Refuse a name that is no setting (suggesting close ones), or one a sweep cannot vary."""
     kinds = _field_kinds()

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+from textual.message import Message
+from textual.notifications import Notify
 from textual.widgets import Input, Static
 
 from engine.errors import SettingsError
@@ -390,3 +392,48 @@ async def test_a_comma_list_on_the_train_form_shows_the_run_count_and_starts_a_s
         ]
         assert [run.config["max_steps"] for run in runs] == [100000] * 4
         assert train.run_id == runs[0].id  # Train follows the first run
+
+
+@pytest.mark.slow
+@story
+async def test_the_train_screen_follows_the_whole_sweep_saying_where_it_is(fables: Path) -> None:
+    """A sweep started on the form: Train follows its first run, then its second once the first has ended."""
+    notices: list[str] = []
+
+    def heard(message: Message) -> None:
+        if isinstance(message, Notify):
+            notices.append(message.notification.message)
+
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE, message_hook=heard) as pilot:
+        train = await open_train_screen(pilot)
+        form = train.query_one("#config", ConfigForm)
+        form.set_values(given(fables, eval_every=3, sample_every=0, checkpoint_every=0))
+        form.query_one("#field-learning_rate", Input).value = "1e-3, 3e-4"
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: app.current_mode == "runs", timeout=60)
+        train = await open_train_screen(pilot)  # back on Train: it follows the sweep's first run
+        [sweep] = RunStore().sweeps()
+        first, second = RunStore().list_runs(sweep_id=sweep["id"], descending=False)
+        status = train.query_one("#run-status", Static)
+
+        def status_line() -> str:
+            """The status as one line (it wraps at the screen's width)."""
+            return " ".join(shown_text(status).split())
+
+        assert train.run_id == first.id
+        await wait_until(pilot, lambda: f"sweep {sweep['id']} · run 1 of 2 · {first.name} ·" in status_line())
+
+        # The first run ends; the screen moves on to the second by itself, and says so.
+        await wait_until(pilot, lambda: train.run_id == second.id, timeout=RUN_TIMEOUT)
+        assert RunStore().get_run(first.id).status == "completed"
+        assert any(f"the sweep goes on with {second.name}" in notice for notice in notices)
+        await wait_until(
+            pilot,
+            lambda: f"sweep {sweep['id']} · run 2 of 2 · {second.name} · completed" in status_line(),
+            timeout=RUN_TIMEOUT,
+        )
+        # The sweep has ended: the screen stays on its last run.
+        await pilot.pause(1.0)
+        assert train.run_id == second.id

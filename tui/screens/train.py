@@ -7,7 +7,9 @@ the run's row (status and live progress record) and its metrics and samples
 newer than those already shown, and posts them only when something changed;
 the chart grows by those rows. Pause, continue and stop are requests written
 to the store, which the run's process answers. Opened again, the screen
-follows the latest run, from its first step.
+follows the latest run, from its first step. A run of a sweep is followed
+with the whole sweep: when it ends, the screen moves on to the sweep's run
+going next (``engine.sweeps.run_to_follow``) and says where it is in it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tui.widgets.loss_chart import LossChart
 if TYPE_CHECKING:
     from engine.run_process import TrainingProgress
     from engine.store import Run
+    from engine.sweeps import SweepPlace
 
 POLL_INTERVAL = 0.25
 STALE_CHECK_INTERVAL = 2.0  # seconds between checks that the followed run's process is alive
@@ -139,13 +142,22 @@ class TrainScreen(RunActionsScreen):
             self.run, self.submitted = run, submitted
 
     class Polled(Message, bubble=False):
-        """What changed since the last poll: new metrics and samples, the run row, live progress."""
+        """What changed since the last poll: new metrics and samples, the run row, live progress, and for a run
+        of a sweep its place in it and, once it has ended, the sweep's run to follow next (None: none)."""
 
         def __init__(
-            self, run_id: str, metrics: list[dict], samples: list[dict], run: "Run", progress: "TrainingProgress | None"
+            self,
+            run_id: str,
+            metrics: list[dict],
+            samples: list[dict],
+            run: "Run",
+            progress: "TrainingProgress | None",
+            place: "SweepPlace | None",
+            next_run: "Run | None",
         ) -> None:
             super().__init__()
             self.run_id, self.metrics, self.samples, self.run, self.progress = (run_id, metrics, samples, run, progress)
+            self.place, self.next_run = place, next_run
 
     def __init__(self) -> None:
         super().__init__()
@@ -242,7 +254,7 @@ class TrainScreen(RunActionsScreen):
         self.workbench.pending_resume = None
         run_id, name, config = pending
         self._resume_run = run_id
-        self.watch_run(run_id)
+        self.watch_run(run_id, through_sweep=False)  # the run chosen stays in sight, though its sweep goes on
         self.query_one("#config", ConfigForm).set_values(config)
         banner = self.query_one("#resume-banner", Static)
         banner.update(
@@ -364,7 +376,7 @@ class TrainScreen(RunActionsScreen):
         self.app.call_from_thread(self._sweep_started, sweep, runs, plan.description())
 
     def _sweep_started(self, sweep: dict, runs: list["Run"], description: str) -> None:
-        """Follow the sweep's first run here, and show all of them on the Runs screen."""
+        """Follow the sweep here from its first run, and show all of them on the Runs screen."""
         self._resume_run = None
         self.watch_run(runs[0].id)
         self.notify(f"Sweep {sweep['id']}: {description}, queued in order; they start one at a time.", timeout=8)
@@ -391,8 +403,12 @@ class TrainScreen(RunActionsScreen):
                 return  # keep following the run going now
         self.watch_run(run.id)
 
-    def watch_run(self, run_id: str) -> None:
-        """Show ``run_id`` from its first step: chart, progress and samples, then follow it."""
+    def watch_run(self, run_id: str, *, through_sweep: bool = True) -> None:
+        """Show ``run_id`` from its first step: chart, progress and samples, then follow it.
+
+        A run of a sweep, once it has ended, hands over to the sweep's run going
+        next, unless ``through_sweep`` is False.
+        """
         self._samples = []
         self._lr = None
         self._status_rows = 0
@@ -400,7 +416,7 @@ class TrainScreen(RunActionsScreen):
         self.query_one("#samples", Static).update("")
         self.query_one("#train-progress").display = True
         self.run_id = run_id
-        self.follow(self._reader(run_id), POLL_INTERVAL)
+        self.follow(self._reader(run_id, through_sweep), POLL_INTERVAL)
 
     def action_pause(self) -> None:
         if self._run is not None:
@@ -438,12 +454,14 @@ class TrainScreen(RunActionsScreen):
 
     # -- watching the run -------------------------------------------------------
 
-    def _reader(self, run_id: str) -> Callable[[], "TrainScreen.Polled | None"]:
-        """What the follow thread calls: the run's new metrics and samples, its row and progress record.
+    def _reader(self, run_id: str, through_sweep: bool) -> Callable[[], "TrainScreen.Polled | None"]:
+        """What the follow thread calls: the run's new metrics and samples, its row and progress record,
+        and for a run of a sweep its place in it and (ended, ``through_sweep``) the sweep's run to follow next.
 
         The cursors live in this closure, so only the follow thread touches them.
         """
         from engine.run_process import progress_of
+        from engine.sweeps import place_in_sweep, run_to_follow, sweep_runs
 
         store = self.workbench.store
         after_metric, after_sample, last_state = -1, -1, None
@@ -465,7 +483,9 @@ class TrainScreen(RunActionsScreen):
             last_state = state
             after_metric = metrics[-1]["step"] if metrics else after_metric
             after_sample = samples[-1]["step"] if samples else after_sample
-            return self.Polled(run_id, metrics, samples, run, progress)
+            sweep = sweep_runs(store, run.sweep_id) if run.sweep_id is not None else []
+            next_run = run_to_follow(sweep) if through_sweep and run.status in FINISHED else None
+            return self.Polled(run_id, metrics, samples, run, progress, place_in_sweep(run, sweep), next_run)
 
         return read
 
@@ -480,14 +500,19 @@ class TrainScreen(RunActionsScreen):
         if message.samples:
             self._samples = (self._samples + message.samples)[-SAMPLES_SHOWN:]
             self._show_samples()
-        self._show_status(run, progress, message.metrics[-1] if message.metrics else None)
+        self._show_status(run, progress, message.metrics[-1] if message.metrics else None, message.place)
         self._run = run
         if run.status != self.status:
             self.status = run.status
             self.refresh_bindings()
+        if message.next_run is not None:
+            self.notify(f"Run {run.name} {run.status}; the sweep goes on with {message.next_run.name}.")
+            self.watch_run(message.next_run.id)
 
-    def _show_status(self, run: "Run", progress: "TrainingProgress | None", latest: dict | None) -> None:
-        """Where the run is (status, step, ETA), how it is doing (loss, lr, speed, GPU), then any message."""
+    def _show_status(
+        self, run: "Run", progress: "TrainingProgress | None", latest: dict | None, place: "SweepPlace | None"
+    ) -> None:
+        """Where the run is (its place in a sweep, status, step, ETA), how it does (loss, lr, speed, GPU), a message."""
         if progress is None:  # before its process's first heartbeat (queued, starting): the run's row says
             earlier = latest or {}
             max_steps, step, estimated = run.config.get("max_steps") or 0, run.steps, False
@@ -496,6 +521,8 @@ class TrainScreen(RunActionsScreen):
             max_steps, step, estimated = progress.max_steps, progress.step, progress.steps_estimated
             train_loss, val_loss, rate = progress.train_loss, progress.val_loss, progress.tokens_per_sec
         line = Text()
+        if place is not None:
+            line.append(f"{place} · ", style="dim")
         line.append(f"{run.name} · ", style="bold")
         line.append(run.status, style="bold red" if run.status == "failed" else "bold")
         # A run planned on time shows the steps its budget will reach at its pace so far.
