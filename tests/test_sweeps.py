@@ -34,7 +34,14 @@ from engine.sweeps import (
     values_in_text,
     varied_settings,
 )
-from tests.conftest import REPO_ROOT, assert_one_line_error, lmwb_command, lmwb_in_process, lmwb_in_subprocess
+from tests.conftest import (
+    REPO_ROOT,
+    assert_one_line_error,
+    lmwb_command,
+    lmwb_in_process,
+    lmwb_in_subprocess,
+    write_fables,
+)
 from tests.test_tui_app import SIZE, open_train_screen, shown_text, story, wait_until
 from tui.app import WorkbenchApp
 from tui.screens.confirm import ConfirmScreen
@@ -319,11 +326,28 @@ def test_parallel_two_trains_two_at_once_and_ctrl_c_stops_the_followed_sweep(fab
         "seed=2": "stopped",
         "seed=3": "cancelled",
     }
-    assert "ended: 2 stopped, 1 cancelled" in out
+    assert "ended. 3 runs: 2 stopped, 1 cancelled. Compare them: lmwb sweeps show" in out  # as asked: exit 0
     # The two trained at once: each started before the other finished.
     first, second = runs["seed=1"], runs["seed=2"]
     assert first.started_at < second.finished_at and second.started_at < first.finished_at
     assert runs["seed=3"].started_at is None
+
+
+@pytest.mark.slow
+def test_a_followed_sweep_with_a_failed_run_says_so_and_exits_1(tmp_path: Path) -> None:
+    """A corpus too short for one validation window of 200 tokens: that run fails as it starts, the other trains."""
+    short = write_fables(tmp_path / "short.txt", count=40)
+    arguments = [arg for arg in small_runs(short) if arg not in ("--block-size", "16")]
+    result = lmwb_in_subprocess("sweep", *arguments, "--vary", "block_size=200,16", timeout=2 * RUN_TIMEOUT)
+    sweep_id = result.stdout.split()[1].rstrip(":")
+    runs = RunStore().list_runs(sweep_id=sweep_id, descending=False)
+    assert [(run.name, run.status) for run in runs] == [("block_size=200", "failed"), ("block_size=16", "completed")]
+    assert "fewer than one window of block_size + 1 = 201" in (runs[0].error or "")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"run {runs[0].id} (1/2) failed at step 0: block_size=200" in result.stdout  # with its error under it
+    ended = f"Sweep {sweep_id} ended. 2 runs: 1 completed, 1 failed. See what went wrong: lmwb sweeps show {sweep_id}"
+    assert result.stdout.splitlines()[-1] == ended
+    assert result.stderr == ""
 
 
 # --- the Train form ---------------------------------------------------------------------------

@@ -45,6 +45,7 @@ EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_RUN_FAILED = 1  # a run the command followed to its end failed, or its process died
 
 
 class CommandError(WorkbenchError):
@@ -631,8 +632,8 @@ def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
         description="Make one run per combination of the --vary values, queued in order (the first --vary "
         "varies slowest), each a background process named for its values; the other flags are those of "
         "'lmwb train' and every run shares them. Everything is checked before any run is made. Without "
-        "--detach, follows the sweep until its runs end; Ctrl+C stops its runs with a checkpoint and cancels "
-        "those queued. --name names the sweep.",
+        "--detach, follows the sweep until its runs end, then exits 1 if any of them failed or was interrupted; "
+        "Ctrl+C stops its runs with a checkpoint and cancels those queued. --name names the sweep.",
     )
     _add_training_flags(sweep)
     sweep.add_argument(
@@ -1988,11 +1989,20 @@ def _refuse_flag_spellings(vary: Sequence[tuple[str, Sequence[str]]]) -> None:
             )
 
 
+# Runs that ended without anyone asking: a followed sweep with one exits non-zero, as `lmwb train` does.
+UNSUCCESSFUL = ("failed", "interrupted")
+
+
 def _follow_sweep(store: RunStore, sweep_id: str, runs: Sequence[Any]) -> int:
-    """A line as each run of the sweep starts and ends, until all have ended; Ctrl+C stops them all."""
+    """A line as each run of the sweep starts and ends, until all have ended; Ctrl+C stops them all.
+
+    Then a line of the runs by status, and the exit status ``lmwb train``
+    would give: 1 when a run failed or was interrupted, 0 when every run
+    completed or was stopped or cancelled as someone asked.
+    """
     from engine.run_process import check_runs
     from engine.store import FINISHED_STATUSES
-    from engine.sweeps import stop_sweep
+    from engine.sweeps import stop_sweep, sweep_runs
 
     shown = {run.id: "queued" for run in runs}  # the status each run was last reported with
     number = {run.id: index for index, run in enumerate(runs, start=1)}
@@ -2012,7 +2022,7 @@ def _follow_sweep(store: RunStore, sweep_id: str, runs: Sequence[Any]) -> int:
             if time.monotonic() - last_check > 2.0:  # a dead run is marked interrupted, and the queue moves on
                 check_runs(store)
                 last_check = time.monotonic()
-            current = store.list_runs(sweep_id=sweep_id, order_by="created_at", descending=False)
+            current = sweep_runs(store, sweep_id)
             for run in current:
                 if run.status != shown[run.id]:
                     line = _sweep_run_line(run, shown[run.id], f"{number[run.id]}/{len(runs)}")
@@ -2022,11 +2032,21 @@ def _follow_sweep(store: RunStore, sweep_id: str, runs: Sequence[Any]) -> int:
             if all(run.status in FINISHED_STATUSES for run in current):
                 break
             time.sleep(0.5)
+    return _sweep_ended(sweep_id, current)
+
+
+def _sweep_ended(sweep_id: str, runs: Sequence[Any]) -> int:
+    """Say how an ended sweep's runs ended, by status, and return the exit status: 1 if any went wrong."""
     counts: dict[str, int] = {}
-    for run in current:
+    for run in runs:
         counts[run.status] = counts.get(run.status, 0) + 1
-    print(f"Sweep {sweep_id} ended: {_status_counts(counts)}. Compare its runs: lmwb sweeps show {sweep_id}")
-    return EXIT_OK
+    failed = sum(counts.get(status, 0) for status in UNSUCCESSFUL)
+    print(
+        f"Sweep {sweep_id} ended. {len(runs)} run{'s' if len(runs) != 1 else ''}: {_status_counts(counts)}. "
+        f"{'See what went wrong' if failed else 'Compare them'}: lmwb sweeps show {sweep_id}",
+        flush=True,
+    )
+    return EXIT_RUN_FAILED if failed else EXIT_OK
 
 
 def _sweep_run_line(run: Any, before: str, place: str) -> str:
@@ -2089,10 +2109,11 @@ def cmd_sweeps_list(args: argparse.Namespace) -> int:
 def cmd_sweeps_show(args: argparse.Namespace) -> int:
     """A sweep's status (its runs by status, what it varies, how many at once) and the comparison of its runs."""
     from engine.comparison import MIN_COMPARED, compare_runs
+    from engine.sweeps import sweep_runs
 
     store = _open_store()
     sweep = store.get_sweep(args.sweep_id)
-    run_ids = [run.id for run in store.list_runs(sweep_id=sweep["id"], order_by="created_at", descending=False)]
+    run_ids = [run.id for run in sweep_runs(store, sweep["id"])]
     comparison = compare_runs(store, run_ids) if len(run_ids) >= MIN_COMPARED else None
     if args.json:
         print_json(sweep | {"runs": run_ids, "comparison": comparison.as_json() if comparison else None})
