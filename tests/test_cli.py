@@ -340,6 +340,32 @@ def test_runs_show_gives_config_metrics_samples_and_checkpoints(capsys, two_runs
     assert "fox-fables" in out and "ran to the mill." in out
 
 
+def test_runs_show_gives_each_probe_prompts_latest_completion_and_its_step(capsys, two_runs) -> None:
+    store, fox, owl = two_runs
+    store.add_probes(fox, 2, {"The fox": " ran ran ran", "A moral:": " the the"})  # as the trainer writes them
+    store.add_probes(fox, 4, {"The fox": " ran to the mill", "A moral:": " look before you leap"})
+    status, out, _ = lmwb_in_process(capsys, "runs", "show", fox, "--json")
+    assert status == 0
+    assert json.loads(out)["probes"] == [
+        {"prompt": "The fox", "step": 4, "text": " ran to the mill"},
+        {"prompt": "A moral:", "step": 4, "text": " look before you leap"},
+    ]
+    status, out, _ = lmwb_in_process(capsys, "runs", "show", fox)
+    assert status == 0
+    probes = out[out.index("Probes: each prompt's latest completion") :].splitlines()[1:]
+    assert [" ".join(line.split()) for line in probes] == [
+        "The fox",
+        "step 4 ran to the mill",
+        "A moral:",
+        "step 4 look before you leap",
+    ]
+    # A run given no probe prompts has none, and no heading for them.
+    status, out, _ = lmwb_in_process(capsys, "runs", "show", owl, "--json")
+    assert json.loads(out)["probes"] == []
+    status, out, _ = lmwb_in_process(capsys, "runs", "show", owl)
+    assert status == 0 and "Probes" not in out
+
+
 def test_runs_export_writes_csv_and_json(capsys, two_runs, tmp_path: Path) -> None:
     _, fox, _ = two_runs
     target = tmp_path / "fox.csv"

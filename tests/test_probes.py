@@ -206,6 +206,10 @@ def test_lmwb_train_takes_probe_flags_and_lmwb_runs_probes_prints_them(
     status, out, err = lmwb_in_process(capsys, "runs", "probes", run_id, "--prompt", "The hare")
     assert_one_line_error(status, err, "no completions of the probe prompt 'The hare'", "'The crow said'")
 
+    # `lmwb runs show` gives each prompt's latest completion, with its step.
+    status, out, err = lmwb_in_process(capsys, "runs", "show", run_id, "--json")
+    assert json.loads(out)["probes"] == [{"prompt": prompt, "step": 4, "text": stored[prompt, 4]} for prompt in given]
+
 
 def write_bytes(path: Path, data: bytes) -> str:
     path.write_bytes(data)

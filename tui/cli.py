@@ -259,7 +259,9 @@ def _add_runs_parser(commands: argparse._SubParsersAction) -> None:
     runs.set_defaults(handler=cmd_runs_list)
     actions = runs.add_subparsers(title="actions", metavar="ACTION")
 
-    show = actions.add_parser("show", help="one run: config, metrics, samples, checkpoints")
+    show = actions.add_parser(
+        "show", help="one run: config, metrics, checkpoints, samples, and each probe prompt's latest completion"
+    )
     show.add_argument("run_id", metavar="ID", help="run id (a unique prefix is enough)")
     show.add_argument("--json", action="store_true", help="print JSON for scripts")
     show.set_defaults(handler=cmd_runs_show)
@@ -1160,13 +1162,14 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
-    """One run in full: config, metrics summary, samples, checkpoints."""
+    """One run in full: config, metrics summary, samples, checkpoints, each probe prompt's latest completion."""
     store = _open_store()
     run = store.get_run(args.run_id)
     detail = run.as_dict()
     detail["metrics_summary"] = summarize_metrics(store.metrics(run.id))
     detail["samples"] = store.samples(run.id)
     detail["checkpoints"] = store.checkpoints(run.id)
+    detail["probes"] = [{"prompt": prompt, **steps[-1]} for prompt, steps in _probe_timelines(store, run.id).items()]
     if args.json:
         print_json(detail)
         return EXIT_OK
@@ -1176,7 +1179,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
 
 def _print_run(detail: dict[str, Any]) -> None:
-    """A run for people: what it is, how far it got, its config, checkpoints and latest samples."""
+    """A run for people: what it is, how far it got, its config, checkpoints, latest samples and probes."""
     console = _stdout()
     summary = detail["metrics_summary"]
     status = detail["status"] + (f": {detail['error']}" if detail["error"] else "")
@@ -1226,6 +1229,10 @@ def _print_run(detail: dict[str, Any]) -> None:
         console.print()
         console.print(Text(f"Sample at step {sample['step']}", style="bold"))
         console.print(Text(f"{sample['prompt']}{sample['text']}"))
+    if detail["probes"]:
+        console.print()
+        console.print(Text("Probes: each prompt's latest completion (all of them: lmwb runs probes ID)", style="bold"))
+        _print_probe_timelines(console, {probe["prompt"]: [probe] for probe in detail["probes"]})
 
 
 def summarize_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -1464,13 +1471,34 @@ def cmd_runs_export_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _probe_timelines(store: RunStore, run_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Each probe prompt of a run (in the order the run wrote them) with its completions by step: step, text."""
+    timelines: dict[str, list[dict[str, Any]]] = {}
+    for row in store.probes(run_id):
+        timelines.setdefault(row["prompt"], []).append({"step": row["step"], "text": row["text"]})
+    return timelines
+
+
+def _print_probe_timelines(console: Console, timelines: dict[str, list[dict[str, Any]]]) -> None:
+    """Each prompt on a line, then its completions a row a step, the words changed since the step before
+    highlighted (``lmwb runs probes``, and the latest completions in ``lmwb runs show``)."""
+    for prompt, steps in timelines.items():
+        console.print(Text(prompt, style="bold"))  # on a line of its own: a table's title folds to the table
+        table = Table(show_header=False, box=None)
+        table.add_column(justify="right", style="dim", no_wrap=True)
+        table.add_column(overflow="fold")
+        previous = None
+        for step in steps:
+            table.add_row(f"step {step['step']:,}", changed_words(previous, step["text"]))
+            previous = step["text"]
+        console.print(table)
+
+
 def cmd_runs_probes(args: argparse.Namespace) -> int:
     """Each probe prompt of a run with its completion at every evaluated step (text: what changed highlighted)."""
     store = _open_store()
     run = store.get_run(args.run_id)
-    timelines: dict[str, list[dict[str, Any]]] = {}  # prompt -> its steps, prompts in the order the run wrote them
-    for row in store.probes(run.id):
-        timelines.setdefault(row["prompt"], []).append({"step": row["step"], "text": row["text"]})
+    timelines = _probe_timelines(store, run.id)
     if args.prompt is not None:
         if args.prompt not in timelines:
             known = "; its prompts: " + ", ".join(map(repr, timelines)) if timelines else ""
@@ -1493,16 +1521,7 @@ def cmd_runs_probes(args: argparse.Namespace) -> int:
             " is highlighted.",
         )
     )
-    for prompt, steps in timelines.items():
-        console.print(Text(prompt, style="bold"))  # on a line of its own: a table's title folds to the table
-        table = Table(show_header=False, box=None)
-        table.add_column(justify="right", style="dim", no_wrap=True)
-        table.add_column(overflow="fold")
-        previous = None
-        for step in steps:
-            table.add_row(f"step {step['step']:,}", changed_words(previous, step["text"]))
-            previous = step["text"]
-        console.print(table)
+    _print_probe_timelines(console, timelines)
     return EXIT_OK
 
 
