@@ -446,7 +446,7 @@ def lens_position(position: int, tokens: int) -> int:
         where = "past the end" if position > tokens else "before the start"
         raise SettingsError(
             "position",
-            f"{position} is {where}: this text has {tokens} tokens, so use 0 to {tokens} "
+            f"{position} is {where}: this text has {tokens} token{'' if tokens == 1 else 's'}, so use 0 to {tokens} "
             f"({tokens}: the place after the text), or -1 to -{tokens + 1} to count back from there.",
         )
     return position if position >= 0 else tokens + 1 + position

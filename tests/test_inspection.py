@@ -278,6 +278,8 @@ def test_a_position_outside_the_text_and_a_bad_top_are_refused_saying_the_range(
     )
     with pytest.raises(SettingsError, match=f"position: -{tokens + 2} is before the start"):
         logit_lens(model, tokenizer, "a fox", -(tokens + 2))
+    with pytest.raises(SettingsError, match="this text has 1 token, so use 0 to 1 "):
+        logit_lens(model, tokenizer, "a", 2)
     with pytest.raises(SettingsError, match="top: 0 is out of range; use a whole number from 1 to 100"):
         logit_lens(model, tokenizer, "a fox", top=0)
     with pytest.raises(SettingsError, match="top: 101 is out of range"):
