@@ -1649,13 +1649,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     with settings_named_by_flags(TRAINING_FLAG_NAMES):
         # Every setting that needs no model or data is checked now, before torch loads (seconds).
         _training_config(args, RunStore())[0].validate()
+    if args.detach or args.queue:  # the run's own process loads torch; this one returns without it
+        return _train_in_background(args)
     from engine.distributed import launched_by_torchrun, this_process
     from engine.training import TrainingJob
 
     if args.nproc is not None and launched_by_torchrun():
         raise CommandError("--nproc starts torchrun itself; under torchrun, leave it out.")
-    if args.detach or args.queue:
-        return _train_in_background(args)
     if args.nproc is not None and args.nproc > 1:
         return _train_under_torchrun(args)
     place = this_process()
