@@ -86,6 +86,8 @@ def test_no_command_opens_the_app(monkeypatch) -> None:
         (["train", "--model", "scratch:nano", "--dataset", "fables", "--lr", "0"], "--lr"),
         (["train", "--model", "scratch:nano", "--dataset", "fables", "--max-time", "inf"], "--max-time"),
         (["train", "--model", "scratch:nano", "--dataset", "fables", "--device", "gpu"], "--device"),
+        (["train", "--model", "scratch:nano", "--dataset", "fables", "--beta2", "1.5"], "--beta2"),
+        (["train", "--model", "scratch:nano", "--dataset", "fables", "--weight-decay", "-0.1"], "--weight-decay"),
         (["generate", "--model", "gpt2", "--prompt", "hi", "--temperature", "abc"], "--temperature"),
         (["generate", "--model", "gpt2", "--prompt", "hi", "--temperature", "-1"], "--temperature"),
         (["generate", "--model", "gpt2", "--prompt", "hi", "--top-p", "1.5"], "--top-p"),
@@ -676,6 +678,18 @@ def test_train_with_evaluation_samples_and_periodic_checkpoints_off(capsys, fabl
     shown = json.loads(out)
     assert shown["status"] == "completed" and shown["samples"] == []
     assert [checkpoint["step"] for checkpoint in shown["checkpoints"]] == [4]  # only the final one
+
+
+def test_the_optimizer_settings_are_flags_and_the_run_records_them(capsys, fables: Path) -> None:
+    optimizer = ("--weight-decay", "0.3", "--beta1", "0.8", "--beta2", "0.99", "--grad-clip", "0.5")
+    status, out, err = lmwb_in_process(
+        capsys, "train", *NANO_RUN, "--dataset", str(fables), "--steps", "3", "--eval-batches", "2", *optimizer
+    )
+    assert status == 0, err
+    status, out, _ = lmwb_in_process(capsys, "runs", "show", started_run_id(out), "--json")
+    config = json.loads(out)["config"]
+    assert (config["weight_decay"], config["beta1"], config["beta2"], config["grad_clip"]) == (0.3, 0.8, 0.99, 0.5)
+    assert config["eval_batches"] == 2
 
 
 @pytest.mark.slow
