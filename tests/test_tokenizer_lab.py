@@ -223,6 +223,38 @@ def test_an_empty_dataset_is_one_line(capsys, tmp_path):
     assert_one_line_error(status, err, "empty.txt", "empty")
 
 
+def saved_splits(tmp_path: Path) -> Path:
+    """A saved DatasetDict whose splits hold different made-up words, the validation split a tenth of the train's."""
+    import datasets
+
+    from tests.test_dataset_sources import save_dataset
+
+    datasets.disable_progress_bars()
+    train = write_words(tmp_path / "train.txt", words=30_000, seed=1).read_text(encoding="utf-8").splitlines()
+    validation = write_words(tmp_path / "validation.txt", words=3_000, seed=2).read_text(encoding="utf-8")
+    return save_dataset(tmp_path / "saved", {"train": {"text": train}, "validation": {"text": validation.splitlines()}})
+
+
+def test_the_command_trains_and_measures_on_the_split_named(capsys, tmp_path):
+    saved = saved_splits(tmp_path)
+    status, _, err = lmwb_in_process(capsys, "datasets", "tokenizers", str(saved), "--sizes", "300")
+    assert_one_line_error(status, err, "--split:", "'train', 'validation'", "pick one")
+
+    answers = {}
+    for split in ("train", "validation"):
+        status, out, err = lmwb_in_process(
+            capsys, "datasets", "tokenizers", str(saved), "--split", split, "--sizes", "300", "--json"
+        )
+        assert status == 0, err
+        answers[split] = json.loads(out)
+        dataset = open_dataset(str(saved), split=split)
+        assert answers[split]["bytes"] == dataset.text_bytes()
+        expected = compare_tokenizers(dataset, [300])
+        assert expected is not None
+        assert answers[split]["tokenizers"] == [measure.as_dict() for measure in expected.measures]
+    assert answers["train"]["bytes"] > 5 * answers["validation"]["bytes"]
+
+
 # --- the Datasets screen -----------------------------------------------------------------------
 
 
@@ -237,6 +269,7 @@ async def test_the_lab_on_the_datasets_screen_recommends_a_vocabulary_that_train
         await pilot.press("enter")
         assert app.dataset == str(words)
         screen = app.screen
+        await wait_until(pilot, lambda: "documents" in shown_text(screen.query_one("#dataset-stats", Static)))
         lab_status = screen.query_one("#lab-status", Static)
         lab_box = screen.query_one("#lab-box")
 
@@ -269,6 +302,44 @@ async def test_the_lab_on_the_datasets_screen_recommends_a_vocabulary_that_train
         max_steps.value = "7"
         await pilot.press("escape", "ctrl+n")  # a new form: the defaults, and what the other screens chose
         assert max_steps.value == "200" and vocab_size.value == str(planned)
+
+
+@story
+async def test_the_lab_on_the_datasets_screen_reads_the_split_picked(tmp_path) -> None:
+    from textual.widgets import OptionList
+
+    from tui.widgets.formatting import human_bytes
+
+    saved = saved_splits(tmp_path)
+    app = WorkbenchApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("o")
+        app.screen.query_one("#path-input", Input).value = str(saved)
+        await wait_until(pilot, lambda: "✓" in shown_text(app.screen.query_one("#path-status", Static)))
+        await pilot.press("enter")
+        screen = app.screen
+        stats = screen.query_one("#dataset-stats", Static)
+        await wait_until(pilot, lambda: "pick one above" in shown_text(stats))
+        await pilot.press("l")  # no split yet: nothing to train on
+        assert "starting" not in shown_text(screen.query_one("#lab-status", Static))
+
+        await pilot.press("s")  # the choice opens: blank, train, validation
+        await pilot.press("down", "down", "down", "enter")
+        await wait_until(pilot, lambda: "documents" in shown_text(stats))
+        assert app.dataset_split == "validation"
+        screen.query_one("#dataset-list", OptionList).focus()
+        await pilot.press("l")
+        lab_report = screen.query_one("#lab-report", Static)
+        await wait_until(pilot, lambda: "Use a vocabulary" in shown_text(lab_report), timeout=120)
+
+        expected = compare_tokenizers(open_dataset(str(saved), split="validation"))  # from the caches the lab filled
+        assert expected is not None
+        report = " ".join(shown_text(lab_report).split())
+        assert f"Tokenizers on saved ({human_bytes(expected.data_bytes)})" in report
+        for measure in expected.measures:
+            assert f"{measure.name}{' ★' if measure.recommended else ''} {measure.vocabulary:,} " in report
+            assert f"{measure.bytes_per_token:.2f}" in report
+        assert "Lab on saved (validation)" in shown_text(screen.query_one("#lab-status", Static))
 
 
 def footer_keys(screen: Screen) -> list[str]:

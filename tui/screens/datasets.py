@@ -10,7 +10,8 @@ tokenizers use it). Token counts and the tokenizer view use the chosen
 model's tokenizer, loaded in a worker once torch is ready. The tokenizer lab,
 under the tokenizer view, trains BPE tokenizers of a few sizes on the dataset
 and compares them (``engine.tokenizer_lab``); its recommended vocabulary can be
-handed to the Train screen for a scratch model.
+handed to the Train screen for a scratch model. Counting, checking and the lab
+all read the dataset shown, in the split picked (``_shown_dataset``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def tokens_of(tokenizer: Any, text: str) -> list[ShownToken]:
     """Split ``text`` with ``tokenizer`` into tokens as displayed (id and decoded piece)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return [ShownToken(tokenizer.decode([token_id]), token_id) for token_id in ids]
+
+
+def _dataset_label(dataset: "Dataset") -> str:
+    """A dataset's name, with its split where it has one: "stories (validation)"."""
+    return dataset.name if dataset.split is None else f"{dataset.name} ({dataset.split})"
 
 
 class DatasetsScreen(WorkbenchScreen):
@@ -166,11 +172,11 @@ class DatasetsScreen(WorkbenchScreen):
             self.text = text
 
     class LabDone(Message, bubble=False):
-        """The tokenizer lab's comparison of the tokenizers on ``value``, for ``model``, after ``seconds``."""
+        """The tokenizer lab's comparison of the tokenizers on ``dataset``, for ``model``, after ``seconds``."""
 
-        def __init__(self, value: str, model: str, comparison: "TokenizerComparison", seconds: float) -> None:
+        def __init__(self, dataset: "Dataset", model: str, comparison: "TokenizerComparison", seconds: float) -> None:
             super().__init__()
-            self.value, self.model, self.comparison, self.seconds = value, model, comparison, seconds
+            self.dataset, self.model, self.comparison, self.seconds = dataset, model, comparison, seconds
 
     def __init__(self) -> None:
         super().__init__()
@@ -217,8 +223,8 @@ class DatasetsScreen(WorkbenchScreen):
         self.call_after_refresh(self._list_datasets)  # after the first frame: it imports numpy
         self.watch(self.workbench, "model", self._model_changed, init=False)
         self._forget_lab()
-        self.watch(self.workbench, "dataset", self._forget_lab, init=False)
-        self.watch(self.workbench, "model", self._forget_lab, init=False)
+        for chosen in ("dataset", "dataset_split", "model"):
+            self.watch(self.workbench, chosen, self._forget_lab, init=False)
 
     # -- the list ---------------------------------------------------------------
 
@@ -373,14 +379,14 @@ class DatasetsScreen(WorkbenchScreen):
     # -- token counting ---------------------------------------------------------
 
     def action_count_tokens(self) -> None:
-        if self._stats is None:
-            self.notify("Pick a dataset first.", severity="warning")
+        dataset = self._shown_dataset()
+        if dataset is None:
             return
         self.query_one("#token-count", Static).update(f"tokens  counting with {self.workbench.model}…")
         bar = self.query_one("#token-progress", ProgressBar)
         bar.update(total=None, progress=0)
         bar.display = True
-        self._count_tokens(self._stats[2], self.workbench.model)
+        self._count_tokens(dataset, self.workbench.model)
 
     @work(thread=True, exclusive=True, group="count", exit_on_error=False)
     def _count_tokens(self, dataset: "Dataset", model: str) -> None:
@@ -445,22 +451,24 @@ class DatasetsScreen(WorkbenchScreen):
     # -- the tokenizer lab -------------------------------------------------------
 
     def action_compare_tokenizers(self) -> None:
+        dataset = self._shown_dataset()
+        if dataset is None:
+            return
         self.query_one("#datasets-tabs", TabbedContent).active = "tokenizer"
         self._lab = None
         self.query_one("#lab-box").display = False
-        self.query_one("#lab-status", Static).update(f"Tokenizer lab on {self.workbench.dataset}: starting…")
-        self._lab_worker = self._compare_tokenizers(self.workbench.dataset, self.workbench.model)
+        self.query_one("#lab-status", Static).update(f"Tokenizer lab on {_dataset_label(dataset)}: starting…")
+        self._lab_worker = self._compare_tokenizers(dataset, self.workbench.model)
         self.refresh_bindings()
 
     @work(thread=True, exclusive=True, group="lab", exit_on_error=False)
-    def _compare_tokenizers(self, value: str, model: str) -> None:
+    def _compare_tokenizers(self, dataset: "Dataset", model: str) -> None:
         """Train and measure the tokenizers (engine.tokenizer_lab); a cancel stops it at its next progress line."""
         import time
 
         if not self.workbench.engine_loaded:
             self.post_message(self.LabProgress("loading torch…"))
         self.workbench.wait_for_engine()
-        from engine.datasets import open_dataset
         from engine.tokenizer_lab import compare_tokenizers
 
         worker = get_current_worker()
@@ -473,14 +481,14 @@ class DatasetsScreen(WorkbenchScreen):
                 self.post_message(self.LabProgress(text))
 
         comparison = compare_tokenizers(
-            open_dataset(value),
+            dataset,
             model=model,
             store=self.workbench.store,
             progress=progress,
             cancelled=lambda: worker.is_cancelled,
         )
         if comparison is not None and not worker.is_cancelled:
-            self.post_message(self.LabDone(value, model, comparison, time.monotonic() - started))
+            self.post_message(self.LabDone(dataset, model, comparison, time.monotonic() - started))
 
     @on(LabProgress)
     def _show_lab_progress(self, message: LabProgress) -> None:
@@ -489,13 +497,13 @@ class DatasetsScreen(WorkbenchScreen):
 
     @on(LabDone)
     def _show_lab(self, message: LabDone) -> None:
-        if (message.value, message.model) != (self.workbench.dataset, self.workbench.model):
-            return  # for a dataset or model no longer chosen
+        if message.dataset != self._shown_dataset(quiet=True) or message.model != self.workbench.model:
+            return  # for a dataset, split or model no longer chosen
         self._lab = message.comparison
         self.query_one("#lab-report", Static).update(tokenizer_lab_report(message.comparison))
         self.query_one("#lab-box").display = True
         self.query_one("#lab-status", Static).update(
-            f"Lab on {message.comparison.dataset} in {message.seconds:.1f} s · "
+            f"Lab on {_dataset_label(message.dataset)} in {message.seconds:.1f} s · "
             f"u gives Train vocab {message.comparison.recommended}"
         )
         self.refresh_bindings()
@@ -547,11 +555,23 @@ class DatasetsScreen(WorkbenchScreen):
 
     def action_check(self) -> None:
         """Check the dataset shown (its split too) in the Check tab, then against the chosen model."""
-        if self._stats is None or self._stats[0] != self.workbench.dataset:
-            self.notify("Pick a dataset first.", severity="warning")
+        dataset = self._shown_dataset()
+        if dataset is None:
             return
         self.action_show_tab("check")
-        self.query_one(HealthView).check(self._stats[2], self.workbench.model)
+        self.query_one(HealthView).check(dataset, self.workbench.model)
+
+    def _shown_dataset(self, quiet: bool = False) -> "Dataset | None":
+        """The chosen dataset as opened and shown, in the split picked: what counting, the check and the lab read.
+
+        None (with a word, unless ``quiet``) while it is still opening or waits for a split to be picked.
+        """
+        shown = self._stats
+        if shown is None or (shown[0], shown[2].split) != (self.workbench.dataset, self.workbench.dataset_split):
+            if not quiet:
+                self.notify("Pick a dataset first.", severity="warning")
+            return None
+        return shown[2]
 
     # -- errors and keys --------------------------------------------------------
 
