@@ -67,6 +67,8 @@ RESULT_KEYS = tuple(column.key for column in RESULT_COLUMNS)
 
 # The run's own name is its row's label, not a setting it was trained with.
 NOT_SETTINGS = ("name",)
+# The columns that say which run a row is, first in every table: a front end keeps them in sight.
+LABEL_COLUMNS = ("id", "name")
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,8 @@ class Comparison:
     same: dict[str, Any]  # setting -> the value every run has
 
     def header(self) -> list[str]:
-        """The columns' titles: id, name, each differing setting, each result."""
-        return ["id", "name", *self.differing, *(column.label for column in RESULT_COLUMNS)]
+        """The columns' titles: id, name (LABEL_COLUMNS), each differing setting, each result."""
+        return [*LABEL_COLUMNS, *self.differing, *(column.label for column in RESULT_COLUMNS)]
 
     def cells(self) -> list[list[Cell]]:
         """A row of cells per run, as ``header()``: the table every front end shows."""

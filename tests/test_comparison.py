@@ -462,3 +462,42 @@ async def test_pick_a_sweep_its_runs_are_marked_and_compared() -> None:
         compared = app.screen.query_one("#compare-table", DataTable)
         await wait_until(pilot, lambda: compared.row_count == 2)
         assert [str(key.value) for key in compared.columns][2] == "learning_rate"
+
+
+@story
+async def test_a_comparison_wider_than_the_screen_scrolls_sideways_under_the_runs_ids_and_names() -> None:
+    store = RunStore()
+    varied = [
+        dict(learning_rate=1e-3, batch_size=8, warmup_steps=10, seed=1, weight_decay=0.1, dropout=0.0),
+        dict(learning_rate=3e-4, batch_size=16, warmup_steps=20, seed=2, weight_decay=0.01, dropout=0.1),
+        dict(learning_rate=6e-4, batch_size=32, warmup_steps=30, seed=3, weight_decay=0.0, dropout=0.2),
+    ]
+    ids = [
+        record(store, f"run {index}", config(**settings), rows({2: (3.0 + index, 2.0)}, [100.0, 100.0], 1.0))
+        for index, settings in enumerate(varied)
+    ]
+    app = WorkbenchApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5")
+        table = app.screen.query_one("#runs-table", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 3)
+        for row in range(3):
+            table.move_cursor(row=row)
+            await pilot.press("space")
+        await pilot.press("c")
+        assert isinstance(app.screen, CompareScreen)
+        compared = app.screen.query_one("#compare-table", DataTable)
+        await wait_until(pilot, lambda: compared.row_count == 3)
+        await pilot.pause()
+        assert compared.max_scroll_x > 0  # six settings differ: the results are out of sight at 80 columns
+        assert "status" not in shown_text(compared)
+
+        await pilot.press(*["right"] * compared.max_scroll_x)
+        await wait_until(pilot, lambda: compared.scroll_x == compared.max_scroll_x)
+        lines = shown_text(compared).splitlines()
+        assert lines[0].split()[:2] == ["id", "name"] and lines[0].split()[-1] == "status"
+        assert "batch_" not in lines[0]  # scrolled out of sight, under the labels
+        shown_rows = [line.split() for line in lines[2:5]]
+        assert sorted(row[0] for row in shown_rows) == sorted(ids)
+        for row in shown_rows:  # each row still says which run it is, and ends with its status
+            assert f"{row[1]} {row[2]}" == f"run {ids.index(row[0])}" and row[-1] == "completed"

@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from engine.comparison import compare
+from engine.comparison import LABEL_COLUMNS, compare
 from tui.screens.base import WorkbenchScreen
 from tui.widgets.formatting import two_lines
 from tui.widgets.loss_chart import X_AXES, LossChart
@@ -49,6 +49,7 @@ class CompareScreen(WorkbenchScreen):
         "The runs side by side: a row per run, as columns only the settings that differ between them, "
         "then best val loss, val bits/byte (at the best val loss), tokens/s (the median), steps, wall time "
         "(training time, pauses left out) and status. The best of each result is bold and starred (*). "
+        "A table wider than the screen scrolls sideways with ←/→, the runs' ids and names staying in place. "
         "The settings every run shares are listed under the table. The chart overlays the runs' curves; "
         "a draws them against step, tokens or wall time. e writes the comparison as CSV and Markdown "
         "in the current directory. Escape goes back."
@@ -77,7 +78,14 @@ class CompareScreen(WorkbenchScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static(f"Comparing {len(self.run_ids)} runs…", id="compare-title")
-        yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True, header_height=2)
+        # A table wider than the terminal scrolls sideways (←/→) under the run's id and name, which stay.
+        yield DataTable(
+            id="compare-table",
+            cursor_type="row",
+            zebra_stripes=True,
+            header_height=2,
+            fixed_columns=len(LABEL_COLUMNS),
+        )
         yield Static("", id="compare-same")
         yield LossChart(id="compare-chart", empty_message="the runs' losses, overlaid")
 
