@@ -1,11 +1,11 @@
 """How well a model predicts text: the next-token loss, the held-out split, and scoring any model on any dataset.
 
 Training and ``lmwb eval`` measure alike: fixed windows of ``block_size + 1``
-tokens over the validation split (the last ``VALIDATION_FRACTION`` of a
-dataset's tokens), the mean next-token loss over them (``estimate_loss``),
-and from it perplexity and bits per byte, which compares models whatever
-their tokenizer. ``evaluate`` loads a model, scores it, and records the
-result in the store.
+tokens over the validation split (``VALIDATION_FRACTION`` of a dataset's
+tokens, held out by ``TokenizedDataset.split``'s one rule, by position or by
+document), the mean next-token loss over them (``estimate_loss``), and from it
+perplexity and bits per byte, which compares models whatever their tokenizer.
+``evaluate`` loads a model, scores it, and records the result in the store.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from engine.checks import check_int
-from engine.datasets import VALIDATION_FRACTION, TokenSplit, open_dataset, tokenize_dataset
+from engine.datasets import VALIDATION_FRACTION, TokenSplit, check_split_by, open_dataset, tokenize_dataset
 from engine.devices import device_name, precision_name
 from engine.errors import SettingsError
+from engine.model_source import ModelSource
 from engine.models import load_model, quiet_transformers
 from engine.precision import autocast_context, resolve_precision
 from engine.store import RunStore
@@ -110,6 +111,7 @@ class EvaluationResult:
     model: str
     dataset: str
     split: str
+    split_by: str | None  # how the val split was held out (SPLIT_CHOICES); None for all of the dataset
     loss: float
     perplexity: float
     bits_per_byte: float
@@ -127,6 +129,7 @@ def evaluate(
     *,
     dataset_field: str | None = None,
     dataset_split: str | None = None,
+    split_by: str | None = None,
     block_size: int | None = None,
     batch_size: int = 8,
     max_batches: int | None = None,
@@ -135,14 +138,18 @@ def evaluate(
     store: RunStore | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> EvaluationResult:
-    """Measure a model on a dataset's validation split (the last tenth, as training holds out) or on all of it.
+    """Measure a model on a dataset's validation split (the tenth training holds out) or on all of it.
 
+    ``split_by`` holds the validation split out as training does (one of
+    SPLIT_CHOICES); left out, it is the run's own for a ``run:`` model, so a
+    run is measured on the text it did not train on, else by position.
     Every token of the split is predicted once, up to the last whole window
-    (or an even spread of ``max_batches`` batches of windows), in windows of ``block_size`` tokens
-    (default: the model's context, at most 1024). ``progress`` is told, in
-    words, what is happening (loading, tokenizing, "Evaluating: 3/10
-    batches"). The result is recorded in the store, so a base model and its
-    fine-tuned checkpoint can be compared on the same text later.
+    (or an even spread of ``max_batches`` batches of windows), in windows of
+    ``block_size`` tokens (default: the model's context, at most 1024).
+    ``progress`` is told, in words, what is happening (loading, tokenizing,
+    "Evaluating: 3/10 batches"). The result is recorded in the store, so a
+    base model and its fine-tuned checkpoint can be compared on the same text
+    later.
     """
     report = progress or (lambda message: None)
     if split not in ("val", "all"):
@@ -155,12 +162,13 @@ def evaluate(
     precision = precision_name(precision)
     device = device_name(device)
     store = store if store is not None else RunStore()
+    split_by = check_split_by(split_by if split_by is not None else run_split_by(model_source, store))
     data = open_dataset(dataset, dataset_field, dataset_split)
     quiet_transformers()
     loaded = load_model(model_source, device=device, dataset=data, store=store, progress=report)
     tokens = tokenize_dataset(data, loaded.tokenizer, progress=tokenizing_progress(data.name, report))
     if split == "val":
-        text = tokens.split(VALIDATION_FRACTION)[1]
+        text = tokens.split(VALIDATION_FRACTION, by=split_by)[1]
     else:
         text = TokenSplit(tokens.ids, tokens.num_bytes, f"all of '{data.name}'")
     if len(text.ids) < 2:
@@ -182,6 +190,7 @@ def evaluate(
         model=str(loaded.source),
         dataset=data.name,
         split=split,
+        split_by=split_by if split == "val" else None,
         loss=loss,
         perplexity=perplexity(loss),
         bits_per_byte=bits_per_byte(loss, text),
@@ -197,3 +206,11 @@ def evaluate(
         tokens=predicted,
     )
     return result
+
+
+def run_split_by(model_source: str, store: RunStore) -> str:
+    """How the run a ``run:`` model comes from held out its validation split; by position for any other model."""
+    source = ModelSource.parse(model_source)
+    if source.kind != "run":
+        return "position"
+    return str(store.get_run(source.value).config.get("split_by", "position"))

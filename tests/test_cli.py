@@ -582,6 +582,46 @@ def test_generate_mistakes_are_one_line(capsys, tmp_path: Path, fables: Path) ->
     assert_one_line_error(status, err, "huge")
 
 
+# A scratch model's tokenizer is trained on --dataset; --split names the split of one that has several, as for train.
+SCRATCH_TEXT_COMMANDS = {
+    "generate": ("generate", "--prompt", "The fox", "--max-new-tokens", "2", "--json"),
+    "score": ("score", "--text", "The fox and the crow.", "--json"),
+    "lens": ("lens", "--text", "The fox and the crow.", "--json"),
+}
+
+
+def saved_stories(tmp_path: Path) -> Path:
+    """A saved DatasetDict whose two splits hold different text."""
+    import datasets
+
+    from tests.test_dataset_sources import save_dataset
+
+    datasets.disable_progress_bars()  # save_to_disk draws none on stderr, where the command's line is read
+    return save_dataset(
+        tmp_path / "stories",
+        {
+            "train": {"text": ["The fox and the crow met by the old mill."] * 40},
+            "validation": {"text": ["An owl, a hare and a heron sat under the oak tree."] * 40},
+        },
+    )
+
+
+@pytest.mark.parametrize("command", list(SCRATCH_TEXT_COMMANDS))
+def test_a_scratch_models_tokenizer_is_trained_on_the_split_named(capsys, tmp_path: Path, command: str) -> None:
+    from engine.datasets import open_dataset
+    from engine.home import tokenizer_cache_dir
+
+    saved = saved_stories(tmp_path)
+    arguments = (*SCRATCH_TEXT_COMMANDS[command], "--model", "scratch:nano", "--dataset", str(saved), "--device", "cpu")
+    status, _, err = lmwb_in_process(capsys, *arguments)
+    assert_one_line_error(status, err, "--split:", "'train', 'validation'", "pick one")
+
+    status, _, err = lmwb_in_process(capsys, *arguments, "--split", "validation")
+    assert status == 0, err
+    validation = open_dataset(str(saved), split="validation").content_hash()[:16]
+    assert [entry.name.split("-")[0] for entry in tokenizer_cache_dir().iterdir()] == [validation]
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_generation_cleanly_and_records_it(tmp_path: Path) -> None:
     long_context = build_tiny_gpt2(tmp_path / "long-context", n_positions=4096)

@@ -163,6 +163,17 @@ class _Parser(argparse.ArgumentParser):
 # The flags that say which text of a dataset to read, for every command that opens one.
 FIELD_HELP = "the .jsonl field, .csv or Parquet column holding the text (default: text, or the only text column)"
 SPLIT_HELP = "the split to read, of a saved DatasetDict or a Hugging Face cache dataset that has several"
+SPLIT_BY_HELP = (
+    "how validation is held out: position (the last tenth of the tokens) or document (whole documents, "
+    "so no document, nor a copy of one, sits on both sides; see 'lmwb datasets check')"
+)
+# The flag a dataset's split is named by, for the settings' errors; eval names it --dataset-split.
+SPLIT_FLAG = {"dataset_split": "--split"}
+
+
+def add_split_flag(parser: argparse._ActionsContainer, flag: str = "--split") -> None:
+    """The split of a dataset that has several, as args.dataset_split: every command that opens a dataset."""
+    parser.add_argument(flag, dest="dataset_split", metavar="NAME", help=SPLIT_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "path", nargs="?", metavar="PATH", help="a dataset to inspect: a bundled or cached name, a file or a folder"
     )
     datasets.add_argument("--field", help=FIELD_HELP)
-    datasets.add_argument("--split", metavar="NAME", help=SPLIT_HELP)
+    add_split_flag(datasets)
     datasets.add_argument("--model", metavar="SRC", help="count tokens with this model's tokenizer")
     datasets.add_argument("--tokens", action="store_true", help="count tokens (needs --model)")
     datasets.add_argument(
@@ -226,13 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", required=True, metavar="PATH_OR_NAME", help="a bundled name, file or folder")
     evaluate.add_argument("--field", help=FIELD_HELP)
     # --split names the part of the tokens measured (as training holds it out); this, a saved dataset's split.
-    evaluate.add_argument("--dataset-split", metavar="NAME", help=SPLIT_HELP)
+    add_split_flag(evaluate, "--dataset-split")
     evaluate.add_argument(
         "--split", choices=("val", "all"), default="val", help="the validation split (default) or the whole dataset"
     )
     _add_flags(
         evaluate,
         (
+            ("--split-by", "split_by", str, f"{SPLIT_BY_HELP} (default: a run:ID model's own, else position)"),
             ("--block-size", "block_size", whole_number, "tokens per window (default: the model's context)"),
             ("--batch-size", "batch_size", whole_number, "windows per batch"),
             ("--max-batches", "max_batches", whole_number, "evaluate an even spread of this many batches only"),
@@ -350,6 +362,7 @@ def _add_generate_parser(commands: argparse._SubParsersAction) -> None:
         "--stop", action="append", default=[], metavar="TEXT", help="stop when this text appears (repeatable)"
     )
     generate.add_argument("--dataset", metavar="PATH_OR_NAME", help="for scratch: models, the tokenizer's dataset")
+    add_split_flag(generate)
     generate.add_argument(
         "--device", type=device_name, default="auto", metavar="DEVICE", help="auto (default), cpu, cuda[:N] or mps"
     )
@@ -406,6 +419,7 @@ def _add_text_flags(parser: argparse.ArgumentParser) -> None:
     text.add_argument("--text", metavar="TEXT", help="the text")
     text.add_argument("--text-file", type=Path, metavar="FILE", help="read the text from a UTF-8 file")
     parser.add_argument("--dataset", metavar="PATH_OR_NAME", help="for scratch: models, the tokenizer's dataset")
+    add_split_flag(parser)
     parser.add_argument(
         "--device", type=device_name, default="auto", metavar="DEVICE", help="auto (default), cpu, cuda[:N] or mps"
     )
@@ -459,13 +473,7 @@ TRAINING_FLAGS = (
         "steps between checkpoints (0: only at the end or on stop)",
     ),
     ("--vocab-size", "vocab_size", whole_number, "tokenizer vocabulary of a scratch: model"),
-    (
-        "--split-by",
-        "split_by",
-        str,
-        "how validation is held out: position (the last tenth of the tokens) or document (whole documents, "
-        "so no document, nor a copy of one, sits on both sides; see 'lmwb datasets check')",
-    ),
+    ("--split-by", "split_by", str, SPLIT_BY_HELP),
     ("--seed", "seed", whole_number, "same seed, same run"),
     ("--device", "device", device_name, "auto, cpu, cuda[:N] or mps"),
     (
@@ -519,7 +527,7 @@ def _add_dataset_action_parsers(commands: argparse._SubParsersAction) -> None:
     check.add_argument("path", metavar="PATH", help="a dataset: a bundled or cached name, a file or a folder")
     check.add_argument("--model", metavar="SRC", help="measure tokens and leakage with this model's tokenizer")
     check.add_argument("--field", help=FIELD_HELP)
-    check.add_argument("--split", metavar="NAME", help=SPLIT_HELP)
+    add_split_flag(check)
     check.add_argument("--json", action="store_true", help="print JSON for scripts")
     check.set_defaults(handler=cmd_datasets_check)
 
@@ -534,7 +542,7 @@ def _add_dataset_action_parsers(commands: argparse._SubParsersAction) -> None:
     dedupe.add_argument("--out", required=True, metavar="NEWPATH", help="where to write the copy (must not exist)")
     dedupe.add_argument("--near", action="store_true", help="also leave out near duplicates (as the check finds)")
     dedupe.add_argument("--field", help=FIELD_HELP)
-    dedupe.add_argument("--split", metavar="NAME", help=SPLIT_HELP)
+    add_split_flag(dedupe)
     dedupe.add_argument("--json", action="store_true", help="print JSON for scripts")
     dedupe.set_defaults(handler=cmd_datasets_dedupe)
 
@@ -555,7 +563,7 @@ def _add_dataset_action_parsers(commands: argparse._SubParsersAction) -> None:
         "--model", metavar="SRC", help="compare this model's tokenizer too; a scratch: preset sets the width"
     )
     tokenizers.add_argument("--field", help=FIELD_HELP)
-    tokenizers.add_argument("--split", metavar="NAME", help=SPLIT_HELP)
+    add_split_flag(tokenizers)
     tokenizers.add_argument("--json", action="store_true", help="print JSON for scripts")
     tokenizers.set_defaults(handler=cmd_datasets_tokenizers)
 
@@ -596,7 +604,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="SRC", help="model source, e.g. scratch:tiny or gpt2")
     parser.add_argument("--dataset", metavar="PATH_OR_NAME", help="a bundled or cached name, a file or a folder")
     parser.add_argument("--field", dest="dataset_field", metavar="FIELD", help=FIELD_HELP)
-    parser.add_argument("--split", dest="dataset_split", metavar="NAME", help=SPLIT_HELP)
+    add_split_flag(parser)
     settings = parser.add_argument_group("training settings (defaults: the engine's TrainingConfig)")
     _add_flags(settings, TRAINING_FLAGS)
     settings.add_argument(
@@ -907,13 +915,12 @@ def open_app(args: argparse.Namespace) -> int:
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     """List the bundled and Hugging Face cache datasets, or show one dataset's stats and preview."""
-    from engine.datasets import bundled_datasets, cached_datasets, open_dataset
+    from engine.datasets import bundled_datasets, cached_datasets
 
     if args.tokens and not args.model:
         raise CommandError("--tokens needs --model SRC: how many tokens depends on the tokenizer.")
     if args.path is not None:
-        with settings_named_by_flags({"dataset_split": "--split"}):
-            dataset = open_dataset(args.path, field=args.field, split=args.split)
+        dataset = _open_dataset_for(args)
         summary = _dataset_summary(dataset, args.model, args.vocab_size) | {"preview": dataset.preview()}
         if args.json:
             print_json(summary)
@@ -926,7 +933,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         console.print(Text(summary["preview"]))
         return EXIT_OK
 
-    for flag, value in (("--field", args.field), ("--split", args.split)):
+    for flag, value in (("--field", args.field), ("--split", args.dataset_split)):
         if value:
             raise CommandError(
                 f"{flag} applies to a dataset PATH, e.g. 'lmwb datasets data.jsonl --field body' or "
@@ -1083,10 +1090,11 @@ def cmd_datasets_tokenizers(args: argparse.Namespace) -> int:
 
 
 def _open_dataset_for(args: argparse.Namespace) -> Any:
+    """The dataset PATH of an `lmwb datasets` command, as --field and --split read it."""
     from engine.datasets import open_dataset
 
-    with settings_named_by_flags({"dataset_split": "--split"}):
-        return open_dataset(args.path, field=args.field, split=args.split)
+    with settings_named_by_flags(SPLIT_FLAG):
+        return open_dataset(args.path, field=args.field, split=args.dataset_split)
 
 
 @contextlib.contextmanager
@@ -1534,6 +1542,10 @@ def cmd_runs_probes(args: argparse.Namespace) -> int:
 # lmwb generate and lmwb history
 
 
+# The flags naming a scratch: model's dataset, for the settings' errors (generate, score, lens).
+DATASET_FLAGS = {"dataset": "--dataset"} | SPLIT_FLAG
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """Stream a model's text token by token; record the generation, even when stopped by Ctrl+C."""
     from engine.generation import GenerationSettings, TokenStream, record_generation
@@ -1545,8 +1557,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     with settings_named_by_flags({field: flag for flag, field, _, _ in GENERATION_FLAGS} | {"stop": "--stop"}):
         settings.validate()
     store = _open_store()
-    request = ModelRequest.of(args.model, args.dataset)
-    with settings_named_by_flags({"dataset": "--dataset"}), _status_line(f"Loading {request.source}…") as update:
+    request = ModelRequest.of(args.model, args.dataset, dataset_split=args.dataset_split)
+    with settings_named_by_flags(DATASET_FLAGS), _status_line(f"Loading {request.source}…") as update:
         loaded = request.load(device=args.device, store=store, progress=update)
 
     stream = TokenStream(loaded.model, loaded.tokenizer, prompt, settings)
@@ -2163,7 +2175,7 @@ def cmd_sweeps_show(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------
 # lmwb score and lmwb lens
 
-TEXT_FLAGS = {"text": "--text", "text_file": "--text-file", "dataset": "--dataset"}
+TEXT_FLAGS = {"text": "--text", "text_file": "--text-file"} | DATASET_FLAGS
 SURPRISING_SHOWN = 5  # tokens listed under a scored text
 
 
@@ -2181,7 +2193,7 @@ def _load_for_text(args: argparse.Namespace, source: str, store: RunStore) -> An
     """A model named on the command line, loaded as `lmwb generate` loads it."""
     from engine.models import ModelRequest
 
-    request = ModelRequest.of(source, args.dataset)
+    request = ModelRequest.of(source, args.dataset, dataset_split=args.dataset_split)
     with settings_named_by_flags(TEXT_FLAGS), _status_line(f"Loading {request.source}…") as update:
         return request.load(device=args.device, store=store, progress=update)
 
@@ -2328,13 +2340,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from engine.evaluation import evaluate
 
     store = _open_store()
-    options = _given(args, ("block_size", "batch_size", "max_batches", "device"))
+    options = _given(args, ("split_by", "block_size", "batch_size", "max_batches", "device"))
     flags = {
         "model": "--model",
         "dataset": "--dataset",
         "dataset_field": "--field",
         "dataset_split": "--dataset-split",
         "split": "--split",
+        "split_by": "--split-by",
         "block_size": "--block-size",
         "batch_size": "--batch-size",
         "max_batches": "--max-batches",
@@ -2355,7 +2368,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_OK
     _stdout().print(
         _key_values(
-            f"{result.model} on {result.dataset} ({result.split} split)",
+            f"{result.model} on {result.dataset} ({_split_shown(result)})",
             [
                 ("loss", result.loss),
                 ("perplexity", result.perplexity),
@@ -2365,6 +2378,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     )
     return EXIT_OK
+
+
+def _split_shown(result: Any) -> str:
+    """The text an evaluation measured: "val split, held out by document", or "all split"."""
+    held_out = f", held out by {result.split_by}" if result.split_by else ""
+    return f"{result.split} split{held_out}"
 
 
 if __name__ == "__main__":
