@@ -215,6 +215,7 @@ def test_every_point_is_planned_as_a_run_and_a_bad_one_names_its_run(fables: Pat
         (("--vary", "seed=1,2", "--nproc", "2"), ("--nproc", "--parallel")),
         (("--vary", "seed=1,2", "--queue"), ("--queue", "queued already")),
         (("--vary", "seed=1,2", "--parallel", "0"), ("--parallel", "at least 1")),
+        (("--vary", "seed=1,2", "--probe-file", "no-such-prompts.txt"), ("--probe-file", "there is no file")),
         ((), ("needs a setting to vary",)),
     ],
 )
@@ -246,6 +247,10 @@ def test_a_two_by_two_sweep_runs_to_completion_in_grid_order(capsys, monkeypatch
         "learning_rate=1e-3,3e-4",
         "--vary",
         "batch_size=2,4",
+        "--probe",
+        "The fox",
+        "--probe-tokens",
+        "4",
         "--detach",
         timeout=120,
     )
@@ -260,6 +265,7 @@ def test_a_two_by_two_sweep_runs_to_completion_in_grid_order(capsys, monkeypatch
     assert [run.name for run in runs] == [f"learning_rate={lr:g} batch_size={batch}" for lr, batch in grid]
     for run in runs:
         assert run.status == "completed" and run.steps == 3 and run.sweep_id == sweep_id, (run.name, run.error)
+        assert [(row["step"], row["prompt"]) for row in store.probes(run.id)] == [(3, "The fox")]  # at its evaluation
         assert f"  {run.id}  {run.name}" in result.stdout  # each run's id and values were printed
     # One after another, in grid order: each started once the one before it had finished.
     for before, after in zip(runs, runs[1:], strict=False):
