@@ -483,6 +483,47 @@ def test_lmwb_train_refuses_an_unknown_split_by(capsys):
     assert_one_line_error(status, err, "--split-by", "use position or document")
 
 
+def bad_sources(tmp_path: Path) -> dict[str, tuple[Path, list[str]]]:
+    """Issue 17's bad input, each with the words its one line says: a Parquet file without text, and a saved
+    dataset with several splits when none is named."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.test_dataset_sources import save_dataset
+
+    numbers = tmp_path / "numbers.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "score": [0.5, 0.7]}), numbers)
+    datasets.disable_progress_bars()
+    saved = save_dataset(tmp_path / "saved", {"train": {"text": documents(20)}, "test": {"text": documents(5)}})
+    return {
+        "no text column": (numbers, [str(numbers), "no text column", "'id' (int64)"]),
+        "several splits": (saved, ["--split:", "'train', 'test'", "pick one"]),
+    }
+
+
+@pytest.mark.parametrize("source", ["no text column", "several splits"])
+def test_bad_input_is_one_line_for_every_command_and_leaves_nothing_behind(tmp_path: Path, capsys, source: str):
+    from engine.home import token_cache_dir, tokenizer_cache_dir
+    from engine.store import RunStore
+
+    path, words = bad_sources(tmp_path)[source]
+    out = tmp_path / "copy.jsonl"
+    commands = [
+        ("datasets", "check", str(path), "--model", "scratch:nano"),
+        ("datasets", "dedupe", str(path), "--out", str(out)),
+        ("datasets", "tokenizers", str(path)),
+        ("train", "--model", "scratch:nano", "--dataset", str(path), "--detach"),
+    ]
+    for command in commands:
+        status, _, err = lmwb_in_process(capsys, *command)
+        assert_one_line_error(status, err, *words)
+    assert not out.exists()
+    assert RunStore().list_runs() == []
+    for cache in (health_cache_dir(), token_cache_dir(), tokenizer_cache_dir()):
+        assert not list(cache.iterdir())
+
+
 # --- the Datasets screen's Check view --------------------------------------------------------
 
 
