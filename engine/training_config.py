@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.checks import check_int, check_number, check_text
-from engine.datasets import SPLIT_CHOICES
+from engine.datasets import check_split_by
 from engine.devices import device_name, precision_name
 from engine.errors import SettingsError, WorkbenchError
 from engine.lora import LoraSettings
@@ -114,12 +114,7 @@ class TrainingConfig:
             check_text("dataset_field", self.dataset_field)
         if self.dataset_split is not None:
             check_text("dataset_split", self.dataset_split)
-        if self.split_by not in SPLIT_CHOICES:
-            raise SettingsError(
-                "split_by",
-                f"{self.split_by!r} is not a choice; use {' or '.join(SPLIT_CHOICES)} (document keeps each "
-                "document, and every copy of it, on one side).",
-            )
+        check_split_by(self.split_by)
         if self.max_steps is None:
             if self.max_time is None or self.epochs is not None:
                 raise SettingsError(
