@@ -200,6 +200,7 @@ def evaluate(
         model=result.model,
         dataset=result.dataset,
         split=split,
+        split_by=result.split_by,
         loss=loss,
         perplexity=result.perplexity,
         bits_per_byte=result.bits_per_byte,

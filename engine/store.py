@@ -252,6 +252,14 @@ def m006_sweeps_and_probes(db: sqlite_utils.Database) -> None:
         )""")
 
 
+@migration
+def m007_evaluation_split_rule(db: sqlite_utils.Database) -> None:
+    # How a "val" evaluation held its validation text out (engine.datasets.SPLIT_CHOICES); NULL for
+    # "all". Evaluations made before this column all held it out by position.
+    db.execute("ALTER TABLE evaluations ADD COLUMN split_by TEXT")
+    db.execute("UPDATE evaluations SET split_by = 'position' WHERE split = 'val'")
+
+
 # The schema version is the number of migrations; PRAGMA user_version holds it.
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -825,15 +833,25 @@ class RunStore:
         return rows
 
     def add_evaluation(
-        self, *, model: str, dataset: str, split: str, loss: float, perplexity: float, bits_per_byte: float, tokens: int
+        self,
+        *,
+        model: str,
+        dataset: str,
+        split: str,
+        split_by: str | None,
+        loss: float,
+        perplexity: float,
+        bits_per_byte: float,
+        tokens: int,
     ) -> int:
-        """Log one evaluation of a model on a dataset split; returns its id."""
+        """Log one evaluation of a model on a dataset split (``split_by``: how "val" was held out); returns its id."""
         with self._write() as db:
             table = db.table("evaluations").insert(
                 {
                     "model": str(model),
                     "dataset": str(dataset),
                     "split": split,
+                    "split_by": split_by,
                     "loss": _as_float(loss),
                     "perplexity": _as_float(perplexity),
                     "bits_per_byte": _as_float(bits_per_byte),

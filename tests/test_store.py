@@ -291,14 +291,33 @@ def test_generations_are_logged_and_found_by_words_in_prompt_or_text(store):
 
 def test_evaluations_are_logged_newest_first(store):
     first = store.add_evaluation(
-        model="gpt2", dataset="fables", split="val", loss=3.5, perplexity=33.1, bits_per_byte=1.4, tokens=20_000
-    )
+        model="gpt2", dataset="fables", split="all", split_by=None, loss=3.5, perplexity=33.1, bits_per_byte=1.4,
+        tokens=20_000,
+    )  # fmt: skip
     second = store.add_evaluation(
-        model="run:ab12cd34", dataset="fables", split="val", loss=2.9, perplexity=18.2, bits_per_byte=1.1, tokens=20_000
-    )
+        model="run:ab12cd34", dataset="fables", split="val", split_by="document", loss=2.9, perplexity=18.2,
+        bits_per_byte=1.1, tokens=20_000,
+    )  # fmt: skip
     rows = store.evaluations()
     assert [r["id"] for r in rows] == [second, first]
     assert (rows[0]["model"], rows[0]["loss"], rows[0]["perplexity"]) == ("run:ab12cd34", 2.9, 18.2)
+    assert [(r["split"], r["split_by"]) for r in rows] == [("val", "document"), ("all", None)]
+
+
+def test_evaluations_from_before_the_split_rule_was_recorded_read_as_held_out_by_position(store):
+    with sqlite3.connect(store.path) as conn:  # a database from before m007, with one evaluation of each split
+        conn.execute("ALTER TABLE evaluations DROP COLUMN split_by")
+        conn.execute("DELETE FROM _migrations WHERE name = 'm007_evaluation_split_rule'")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+        for split in ("val", "all"):
+            conn.execute(
+                "INSERT INTO evaluations (model, dataset, split, loss, perplexity, bits_per_byte, tokens, created_at)"
+                " VALUES ('gpt2', 'fables', ?, 3.0, 20.1, 1.2, 100, '2026-12-01T00:00:00')",
+                (split,),
+            )
+
+    rows = RunStore().evaluations()
+    assert [(r["split"], r["split_by"]) for r in rows] == [("all", None), ("val", "position")]
 
 
 # -- export and delete ------------------------------------------------------------
@@ -398,15 +417,16 @@ def test_migrations_are_applied_once_and_recorded(store):
 
 def test_a_database_missing_a_later_migration_is_brought_up_to_date(store):
     run_id = new_run(store)
-    with sqlite3.connect(store.path) as conn:  # what a database from before m004 looks like
+    with sqlite3.connect(store.path) as conn:  # a database without the evaluations table and its later column
         conn.execute("DROP TABLE evaluations")
-        conn.execute("DELETE FROM _migrations WHERE name = 'm004_evaluations'")
+        conn.execute("DELETE FROM _migrations WHERE name IN ('m004_evaluations', 'm007_evaluation_split_rule')")
         conn.execute("PRAGMA user_version = 3")
 
     upgraded = RunStore()
     upgraded.add_evaluation(
-        model="gpt2", dataset="fables", split="val", loss=3.0, perplexity=20.1, bits_per_byte=1.2, tokens=100
-    )
+        model="gpt2", dataset="fables", split="val", split_by="position", loss=3.0, perplexity=20.1,
+        bits_per_byte=1.2, tokens=100,
+    )  # fmt: skip
     assert len(upgraded.evaluations()) == 1 and upgraded.get_run(run_id).id == run_id
 
 
