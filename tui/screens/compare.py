@@ -128,16 +128,17 @@ class CompareScreen(WorkbenchScreen):
         )
 
     def _show_title(self) -> None:
-        """How many runs, what differs, how the best is marked, and what the curves are drawn against."""
+        """How many runs, how the best is marked, what the curves are drawn against, then what differs (the longest,
+        so a narrow terminal wraps or cuts it, not the keys)."""
         if self.comparison is None:
             return
         x_axis = X_AXES[self.query_one("#compare-chart", LossChart).x_axis]
         self.query_one("#compare-title", Static).update(
             Text.assemble(
                 (f"{len(self.comparison.runs)} runs", "bold"),
-                f" · differing: {', '.join(self.comparison.differing) or 'no setting'} · ",
+                " · ",
                 (f"{BEST_MARK} best", "bold green"),
-                f" · a x axis: {x_axis}",
+                f" · a x axis: {x_axis} · differing: {', '.join(self.comparison.differing) or 'no setting'}",
             )
         )
 
