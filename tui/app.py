@@ -185,7 +185,6 @@ class WorkbenchApp(App):
             )
             for mode, key, title in SCREEN_ORDER
         ),
-        Binding("question_mark", "help", "Help", id="app.help", tooltip="Keys and what each screen does"),
         Binding(
             "ctrl+q",
             "quit",

@@ -23,6 +23,8 @@ class WorkbenchScreen(Screen):
     """A screen of the workbench: subclasses set MODE, TITLE, HELP and compose_body()."""
 
     BINDINGS = [
+        # Help first, so the footer shows it before the screen's own keys however narrow the terminal.
+        Binding("question_mark", "app.help", "Help", id="screen.help", tooltip="Keys and what each screen does"),
         Binding(
             "escape",
             "leave_field",
