@@ -35,8 +35,8 @@ from engine.generation import GenerationSettings
 from engine.store import RunStore
 from engine.training_config import TrainingConfig
 from tests.conftest import FABLES, REPO_ROOT, assert_one_line_error, lmwb_command, lmwb_in_process
-from tui import cli
-from tui.cli import main
+from tui.cli import build_parser, main
+from tui.cli.common import whole_number
 
 
 def quick_training(model: Path, dataset: Path, *more: str) -> list[str]:
@@ -197,7 +197,7 @@ def test_a_csv_without_the_column(capsys, tmp_path):
 
 def numeric_flags() -> list[tuple[str, str, object]]:
     """(command, flag, argument type) for every flag of train/generate/eval that takes a number or a choice."""
-    parser = cli.build_parser()
+    parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     found = []
     for command in ("train", "generate", "eval"):
@@ -211,7 +211,7 @@ def numeric_flags() -> list[tuple[str, str, object]]:
 NUMERIC_FLAGS = numeric_flags()
 # What a user might mistype: words, signs, special floats, overflow; fractions where whole numbers go.
 NONSENSE = ("abc", "-1", "nan", "inf", "1e999", "", "0x1g")
-MORE_NONSENSE = {cli.whole_number: ("1.5",)}
+MORE_NONSENSE = {whole_number: ("1.5",)}
 # Zero where a count or a size goes, and a probability above 1: numbers that parse, refused by the settings.
 ZERO_REFUSED = {
     "train": ("--steps", "--max-time", "--batch-size", "--block-size", "--grad-accum", "--lr", "--vocab-size"),

@@ -29,7 +29,8 @@ from tests.conftest import (
     lmwb_in_process,
     lmwb_in_subprocess,
 )
-from tui.cli import device_name, main, non_negative_int, number, positive_int, whole_number
+from tui.cli import main
+from tui.cli.common import device_name, non_negative_int, number, positive_int, whole_number
 
 
 @pytest.fixture(autouse=True)

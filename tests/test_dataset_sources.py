@@ -408,7 +408,8 @@ def test_training_on_several_splits_without_one_records_nothing(capsys, tmp_path
 
 def test_the_split_flag_reaches_the_training_settings(tmp_path: Path):
     from engine.planning import plan_run
-    from tui.cli import _training_settings, build_parser
+    from tui.cli import build_parser
+    from tui.cli.training_commands import _training_settings
 
     path = save_dataset(tmp_path / "saved", {"train": {"text": [write_fables(tmp_path / "f.txt").read_text()]}})
     args = build_parser().parse_args(["train", "--model", "scratch:nano", "--dataset", str(path), "--split", "train"])

@@ -292,7 +292,7 @@ SETTINGS = dict(
 
 
 def as_flags(settings: dict) -> list[str]:
-    from tui.cli import TRAINING_FLAG_NAMES
+    from tui.cli.training_commands import TRAINING_FLAG_NAMES
 
     return [f"{TRAINING_FLAG_NAMES[field]}={value}" for field, value in settings.items()]
 
@@ -577,7 +577,8 @@ def test_nproc_is_refused_under_torchrun(monkeypatch: pytest.MonkeyPatch, capsys
 
 
 def test_each_rank_runs_the_users_arguments_less_nproc():
-    from tui.cli import _rank_arguments, build_parser
+    from tui.cli import build_parser
+    from tui.cli.training_commands import _rank_arguments
 
     typed = [
         "train",

@@ -249,7 +249,8 @@ def test_bad_probes_on_the_command_line_are_one_line_and_create_no_run(flags, wo
 
 def test_the_ranks_of_a_several_process_run_get_the_same_probes(tmp_path):
     """--nproc rebuilds the command line for its ranks: every prompt, the file's too, as one --probe each."""
-    from tui.cli import _rank_arguments, build_parser
+    from tui.cli import build_parser
+    from tui.cli.training_commands import _rank_arguments
 
     prompts = write_bytes(tmp_path / "prompts.txt", b"-starts with a dash\nThe crow, said\n")
     parser = build_parser()
