@@ -1,4 +1,5 @@
-"""The layers' contract, read from the source: engine/ never imports the UI, and widgets never import screens.
+"""The layers' contract, read from the source: engine/ never imports the UI, widgets never import screens,
+and the command groups of `lmwb` (tui/cli/*_commands.py) never import one another.
 
 An AST scan of every module's imports (top level and inside functions), so
 a lazy import cannot slip past it the way it would past importing the module.
@@ -58,6 +59,22 @@ def test_no_module_crosses_the_layers(directory: str) -> None:
         if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
     ]
     assert not crossings, f"{directory} must not import {', '.join(prefixes)} ({why}):\n" + "\n".join(crossings)
+
+
+def test_the_command_groups_of_lmwb_never_import_one_another() -> None:
+    """tui/cli/: a group of commands imports what the groups share (common, output, progress), never another
+    group nor the package (whose __init__ imports every group), so each group reads on its own and none cycles."""
+    package = REPO_ROOT / "tui" / "cli"
+    groups = {f"tui.cli.{path.stem}" for path in package.glob("*_commands.py")}
+    assert groups, "no command groups under tui/cli"
+    crossings = [
+        f"{path.relative_to(REPO_ROOT)}:{line} imports {module}"
+        for path in sorted(package.glob("*.py"))
+        if path.stem not in ("__init__", "__main__")
+        for line, module in imported_modules(path, "tui.cli")
+        if module in (groups | {"tui.cli"}) - {f"tui.cli.{path.stem}"}
+    ]
+    assert not crossings, "a module of tui/cli imports a command group or the package:\n" + "\n".join(crossings)
 
 
 def test_the_scan_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
