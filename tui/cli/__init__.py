@@ -34,13 +34,13 @@ from pathlib import Path
 from engine import __version__
 from engine.errors import WorkbenchError
 from tui.cli import datasets_commands, generation_commands, runs_commands, training_commands
-from tui.cli.common import EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, _Parser
-from tui.cli.datasets_commands import _routed
+from tui.cli.common import EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OneLineParser
+from tui.cli.datasets_commands import routed_argv
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command, flag and help text of `lmwb`."""
-    parser = _Parser(
+    parser = OneLineParser(
         prog="lmwb",
         description="A terminal workbench for training and probing GPT-2-style language models. "
         "Without a command, opens the app.",
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run `lmwb` with ``argv`` (default: the process arguments) and return its exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(_routed(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(routed_argv(sys.argv[1:] if argv is None else argv))
     except SystemExit as ending:  # --help, --version, or a usage mistake already reported
         return ending.code if isinstance(ending.code, int) else EXIT_USAGE
     try:

@@ -135,7 +135,7 @@ def run_status(text: str) -> str:
 # The parser.
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a mistake in one line rather than usage plus message."""
 
     def error(self, message: str) -> NoReturn:
@@ -170,7 +170,7 @@ METAVARS = {
 }
 
 
-def _add_flags(group: argparse._ActionsContainer, flags: Sequence[tuple[str, str, Callable, str]]) -> None:
+def add_flags(group: argparse._ActionsContainer, flags: Sequence[tuple[str, str, Callable, str]]) -> None:
     """Add settings flags whose dest is the settings field they set (left out: None, the engine's default).
 
     A flag of kind ``bool`` is a switch that takes no value and turns its setting on; one of kind
@@ -185,7 +185,7 @@ def _add_flags(group: argparse._ActionsContainer, flags: Sequence[tuple[str, str
             group.add_argument(flag, dest=field, type=kind, metavar=METAVARS[kind], help=text)
 
 
-def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+def flags_given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     """The flags among ``names`` that the user gave, so the engine's defaults stay the only defaults."""
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
@@ -232,7 +232,7 @@ def settings_named_by_flags(flags: dict[str, str]) -> Iterator[None]:
         raise CommandError(f"{flags[error.field]}: {error.reason}") from error
 
 
-def _open_store() -> RunStore:
+def open_store() -> RunStore:
     """The run store, with runs left 'running' by dead processes marked 'interrupted' (and the queue moved on)."""
     from engine.run_process import check_runs
     from engine.store import RunStore

@@ -19,12 +19,20 @@ from tui.cli.common import (
     FIELD_HELP,
     SPLIT_FLAG,
     CommandError,
-    _open_store,
     add_split_flag,
+    open_store,
     settings_named_by_flags,
     whole_number,
 )
-from tui.cli.output import _as_dict, _key_values, _status_line, _stderr, _stdout, _table, print_json
+from tui.cli.output import (
+    key_value_panel,
+    new_table,
+    plain_dict,
+    print_json,
+    status_spinner,
+    stderr_console,
+    stdout_console,
+)
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -67,12 +75,12 @@ def _add_models_parser(commands: argparse._SubParsersAction) -> None:
 
 
 # `lmwb datasets PATH` inspects a dataset, so `datasets` cannot also take subcommands in argparse:
-# `lmwb datasets check ...` is parsed as the command "datasets check" (see _routed), which
+# `lmwb datasets check ...` is parsed as the command "datasets check" (see routed_argv), which
 # `lmwb --help` does not list on its own (the datasets command's help names it).
 DATASET_ACTIONS = ("check", "dedupe", "tokenizers")
 
 
-def _routed(argv: Sequence[str]) -> list[str]:
+def routed_argv(argv: Sequence[str]) -> list[str]:
     """``datasets check ARGS`` as the one command "datasets check" (a dataset named check: ./check)."""
     if len(argv) >= 2 and argv[0] == "datasets" and argv[1] in DATASET_ACTIONS:
         return [f"datasets {argv[1]}", *argv[2:]]
@@ -80,7 +88,7 @@ def _routed(argv: Sequence[str]) -> list[str]:
 
 
 def add_dataset_action_parsers(commands: argparse._SubParsersAction) -> None:
-    """`lmwb datasets check`, `dedupe` and `tokenizers`, each parsed as a command of its own (see _routed)."""
+    """`lmwb datasets check`, `dedupe` and `tokenizers`, each parsed as a command of its own (see routed_argv)."""
     check = commands.add_parser(
         "datasets check",
         description="Check a dataset before training on it: exact and near duplicate documents, duplicate "
@@ -148,9 +156,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         if args.json:
             print_json(summary)
             return EXIT_OK
-        console = _stdout()
+        console = stdout_console()
         details = [item for item in summary.items() if item[0] != "preview"]
-        console.print(_key_values(f"Dataset {dataset.name}", details))
+        console.print(key_value_panel(f"Dataset {dataset.name}", details))
         console.print()
         console.print(Text("Preview", style="bold"))
         console.print(Text(summary["preview"]))
@@ -170,13 +178,13 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summaries + [_cached_summary(dataset) for dataset in cached])
         return EXIT_OK
-    console = _stdout()
+    console = stdout_console()
     columns = ["name", "files", "bytes", "documents", "characters"] + (["tokens"] if args.model else []) + ["path"]
-    console.print(_table("Bundled datasets", columns, [[row[c] for c in columns] for row in summaries]))
+    console.print(new_table("Bundled datasets", columns, [[row[c] for c in columns] for row in summaries]))
     if cached:
         rows = [{**row, "splits": ", ".join(row["splits"])} for row in map(_cached_summary, cached)]
         table = [[row[column] for column in CACHED_COLUMNS] for row in rows]
-        console.print(_table("In the Hugging Face cache (read offline)", CACHED_COLUMNS, table))
+        console.print(new_table("In the Hugging Face cache (read offline)", CACHED_COLUMNS, table))
     return EXIT_OK
 
 
@@ -218,7 +226,7 @@ def _dataset_summary(dataset: Any, model: str | None, vocab_size: int | None) ->
 def _count_tokens(dataset: Any, model: str, vocab_size: int | None) -> int:
     from engine.datasets import count_tokens
 
-    with _status_line(f"Counting tokens in {dataset.name}…") as update:
+    with status_spinner(f"Counting tokens in {dataset.name}…") as update:
         tokenizer = _tokenizer_for(model, dataset, vocab_size, update)
 
         def progress(done: int, total: int) -> None:
@@ -257,7 +265,7 @@ def cmd_datasets_check(args: argparse.Namespace) -> int:
     dataset = _open_dataset_for(args)
     model = None
     if args.model:
-        with _status_line(f"Loading {args.model}…") as update:
+        with status_spinner(f"Loading {args.model}…") as update:
             model = checked_model(args.model, dataset, progress=update)
     with _health_progress() as progress:
         report = check_dataset(dataset, model, progress=progress)
@@ -266,7 +274,7 @@ def cmd_datasets_check(args: argparse.Namespace) -> int:
     else:
         from tui.widgets.health_report import health_report
 
-        _stdout().print(health_report(report))
+        stdout_console().print(health_report(report))
     return EXIT_OK
 
 
@@ -283,7 +291,7 @@ def cmd_datasets_dedupe(args: argparse.Namespace) -> int:
     removed = f"{result.exact_removed:,} exact cop{'y' if result.exact_removed == 1 else 'ies'}"
     if args.near:
         removed += f" and {result.near_removed:,} near cop{'y' if result.near_removed == 1 else 'ies'}"
-    console = _stdout()
+    console = stdout_console()
     console.print(  # soft wrap: a path is never broken at the console's width, so it can be copied whole
         Text(f"Removed {removed} of {result.documents:,} documents; wrote the other {result.kept:,} to {result.out}."),
         soft_wrap=True,
@@ -300,7 +308,7 @@ def cmd_datasets_tokenizers(args: argparse.Namespace) -> int:
     with settings_named_by_flags({"sizes": "--sizes"}):
         sizes = DEFAULT_SIZES if args.sizes is None else parse_sizes(args.sizes)
     dataset = _open_dataset_for(args)
-    with _status_line(f"Comparing tokenizers on {dataset.name}…") as update:
+    with status_spinner(f"Comparing tokenizers on {dataset.name}…") as update:
         comparison = compare_tokenizers(dataset, sizes, model=args.model, progress=update)
     assert comparison is not None  # only a cancel makes it None, and nothing here cancels
     if args.json:
@@ -308,7 +316,7 @@ def cmd_datasets_tokenizers(args: argparse.Namespace) -> int:
     else:
         from tui.widgets.tokenizer_lab import tokenizer_lab_report
 
-        _stdout().print(tokenizer_lab_report(comparison))
+        stdout_console().print(tokenizer_lab_report(comparison))
     return EXIT_OK
 
 
@@ -325,7 +333,7 @@ def _health_progress() -> Iterator[Callable[[str, int, int], None]]:
     """A progress bar on stderr for the check's phases (nothing when stderr is not a terminal)."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-    console = _stderr()
+    console = stderr_console()
     if not console.is_terminal:
         yield lambda phase, done, total: None
         return
@@ -349,10 +357,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     """Everything that can go after --model: presets, cached Hub models, run checkpoints."""
     from engine.models import list_model_choices
 
-    choices = [_as_dict(choice) for choice in list_model_choices(_open_store())]
+    choices = [plain_dict(choice) for choice in list_model_choices(open_store())]
     if args.json:
         print_json(choices)
         return EXIT_OK
     rows = [[choice["source"], choice["kind"], choice["description"]] for choice in choices]
-    _stdout().print(_table("Model sources", ["source", "kind", "description"], rows))
+    stdout_console().print(new_table("Model sources", ["source", "kind", "description"], rows))
     return EXIT_OK

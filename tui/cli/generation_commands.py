@@ -21,18 +21,18 @@ from tui.cli.common import (
     EXIT_OK,
     SPLIT_FLAG,
     CommandError,
-    _add_flags,
-    _given,
-    _open_store,
+    add_flags,
     add_split_flag,
     device_name,
+    flags_given,
     number,
+    open_store,
     positive_int,
     settings_named_by_flags,
     stop_on_signals,
     whole_number,
 )
-from tui.cli.output import _as_dict, _local_time, _shorten, _status_line, _stdout, _table, print_json
+from tui.cli.output import local_time, new_table, plain_dict, print_json, shortened, status_spinner, stdout_console
 
 if TYPE_CHECKING:
     from engine.store import RunStore
@@ -70,7 +70,7 @@ def _add_generate_parser(commands: argparse._SubParsersAction) -> None:
     prompt.add_argument("--prompt", metavar="TEXT", help="the prompt; '-' reads it from stdin (as does a pipe)")
     prompt.add_argument("--prompt-file", type=Path, metavar="FILE", help="read the prompt from a UTF-8 file")
     sampling = generate.add_argument_group("sampling settings (defaults: the engine's GenerationSettings)")
-    _add_flags(sampling, GENERATION_FLAGS)
+    add_flags(sampling, GENERATION_FLAGS)
     sampling.add_argument(
         "--stop", action="append", default=[], metavar="TEXT", help="stop when this text appears (repeatable)"
     )
@@ -160,20 +160,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from engine.models import ModelRequest
 
     prompt = read_prompt(args)
-    given = _given(args, [field for _, field, _, _ in GENERATION_FLAGS])
+    given = flags_given(args, [field for _, field, _, _ in GENERATION_FLAGS])
     settings = GenerationSettings(**given, stop=tuple(args.stop))
     with settings_named_by_flags({field: flag for flag, field, _, _ in GENERATION_FLAGS} | {"stop": "--stop"}):
         settings.validate()
-    store = _open_store()
+    store = open_store()
     request = ModelRequest.of(args.model, args.dataset, dataset_split=args.dataset_split)
-    with settings_named_by_flags(DATASET_FLAGS), _status_line(f"Loading {request.source}…") as update:
+    with settings_named_by_flags(DATASET_FLAGS), status_spinner(f"Loading {request.source}…") as update:
         loaded = request.load(device=args.device, store=store, progress=update)
 
     stream = TokenStream(loaded.model, loaded.tokenizer, prompt, settings)
     with stop_on_signals(stream.cancel):
         for event in stream:
             if args.json:
-                sys.stdout.write(json.dumps({"type": "token", **_as_dict(event)}, ensure_ascii=False) + "\n")
+                sys.stdout.write(json.dumps({"type": "token", **plain_dict(event)}, ensure_ascii=False) + "\n")
             else:
                 sys.stdout.write(event.text)
             sys.stdout.flush()
@@ -228,28 +228,28 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """Past generations, newest first, optionally searched."""
-    rows = _open_store().generations(search=args.search, limit=args.limit)
+    rows = open_store().generations(search=args.search, limit=args.limit)
     if args.json:
         print_json(rows)
         return EXIT_OK
     if not rows:
         found = "matching that search" if args.search else "yet"
-        _stdout().print(f"No generations {found}. Make one with: lmwb generate --model SRC --prompt TEXT")
+        stdout_console().print(f"No generations {found}. Make one with: lmwb generate --model SRC --prompt TEXT")
         return EXIT_OK
     table_rows = [
         [
             row["id"],
-            _local_time(row["created_at"]),
+            local_time(row["created_at"]),
             row["model"],
-            _shorten(row["prompt"], 30),
-            _shorten(row["text"], 50),
+            shortened(row["prompt"], 30),
+            shortened(row["text"], 50),
             row["token_count"],
             row["finish_reason"],
         ]
         for row in rows
     ]
     columns = ["id", "created", "model", "prompt", "text", "tokens", "finish"]
-    _stdout().print(_table("Generations", columns, table_rows))
+    stdout_console().print(new_table("Generations", columns, table_rows))
     return EXIT_OK
 
 
@@ -275,7 +275,7 @@ def _load_for_text(args: argparse.Namespace, source: str, store: RunStore) -> An
     from engine.models import ModelRequest
 
     request = ModelRequest.of(source, args.dataset, dataset_split=args.dataset_split)
-    with settings_named_by_flags(TEXT_FLAGS), _status_line(f"Loading {request.source}…") as update:
+    with settings_named_by_flags(TEXT_FLAGS), status_spinner(f"Loading {request.source}…") as update:
         return request.load(device=args.device, store=store, progress=update)
 
 
@@ -284,11 +284,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     from engine.inspection import score_text
 
     text = read_text(args)
-    store = _open_store()
+    store = open_store()
     loaded = _load_for_text(args, args.model, store)
     other = None if args.against is None else _load_for_text(args, args.against, store)
     flags = TEXT_FLAGS | {"against": "--against", "model": "--model"}
-    with settings_named_by_flags(flags), _status_line("Scoring…") as update:
+    with settings_named_by_flags(flags), status_spinner("Scoring…") as update:
         score = score_text(
             loaded.model,
             loaded.tokenizer,
@@ -308,7 +308,7 @@ def _print_score(score: Any, models: dict[str, str]) -> None:
     """The text coloured token by token, the totals of each model, and the tokens that stand out."""
     from tui.widgets.scored_text import token_colours
 
-    console = _stdout()
+    console = stdout_console()
     against = score.against
     surprises = [token.surprise for token in score.tokens]
     colours = token_colours(surprises, None if against is None else [token.surprise for token in against.tokens])
@@ -385,10 +385,10 @@ def cmd_lens(args: argparse.Namespace) -> int:
     from tui.widgets.scored_text import token_label
 
     text = read_text(args)
-    loaded = _load_for_text(args, args.model, _open_store())
+    loaded = _load_for_text(args, args.model, open_store())
     flags = TEXT_FLAGS | {"model": "--model", "position": "--position", "top": "--top"}
     with settings_named_by_flags(flags):
-        readout = logit_lens(loaded.model, loaded.tokenizer, text, **_given(args, ("position", "top")))
+        readout = logit_lens(loaded.model, loaded.tokenizer, text, **flags_given(args, ("position", "top")))
     if args.json:
         print_json({"model": str(loaded.source)} | readout.as_dict())
         return EXIT_OK
@@ -399,7 +399,7 @@ def cmd_lens(args: argparse.Namespace) -> int:
         f" (id {readout.target[0]})"
     )
     after = f", read after {token_label(readout.after, 20)}" if readout.position > 0 else ", read from the start token"
-    console = _stdout()
+    console = stdout_console()
     console.print(Text(f"Logit lens of {loaded.source} at {where}{after}", style="bold"), soft_wrap=True)
     console.print(lens_table(readout, token_width=16))
     console.print(

@@ -34,18 +34,18 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def _stdout() -> Console:
+def stdout_console() -> Console:
     console = Console(highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = PIPE_WIDTH
     return console
 
 
-def _stderr() -> Console:
+def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def _cell(value: Any, digits: int = 4) -> Text:
+def table_cell(value: Any, digits: int = 4) -> Text:
     """A table cell: user text is never read as Rich markup; numbers are formatted, None is a dash."""
     if value is None:
         return Text("–", style="dim")
@@ -58,31 +58,31 @@ def _cell(value: Any, digits: int = 4) -> Text:
     return Text(str(value))
 
 
-def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+def new_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(value) for value in row))
+        table.add_row(*(table_cell(value) for value in row))
     return table
 
 
-def _key_values(title: str, pairs: Sequence[tuple[str, Any]]) -> Group:
+def key_value_panel(title: str, pairs: Sequence[tuple[str, Any]]) -> Group:
     """A titled list of ``name  value`` lines, for one thing's details."""
     table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in pairs:
-        table.add_row(key, _cell(value))
+        table.add_row(key, table_cell(value))
     return Group(Text(title, style="bold underline"), table)
 
 
-def _shorten(text: str, width: int = 60) -> str:
+def shortened(text: str, width: int = 60) -> str:
     flat = " ".join(str(text).split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def _local_time(iso: str | None) -> str | None:
+def local_time(iso: str | None) -> str | None:
     """A store timestamp (ISO-8601 UTC) as this machine's local time, to the minute."""
     if iso is None:
         return None
@@ -90,9 +90,9 @@ def _local_time(iso: str | None) -> str | None:
 
 
 @contextlib.contextmanager
-def _status_line(message: str) -> Iterator[Callable[[str], None]]:
+def status_spinner(message: str) -> Iterator[Callable[[str], None]]:
     """A spinner on stderr for people (nothing when stderr is a pipe); yields a function to update it."""
-    console = _stderr()
+    console = stderr_console()
     if not console.is_terminal:
         yield lambda text: None
         return
@@ -100,7 +100,7 @@ def _status_line(message: str) -> Iterator[Callable[[str], None]]:
         yield lambda text: status.update(text)
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
+def plain_dict(value: Any) -> dict[str, Any]:
     if hasattr(value, "as_dict"):
         return value.as_dict()
     return dataclasses.asdict(value)
@@ -115,9 +115,9 @@ BEST_MARK = "*"
 MIN_NAME_WIDTH = 8
 
 
-def _print_comparison(comparison: Any) -> None:
+def print_comparison(comparison: Any) -> None:
     """The comparison's table (best values bold green and starred), then the settings every run shares."""
-    console = _stdout()
+    console = stdout_console()
     rows = [
         [Text(f"{cell.text} {BEST_MARK}", style="bold green") if cell.best else Text(cell.text) for cell in cells]
         for cells in comparison.cells()
@@ -132,7 +132,7 @@ def _print_comparison(comparison: Any) -> None:
     same = f"Same in all {len(comparison.runs)} runs: {comparison.same_text()}"
     room = 2 * console.width  # two lines
     if len(same) > room:
-        same = _shorten(same, room - len(MORE_SAME)) + MORE_SAME
+        same = shortened(same, room - len(MORE_SAME)) + MORE_SAME
     console.print(Text(same, style="dim"))
 
 

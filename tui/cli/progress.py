@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from rich.console import Console
 
-from tui.cli.output import _cell, _stdout
+from tui.cli.output import stdout_console, table_cell
 from tui.widgets.formatting import human_duration
 
 if TYPE_CHECKING:
     from engine.store import RunStore
 
 
-def _print_training_summary(store: RunStore, run: Any, progress: Any) -> None:
+def print_training_summary(store: RunStore, run: Any, progress: Any) -> None:
     """How the run ended, where its latest checkpoint is, and how to go on."""
     print(
         f"Run {run.id} {run.status} at step {run.steps} · {run.tokens:,} tokens · "
-        f"best val loss {_cell(run.best_val_loss).plain} · {human_duration(progress.elapsed)} of training",
+        f"best val loss {table_cell(run.best_val_loss).plain} · {human_duration(progress.elapsed)} of training",
         flush=True,
     )
     if run.status == "stopped" and progress.message:
@@ -59,7 +59,7 @@ def follow_progress(next_progress: Callable[[], tuple[Any, bool]], stopping: thr
     ``next_progress()`` waits a moment and returns (TrainingProgress, ended).
     ``stopping`` set means the user asked the run to stop: the display says so.
     """
-    console = _stdout()
+    console = stdout_console()
     if console.is_terminal:
         _follow_live(next_progress, console, stopping)
     else:

@@ -21,18 +21,18 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.store import RUN_ORDERINGS
-from tui.cli.common import EXIT_OK, CommandError, _open_store, non_negative_int, run_status, stop_on_signals
+from tui.cli.common import EXIT_OK, CommandError, non_negative_int, open_store, run_status, stop_on_signals
 from tui.cli.output import (
-    _cell,
-    _key_values,
-    _local_time,
-    _print_comparison,
-    _status_line,
-    _stdout,
-    _table,
+    key_value_panel,
+    local_time,
+    new_table,
+    print_comparison,
     print_json,
+    status_spinner,
+    stdout_console,
+    table_cell,
 )
-from tui.cli.progress import _print_training_summary, follow_progress
+from tui.cli.progress import follow_progress, print_training_summary
 from tui.widgets.formatting import CHANGED_STYLE, changed_words, model_label
 
 if TYPE_CHECKING:
@@ -124,13 +124,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 def cmd_runs_list(args: argparse.Namespace) -> int:
     """Runs, filtered and sorted, newest first by default."""
     descending = RUN_ORDERINGS[args.sort] != args.reverse
-    runs = _open_store().list_runs(status=args.status, search=args.search, order_by=args.sort, descending=descending)
+    runs = open_store().list_runs(status=args.status, search=args.search, order_by=args.sort, descending=descending)
     rows = [run.as_dict() for run in runs]
     if args.json:
         print_json(rows)
         return EXIT_OK
     if not rows:
-        _stdout().print("No runs yet. Start one with: lmwb train --model scratch:tiny --dataset NAME")
+        stdout_console().print("No runs yet. Start one with: lmwb train --model scratch:tiny --dataset NAME")
         return EXIT_OK
     columns = ["id", "name", "status", "model", "dataset", "steps", "best val loss", "created"]
     table_rows = [
@@ -142,17 +142,17 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
             row["dataset"],
             row["steps"],
             row["best_val_loss"],
-            _local_time(row["created_at"]),
+            local_time(row["created_at"]),
         ]
         for row in rows
     ]
-    _stdout().print(_table("Runs", columns, table_rows))
+    stdout_console().print(new_table("Runs", columns, table_rows))
     return EXIT_OK
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
     """One run in full: config, metrics summary, samples, checkpoints, each probe prompt's latest completion."""
-    store = _open_store()
+    store = open_store()
     run = store.get_run(args.run_id)
     detail = run.as_dict()
     detail["metrics_summary"] = summarize_metrics(store.metrics(run.id))
@@ -169,7 +169,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
 def _print_run(detail: dict[str, Any]) -> None:
     """A run for people: what it is, how far it got, its config, checkpoints, latest samples and probes."""
-    console = _stdout()
+    console = stdout_console()
     summary = detail["metrics_summary"]
     status = detail["status"] + (f": {detail['error']}" if detail["error"] else "")
     about = [
@@ -180,28 +180,28 @@ def _print_run(detail: dict[str, Any]) -> None:
         ("steps", detail["steps"]),
         ("tokens", detail["tokens"]),
         ("best val loss", detail["best_val_loss"]),
-        ("created", _local_time(detail["created_at"])),
-        ("finished", _local_time(detail["finished_at"])),
+        ("created", local_time(detail["created_at"])),
+        ("finished", local_time(detail["finished_at"])),
         ("LoRA", detail["lora"]),
         ("processes", detail["world_size"]),
     ] + ([("notes", detail["notes"])] if detail["notes"] else [])
-    console.print(_key_values(f"Run {detail['id']}", about))
+    console.print(key_value_panel(f"Run {detail['id']}", about))
     console.print()
     # Config values as typed (a seed is 1337, not 1,337).
     console.print(
-        _key_values(
+        key_value_panel(
             "Config", [(key, None if value is None else str(value)) for key, value in sorted(detail["config"].items())]
         )
     )
     console.print()
     console.print(
-        _key_values(
+        key_value_panel(
             "Metrics",
             [
                 ("logged steps", summary["logged_steps"]),
                 (
                     "train loss",
-                    f"{_cell(summary['first_train_loss']).plain} → {_cell(summary['last_train_loss']).plain}",
+                    f"{table_cell(summary['first_train_loss']).plain} → {table_cell(summary['last_train_loss']).plain}",
                 ),
                 ("best val loss", summary["best_val_loss"]),
                 ("last val loss", summary["last_val_loss"]),
@@ -213,7 +213,7 @@ def _print_run(detail: dict[str, Any]) -> None:
     )
     if detail["checkpoints"]:
         rows = [[c["step"], c["val_loss"], c["path"]] for c in detail["checkpoints"]]
-        console.print(_table("Checkpoints", ["step", "val loss", "path"], rows))
+        console.print(new_table("Checkpoints", ["step", "val loss", "path"], rows))
     for sample in detail["samples"][-3:]:
         console.print()
         console.print(Text(f"Sample at step {sample['step']}", style="bold"))
@@ -252,7 +252,7 @@ def cmd_runs_follow(args: argparse.Namespace) -> int:
     from engine.run_process import progress_of
     from engine.store import FINISHED_STATUSES
 
-    store = _open_store()
+    store = open_store()
     run = store.get_run(args.run_id)
     last_check = time.monotonic()
 
@@ -274,7 +274,7 @@ def cmd_runs_follow(args: argparse.Namespace) -> int:
     if leaving.is_set() and run.status not in FINISHED_STATUSES:
         print(f"Stopped following; run {run.id} goes on. Follow it again: lmwb runs follow {run.id}", flush=True)
         return EXIT_OK
-    _print_training_summary(store, run, _stored_progress(run, progress_of(run)))
+    print_training_summary(store, run, _stored_progress(run, progress_of(run)))
     return EXIT_OK
 
 
@@ -292,9 +292,9 @@ def cmd_runs_control(args: argparse.Namespace) -> int:
     """Pause, continue or stop a run (a queued one is cancelled) and wait for its answer."""
     from engine.run_process import ANSWER_TIMEOUT, control_run
 
-    store = _open_store()
+    store = open_store()
     doing = {"pause": "pausing", "continue": "continuing", "stop": "stopping"}[args.action]
-    with _status_line(f"Asking run {args.run_id} to {args.action} (it answers between two steps)…") as update:
+    with status_spinner(f"Asking run {args.run_id} to {args.action} (it answers between two steps)…") as update:
 
         def waiting(run: Any) -> None:
             if run.progress and run.progress.get("phase") == "stopping":
@@ -322,7 +322,7 @@ def cmd_runs_delete(args: argparse.Namespace) -> int:
     """Delete a run that is not running, after asking (on a terminal) unless --yes."""
     from engine.store import ACTIVE_STATUSES
 
-    store = _open_store()
+    store = open_store()
     run = store.get_run(args.run_id)
     if run.status in ACTIVE_STATUSES:
         raise CommandError(
@@ -343,7 +343,7 @@ def cmd_runs_delete(args: argparse.Namespace) -> int:
 
 def cmd_runs_export(args: argparse.Namespace) -> int:
     """A run's metrics as CSV or JSON, to stdout or a file."""
-    store = _open_store()
+    store = open_store()
     run = store.get_run(args.run_id)
     text = store.export_run(run.id, args.format)
     if args.output is None:
@@ -358,7 +358,7 @@ def cmd_runs_compare(args: argparse.Namespace) -> int:
     """Runs side by side: a table (or JSON), optionally written as CSV or Markdown too."""
     from engine.comparison import compare_runs
 
-    comparison = compare_runs(_open_store(), args.run_ids)
+    comparison = compare_runs(open_store(), args.run_ids)
     for path, fmt, text in ((args.csv, "CSV", comparison.to_csv), (args.markdown, "Markdown", comparison.to_markdown)):
         if path is not None:
             _write_text(path, text(), "--" + fmt.lower())
@@ -366,7 +366,7 @@ def cmd_runs_compare(args: argparse.Namespace) -> int:
     if args.json:
         print_json(comparison.as_json())
     else:
-        _print_comparison(comparison)
+        print_comparison(comparison)
     return EXIT_OK
 
 
@@ -383,9 +383,9 @@ def cmd_runs_export_model(args: argparse.Namespace) -> int:
     from engine.model_source import ModelSource
     from engine.models import export_model
 
-    store = _open_store()
+    store = open_store()
     source = ModelSource("run", store.get_run(args.run_id).id, args.step)
-    with _status_line(f"Exporting {source}…") as update:
+    with status_spinner(f"Exporting {source}…") as update:
         path = export_model(source, args.directory, store=store, progress=update)
     print(
         f"Wrote {source} to {path}; it loads with AutoModelForCausalLM.from_pretrained, or here as --model {path}.",
@@ -419,7 +419,7 @@ def _print_probe_timelines(console: Console, timelines: dict[str, list[dict[str,
 
 def cmd_runs_probes(args: argparse.Namespace) -> int:
     """Each probe prompt of a run with its completion at every evaluated step (text: what changed highlighted)."""
-    store = _open_store()
+    store = open_store()
     run = store.get_run(args.run_id)
     timelines = _probe_timelines(store, run.id)
     if args.prompt is not None:
@@ -430,7 +430,7 @@ def cmd_runs_probes(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"prompts": [{"prompt": prompt, "steps": steps} for prompt, steps in timelines.items()]})
         return EXIT_OK
-    console = _stdout()
+    console = stdout_console()
     if not timelines:
         console.print(
             f"Run {run.id} has no probe completions: it was given no probe prompts, or has not evaluated yet. "

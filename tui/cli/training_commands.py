@@ -22,12 +22,12 @@ from tui.cli.common import (
     FIELD_HELP,
     SPLIT_BY_HELP,
     CommandError,
-    _add_flags,
-    _given,
-    _open_store,
+    add_flags,
     add_split_flag,
     device_name,
+    flags_given,
     number,
+    open_store,
     positive_int,
     precision_name,
     probe_file,
@@ -36,8 +36,17 @@ from tui.cli.common import (
     whole_number,
     whole_number_or_auto,
 )
-from tui.cli.output import _cell, _key_values, _local_time, _print_comparison, _status_line, _stdout, _table, print_json
-from tui.cli.progress import _print_training_summary, follow_training
+from tui.cli.output import (
+    key_value_panel,
+    local_time,
+    new_table,
+    print_comparison,
+    print_json,
+    status_spinner,
+    stdout_console,
+    table_cell,
+)
+from tui.cli.progress import follow_training, print_training_summary
 from tui.widgets.formatting import human_duration
 
 if TYPE_CHECKING:
@@ -168,7 +177,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--field", dest="dataset_field", metavar="FIELD", help=FIELD_HELP)
     add_split_flag(parser)
     settings = parser.add_argument_group("training settings (defaults: the engine's TrainingConfig)")
-    _add_flags(settings, TRAINING_FLAGS)
+    add_flags(settings, TRAINING_FLAGS)
     settings.add_argument(
         "--probe-file",
         dest="probes",
@@ -257,7 +266,7 @@ def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--split", choices=("val", "all"), default="val", help="the validation split (default) or the whole dataset"
     )
-    _add_flags(
+    add_flags(
         evaluate,
         (
             ("--split-by", "split_by", str, f"{SPLIT_BY_HELP} (default: a run:ID model's own, else position)"),
@@ -297,7 +306,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc is not None and args.nproc > 1:
         return _train_under_torchrun(args)
     place = this_process()
-    store = _open_store() if place.writes else RunStore()  # only rank 0 writes the store
+    store = open_store() if place.writes else RunStore()  # only rank 0 writes the store
     with settings_named_by_flags(TRAINING_FLAG_NAMES):
         config, resume_run, plan = _training_config(args, store)
         job = TrainingJob(config, store=store, resume_run=resume_run)
@@ -317,7 +326,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 while not job.join(timeout=0.5):
                     pass
         if place.writes:
-            _print_training_summary(store, store.get_run(run_id), job.progress)
+            print_training_summary(store, store.get_run(run_id), job.progress)
         if job.error is not None:
             raise job.error
     return EXIT_OK
@@ -327,7 +336,7 @@ def _train_in_background(args: argparse.Namespace) -> int:
     """--detach / --queue: record the run and hand it to a process of its own; print how to follow it."""
     from engine.run_process import log_path, submit_run
 
-    store = _open_store()
+    store = open_store()
     with settings_named_by_flags(TRAINING_FLAG_NAMES):
         config, resume_run, plan = _training_config(args, store)
         run = submit_run(config, store, resume_run=resume_run, nproc=args.nproc, queue=args.queue)
@@ -366,7 +375,7 @@ def _train_under_torchrun(args: argparse.Namespace) -> int:
     from engine.distributed import run_under_torchrun
 
     with settings_named_by_flags(TRAINING_FLAG_NAMES):
-        config, _, _ = _training_config(args, _open_store())
+        config, _, _ = _training_config(args, open_store())
         config.validate()
         open_dataset(config.dataset, config.dataset_field, config.dataset_split)
     print(
@@ -421,7 +430,7 @@ def _training_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The training settings given as flags, by TrainingConfig field (``lmwb train`` and ``lmwb sweep``)."""
     from engine.training_config import TrainingConfig
 
-    settings = _given(args, [field.name for field in dataclasses.fields(TrainingConfig)])
+    settings = flags_given(args, [field.name for field in dataclasses.fields(TrainingConfig)])
     if settings.get("batch_size") == AUTO:  # sized to the GPU by the run; the windows per step stay planned
         del settings["batch_size"]
         settings["auto_batch"] = True
@@ -462,7 +471,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _refuse_flag_spellings(args.vary)
     settings = _training_settings(args)
     _require_model_and_dataset(settings, "lmwb sweep")
-    store = _open_store()
+    store = open_store()
     # A varied setting's error names it as typed after --vary, not by the flag that sets one value.
     varied_names = {name for name, _ in args.vary}
     flags = {field: flag for field, flag in TRAINING_FLAG_NAMES.items() if field not in varied_names}
@@ -572,7 +581,7 @@ def _sweep_run_line(run: Any, before: str, place: str) -> str:
             return f"run {run.id} ({place}) cancelled: {run.name}"
         ended = (
             f"run {run.id} ({place}) {run.status} at step {run.steps}: {run.name} · "
-            f"best val loss {_cell(run.best_val_loss).plain}"
+            f"best val loss {table_cell(run.best_val_loss).plain}"
         )
         return ended + (f"\n  {run.error}" if run.error and run.status != "stopped" else "")
     if run.status in ACTIVE_STATUSES and before == "queued":
@@ -596,12 +605,12 @@ def _varied_text(varied: dict[str, list]) -> str:
 
 def cmd_sweeps_list(args: argparse.Namespace) -> int:
     """Every sweep, newest first: what it varies, and its runs counted by status."""
-    sweeps = _open_store().sweeps()
+    sweeps = open_store().sweeps()
     if args.json:
         print_json(sweeps)
         return EXIT_OK
     if not sweeps:
-        _stdout().print(
+        stdout_console().print(
             "No sweeps yet. Start one with: lmwb sweep --model scratch:nano --dataset fables "
             "--vary learning_rate=1e-3,3e-4"
         )
@@ -612,11 +621,11 @@ def cmd_sweeps_list(args: argparse.Namespace) -> int:
             sweep["name"],
             _varied_text(sweep["varied"]),
             f"{sum(sweep['statuses'].values())}: {_status_counts(sweep['statuses'])}",
-            _local_time(sweep["created_at"]),
+            local_time(sweep["created_at"]),
         ]
         for sweep in sweeps
     ]
-    _stdout().print(_table("Sweeps", ["id", "name", "varied", "runs", "created"], rows))
+    stdout_console().print(new_table("Sweeps", ["id", "name", "varied", "runs", "created"], rows))
     return EXIT_OK
 
 
@@ -625,28 +634,28 @@ def cmd_sweeps_show(args: argparse.Namespace) -> int:
     from engine.comparison import MIN_COMPARED, compare_runs
     from engine.sweeps import sweep_runs
 
-    store = _open_store()
+    store = open_store()
     sweep = store.get_sweep(args.sweep_id)
     run_ids = [run.id for run in sweep_runs(store, sweep["id"])]
     comparison = compare_runs(store, run_ids) if len(run_ids) >= MIN_COMPARED else None
     if args.json:
         print_json(sweep | {"runs": run_ids, "comparison": comparison.as_json() if comparison else None})
         return EXIT_OK
-    console = _stdout()
+    console = stdout_console()
     counts = _status_counts(sweep["statuses"])
     about = [
         ("name", sweep["name"]),
         ("varied", _varied_text(sweep["varied"])),
         ("runs", f"{len(run_ids)}" + (f": {counts}" if counts else "")),
         ("at once", sweep["parallel"]),
-        ("created", _local_time(sweep["created_at"])),
+        ("created", local_time(sweep["created_at"])),
     ]
-    console.print(_key_values(f"Sweep {sweep['id']}", about))
+    console.print(key_value_panel(f"Sweep {sweep['id']}", about))
     console.print()
     if comparison is None:
         console.print(f"{'No run' if not run_ids else 'One run'} in this sweep yet: nothing to compare.")
     else:
-        _print_comparison(comparison)
+        print_comparison(comparison)
     return EXIT_OK
 
 
@@ -658,8 +667,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Loss, perplexity and bits per byte of a model on a dataset, recorded in the store."""
     from engine.evaluation import evaluate
 
-    store = _open_store()
-    options = _given(args, ("split_by", "block_size", "batch_size", "max_batches", "device"))
+    store = open_store()
+    options = flags_given(args, ("split_by", "block_size", "batch_size", "max_batches", "device"))
     flags = {
         "model": "--model",
         "dataset": "--dataset",
@@ -671,7 +680,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "batch_size": "--batch-size",
         "max_batches": "--max-batches",
     }
-    with settings_named_by_flags(flags), _status_line(f"Evaluating {args.model} on {args.dataset}…") as update:
+    with settings_named_by_flags(flags), status_spinner(f"Evaluating {args.model} on {args.dataset}…") as update:
         result = evaluate(
             args.model,
             args.dataset,
@@ -685,8 +694,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.as_dict())
         return EXIT_OK
-    _stdout().print(
-        _key_values(
+    stdout_console().print(
+        key_value_panel(
             f"{result.model} on {result.dataset} ({_split_shown(result)})",
             [
                 ("loss", result.loss),
