@@ -52,7 +52,7 @@ class WorkbenchScreen(Screen):
     def compose(self) -> ComposeResult:
         yield NavBar(self.MODE, self.workbench.SCREEN_ORDER)
         yield from self.compose_body()
-        yield KeyFooter(compact=True)
+        yield KeyFooter(compact=True, show_command_palette=False)  # Ctrl+P is in the help; its 12 columns go to keys
 
     def compose_body(self) -> ComposeResult:
         """The screen's own widgets, between the nav bar and the footer."""
