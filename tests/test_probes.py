@@ -381,3 +381,13 @@ def test_two_processes_record_each_probe_once_per_evaluation(tmp_path):
     assert [(row["step"], row["prompt"]) for row in RunStore().probes(run.id)] == [
         (step, prompt) for step in (3, 6) for prompt in ("The fox", "-the crow, said")
     ]
+
+
+def test_the_spaces_a_completion_ends_with_show_so_a_blank_completion_is_seen() -> None:
+    from tui.widgets.formatting import changed_words
+
+    assert changed_words(None, "  \n   ").plain == "··↵···"  # an early model's completion of only whitespace
+    shown = changed_words("the fox", "the fox ran  ")
+    assert shown.plain == "the fox ran··"
+    assert [shown.plain[span.start : span.end] for span in shown.spans if "yellow" in str(span.style)] == ["ran"]
+    assert changed_words(None, "  the  fox").plain == "  the  fox"  # spaces between words stay spaces

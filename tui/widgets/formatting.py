@@ -71,6 +71,9 @@ def model_label(model: str, lora: bool, world_size: int) -> str:
 # The words a probe's completion changed since the step before: underlined too, so they show without colour.
 CHANGED_STYLE = "underline black on yellow"
 LINE_BREAK = "↵"  # how a line break in a completion shows
+# How the spaces a completion ends with show: an early model often writes only spaces, which would look
+# like no completion at all.
+TRAILING_SPACE = "·"
 _WORDS = re.compile(r"(\s*)(\S+)")  # each word with the spaces before it
 
 
@@ -82,7 +85,8 @@ def changed_words(previous: str | None, text: str) -> Text:
     Words are compared, not the spaces between them; the spaces inside a run
     of changed words are highlighted with it. Line breaks show as LINE_BREAK:
     a completion is a few dozen tokens, and an early model's runs of empty
-    lines would push the rest out of sight.
+    lines would push the rest out of sight. The spaces it ends with show as
+    TRAILING_SPACE, dim, so a completion of only spaces is seen to be one.
     """
     pieces = _WORDS.findall(text)
     changed: set[int] = set()
@@ -102,5 +106,6 @@ def changed_words(previous: str | None, text: str) -> Text:
             shown.append(word, style=CHANGED_STYLE)
         else:
             shown.append(spaces + word)
-    shown.append(text[sum(len(spaces) + len(word) for spaces, word in pieces) :].replace("\n", LINE_BREAK))
+    tail = text[sum(len(spaces) + len(word) for spaces, word in pieces) :]
+    shown.append(tail.replace("\n", LINE_BREAK).replace(" ", TRAILING_SPACE), style="dim")
     return shown
