@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from engine.errors import ModelSourceError
+
+if TYPE_CHECKING:
+    from engine.store import RunStore
 
 # GPT-2 architecture, sized for a CPU. Counted with the default vocabulary of
 # 8192 tokens (the tied embedding is counted once):
@@ -130,3 +133,20 @@ def _canonical_path(text: str) -> str:
     if os.path.isabs(path) or path in (".", "..") or path.startswith("../"):
         return path
     return "./" + path
+
+
+def context_length_on_disk(source: ModelSource | str, store: RunStore | None = None) -> int | None:
+    """The model's context from its configuration alone, before anything loads; None if it is not on disk.
+
+    So a run can refuse a block size too long for its model before it is
+    created, rather than fail once the weights are in. A preset's is known
+    here, without transformers, so ``lmwb train --detach`` on one returns
+    without loading it; any other model's is read by ``engine.models``.
+    """
+    source = ModelSource.parse(source) if isinstance(source, str) else source
+    if source.kind == "scratch":
+        return SCRATCH_PRESETS[source.value]["n_positions"]
+    from engine.models import config_on_disk, context_length  # transformers: only for a model with files
+
+    config = config_on_disk(source, store)
+    return None if config is None else context_length(config)

@@ -365,23 +365,18 @@ def _locate(source: ModelSource, store: RunStore | None) -> str:
     return str(directory)
 
 
-def context_length_on_disk(source: ModelSource | str, store: RunStore | None = None) -> int | None:
-    """The model's context from its configuration alone, before anything loads; None if it is not on disk.
+def config_on_disk(source: ModelSource, store: RunStore | None = None) -> transformers.PretrainedConfig | None:
+    """A hub, local or run model's configuration alone, before anything loads; None if it is not on disk.
 
-    So a run can refuse a block size too long for its model before it is
-    created, rather than fail once the weights are in. A source that cannot
-    be a model (a bad spelling, a missing directory) raises its usual error; a
-    hub model not in the cache yet gives None, and is checked once loaded.
+    A source that cannot be a model (a missing directory, a run without
+    checkpoints) raises its usual error; a hub model not in the cache yet, or
+    a damaged configuration, gives None: loading it will say which.
     """
-    source = ModelSource.parse(source) if isinstance(source, str) else source
-    if source.kind == "scratch":
-        return SCRATCH_PRESETS[source.value]["n_positions"]
     location = _locate(source, store)
     try:
-        config = transformers.AutoConfig.from_pretrained(location, **{**_hub_options(), "local_files_only": True})
+        return transformers.AutoConfig.from_pretrained(location, **{**_hub_options(), "local_files_only": True})
     except Exception:  # noqa: BLE001 - not at hand, or damaged: loading will say which
         return None
-    return context_length(config)
 
 
 def _check_model_directory(source: ModelSource, directory: Path) -> None:

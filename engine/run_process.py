@@ -145,7 +145,7 @@ def check_new_run(config: TrainingConfig, store: RunStore) -> None:
     """What a new run must pass before it is recorded: its settings, its dataset's path, and its block
     size against the model's context (read from the model's config on disk, when it is there)."""
     from engine.datasets import open_dataset
-    from engine.models import context_length_on_disk
+    from engine.model_source import context_length_on_disk
     from engine.training_config import check_block_size
 
     config.validate()

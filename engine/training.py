@@ -72,7 +72,8 @@ from engine.evaluation import (
 from engine.generation import GenerationSettings, generate_text
 from engine.lora import adapter_base, add_adapters, load_adapters
 from engine.mfu import ModelShape, model_flops_utilisation
-from engine.models import ModelSource, context_length_on_disk, load_model, quiet_transformers, set_dropout
+from engine.model_source import context_length_on_disk
+from engine.models import ModelSource, load_model, quiet_transformers, set_dropout
 from engine.precision import autocast_context, resolve_precision
 from engine.probes import complete_probes
 from engine.run_process import RunPulse, TrainingProgress, start_queued_runs
