@@ -19,6 +19,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -201,6 +202,27 @@ def test_an_unknown_run_id_is_one_line(capsys, action: str) -> None:
 
 
 @pytest.mark.slow
+def test_a_detached_run_of_a_preset_is_handed_to_its_process_before_torch_loads(store, fables: Path) -> None:
+    """The command returns in about a second: the run's own process loads torch and the model, not the shell's."""
+    arguments = ["train", *NANO_RUN, "--dataset", str(fables), "--steps", "4", "--detach"]
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys; from tui.cli import main; status = main({arguments!r}); "
+            "print(status, sorted(m for m in ('torch', 'transformers') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert probe.stdout.strip().splitlines()[-1] == "0 []", probe.stdout + probe.stderr
+    run_id = started_run_id(probe.stdout)
+    run = wait_for_run(store, run_id, lambda run: run.status in ("completed", "failed"), "finished")
+    assert run.status == "completed" and run.steps == 4, run.error
+
+
 def test_pause_continue_stop_and_follow_a_detached_run(capsys, store, fables: Path) -> None:
     run_id, _ = start_detached(fables)  # a child process, as typed at a shell
     training(store, run_id)
