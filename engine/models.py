@@ -546,7 +546,7 @@ def resolve_checkpoint(source: ModelSource, store: RunStore) -> Path:
     try:
         run = store.get_run(source.value)
     except StoreError as exc:
-        raise ModelSourceError(f"{source}: {exc} `lmwb runs` lists the runs there are.") from exc
+        raise ModelSourceError(f"{source}: {exc}") from exc  # the store says how to list the run ids
     checkpoints = store.checkpoints(run.id)
     if not checkpoints:
         raise ModelSourceError(

@@ -351,6 +351,12 @@ def test_run_source_loads_the_latest_or_the_named_checkpoint(tmp_path):
     assert _first_logit(latest) != expected
 
 
+def test_a_run_source_with_no_such_run_says_so_and_how_to_list_runs_once():
+    with pytest.raises(ModelSourceError) as refused:
+        resolve_checkpoint(ModelSource.parse("run:zzzz"), RunStore())
+    assert str(refused.value) == "run:zzzz: No run has an id starting with 'zzzz'. Run `lmwb runs` to list run ids."
+
+
 def test_run_source_uses_the_workbench_database_by_default(tmp_path):
     run_id = _run_with_checkpoints(RunStore(), [5], tmp_path)
     assert load_model(f"run:{run_id}").info().layers == 2
