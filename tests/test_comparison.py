@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.message import Message
-from textual.notifications import Notify
 from textual.widgets import DataTable, OptionList, Static
 
 from engine.comparison import RESULT_KEYS, compare_runs
@@ -24,7 +22,7 @@ from engine.errors import StoreError
 from engine.store import RunStore
 from engine.training_config import TrainingConfig
 from tests.conftest import assert_one_line_error, lmwb_in_process
-from tests.test_tui_app import SIZE, shown_text, story, wait_until
+from tests.test_tui_app import SIZE, collecting_notices, shown_text, story, wait_until
 from tui.app import WorkbenchApp
 from tui.screens.compare import CompareScreen
 from tui.screens.sweep_picker import SweepPickerScreen
@@ -377,11 +375,7 @@ async def test_mark_two_runs_compare_them_overlay_their_curves_and_switch_the_x_
 ) -> None:
     monkeypatch.chdir(tmp_path)
     _, fast, slow, _ = three_runs
-    notices: list[str] = []
-
-    def heard(message: Message) -> None:
-        if isinstance(message, Notify):
-            notices.append(message.notification.message)
+    notices, heard = collecting_notices()
 
     app = WorkbenchApp()
     async with app.run_test(size=SIZE, message_hook=heard) as pilot:

@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-from textual.message import Message
-from textual.notifications import Notify
 from textual.widgets import Input, Static
 
 from engine.errors import SettingsError
@@ -42,7 +40,7 @@ from tests.conftest import (
     lmwb_in_subprocess,
     write_fables,
 )
-from tests.test_tui_app import SIZE, open_train_screen, shown_text, story, wait_until
+from tests.test_tui_app import SIZE, collecting_notices, open_train_screen, shown_text, story, wait_until
 from tui.app import WorkbenchApp
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.config_form import ConfigForm
@@ -428,11 +426,7 @@ async def test_a_comma_list_on_the_train_form_shows_the_run_count_and_starts_a_s
 @story
 async def test_the_train_screen_follows_the_whole_sweep_saying_where_it_is(fables: Path) -> None:
     """A sweep started on the form: Train follows its first run, then its second once the first has ended."""
-    notices: list[str] = []
-
-    def heard(message: Message) -> None:
-        if isinstance(message, Notify):
-            notices.append(message.notification.message)
+    notices, heard = collecting_notices()
 
     app = WorkbenchApp()
     async with app.run_test(size=SIZE, message_hook=heard) as pilot:

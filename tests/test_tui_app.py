@@ -19,6 +19,8 @@ from typing import Any, Callable, Coroutine
 import pytest
 from textual.command import Command, CommandInput, CommandList, CommandPalette
 from textual.geometry import Region
+from textual.message import Message
+from textual.notifications import Notify
 from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widget import Widget
@@ -67,6 +69,17 @@ def shown_text(widget: Widget) -> str:
     """The text a widget shows on screen right now, line by line (its padding and border too: its outer size)."""
     strips = widget.render_lines(Region(0, 0, widget.outer_size.width, widget.outer_size.height))
     return "\n".join(strip.text.rstrip() for strip in strips)
+
+
+def collecting_notices() -> tuple[list[str], Callable[[Message], None]]:
+    """The notifications an app shows, as they come, and the hook that collects them (``run_test(message_hook=)``)."""
+    notices: list[str] = []
+
+    def heard(message: Message) -> None:
+        if isinstance(message, Notify):
+            notices.append(message.notification.message)
+
+    return notices, heard
 
 
 async def open_train_screen(pilot: Pilot) -> Screen:
