@@ -260,7 +260,9 @@ async def test_train_ten_steps_then_find_the_run_completed_in_runs() -> None:
         assert RunStore().get_run(train.run_id).pid != os.getpid()  # a process of its own
         await wait_until(pilot, lambda: train.status == "completed", timeout=240)
         await wait_until(pilot, lambda: chart.points >= 10)
-        assert "step 10/10" in shown_text(train.query_one("#run-status", Static))
+        # The run's status turns completed a moment before its process writes its last progress (step 10).
+        status = train.query_one("#run-status", Static)
+        await wait_until(pilot, lambda: "step 10/10" in shown_text(status), timeout=10)
         assert "step 10:" in shown_text(train.query_one("#samples", Static))
 
         await pilot.press("escape", "5")
