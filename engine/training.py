@@ -356,6 +356,11 @@ class TrainingJob:
         try:
             status, message = self._train(opened)
             self._report(status=status, phase=status, message=message)
+            # The last progress goes out before the status, so whoever sees the run ended sees its last step.
+            if self.pulse is not None:
+                with contextlib.suppress(WorkbenchError):  # a busy database: pulse.stop() writes it again
+                    self.pulse.beat()
+            opened.recorder.set_status(status)
         except BaseException as exc:
             self._record_ending(exc, opened.recorder)
             if not isinstance(exc, Exception):
@@ -690,15 +695,12 @@ class TrainingJob:
         if self._budget_spent:
             # The estimate gives way to the count, and nothing is left to wait for.
             self._report(max_steps=training.step, steps_estimated=False, eta_seconds=0.0)
-            training.recorder.set_status("completed")
             return "completed", f"Completed its {config.max_time:g} s budget: {training.step} steps."
         if stop_reason:
-            training.recorder.set_status("stopped")
             return (
                 "stopped",
                 f"{stop_reason} at step {training.step}; a checkpoint was saved and the run can be resumed.",
             )
-        training.recorder.set_status("completed")
         return "completed", f"Completed {training.step} steps."
 
     def _learning_rate(self, training: _Training, elapsed: float) -> float:

@@ -203,6 +203,28 @@ def test_stop_and_pause_from_another_thread(tiny_model_dir, fables_excerpt, stor
     assert store.metrics(run_id)[-1]["step"] == run.steps
 
 
+class StatusWatchingStore(RunStore):
+    """A real store that notes the progress a run's record holds at the moment its status changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.progress_at_status: dict[str, dict] = {}
+
+    def set_status(self, run_id: str, status, error: str | None = None) -> None:
+        self.progress_at_status[status] = self.get_run(run_id).progress
+        super().set_status(run_id, status, error=error)
+
+
+@pytest.mark.parametrize("ending", ["completed", "stopped"])
+def test_a_run_writes_its_last_progress_before_its_final_status(tiny_model_dir, fables_excerpt, ending):
+    """Whoever sees the run end (the Train screen, `lmwb runs follow`) sees its last step, not the one before."""
+    store = StatusWatchingStore()
+    time_limit = {"max_steps": 100_000, "max_time": 0.5} if ending == "stopped" else {"max_steps": 6}
+    run = TrainingJob(settings(tiny_model_dir, fables_excerpt, **time_limit), store).run()
+    assert run.status == ending
+    assert store.progress_at_status[ending]["step"] == run.steps > 0
+
+
 def test_max_time_stops_the_run_with_a_checkpoint(tiny_model_dir, fables_excerpt, store):
     job = TrainingJob(settings(tiny_model_dir, fables_excerpt, max_steps=100_000, max_time=0.5), store)
     run = job.run()
