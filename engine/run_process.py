@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import StoreError, TrainingError, WorkbenchError
 from engine.home import ensure_private_dir, run_dir
 from engine.store import (
-    ACTIVE_STATUSES,
     CONTROL_ACTIONS,
     FINISHED_STATUSES,
     Run,
     RunStatus,
     RunStore,
+    can_resume,
     control_action,
 )
 
@@ -155,7 +155,7 @@ def check_new_run(config: TrainingConfig, store: RunStore) -> None:
 
 def _check_resumable(run: Run, config: TrainingConfig, nproc: int | None, store: RunStore) -> Run:
     """Refuse, before anything changes, a resume that its process would refuse."""
-    if run.status in ACTIVE_STATUSES or run.status == "queued":
+    if not can_resume(run.status):
         raise TrainingError(f"Run {run.id} is {run.status} already; stop it before resuming it.")
     if nproc is not None and run.world_size != nproc:
         raise TrainingError(

@@ -1049,6 +1049,11 @@ def can_control(status: RunStatus, action: ControlAction) -> bool:
     return status in CONTROLLABLE_FROM[action]
 
 
+def can_resume(status: RunStatus) -> bool:
+    """Whether a run in ``status`` may be resumed: its process has ended, and none is queued to start it."""
+    return status in FINISHED_STATUSES
+
+
 def _check_status(status: str) -> None:
     if status not in RUN_STATUSES:
         raise StoreError(f"Unknown run status {status!r}; use one of {', '.join(RUN_STATUSES)}.")

@@ -474,6 +474,23 @@ def record_run(store: RunStore, name: str, losses: list[float], status: str = "c
 
 
 @story
+async def test_an_80_column_footer_still_shows_help_quit_and_the_screen_keys() -> None:
+    """The footer cuts what does not fit; the keys every screen shares must not be what it cuts."""
+    store = RunStore()
+    record_run(store, "live", [4.2, 3.9], status="running")  # a running run adds Pause and Stop to the Runs footer
+    app = WorkbenchApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        for screen_key in ("1", "2", "5"):  # the screens that open on a list, not in a text field
+            await pilot.press(screen_key)
+            await wait_until(pilot, lambda: "Quit" in footer_keys(app.screen))
+            await pilot.pause()
+            shown = [key for key in app.screen.query_one(KeyFooter).query(FooterKey) if key.region.width]
+            assert shown[0].description == "Help"
+            assert {"Quit", "Screens"} <= {key.description for key in shown}
+            assert max(key.region.right for key in shown) <= 80, [key.description for key in shown]
+
+
+@story
 async def test_runs_update_live_overlay_marked_runs_export_and_delete(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     store = RunStore()

@@ -94,13 +94,20 @@ class DatasetsScreen(WorkbenchScreen):
             id="datasets.count_tokens",
             tooltip="Count the dataset's tokens with the chosen model's tokenizer",
         ),
+        # The tabs' own keys stay out of the footer, which the tabs' names already fill at 80 columns.
         Binding(
-            "t", "show_tab('tokenizer')", "Tokenizer", id="datasets.tokenizer", tooltip="Show text split into tokens"
+            "t",
+            "show_tab('tokenizer')",
+            "Tokenizer",
+            show=False,
+            id="datasets.tokenizer",
+            tooltip="Show text split into tokens",
         ),
         Binding(
             "v",
             "show_tab('overview')",
             "Overview",
+            show=False,
             id="datasets.overview",
             tooltip="Show the dataset's stats and preview",
         ),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from textual import work
 
-from engine.store import ACTIVE_STATUSES
+from engine.store import ACTIVE_STATUSES, can_resume
 from tui.screens.base import WorkbenchScreen
 from tui.screens.confirm import ConfirmScreen
 
@@ -99,7 +99,7 @@ class RunActionsScreen(WorkbenchScreen):
 
     def resume_run(self, run: "Run") -> None:
         """Send the run's configuration to the Train screen, where Ctrl+R continues it."""
-        if run.status in ACTIVE_STATUSES or run.status == "queued":
+        if not can_resume(run.status):
             self.notify(f"{run.name} is already {run.status}.", severity="warning")
             return
         self.workbench.pending_resume = (run.id, run.name, dict(run.config))

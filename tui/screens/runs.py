@@ -23,7 +23,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from engine.comparison import MIN_COMPARED
-from engine.store import RUN_ORDERINGS, can_control, control_action
+from engine.store import RUN_ORDERINGS, can_control, can_resume, control_action
 from tui.screens.compare import CompareScreen
 from tui.screens.run_actions import RunActionsScreen
 from tui.screens.run_detail import RunDetailScreen
@@ -111,7 +111,9 @@ class RunsScreen(RunActionsScreen):
         Binding(
             "a", "x_axis", "X axis", show=False, id="runs.x_axis", tooltip="Plot against step, tokens or wall time"
         ),
-        Binding("slash", "filter", "Filter", id="runs.filter", tooltip="Search runs by name, model or dataset"),
+        Binding(  # the filter field's own placeholder names the key
+            "slash", "filter", "Filter", show=False, id="runs.filter", tooltip="Search runs by name, model or dataset"
+        ),
         Binding("f", "cycle_status", "Status", show=False, id="runs.status", tooltip="Show only runs with one status"),
         Binding("s", "cycle_sort", "Sort", show=False, id="runs.sort", tooltip="Sort by the next column"),
         Binding("S", "reverse_sort", "Order", show=False, id="runs.order", tooltip="Reverse the sort order"),
@@ -126,8 +128,10 @@ class RunsScreen(RunActionsScreen):
         ),
         Binding("g", "generate", "Generate", id="runs.generate", tooltip="Generate with the run's latest checkpoint"),
         Binding("r", "resume", "Resume", id="runs.resume", tooltip="Resume the run on the Train screen"),
-        Binding("e", "export", "Export", id="runs.export", tooltip="Write the run as JSON and CSV here"),
-        Binding("x,delete", "delete", "Delete", id="runs.delete", tooltip="Delete the run (asks first)"),
+        # Export and delete stay out of the footer (an 80-column one ends before Quit otherwise): the help
+        # screen lists them, and a run's detail screen shows them in its own footer.
+        Binding("e", "export", "Export", show=False, id="runs.export", tooltip="Write the run as JSON and CSV here"),
+        Binding("x,delete", "delete", "Delete", show=False, id="runs.delete", tooltip="Delete the run (asks first)"),
         Binding("escape", "focus_table", "Table", show=False, id="runs.table"),
     ]
 
@@ -369,11 +373,15 @@ class RunsScreen(RunActionsScreen):
             self.app.push_screen(RunDetailScreen(run.id))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Offer pause, continue and stop only for a run that can do them."""
-        if action not in ("pause", "continue", "stop"):
+        """Offer pause, continue and stop only for a run that can do them, and resume for one that has ended."""
+        if action not in ("pause", "continue", "stop", "resume"):
             return True
         run = self.highlighted_run()
-        return run is not None and can_control(run.status, control_action(action))
+        if run is None:
+            return False
+        if action == "resume":
+            return can_resume(run.status)
+        return can_control(run.status, control_action(action))
 
     def action_pause(self) -> None:
         self._control_highlighted("pause")
