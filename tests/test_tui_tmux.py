@@ -154,6 +154,8 @@ def test_function_keys_switch_screens_from_a_text_field_without_typing_into_it(t
     terminal.press("4")
     screen = terminal.wait_for("learning rate")
     assert "f1-6 Screens" in screen  # the footer shows the keys
+    screen = terminal.wait_for("F4 Train")  # and, with a text field focused, the bar shows F-keys, not digits
+    assert "F1 Datasets" in screen.splitlines()[0]
 
     def field_line(screen: str) -> str:
         return next(line for line in screen.splitlines() if line.startswith("model "))[:36].rstrip()
@@ -165,6 +167,7 @@ def test_function_keys_switch_screens_from_a_text_field_without_typing_into_it(t
     terminal.press("F5")
     screen = terminal.wait_for("space Mark")  # the Runs screen, built and showing its keys
     assert "learning rate" not in screen
+    assert " 5 Runs" in screen.splitlines()[0] and "F5" not in screen.splitlines()[0]  # its table: digits switch
     terminal.press("F4")
     screen = terminal.wait_for("learning rate")
     assert field_line(screen) == typed  # F5 and F4 left the field's text as it was

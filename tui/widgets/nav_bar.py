@@ -3,6 +3,8 @@
 The screen-switching keys (a digit per screen, and the function key of the
 same number from a text field) are app bindings; this bar is where they are
 shown, so the footer below stays free for the current screen's own actions.
+While a text field has focus a digit is text, so the bar shows the function
+keys instead (F4 for 4), the ones that still switch.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from pathlib import Path
 from rich.text import Text
 from textual.events import Click
 from textual.widget import Widget
+from textual.widgets import Input, TextArea
+
+# Widgets in which a digit key is typed, not taken as a screen switch.
+TEXT_FIELDS = (Input, TextArea)
 
 
 class NavBar(Widget):
@@ -32,10 +38,18 @@ class NavBar(Widget):
         self._spans: list[tuple[int, int, str]] = []
         self._model = ""
         self._engine_status = ""
+        self._in_text_field = False
 
     def on_mount(self) -> None:
         self.watch(self.app, "engine_status", self._engine_status_changed)
         self.watch(self.app, "model", self._model_changed)
+        self.watch(self.screen, "focused", self._focus_changed)
+
+    def _focus_changed(self, focused: Widget | None) -> None:
+        in_text_field = isinstance(focused, TEXT_FIELDS)
+        if in_text_field != self._in_text_field:
+            self._in_text_field = in_text_field
+            self.refresh()
 
     def _engine_status_changed(self, status: str) -> None:
         self._engine_status = status
@@ -51,7 +65,8 @@ class NavBar(Widget):
         for mode, key, title in self.screens:
             start = len(bar)
             current = mode == self.current
-            bar.append(f" {key} ", style="bold reverse" if current else "bold")
+            shown_key = f"F{key}" if self._in_text_field else key
+            bar.append(f" {shown_key} ", style="bold reverse" if current else "bold")
             bar.append(f"{title} ", style="bold reverse" if current else "")
             self._spans.append((start, len(bar), mode))
             bar.append(" ")
