@@ -9,7 +9,8 @@ flags, the Train form's fields) into a full ``TrainingConfig``:
   the run ends with its final evaluation and checkpoint as the time runs out.
 - A from-scratch preset gets settings picked from the size of its data and
   the budget: learning rate and warmup, batch and block size, the vocabulary
-  for small data, and a word when a smaller preset would do better in the
+  for small data, a cap on the passes over the data when planned on time
+  (MAX_EPOCHS_ON_TIME), and a word when a smaller preset would do better in the
   time. Every pick is overridable: a setting given is never changed.
 
 The rules of thumb come from published work on small models (nanoGPT's
@@ -41,6 +42,14 @@ PLANNED_BATCH_SIZE = 16
 PLANNED_BLOCK_SIZE = 128
 # Warmup steps by budget: long enough for Adam's moment estimates to settle, short next to the run.
 WARMUP_BY_BUDGET = ((120.0, 20), (600.0, 50), (float("inf"), 100))
+# A run planned on time ends after this many passes over its data if its budget would go on:
+# data seen more often is memorised and the held-out loss climbs, the sooner the larger the model.
+# On held-out pydoc prose (bench/quality.py, 129 K training tokens, bits per byte, each run's
+# schedule decaying to its end): scratch:nano 1.878 after 12 passes, 1.870 after 16, 1.903 after
+# 27, 3.75 after 146 (a 25-minute budget); scratch:tiny 1.848 after 8, 1.876 after 16, 2.34 after
+# 29. small is not measured here: 4 follows the trend, and Muennighoff et al. (2023) find up to
+# 4 passes worth almost as much as new data.
+MAX_EPOCHS_ON_TIME = {"nano": 16.0, "tiny": 8.0, "small": 4.0}
 # Tokens a model can take in per parameter before more of the same data stops helping it;
 # below a tenth of Chinchilla's 20, a smaller model learns more from the same text.
 FEW_TOKENS_PER_PARAMETER = 2.0
@@ -58,7 +67,10 @@ class RunPlan:
         """One line: how long or how far the run goes, what was picked and why, and any advice."""
         config = self.config
         if config.max_steps is None and config.max_time is not None:
-            extent = f"{_duration(config.max_time)} of training, the learning rate decaying over it"
+            extent = f"{_duration(config.max_time)} of training"
+            if config.max_epochs is not None:
+                extent += f" or {config.max_epochs:g} epochs of the data if sooner (more would memorise it)"
+            extent += ", the learning rate decaying over it"
         else:
             extent = f"{config.max_steps} steps" if config.epochs is None else f"{config.epochs:g} epochs"
         parts = [extent]
@@ -111,6 +123,8 @@ def _pick_for_scratch(preset: str, settings: dict[str, Any], data_bytes: int) ->
     if budget is not None:
         warmup = next(steps for limit, steps in WARMUP_BY_BUDGET if budget <= limit)
         pick("warmup_steps", warmup, f"warmup {warmup} steps ({_duration(budget)} budget)")
+    if budget is not None and settings.get("max_steps", 0) is None:
+        pick("max_epochs", MAX_EPOCHS_ON_TIME[preset])  # the plan's extent names it
     batch = pick("batch_size", PLANNED_BATCH_SIZE)
     block = pick("block_size", min(PLANNED_BLOCK_SIZE, SCRATCH_PRESETS[preset]["n_positions"]))
     if batch or block:  # one note for both: the shape of a batch

@@ -1,9 +1,10 @@
 """The learning-rate schedule and the optimizer, as nanoGPT sets them up.
 
 ``get_lr`` is linear warmup then cosine decay to a floor over the run's steps;
-``get_lr_on_time`` is the same curve laid over a time budget, for a run planned
-on time. ``configure_optimizer`` is AdamW with weight decay on matrices and
-embeddings only.
+``get_lr_on_time`` is the same curve laid over how much of its plan a run
+planned on time has spent (its time budget, or its passes over the data).
+``configure_optimizer`` is AdamW with weight decay on matrices and embeddings
+only.
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ def get_lr(step: int, config: TrainingConfig, max_steps: int) -> float:
     return config.min_learning_rate + coefficient * (config.learning_rate - config.min_learning_rate)
 
 
-def get_lr_on_time(step: int, config: TrainingConfig, elapsed: float, budget: float) -> float:
-    """Learning rate for a run planned on time: linear warmup over steps, then cosine down to min as time runs out.
+def get_lr_on_time(step: int, config: TrainingConfig, spent: float) -> float:
+    """Learning rate for a run planned on time: linear warmup over steps, then cosine down to min as its plan ends.
 
-    The decay follows the fraction of the budget spent (``elapsed`` counts
-    every session, evaluations and checkpoints included), so the rate is at
-    its minimum when the budget is, however fast the steps turn out to be.
+    The decay follows ``spent``, the fraction of the plan done: of the time
+    budget (every session, evaluations and checkpoints included), or of the
+    passes over the data ``max_epochs`` allows if those end first. So the
+    rate is at its minimum when the run ends, however fast its steps turn out.
     """
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / (config.warmup_steps + 1)
-    spent = min(1.0, max(0.0, elapsed / budget))
+    spent = min(1.0, max(0.0, spent))
     coefficient = 0.5 * (1.0 + math.cos(math.pi * spent))
     return config.min_learning_rate + coefficient * (config.learning_rate - config.min_learning_rate)
 

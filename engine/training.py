@@ -128,6 +128,7 @@ class _Training:
     val_starts: np.ndarray  # the fixed validation windows (rank 0 scores them)
     dataset_hash: str  # the text the data order belongs to
     max_steps: int | None  # None: planned on time, the run ends as its budget (config.max_time) runs out
+    epoch_cap_steps: int | None  # planned on time with max_epochs: the step its passes over the data end at
     parameters: int  # the model's, for tokens per parameter in the plan
     flops_shape: ModelShape  # what the FLOPs per token depend on, for MFU
     # How far the run has got: saved with each checkpoint, restored on resume.
@@ -177,7 +178,9 @@ class TrainingJob:
         self.pulse: RunPulse | None = None  # rank 0's heartbeat and request reader, once the run is open
         self._stop_requested = False
         self._pause_requested = False
-        self._budget_spent = False  # a run planned on time: its time is up (rank 0's clock decides)
+        # A run planned on time, once its plan has ended (rank 0 decides): "budget" when its time is
+        # up, "epochs" when its passes over the data (max_epochs) are; "" until then.
+        self._plan_ended = ""
         self._thread: threading.Thread | None = None
         self._progress_lock = threading.Lock()  # the loop and the pulse both report
 
@@ -454,6 +457,7 @@ class TrainingJob:
                     f"block_size + 1 = {config.block_size + 1}; use more text or a smaller block_size.",
                 )
         max_steps = config.steps_for(len(train_split.ids), place.world_size)
+        epoch_cap_steps = config.epoch_cap_steps(len(train_split.ids), place.world_size)
         if max_steps is not None:
             check_warmup(config.warmup_steps, max_steps)
         sampler = WindowSampler(
@@ -495,6 +499,7 @@ class TrainingJob:
             val_starts=val_starts,
             dataset_hash=dataset_hash,
             max_steps=max_steps,
+            epoch_cap_steps=epoch_cap_steps,
             parameters=parameters,
             flops_shape=ModelShape(
                 parameters=parameters,
@@ -505,6 +510,12 @@ class TrainingJob:
         )
         if resume is not None:
             self._restore(training, resume.state)
+            if epoch_cap_steps is not None and training.step >= epoch_cap_steps:
+                raise SettingsError(
+                    "max_epochs",
+                    f"run {opened.run_id} has made its {config.max_epochs:g} passes over the data already "
+                    f"(step {training.step}); give a larger max_epochs to train it further.",
+                )
         return training
 
     def _step_model(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -672,7 +683,7 @@ class TrainingJob:
             # The time reported counts this step's evaluation and checkpoint too (the budget does).
             training.elapsed = elapsed_before + time.perf_counter() - session_start - paused_seconds
             self._report(
-                phase="stopping" if self._stop_requested and not self._budget_spent else "training",
+                phase="stopping" if self._stop_requested and not self._plan_ended else "training",
                 step=training.step,
                 max_steps=training.max_steps or self._estimated_steps(training, seconds_per_step),
                 tokens=training.tokens,
@@ -692,9 +703,14 @@ class TrainingJob:
         if training.last_checkpoint_step != training.step:  # stopped between steps (while paused, or before the first)
             self._checkpoint(training, None)
         training.recorder.flush()
-        if self._budget_spent:
+        if self._plan_ended:
             # The estimate gives way to the count, and nothing is left to wait for.
             self._report(max_steps=training.step, steps_estimated=False, eta_seconds=0.0)
+            if self._plan_ended == "epochs":
+                return "completed", (
+                    f"Completed {config.max_epochs:g} passes over its data (max_epochs) in {training.elapsed:.0f} s "
+                    f"of its {config.max_time:g} s budget: {training.step} steps."
+                )
             return "completed", f"Completed its {config.max_time:g} s budget: {training.step} steps."
         if stop_reason:
             return (
@@ -707,8 +723,15 @@ class TrainingJob:
         """The schedule over the run's steps, or over its time budget when it is planned on time."""
         if training.max_steps is not None:
             return get_lr(training.step, self.config, training.max_steps)
+        return get_lr_on_time(training.step, self.config, self._plan_spent(training, elapsed))
+
+    def _plan_spent(self, training: _Training, elapsed: float) -> float:
+        """How much of a run planned on time is done: of its time budget, or of its passes over the data if further."""
         assert self.config.max_time is not None  # validate(): a run without max_steps has a budget
-        return get_lr_on_time(training.step, self.config, elapsed, self.config.max_time)
+        spent = elapsed / self.config.max_time
+        if training.epoch_cap_steps is not None:
+            spent = max(spent, training.step / training.epoch_cap_steps)
+        return spent
 
     def _optimizer_step(self, training: _Training) -> tuple[float, float]:
         """Forward and backward over grad_accum micro-batches, clip, step; return (loss, gradient norm).
@@ -772,9 +795,11 @@ class TrainingJob:
             reason = "Stopped"
         elif training.max_steps is not None and config.max_time is not None and session_seconds >= config.max_time:
             reason = f"Time limit of {config.max_time:g} s reached"
-        elif training.max_steps is None and self.place.writes and self._budget_is_spent(training, seconds_per_step):
-            self._budget_spent = True
-            reason = f"Time budget of {config.max_time:g} s spent"
+        elif training.max_steps is None and self.place.writes:
+            if training.epoch_cap_steps is not None and training.step >= training.epoch_cap_steps:
+                self._plan_ended, reason = "epochs", f"{config.max_epochs:g} passes over the data made"
+            elif self._budget_is_spent(training, seconds_per_step):
+                self._plan_ended, reason = "budget", f"Time budget of {config.max_time:g} s spent"
         self._stop_requested = self._stop_requested or bool(reason)
         stop, pause = self._agreed_controls(training.device)
         return (reason or ("Stopped by another process" if stop else "")), pause
@@ -804,15 +829,24 @@ class TrainingJob:
         """A run planned on time: the steps it will have taken when its budget runs out, at the pace so far."""
         assert self.config.max_time is not None
         room = self.config.max_time - training.elapsed - self._seconds_to_finish(training, seconds_per_step)
-        return training.step + 1 + max(0, int(room / seconds_per_step))
+        steps = training.step + 1 + max(0, int(room / seconds_per_step))
+        return steps if training.epoch_cap_steps is None else min(steps, training.epoch_cap_steps)
 
     def _plan_message(self, training: _Training, seconds_per_step: float, tokens_per_step: int) -> str:
         """The plan once the pace is known: steps, tokens and tokens per parameter the budget will reach."""
+        config = self.config
         steps = self._estimated_steps(training, seconds_per_step)
         tokens = steps * tokens_per_step
+        extent = f"in {config.max_time:g} s"
+        if steps == training.epoch_cap_steps:
+            seconds = training.elapsed + (steps - training.step) * seconds_per_step
+            extent = (
+                f"ending after {config.max_epochs:g} passes over the data (max_epochs), in ≈{seconds:.0f} s "
+                f"of the {config.max_time:g} s budget"
+            )
         return (
             f"Plan: ≈{steps:,} steps, ≈{tokens:,} tokens, {tokens / training.parameters:.2g} tokens per parameter "
-            f"in {self.config.max_time:g} s."
+            f"{extent}."
         )
 
     def _agreed_controls(self, device: torch.device) -> tuple[bool, bool]:
@@ -826,7 +860,10 @@ class TrainingJob:
         config = self.config
         if training.max_steps is None:
             assert config.max_time is not None
-            return max(0.0, config.max_time - training.elapsed)
+            eta = max(0.0, config.max_time - training.elapsed)
+            if training.epoch_cap_steps is not None:
+                eta = min(eta, max(0, training.epoch_cap_steps - training.step) * seconds_per_step)
+            return eta
         eta = (training.max_steps - training.step) * seconds_per_step
         if config.max_time is not None:
             eta = min(eta, max(0.0, config.max_time - session_seconds))

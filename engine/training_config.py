@@ -56,6 +56,10 @@ class TrainingConfig:
     # Without (max_steps None): the run's time budget, every session together; the learning rate decays
     # over it and the run completes, evaluated and checkpointed, as it runs out (engine.planning).
     max_time: float | None = None  # seconds
+    # A run planned on time: end after this many passes over the training tokens if the budget
+    # would take it further, with the learning rate decaying over whichever ends first. Small data
+    # seen for too many passes is memorised, and the held-out loss climbs (engine.planning).
+    max_epochs: float | None = None
     batch_size: int = 8  # windows per micro-batch
     # On a GPU: find the largest micro-batch that fits its memory (at most batch_size * grad_accum windows)
     # and keep batch_size * grad_accum windows per step with gradient accumulation. Set back to False
@@ -128,6 +132,14 @@ class TrainingConfig:
             check_number("epochs", self.epochs, 0, above=True)
         if self.max_time is not None:
             check_number("max_time", self.max_time, 0, above=True, unit=" seconds")
+        if self.max_epochs is not None:
+            check_number("max_epochs", self.max_epochs, 0, above=True)
+            if not self.planned_on_time:
+                raise SettingsError(
+                    "max_epochs",
+                    "caps a run planned on time (max_time without max_steps and epochs); a run of so many "
+                    "steps or epochs has its length already, so leave max_epochs empty.",
+                )
         check_int("batch_size", self.batch_size, 1)
         check_int("block_size", self.block_size, 1)
         check_int("grad_accum", self.grad_accum, 1)
@@ -214,8 +226,17 @@ class TrainingConfig:
         """The run's total steps: ``max_steps``, enough for ``epochs`` passes, or None when planned on time."""
         if self.epochs is None:
             return self.max_steps
+        return self._steps_for_passes(self.epochs, train_tokens, world_size)
+
+    def epoch_cap_steps(self, train_tokens: int, world_size: int = 1) -> int | None:
+        """A run planned on time with ``max_epochs``: the step its passes over the data end at (else None)."""
+        if not self.planned_on_time or self.max_epochs is None:
+            return None
+        return self._steps_for_passes(self.max_epochs, train_tokens, world_size)
+
+    def _steps_for_passes(self, passes: float, train_tokens: int, world_size: int) -> int:
         tokens_per_step = self.batch_size * self.block_size * self.grad_accum * world_size
-        return max(1, math.ceil(self.epochs * train_tokens / tokens_per_step))
+        return max(1, math.ceil(passes * train_tokens / tokens_per_step))
 
     def lora_settings(self) -> LoraSettings:
         """The LoRA fields as ``engine.lora`` takes them."""

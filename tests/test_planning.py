@@ -11,14 +11,18 @@ import pytest
 
 from engine.datasets import Dataset, open_dataset, tokenize_dataset
 from engine.errors import DatasetError, SettingsError
-from engine.planning import PRESET_LEARNING_RATES, dataset_bytes, plan_run, vocabulary_for
+from engine.planning import MAX_EPOCHS_ON_TIME, PRESET_LEARNING_RATES, dataset_bytes, plan_run, vocabulary_for
 from tests.conftest import FABLES
 
 
 def test_a_budget_alone_plans_the_run_on_time(fables) -> None:
     plan = plan_run({"model": "scratch:nano", "dataset": str(fables), "max_time": 600})
     assert plan.config.max_steps is None and plan.config.planned_on_time
-    assert plan.explanation().startswith("Plan: 10 min of training, the learning rate decaying over it · picked ")
+    assert plan.config.max_epochs == MAX_EPOCHS_ON_TIME["nano"] == 16
+    assert plan.explanation().startswith(
+        "Plan: 10 min of training or 16 epochs of the data if sooner (more would memorise it), "
+        "the learning rate decaying over it · picked "
+    )
 
 
 def test_steps_and_a_budget_keep_the_steps_and_the_budget_is_a_limit(fables) -> None:
@@ -34,6 +38,7 @@ def test_a_scratch_preset_gets_picks_from_its_data_and_budget_with_the_reasons_i
     assert config.min_learning_rate == pytest.approx(config.learning_rate / 10)
     assert config.vocab_size == vocabulary_for(FABLES.stat().st_size) == 1024
     assert (config.batch_size, config.block_size, config.warmup_steps) == (16, 128, 50)
+    assert config.max_epochs == MAX_EPOCHS_ON_TIME["tiny"] == 8  # a larger model memorises sooner
     line = plan.explanation()
     assert "\n" not in line
     assert "lr 0.001 (tiny preset)" in line
@@ -53,10 +58,21 @@ def test_every_pick_is_overridable(fables) -> None:
         "batch_size": 3,
         "block_size": 64,
         "vocab_size": 777,
+        "max_epochs": 40,
     }
     plan = plan_run(given)
     assert {name: getattr(plan.config, name) for name in given} == given
     assert "picked" not in plan.explanation()  # nothing was left to pick
+
+
+def test_epochs_cap_only_a_run_planned_on_time(fables) -> None:
+    """A run of so many steps has its length; an epoch cap on it would be a setting silently ignored."""
+    assert plan_run({"model": "scratch:nano", "dataset": str(fables), "max_steps": 50}).config.max_epochs is None
+    with pytest.raises(SettingsError, match="max_epochs") as refused:
+        plan_run({"model": "scratch:nano", "dataset": str(fables), "max_steps": 50, "max_epochs": 4})
+    assert "caps a run planned on time" in str(refused.value)
+    with pytest.raises(SettingsError, match="max_epochs"):
+        plan_run({"model": "scratch:nano", "dataset": str(fables), "max_time": 60, "max_epochs": 0})
 
 
 def test_a_smaller_preset_is_suggested_when_the_data_is_little_for_the_model(tmp_path) -> None:

@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from engine.checkpoints import TRAINER_STATE_FILE, checkpoints_to_remove
-from engine.datasets import open_dataset, tokenize_dataset
+from engine.datasets import VALIDATION_FRACTION, open_dataset, tokenize_dataset
 from engine.errors import DatasetError, SettingsError, TrainingError
 from engine.evaluation import evaluate
 from engine.home import run_dir
@@ -283,6 +283,32 @@ def test_a_run_planned_on_time_resumes_for_the_rest_of_its_budget(tiny_model_dir
     smaller = dataclasses.replace(config, max_time=spent)  # a budget already spent
     with pytest.raises(SettingsError, match="max_time"):
         TrainingJob(smaller, store, resume_run=resumed.id).run()
+
+
+def test_a_run_planned_on_time_ends_after_max_epochs_annealed_and_resumes_only_with_more(
+    tiny_model_dir, fables_excerpt, store
+):
+    """Small data, a long budget: the run ends once it has made its passes over the data, at the minimum rate."""
+    config = planned_on_time(tiny_model_dir, fables_excerpt, max_time=600, max_epochs=2)
+    job = TrainingJob(config, store)
+    run = job.run()
+    assert run.status == "completed", run.error
+    tokens = tokenize_dataset(open_dataset(str(fables_excerpt)), AutoTokenizer.from_pretrained(tiny_model_dir))
+    train_tokens = len(tokens.split(VALIDATION_FRACTION, by=config.split_by)[0].ids)
+    assert run.steps == config.epoch_cap_steps(train_tokens) == math.ceil(2 * train_tokens / (4 * 32))
+    assert job.progress.message.startswith("Completed 2 passes over its data (max_epochs) in ")
+    metrics = store.metrics(run.id)
+    assert metrics[-1]["elapsed"] < 60  # far short of the 600 s budget
+    assert metrics[-1]["lr"] == pytest.approx(config.min_learning_rate, abs=0.02 * config.learning_rate)
+    rates = [row["lr"] for row in metrics if row["step"] > config.warmup_steps]
+    assert all(later <= earlier for earlier, later in itertools.pairwise(rates))
+    assert store.checkpoints(run.id)[-1]["step"] == run.steps and metrics[-1]["val_loss"] is not None
+
+    with pytest.raises(SettingsError, match="max_epochs") as refused:  # more time alone cannot go on
+        TrainingJob(dataclasses.replace(config, max_time=900), store, resume_run=run.id).run()
+    assert "give a larger max_epochs" in str(refused.value)
+    resumed = TrainingJob(dataclasses.replace(config, max_epochs=3), store, resume_run=run.id).run()
+    assert resumed.status == "completed" and resumed.steps == math.ceil(3 * train_tokens / (4 * 32))
 
 
 def test_a_resumed_run_matches_one_that_was_never_stopped(tiny_model_dir, fables_excerpt, store):

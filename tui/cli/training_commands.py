@@ -74,6 +74,14 @@ TRAINING_FLAGS = (
         "for it). With --steps: a limit on this session, then stop with a checkpoint",
     ),
     (
+        "--max-epochs",
+        "max_epochs",
+        number,
+        "with --max-time alone: end after this many passes over the training data if the budget lasts longer "
+        "(the learning rate decays over whichever ends first; a scratch preset gets a cap for its size, 16 "
+        "for nano: data seen more often is memorised)",
+    ),
+    (
         "--batch-size",
         "batch_size",
         whole_number_or_auto,

@@ -52,6 +52,7 @@ FORM_SECTIONS = (
         "Schedule and optimizer",
         (
             "epochs",
+            "max_epochs",
             "grad_accum",
             "min_learning_rate",
             "warmup_steps",
