@@ -25,7 +25,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from engine.datasets import Dataset, open_dataset
+from engine.datasets import VALIDATION_FRACTION, Dataset, open_dataset
 from engine.model_source import SCRATCH_PRESETS, ModelSource, scratch_parameter_count
 from engine.training_config import TrainingConfig
 
@@ -50,6 +50,9 @@ WARMUP_BY_BUDGET = ((120.0, 20), (600.0, 50), (float("inf"), 100))
 # 29. small is not measured here: 4 follows the trend, and Muennighoff et al. (2023) find up to
 # 4 passes worth almost as much as new data.
 MAX_EPOCHS_ON_TIME = {"nano": 16.0, "tiny": 8.0, "small": 4.0}
+# Bytes of text per token of a byte-level BPE with the planned vocabulary, at most: 2.9 on English
+# prose at 1,024 entries (bench/quality.py's corpus); code and repeats give more, so a margin.
+BYTES_PER_TOKEN_AT_MOST = 4.0
 # Tokens a model can take in per parameter before more of the same data stops helping it;
 # below a tenth of Chinchilla's 20, a smaller model learns more from the same text.
 FEW_TOKENS_PER_PARAMETER = 2.0
@@ -119,19 +122,38 @@ def _pick_for_scratch(preset: str, settings: dict[str, Any], data_bytes: int) ->
     pick("learning_rate", learning_rate, f"lr {learning_rate:g} ({preset} preset)")
     floor = settings["learning_rate"] * MIN_LEARNING_RATE_RATIO
     pick("min_learning_rate", floor, f"min lr {floor:g}")
-    budget = settings.get("max_time")
-    if budget is not None:
-        warmup = next(steps for limit, steps in WARMUP_BY_BUDGET if budget <= limit)
-        pick("warmup_steps", warmup, f"warmup {warmup} steps ({_duration(budget)} budget)")
-    if budget is not None and settings.get("max_steps", 0) is None:
-        pick("max_epochs", MAX_EPOCHS_ON_TIME[preset])  # the plan's extent names it
     batch = pick("batch_size", PLANNED_BATCH_SIZE)
     block = pick("block_size", min(PLANNED_BLOCK_SIZE, SCRATCH_PRESETS[preset]["n_positions"]))
     if batch or block:  # one note for both: the shape of a batch
         picks.append(f"batch {settings['batch_size']} × {settings['block_size']} tokens")
+    budget = settings.get("max_time")
+    if budget is not None and settings.get("max_steps", 0) is None:
+        pick("max_epochs", MAX_EPOCHS_ON_TIME[preset])  # the plan's extent names it
+    if budget is not None:
+        warmup = next(steps for limit, steps in WARMUP_BY_BUDGET if budget <= limit)
+        note = f"warmup {warmup} steps ({_duration(budget)} budget)"
+        passes = _fewest_steps_of_passes(settings, data_bytes)
+        if passes is not None and warmup > passes // 10:
+            warmup = max(1, passes // 10)
+            note = f"warmup {warmup} steps (a tenth of ≥{passes} steps of {settings['max_epochs']:g} passes)"
+        pick("warmup_steps", warmup, note)
     vocabulary = vocabulary_for(data_bytes)
     pick("vocab_size", vocabulary, f"vocab {vocabulary} ({_size(data_bytes)} of text)")
     return picks, _smaller_preset_advice(preset, settings["vocab_size"], data_bytes)
+
+
+def _fewest_steps_of_passes(settings: dict[str, Any], data_bytes: int) -> int | None:
+    """The fewest steps a run capped at max_epochs passes can take on this data, or None without a cap.
+
+    Counted as if every token held BYTES_PER_TOKEN_AT_MOST bytes of text, so a
+    warmup fitted to it fits the run the data really gives (the plan does not
+    tokenize).
+    """
+    if settings.get("max_epochs") is None:
+        return None
+    train_tokens = data_bytes * (1 - VALIDATION_FRACTION) / BYTES_PER_TOKEN_AT_MOST
+    tokens_per_step = settings["batch_size"] * settings["block_size"] * settings.get("grad_accum", 1)
+    return max(1, int(settings["max_epochs"] * train_tokens / tokens_per_step))
 
 
 def dataset_bytes(dataset: Dataset) -> int:

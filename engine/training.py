@@ -460,6 +460,8 @@ class TrainingJob:
         epoch_cap_steps = config.epoch_cap_steps(len(train_split.ids), place.world_size)
         if max_steps is not None:
             check_warmup(config.warmup_steps, max_steps)
+        if epoch_cap_steps is not None:
+            check_warmup(config.warmup_steps, epoch_cap_steps, f"{config.max_epochs:g} passes over this data")
         sampler = WindowSampler(
             train_split,
             config.block_size,

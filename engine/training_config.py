@@ -295,12 +295,13 @@ def check_probes(prompts: object) -> list[str]:
     return list(prompts)
 
 
-def check_warmup(warmup_steps: int, max_steps: int) -> None:
+def check_warmup(warmup_steps: int, max_steps: int, limit: str = "max_steps") -> None:
+    """Refuse a warmup longer than the run: its rate would never decay. ``limit`` names what sets the run's steps."""
     if warmup_steps > max_steps:
         raise SettingsError(
             "warmup_steps",
-            f"{warmup_steps} warmup steps is more than the {max_steps} steps of the run; "
-            "use at most max_steps (a tenth of it is usual).",
+            f"{warmup_steps} warmup steps is more than the {max_steps} steps of the run ({limit}); "
+            "use fewer (a tenth of the run is usual).",
         )
 
 

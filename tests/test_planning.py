@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.datasets import Dataset, open_dataset, tokenize_dataset
+from engine.datasets import VALIDATION_FRACTION, Dataset, open_dataset, tokenize_dataset
 from engine.errors import DatasetError, SettingsError
+from engine.models import train_tokenizer
 from engine.planning import MAX_EPOCHS_ON_TIME, PRESET_LEARNING_RATES, dataset_bytes, plan_run, vocabulary_for
 from tests.conftest import FABLES
 
@@ -37,12 +38,14 @@ def test_a_scratch_preset_gets_picks_from_its_data_and_budget_with_the_reasons_i
     assert config.learning_rate == PRESET_LEARNING_RATES["tiny"]
     assert config.min_learning_rate == pytest.approx(config.learning_rate / 10)
     assert config.vocab_size == vocabulary_for(FABLES.stat().st_size) == 1024
-    assert (config.batch_size, config.block_size, config.warmup_steps) == (16, 128, 50)
+    assert (config.batch_size, config.block_size) == (16, 128)
     assert config.max_epochs == MAX_EPOCHS_ON_TIME["tiny"] == 8  # a larger model memorises sooner
+    # 50 steps for a 5-minute budget, but the 8 passes over 301 KB take 264 steps or more: a tenth of them.
+    assert config.warmup_steps == 26
     line = plan.explanation()
     assert "\n" not in line
     assert "lr 0.001 (tiny preset)" in line
-    assert "warmup 50 steps (5 min budget)" in line
+    assert "warmup 26 steps (a tenth of ≥264 steps of 8 passes)" in line
     assert "vocab 1024 (301 KB of text)" in line
     assert "batch 16 × 128 tokens" in line
 
@@ -63,6 +66,19 @@ def test_every_pick_is_overridable(fables) -> None:
     plan = plan_run(given)
     assert {name: getattr(plan.config, name) for name in given} == given
     assert "picked" not in plan.explanation()  # nothing was left to pick
+
+
+def test_a_warmup_picked_for_a_budget_fits_the_passes_over_little_data(tmp_path) -> None:
+    """Little text, a long budget: the passes end long before the budget, and the warmup well before them."""
+    text = tmp_path / "notes.txt"
+    text.write_text(FABLES.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    config = plan_run({"model": "scratch:nano", "dataset": str(text), "max_time": 600}).config
+    assert config.warmup_steps == 3  # not the 50 of a 10-minute budget
+    # The real passes are at least that long: the plan's count assumed 4 bytes a token.
+    dataset = open_dataset(str(text))
+    tokens = tokenize_dataset(dataset, train_tokenizer(dataset, config.vocab_size))
+    train_tokens = len(tokens.split(VALIDATION_FRACTION, by=config.split_by)[0].ids)
+    assert config.epoch_cap_steps(train_tokens) >= 10 * config.warmup_steps
 
 
 def test_epochs_cap_only_a_run_planned_on_time(fables) -> None:

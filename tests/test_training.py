@@ -310,6 +310,12 @@ def test_a_run_planned_on_time_ends_after_max_epochs_annealed_and_resumes_only_w
     resumed = TrainingJob(dataclasses.replace(config, max_epochs=3), store, resume_run=run.id).run()
     assert resumed.status == "completed" and resumed.steps == math.ceil(3 * train_tokens / (4 * 32))
 
+    # A warmup longer than the passes would end the run before its rate ever decays: refused, saying why.
+    too_short = dataclasses.replace(config, max_epochs=0.01, warmup_steps=10)
+    with pytest.raises(SettingsError, match="warmup_steps") as refused:
+        TrainingJob(too_short, store).run()
+    assert "steps of the run (0.01 passes over this data)" in str(refused.value)
+
 
 def test_a_resumed_run_matches_one_that_was_never_stopped(tiny_model_dir, fables_excerpt, store):
     # The tiny model has dropout on, so this also checks that random state resumes.
