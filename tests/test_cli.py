@@ -799,6 +799,19 @@ def test_max_time_stops_with_a_checkpoint_and_says_how_to_resume(capsys, fables:
     assert shown["checkpoints"][-1]["step"] == shown["steps"]
 
 
+def test_a_budget_with_max_epochs_ends_after_its_passes_and_says_so(capsys, fables: Path) -> None:
+    status, out, err = lmwb_in_process(
+        capsys, "train", *NANO_RUN, "--dataset", str(fables), "--max-time", "600", "--max-epochs", "0.002"
+    )
+    assert status == 0, err
+    assert "for 10:00 of training or 0.002 passes over the data, if sooner (planned on time)" in out.splitlines()[0]
+    assert "or 0.002 epochs of the data if sooner" in out.splitlines()[1]  # the plan line
+    status, out, _ = lmwb_in_process(capsys, "runs", "show", started_run_id(out), "--json")
+    shown = json.loads(out)
+    assert shown["status"] == "completed" and shown["config"]["max_epochs"] == 0.002
+    assert 0 < shown["steps"] < 100 and shown["checkpoints"][-1]["step"] == shown["steps"]
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_headless_run_cleanly(fables: Path) -> None:
     child = subprocess.Popen(

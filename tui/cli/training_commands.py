@@ -454,7 +454,8 @@ def _require_model_and_dataset(settings: dict[str, Any], command: str, otherwise
 def _extent(config: Any) -> str:
     """How far a run goes, as the start line says it: to a step, or for its time budget."""
     if config.planned_on_time:
-        return f"for {human_duration(config.max_time)} of training (planned on time)"
+        cap = "" if config.max_epochs is None else f" or {config.max_epochs:g} passes over the data, if sooner"
+        return f"for {human_duration(config.max_time)} of training{cap} (planned on time)"
     return f"to step {config.max_steps}" if config.epochs is None else f"for {config.epochs:g} epochs"
 
 
