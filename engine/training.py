@@ -828,14 +828,14 @@ class TrainingJob:
         return seconds_per_step + evaluation + checkpoint
 
     def _estimated_steps(self, training: _Training, seconds_per_step: float) -> int:
-        """A run planned on time: the steps it will have taken when its budget runs out, at the pace so far."""
+        """A run planned on time: the steps it will have taken when its budget (or its max_epochs passes) ends."""
         assert self.config.max_time is not None
         room = self.config.max_time - training.elapsed - self._seconds_to_finish(training, seconds_per_step)
         steps = training.step + 1 + max(0, int(room / seconds_per_step))
         return steps if training.epoch_cap_steps is None else min(steps, training.epoch_cap_steps)
 
     def _plan_message(self, training: _Training, seconds_per_step: float, tokens_per_step: int) -> str:
-        """The plan once the pace is known: steps, tokens and tokens per parameter the budget will reach."""
+        """The plan once the pace is known: the steps, tokens and tokens per parameter it will reach, and when."""
         config = self.config
         steps = self._estimated_steps(training, seconds_per_step)
         tokens = steps * tokens_per_step
