@@ -452,7 +452,8 @@ async def test_the_train_screen_follows_the_whole_sweep_saying_where_it_is(fable
         # The first run ends; the screen moves on to the second by itself, and says so.
         await wait_until(pilot, lambda: train.run_id == second.id, timeout=RUN_TIMEOUT)
         assert RunStore().get_run(first.id).status == "completed"
-        assert any(f"the sweep goes on with {second.name}" in notice for notice in notices)
+        # The notice is a message the app handles after the switch: wait for it, as a person would see it appear.
+        await wait_until(pilot, lambda: any(f"the sweep goes on with {second.name}" in notice for notice in notices))
         await wait_until(
             pilot,
             lambda: f"sweep {sweep['id']} · run 2 of 2 · {second.name} · completed" in status_line(),
