@@ -79,7 +79,8 @@ async def test_the_attention_of_the_selected_token_shows_a_row_per_layer(tiny_mo
         screen = await generate(pilot, str(tiny_model_dir), {"max_new_tokens": 8, "seed": 7})
         await pilot.press("ctrl+g", "right", "right", "a")
         attention = screen.query_one("#attention", AttentionMap)
-        await wait_until(pilot, lambda: "attention writing" in shown_text(attention))
+        # The title comes with the weights; the rows need the widget laid out at their height too.
+        await wait_until(pilot, lambda: "attention writing" in shown_text(attention) and " L2" in shown_text(attention))
         lines = shown_text(attention).splitlines()[1:]  # under its top border
         assert "2 layers × 2 heads" in lines[0]
         assert lines[1].split() == ["h1", "h2"] and lines[2].startswith(" L1") and lines[3].startswith(" L2")
